@@ -697,7 +697,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// Publishes the ready preview's endpoints (at weight 0) before the machine may give it weight.
     fn preview_ready(&mut self, workload: Workload) {
         let slot = self.preview_slot();
-        let endpoints = workload.endpoints().to_vec();
+        let endpoints = workload.endpoints();
         let protocol = self.preview_spec.protocol;
         match self
             .seams
@@ -816,7 +816,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
-        let endpoints = self.preview.as_ref().map(|p| p.endpoints().to_vec());
+        let endpoints = self.preview.as_ref().map(Workload::endpoints);
         match endpoints {
             Some(endpoints) if preview_bp > self.applied_bp => {
                 let (seq, tx) = (self.weights_seq, self.done_tx.clone());

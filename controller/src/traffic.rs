@@ -70,6 +70,27 @@ pub trait TrafficSetter: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Replaces `from` by `to` among `slot`'s endpoints on the route (one table generation),
+    /// leaving the others, the weights and the protocol as they are: a supervised instance
+    /// whose port was taken was restarted on `to` and passed readiness there. `Ok(None)` when
+    /// the slot no longer has `from` (its endpoints were replaced or removed meanwhile: a
+    /// retirement wins); else the generation that carries the change. The default changes
+    /// nothing and says so (`Ok(None)`).
+    ///
+    /// # Errors
+    /// When the route does not exist, or the edited table breaks a rule (`to` is another
+    /// backend's endpoint).
+    fn replace_endpoint(
+        &self,
+        route: &str,
+        slot: Slot,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<Option<u64>> {
+        let _ = (route, slot, from, to);
+        Ok(None)
+    }
+
     /// What still holds `slot` on the route: requests in flight and open upgraded connections. A
     /// drain waits until both are 0 (or its deadline).
     fn held(&self, route: &str, slot: Slot) -> Held;
@@ -173,6 +194,21 @@ impl<T: TrafficSetter> EndpointGate for RouteGate<T> {
     fn restore(&self, endpoint: SocketAddr) {
         self.set(endpoint, false);
     }
+
+    fn moved(&self, from: SocketAddr, to: SocketAddr) {
+        let (route, slot) = (&self.route, self.slot);
+        match self.traffic.replace_endpoint(route, slot, from, to) {
+            Ok(Some(generation)) => {
+                tracing::info!(%route, backend = %slot, %from, %to, generation, "endpoint moved: its instance was restarted on another port");
+            }
+            Ok(None) => {
+                tracing::info!(%route, backend = %slot, %from, %to, "endpoint not moved: the backend no longer has it");
+            }
+            Err(e) => {
+                tracing::warn!(%route, backend = %slot, %from, %to, "cannot move the endpoint: {e}");
+            }
+        }
+    }
 }
 
 /// What still holds a backend that is being drained ([`TrafficSetter::held`]).
@@ -245,6 +281,35 @@ impl TrafficSetter for Proxy {
         withdrawn: bool,
     ) -> Result<bool> {
         Proxy::withdraw(self, route, slot, endpoint, withdrawn).map_err(|e| route_error(route, e))
+    }
+
+    fn replace_endpoint(
+        &self,
+        route: &str,
+        slot: Slot,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<Option<u64>> {
+        let config = Proxy::route(self, route).ok_or_else(|| {
+            route_error(
+                route,
+                crossfade_proxy::Error::UnknownRoute(route.to_owned()),
+            )
+        })?;
+        if !config.backend(slot).endpoints.contains(&from) {
+            return Ok(None);
+        }
+        // Edits the table in force at the write (a removal since the look above wins).
+        let generation = self
+            .update(|routes| {
+                let endpoints = &mut find(routes, route)?.backend_mut(slot).endpoints;
+                if let Some(e) = endpoints.iter_mut().find(|e| **e == from) {
+                    *e = to;
+                }
+                Ok(())
+            })
+            .map_err(|e| route_error(route, e))?;
+        Ok(Some(generation))
     }
 
     fn set_endpoints(

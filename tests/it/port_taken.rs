@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::trace::{self, TraceConfig};
-use crate::support::{pids_of, read_json, temp_dir, wait_until, Admin, App, Crossfade, Spec};
+use crate::support::{
+    pid_alive, pids_of, read_json, temp_dir, wait_until, Admin, App, Crossfade, Spec,
+};
 
 /// The bound on a wait for an event (ready, exited, restarted).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -223,4 +225,185 @@ async fn no_request_reaches_another_server_on_the_port_of_an_instance_that_is_do
     assert!(out.stdout.contains(&down), "{}", out.stdout);
     let mut blue = blue;
     blue.run.terminate(PATIENCE).await;
+}
+
+/// Blue (`blue`: two sample-app instances, `v1`) with a state file, serving; then its instance 0
+/// is killed and another server takes its port at once, before the supervisor's restart (0.5 s
+/// later). Returns once the instance was restarted on another port and the route has it there;
+/// with the other server, the endpoints before (`[P, P1]`) and after (`[Q, P1]`), and how many
+/// requests the other server had answered when the exit was reported.
+struct Moved {
+    dir: tempfile::TempDir,
+    spec: Spec,
+    admin: Admin,
+    run: Crossfade,
+    imposter: Imposter,
+    before: Vec<SocketAddr>,
+    after: Vec<SocketAddr>,
+    hits_at_exit: u64,
+}
+
+impl Moved {
+    async fn away(blue: App) -> Moved {
+        let dir = temp_dir();
+        let state = dir.path().join("state.json");
+        let spec = Spec::new()
+            .blue(blue.set("instances", json!(2)))
+            .state_file(&state);
+        let admin = Admin::new(spec.admin());
+        let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+        run.wait_ready(&admin, PATIENCE).await;
+        let pids = wait_until(PATIENCE, "blue's pids", || async {
+            let pids = pids_of(&read_json(&state)["active_pids"]);
+            (pids.len() == 2).then_some(pids)
+        })
+        .await;
+        let before = blue_endpoints(&admin).await;
+        assert_eq!(before.len(), 2, "{before:?}");
+        kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill instance 0");
+        let imposter = Imposter::take(before[0].port()).await;
+        wait_until(PATIENCE, "the exit reported", || async {
+            let exited = events(&admin, "ActiveExited").await;
+            (!exited.is_empty()).then_some(())
+        })
+        .await;
+        let hits_at_exit = imposter.hits();
+        let after = wait_until(
+            PATIENCE,
+            "instance 0 in the route on a new port",
+            || async {
+                let now = blue_endpoints(&admin).await;
+                (now.len() == 2 && now[0] != before[0]).then_some(now)
+            },
+        )
+        .await;
+        Moved {
+            dir,
+            spec,
+            admin,
+            run,
+            imposter,
+            before,
+            after,
+            hits_at_exit,
+        }
+    }
+
+    /// Bursts through the proxy: every answer from `v1`, both instances answering (instance 0
+    /// from its new port), none from the other server since the exit was reported.
+    async fn serves_v1_on_the_new_port(&self) {
+        let mut instances = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let records = trace::burst(&TraceConfig::new(self.spec.listen()), 40).await;
+            trace::assert_no_errors(&records);
+            assert_eq!(
+                trace::from_pool(&records, "v1"),
+                records.len(),
+                "{records:?}"
+            );
+            instances.extend(
+                records
+                    .iter()
+                    .filter_map(|r| r.instance().map(str::to_owned)),
+            );
+        }
+        let new = format!("-{}", self.after[0].port());
+        assert!(
+            instances.iter().any(|i| i.ends_with(&new)),
+            "instance 0 answers from {}: {instances:?}",
+            self.after[0]
+        );
+        println!(
+            "PORT_TAKEN moved {} -> {}: the other server answered {} requests ({} before the exit was reported)",
+            self.before[0],
+            self.after[0],
+            self.imposter.hits(),
+            self.hits_at_exit
+        );
+        assert_eq!(
+            self.imposter.hits(),
+            self.hits_at_exit,
+            "requests reached the other server after the exit was reported"
+        );
+    }
+}
+
+/// Trial 32, A (part 2), the reproduction: blue's instance 0 is killed and another server takes
+/// its port at once. Its restart there failed to bind (`Address already in use`) every time,
+/// with a backoff up to 30 s, for ever, while the proxy sent the other server every other
+/// request (`curl` alternated `IMPOSTER` and `v1`). The restart goes to another free port; the
+/// route, `crossfade status`, the event and the state follow, and no request reaches the other
+/// server once the exit is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_port_is_taken_moves_to_another_port_and_the_route_follows() {
+    let moved = Moved::away(App::version("v1")).await;
+    assert_eq!(moved.after[1], moved.before[1], "instance 1 is untouched");
+    moved.serves_v1_on_the_new_port().await;
+    let restarted = events(&moved.admin, "ActiveRestarted").await;
+    let taken = format!("restarted on {}", moved.after[0]);
+    assert!(
+        restarted
+            .iter()
+            .any(|m| m.contains(&taken) && m.contains("was taken")),
+        "{restarted:?}"
+    );
+    let health = blue_health(&moved.admin, moved.after[0]).await;
+    assert_eq!(health["healthy"], true, "{health:#}");
+    let admin_addr = moved.admin.addr.to_string();
+    let out = crate::support::run_to_end(
+        ["status", "--admin", admin_addr.as_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    let up = format!("{} up", moved.after[0]);
+    assert!(out.stdout.contains(&up), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains(&moved.before[0].to_string()),
+        "{}",
+        out.stdout
+    );
+    let mut moved = moved;
+    moved.run.terminate(PATIENCE).await;
+}
+
+/// The same for an h2c-only workload (`protocol: h2c`): the restart's probe and the route speak
+/// h2c to the new port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_restart_whose_port_is_taken_moves_to_another_port() {
+    let h2c = App::version("v1")
+        .flags(["--h2c"])
+        .set("protocol", json!("h2c"));
+    let mut moved = Moved::away(h2c).await;
+    moved.serves_v1_on_the_new_port().await;
+    moved.run.terminate(PATIENCE).await;
+}
+
+/// A `crossfade run` SIGKILLed after such a move leaves blue running, instance 0 on its new
+/// port; the next run adopts both instances where they listen (the child journal recorded the
+/// restart's port), serves them at once, and the other server, still on the old port, gets
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restart_after_a_move_adopts_the_instance_on_its_new_port() {
+    let mut moved = Moved::away(App::version("v1")).await;
+    let state = moved.dir.path().join("state.json");
+    let pids = pids_of(&read_json(&state)["active_pids"]);
+    moved.run.kill_hard();
+    let path = moved.dir.path().join("spec.yaml");
+    moved.run = Crossfade::run(moved.dir.path(), &path);
+    moved.run.wait_ready(&moved.admin, PATIENCE).await;
+    let adopted = events(&moved.admin, "Adopted").await;
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    wait_until(
+        PATIENCE,
+        "the state file to list the adopted pids",
+        || async { (pids_of(&read_json(&state)["active_pids"]) == pids).then_some(()) },
+    )
+    .await;
+    assert!(
+        pids.iter().all(|&p| pid_alive(p)),
+        "the same processes serve: {pids:?}"
+    );
+    assert_eq!(blue_endpoints(&moved.admin).await, moved.after);
+    moved.serves_v1_on_the_new_port().await;
+    moved.run.terminate(PATIENCE).await;
 }
