@@ -145,8 +145,13 @@ fn set_mode(path: &Path, mode: u32) {
 
 /// Blue's endpoints in the proxy's `/status`, in instance order.
 async fn blue_endpoints(admin: &Admin) -> Vec<SocketAddr> {
+    endpoints(admin, "blue").await
+}
+
+/// `slot`'s endpoints in the proxy's `/status`, in instance order.
+async fn endpoints(admin: &Admin, slot: &str) -> Vec<SocketAddr> {
     let status = admin.status().await;
-    let endpoints = status["routes"][0]["blue"]["endpoints"].as_array().cloned();
+    let endpoints = status["routes"][0][slot]["endpoints"].as_array().cloned();
     endpoints
         .unwrap_or_default()
         .iter()
@@ -182,8 +187,11 @@ async fn all_answered_by_v1(spec: &Spec, bursts: usize) {
     for _ in 0..bursts {
         let records = trace::burst(&TraceConfig::new(spec.listen()), 40).await;
         trace::assert_no_errors(&records);
-        let v1 = trace::from_pool(&records, "v1");
-        assert_eq!(v1, records.len(), "every answer from v1: {records:?}");
+        let pools: Vec<&str> = records.iter().filter_map(trace::Record::pool).collect();
+        assert!(
+            pools.iter().all(|p| *p == "v1"),
+            "every answer from v1: {pools:?}"
+        );
     }
 }
 
@@ -227,11 +235,10 @@ async fn no_request_reaches_another_server_on_the_port_of_an_instance_that_is_do
     blue.run.terminate(PATIENCE).await;
 }
 
-/// Blue (`blue`: two sample-app instances, `v1`) with a state file, serving; then its instance 0
-/// is killed and another server takes its port at once, before the supervisor's restart (0.5 s
-/// later). Returns once the instance was restarted on another port and the route has it there;
-/// with the other server, the endpoints before (`[P, P1]`) and after (`[Q, P1]`), and how many
-/// requests the other server had answered when the exit was reported.
+/// A run whose active workload's instance 0 was killed while another server took its port at
+/// once, before the supervisor's restart (0.5 s later), and was restarted on another port that
+/// the route has now: the other server, the slot's endpoints before (`[P, P1]`) and after
+/// (`[Q, P1]`), and how many requests the other server had answered when the exit was reported.
 struct Moved {
     dir: tempfile::TempDir,
     spec: Spec,
@@ -241,30 +248,52 @@ struct Moved {
     before: Vec<SocketAddr>,
     after: Vec<SocketAddr>,
     hits_at_exit: u64,
+    /// The versions that may answer (`v1`; `v1` and `v2` during a rollout).
+    versions: Vec<&'static str>,
 }
 
 impl Moved {
+    /// Blue (`blue`, two instances) with a state file, serving alone; its instance 0 moved.
     async fn away(blue: App) -> Moved {
+        Moved::away_with(blue, |_| {}).await
+    }
+
+    /// [`Moved::away`] with `edit` applied to the spec first.
+    async fn away_with(blue: App, edit: impl FnOnce(&mut Spec)) -> Moved {
         let dir = temp_dir();
         let state = dir.path().join("state.json");
-        let spec = Spec::new()
+        let mut spec = Spec::new()
             .blue(blue.set("instances", json!(2)))
             .state_file(&state);
+        edit(&mut spec);
         let admin = Admin::new(spec.admin());
         let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
         run.wait_ready(&admin, PATIENCE).await;
-        let pids = wait_until(PATIENCE, "blue's pids", || async {
+        Moved::kill_and_take(dir, spec, run, "blue", vec!["v1"]).await
+    }
+
+    /// Kills the active workload's (in `slot`) instance 0, takes its port, and waits for the move.
+    async fn kill_and_take(
+        dir: tempfile::TempDir,
+        spec: Spec,
+        run: Crossfade,
+        slot: &str,
+        versions: Vec<&'static str>,
+    ) -> Moved {
+        let admin = Admin::new(spec.admin());
+        let state = dir.path().join("state.json");
+        let pids = wait_until(PATIENCE, "the active pids", || async {
             let pids = pids_of(&read_json(&state)["active_pids"]);
             (pids.len() == 2).then_some(pids)
         })
         .await;
-        let before = blue_endpoints(&admin).await;
+        let before = endpoints(&admin, slot).await;
         assert_eq!(before.len(), 2, "{before:?}");
+        let exits = events(&admin, "ActiveExited").await.len();
         kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill instance 0");
         let imposter = Imposter::take(before[0].port()).await;
         wait_until(PATIENCE, "the exit reported", || async {
-            let exited = events(&admin, "ActiveExited").await;
-            (!exited.is_empty()).then_some(())
+            (events(&admin, "ActiveExited").await.len() > exits).then_some(())
         })
         .await;
         let hits_at_exit = imposter.hits();
@@ -272,11 +301,12 @@ impl Moved {
             PATIENCE,
             "instance 0 in the route on a new port",
             || async {
-                let now = blue_endpoints(&admin).await;
+                let now = endpoints(&admin, slot).await;
                 (now.len() == 2 && now[0] != before[0]).then_some(now)
             },
         )
         .await;
+        assert_eq!(after[1], before[1], "instance 1 is untouched");
         Moved {
             dir,
             spec,
@@ -286,20 +316,22 @@ impl Moved {
             before,
             after,
             hits_at_exit,
+            versions,
         }
     }
 
-    /// Bursts through the proxy: every answer from `v1`, both instances answering (instance 0
-    /// from its new port), none from the other server since the exit was reported.
-    async fn serves_v1_on_the_new_port(&self) {
+    /// Bursts through the proxy: every answer from one of `versions`, instance 0 answering from
+    /// its new port, none from the other server since the exit was reported.
+    async fn serves_on_the_new_port(&self) {
         let mut instances = std::collections::BTreeSet::new();
         for _ in 0..5 {
             let records = trace::burst(&TraceConfig::new(self.spec.listen()), 40).await;
             trace::assert_no_errors(&records);
-            assert_eq!(
-                trace::from_pool(&records, "v1"),
-                records.len(),
-                "{records:?}"
+            let pools: Vec<&str> = records.iter().filter_map(trace::Record::pool).collect();
+            assert!(
+                pools.iter().all(|p| self.versions.contains(p)),
+                "answers from {:?} only: {pools:?}",
+                self.versions
             );
             instances.extend(
                 records
@@ -337,8 +369,7 @@ impl Moved {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_whose_port_is_taken_moves_to_another_port_and_the_route_follows() {
     let moved = Moved::away(App::version("v1")).await;
-    assert_eq!(moved.after[1], moved.before[1], "instance 1 is untouched");
-    moved.serves_v1_on_the_new_port().await;
+    moved.serves_on_the_new_port().await;
     let restarted = events(&moved.admin, "ActiveRestarted").await;
     let taken = format!("restarted on {}", moved.after[0]);
     assert!(
@@ -374,7 +405,7 @@ async fn an_h2c_restart_whose_port_is_taken_moves_to_another_port() {
         .flags(["--h2c"])
         .set("protocol", json!("h2c"));
     let mut moved = Moved::away(h2c).await;
-    moved.serves_v1_on_the_new_port().await;
+    moved.serves_on_the_new_port().await;
     moved.run.terminate(PATIENCE).await;
 }
 
@@ -404,6 +435,98 @@ async fn a_controller_restart_after_a_move_adopts_the_instance_on_its_new_port()
         "the same processes serve: {pids:?}"
     );
     assert_eq!(blue_endpoints(&moved.admin).await, moved.after);
-    moved.serves_v1_on_the_new_port().await;
+    moved.serves_on_the_new_port().await;
+    moved.run.terminate(PATIENCE).await;
+}
+
+/// The same during a rollout, green at 50%: blue's instance moves, the rollout goes on, and a
+/// promote completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_instance_whose_port_is_taken_mid_rollout_moves_and_the_rollout_completes() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new()
+        .blue(App::version("v1").set("instances", json!(2)))
+        .green(App::version("v2"))
+        .state_file(&state);
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("10m");
+    spec.json["rollout"]["progress_deadline"] = json!("20m");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    wait_until(PATIENCE, "green at 50%", || async {
+        let r = admin.rollout().await["rollout"].clone();
+        (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
+    })
+    .await;
+    let mut moved = Moved::kill_and_take(dir, spec, run, "blue", vec!["v1", "v2"]).await;
+    moved.serves_on_the_new_port().await;
+    assert_eq!(
+        moved.admin.rollout().await["rollout"]["phase"],
+        "Progressing"
+    );
+    let (code, answer) = moved.admin.post("/rollout/promote").await;
+    assert_eq!(code, 200, "{answer}");
+    let rollout = crate::rollout::wait_terminal(&moved.admin, PATIENCE).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    moved.run.terminate(PATIENCE).await;
+}
+
+/// The same for a promoted green, which its rollout's run attached to the route's green slot:
+/// its instance moves within green's endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_green_instance_whose_port_is_taken_moves_within_green() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let mut spec = Spec::new()
+        .green(App::version("v2").set("instances", json!(2)))
+        .state_file(&state);
+    spec.json["rollout"]["steps"] = json!([100]);
+    spec.json["rollout"]["hold"] = json!("10m");
+    spec.json["rollout"]["progress_deadline"] = json!("20m");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    wait_until(PATIENCE, "promote to be accepted", || async {
+        (admin.post("/rollout/promote").await.0 == 200).then_some(())
+    })
+    .await;
+    let rollout = crate::rollout::wait_terminal(&admin, PATIENCE).await;
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    wait_until(PATIENCE, "blue retired", || async {
+        endpoints(&admin, "blue").await.is_empty().then_some(())
+    })
+    .await;
+    let mut moved = Moved::kill_and_take(dir, spec, run, "green", vec!["v2"]).await;
+    moved.serves_on_the_new_port().await;
+    moved.run.terminate(PATIENCE).await;
+}
+
+/// Three consecutive ports below the kernel's ephemeral range that 127.0.0.1 can bind now.
+fn free_range() -> std::ops::RangeInclusive<u16> {
+    let seed = u16::try_from(std::process::id() % 997).unwrap_or(0);
+    (0..400u16)
+        .map(|i| 20_000 + (seed + i * 23) % 9_000)
+        .find(|&base| {
+            (base..=base + 2).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .map(|base| base..=base + 2)
+        .expect("three free ports in a row")
+}
+
+/// With `port_range`, the restart whose port is taken moves to another port of the range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_port_is_taken_moves_within_port_range() {
+    let range = free_range();
+    let (from, to) = (*range.start(), *range.end());
+    let mut moved = Moved::away_with(App::version("v1"), |spec| {
+        spec.json["port_range"] = json!(format!("{from}-{to}"));
+    })
+    .await;
+    for endpoint in moved.before.iter().chain(&moved.after) {
+        assert!(range.contains(&endpoint.port()), "{endpoint} in {range:?}");
+    }
+    moved.serves_on_the_new_port().await;
     moved.run.terminate(PATIENCE).await;
 }
