@@ -24,10 +24,21 @@ use crate::support::{
 /// The bound on a wait for an event (ready, exited, restarted).
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A server that is not the backend: it answers every request `200 IMPOSTER` and counts them.
+/// What takes a killed instance's port: a server that is not the backend (it answers every
+/// request `200 IMPOSTER` and counts them), or an outgoing connection whose source port it is.
 struct Imposter {
     hits: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _connection: Option<tokio::net::TcpStream>,
+}
+
+/// How [`Moved`] takes the port.
+#[derive(Clone, Copy)]
+enum Take {
+    /// Another server listens on it.
+    Server,
+    /// An outgoing connection (to the proxy) has it as its source port.
+    SourcePort,
 }
 
 impl Imposter {
@@ -54,7 +65,36 @@ impl Imposter {
                 tokio::spawn(answer(conn, Arc::clone(&counted)));
             }
         });
-        Imposter { hits, task }
+        Imposter {
+            hits,
+            task: Some(task),
+            _connection: None,
+        }
+    }
+
+    /// Connects from 127.0.0.1:`port` to `to` as soon as the killed instance's socket is gone,
+    /// and keeps the connection open: the port is the connection's source port.
+    async fn connect_from(port: u16, to: SocketAddr) -> Imposter {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let connection = loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            let bound = socket.bind(SocketAddr::from(([127, 0, 0, 1], port)));
+            match bound {
+                Ok(()) => break socket.connect(to).await.expect("connect to the proxy"),
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "cannot bind port {port}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        Imposter {
+            hits: Arc::new(AtomicU64::new(0)),
+            task: None,
+            _connection: Some(connection),
+        }
     }
 
     /// Requests it answered so far.
@@ -65,7 +105,9 @@ impl Imposter {
 
 impl Drop for Imposter {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -255,11 +297,11 @@ struct Moved {
 impl Moved {
     /// Blue (`blue`, two instances) with a state file, serving alone; its instance 0 moved.
     async fn away(blue: App) -> Moved {
-        Moved::away_with(blue, |_| {}).await
+        Moved::away_with(blue, Take::Server, |_| {}).await
     }
 
     /// [`Moved::away`] with `edit` applied to the spec first.
-    async fn away_with(blue: App, edit: impl FnOnce(&mut Spec)) -> Moved {
+    async fn away_with(blue: App, take: Take, edit: impl FnOnce(&mut Spec)) -> Moved {
         let dir = temp_dir();
         let state = dir.path().join("state.json");
         let mut spec = Spec::new()
@@ -269,7 +311,7 @@ impl Moved {
         let admin = Admin::new(spec.admin());
         let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
         run.wait_ready(&admin, PATIENCE).await;
-        Moved::kill_and_take(dir, spec, run, "blue", vec!["v1"]).await
+        Moved::kill_and_take(dir, spec, run, ("blue", take), vec!["v1"]).await
     }
 
     /// Kills the active workload's (in `slot`) instance 0, takes its port, and waits for the move.
@@ -277,7 +319,7 @@ impl Moved {
         dir: tempfile::TempDir,
         spec: Spec,
         run: Crossfade,
-        slot: &str,
+        (slot, take): (&str, Take),
         versions: Vec<&'static str>,
     ) -> Moved {
         let admin = Admin::new(spec.admin());
@@ -291,7 +333,10 @@ impl Moved {
         assert_eq!(before.len(), 2, "{before:?}");
         let exits = events(&admin, "ActiveExited").await.len();
         kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill instance 0");
-        let imposter = Imposter::take(before[0].port()).await;
+        let imposter = match take {
+            Take::Server => Imposter::take(before[0].port()).await,
+            Take::SourcePort => Imposter::connect_from(before[0].port(), spec.listen()).await,
+        };
         wait_until(PATIENCE, "the exit reported", || async {
             (events(&admin, "ActiveExited").await.len() > exits).then_some(())
         })
@@ -460,7 +505,8 @@ async fn an_active_instance_whose_port_is_taken_mid_rollout_moves_and_the_rollou
         (r["phase"] == "Progressing" && r["applied_bp"] == 5_000).then_some(())
     })
     .await;
-    let mut moved = Moved::kill_and_take(dir, spec, run, "blue", vec!["v1", "v2"]).await;
+    let mut moved =
+        Moved::kill_and_take(dir, spec, run, ("blue", Take::Server), vec!["v1", "v2"]).await;
     moved.serves_on_the_new_port().await;
     assert_eq!(
         moved.admin.rollout().await["rollout"]["phase"],
@@ -498,7 +544,7 @@ async fn a_promoted_green_instance_whose_port_is_taken_moves_within_green() {
         endpoints(&admin, "blue").await.is_empty().then_some(())
     })
     .await;
-    let mut moved = Moved::kill_and_take(dir, spec, run, "green", vec!["v2"]).await;
+    let mut moved = Moved::kill_and_take(dir, spec, run, ("green", Take::Server), vec!["v2"]).await;
     moved.serves_on_the_new_port().await;
     moved.run.terminate(PATIENCE).await;
 }
@@ -520,13 +566,23 @@ fn free_range() -> std::ops::RangeInclusive<u16> {
 async fn a_restart_whose_port_is_taken_moves_within_port_range() {
     let range = free_range();
     let (from, to) = (*range.start(), *range.end());
-    let mut moved = Moved::away_with(App::version("v1"), |spec| {
+    let mut moved = Moved::away_with(App::version("v1"), Take::Server, |spec| {
         spec.json["port_range"] = json!(format!("{from}-{to}"));
     })
     .await;
     for endpoint in moved.before.iter().chain(&moved.after) {
         assert!(range.contains(&endpoint.port()), "{endpoint} in {range:?}");
     }
+    moved.serves_on_the_new_port().await;
+    moved.run.terminate(PATIENCE).await;
+}
+
+/// Trial 32, A: without any other server, an outgoing connection of the host that got the
+/// instance's port as its source port while the instance was down made every restart there fail
+/// to bind, for ever. The restart moves to another port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_port_is_an_outgoing_connections_source_port_moves() {
+    let mut moved = Moved::away_with(App::version("v1"), Take::SourcePort, |_| {}).await;
     moved.serves_on_the_new_port().await;
     moved.run.terminate(PATIENCE).await;
 }

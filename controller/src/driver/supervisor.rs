@@ -609,6 +609,67 @@ mod tests {
         );
     }
 
+    /// What a gate was told, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl EndpointGate for Recorded {
+        fn withdraw(&self, endpoint: SocketAddr) {
+            self.0.lock().unwrap().push(format!("withdraw {endpoint}"));
+        }
+        fn restore(&self, endpoint: SocketAddr) {
+            self.0.lock().unwrap().push(format!("restore {endpoint}"));
+        }
+        fn moved(&self, from: SocketAddr, to: SocketAddr) {
+            self.0.lock().unwrap().push(format!("moved {from} {to}"));
+        }
+    }
+
+    /// Trial 32, A: an instance that exits on its own has its endpoint withdrawn at once, even
+    /// unsupervised (a preview, which is not restarted: withdrawn until its endpoints leave the
+    /// route); one stopped on purpose is not (its endpoints left the route before the stop).
+    #[tokio::test]
+    async fn an_exit_withdraws_the_endpoint_and_a_stop_does_not() {
+        let patience = Duration::from_secs(60);
+        let dir = tempfile::tempdir().unwrap();
+        let hold = dir.path().join("hold");
+        // Exits once the test removed the hold file, after the gate is attached.
+        let held = format!(
+            "while [ -e '{}' ]; do sleep 0.01; done; exit 3",
+            hold.display()
+        );
+        for (exits, script) in [(true, held.as_str()), (false, "exec sleep 1000")] {
+            std::fs::write(&hold, "").unwrap();
+            let spec = WorkloadSpec {
+                command: Some("sh".into()),
+                args: vec!["-c".into(), script.into()],
+                ..WorkloadSpec::default()
+            };
+            let launch = Launch::new("green", 0, 41_001, spec);
+            let child = launch.spawn().expect("sh starts");
+            let pid = child.id().unwrap_or_default();
+            let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
+            let gate = Arc::new(Recorded::default());
+            supervision.attach(Arc::clone(&gate) as Arc<dyn EndpointGate>);
+            std::fs::remove_file(&hold).unwrap();
+            if !exits {
+                supervision.stop();
+                super::signal_group(pid, Signal::SIGTERM);
+            }
+            tokio::time::timeout(patience, life.wait_for(|l| l.finished))
+                .await
+                .expect("the supervisor finishes")
+                .expect("the supervisor reports");
+            let told = gate.0.lock().unwrap().clone();
+            let expected: &[&str] = if exits {
+                &["withdraw 127.0.0.1:41001"]
+            } else {
+                &[]
+            };
+            assert_eq!(told, expected, "{script}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_crashing_instance_is_restarted_with_doubling_backoff_up_to_the_cap_until_stopped() {
         let spec = WorkloadSpec {
