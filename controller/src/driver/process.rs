@@ -107,6 +107,14 @@ async fn wait_instance(
     let r = &spec.readiness;
     let mut exit = instance.life.clone();
     tokio::select! {
+        // An exit first: a probe answered after the process died (another process took the
+        // port between its allocation and the instance's bind) does not make it ready.
+        biased;
+        status = wait_exit(&mut exit) => Err(DriverError::ExitedEarly {
+            workload: name.to_owned(),
+            instance: index,
+            status,
+        }),
         ready = probe::wait_ready(endpoint, spec.protocol, r, log) => {
             ready.map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),
@@ -115,11 +123,6 @@ async fn wait_instance(
                 last,
             })
         }
-        status = wait_exit(&mut exit) => Err(DriverError::ExitedEarly {
-            workload: name.to_owned(),
-            instance: index,
-            status,
-        }),
     }
 }
 
