@@ -1514,11 +1514,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let driver: Arc<dyn WorkloadDriver> = driver;
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
-    let config = spec.proxy_config(
-        active_slot,
-        active.endpoints().to_vec(),
-        active_spec.protocol,
-    );
+    let config = spec.proxy_config(active_slot, active.endpoints(), active_spec.protocol);
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());

@@ -24,7 +24,7 @@ use crate::rollout::{
 use crate::spec::GatePoint;
 use crate::spec::WorkloadSpec;
 use crate::timeline::{unix_now, Sample, SAMPLE_INTERVAL};
-use crate::traffic::{MetricsSource, TrafficSetter};
+use crate::traffic::{MetricsSource, RouteGate, TrafficSetter};
 
 /// How often the drain loop looks at what holds the old active backend (in-flight requests, upgraded
 /// connections).
@@ -697,18 +697,29 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// Publishes the ready preview's endpoints (at weight 0) before the machine may give it weight.
     fn preview_ready(&mut self, workload: Workload) {
         let slot = self.preview_slot();
-        let endpoints = workload.endpoints().to_vec();
-        self.preview = Some(workload);
+        let endpoints = workload.endpoints();
         let protocol = self.preview_spec.protocol;
         match self
             .seams
             .traffic
             .set_endpoints(&self.route, slot, endpoints, protocol)
         {
-            Ok(_) => self.inputs.push_back(Input::PreviewReady),
-            Err(e) => self.inputs.push_back(Input::PreviewFailed {
-                reason: e.to_string(),
-            }),
+            Ok(_) => {
+                // In the route now: an instance that exits is withdrawn from its traffic.
+                workload.attach(RouteGate::shared(
+                    self.seams.traffic.clone(),
+                    &self.route,
+                    slot,
+                ));
+                self.preview = Some(workload);
+                self.inputs.push_back(Input::PreviewReady)
+            }
+            Err(e) => {
+                self.preview = Some(workload);
+                self.inputs.push_back(Input::PreviewFailed {
+                    reason: e.to_string(),
+                })
+            }
         }
     }
 
@@ -805,7 +816,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
-        let endpoints = self.preview.as_ref().map(|p| p.endpoints().to_vec());
+        let endpoints = self.preview.as_ref().map(Workload::endpoints);
         match endpoints {
             Some(endpoints) if preview_bp > self.applied_bp => {
                 let (seq, tx) = (self.weights_seq, self.done_tx.clone());

@@ -21,7 +21,7 @@ use crate::spec::{RolloutChanges, RolloutConfig, RunSpec, SpecError, WorkloadSpe
 use crate::state::{RolloutRecord, ServiceState, StatusEvent, MAX_EVENTS};
 use crate::store::StateFile;
 use crate::timeline::{unix_now, BackendImage, Sample, Timeline};
-use crate::traffic::{MetricsSource, TrafficSetter};
+use crate::traffic::{MetricsSource, RouteGate, TrafficSetter};
 
 mod clock;
 mod describe;
@@ -368,6 +368,9 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
     config
         .active
         .supervise(config.active_slot, supervisor.clone());
+    // Its endpoints are in the route: an instance that exits is withdrawn until it is back.
+    let gate = RouteGate::shared(config.traffic.clone(), &config.route, config.active_slot);
+    config.active.attach(gate);
     tokio::spawn(
         Service {
             config,
@@ -485,6 +488,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 pid,
                 previous_pid,
                 restarts,
+                moved_from,
             } => {
                 self.metrics.restarted(event.backend);
                 let state = &mut self.config.state;
@@ -497,7 +501,13 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         *p = *pid;
                     }
                 }
-                let message = format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})");
+                let message = match moved_from {
+                    Some(from) => format!(
+                        "active workload {workload}: instance {i} restarted on {} (pid {pid}, restart {restarts}): its port {} was taken by another process; the route moves it there once it is ready",
+                        event.endpoint, from.port()
+                    ),
+                    None => format!("active workload {workload}: instance {i} restarted (pid {pid}, restart {restarts})"),
+                };
                 tracing::warn!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveRestarted", message)
             }
@@ -560,7 +570,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         // workdir), as `crossfade check` lists them (trial report 5 F13).
         // The instances' endpoints too: a `command` workload's ports are not in its spec.
         let running = self.config.active.endpoints();
-        let mut problems = match check.validate_start(self.config.active_slot, running) {
+        let mut problems = match check.validate_start(self.config.active_slot, &running) {
             Ok(()) => Vec::new(),
             Err(SpecError::Invalid(problems)) => problems,
             Err(e) => return Err(StartError::Invalid(e.to_string())),

@@ -3,12 +3,14 @@
 //! an in-process [`Proxy`] (local mode); the Kubernetes mode implements them against the cluster.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crossfade_proxy::config::{ShadowConfig, UpstreamProtocol};
 use crossfade_proxy::weight::{Slot, Weights};
 use crossfade_proxy::{BackendSnapshot, Proxy, ProxyEvent, RouteOwner, ShadowSnapshot};
 use tokio::sync::broadcast;
 
+use crate::driver::EndpointGate;
 use crate::error::{Error, Result};
 use crate::rollout::Capacity;
 
@@ -47,6 +49,47 @@ pub trait TrafficSetter: Send + Sync + 'static {
     /// # Errors
     /// When the route does not exist or `slot` has no endpoints.
     fn promote_slot(&self, route: &str, slot: Slot) -> Result<u64>;
+
+    /// Withdraws `endpoint` of `slot` on the route from every request (`withdrawn: true`) or
+    /// restores it, leaving weights and endpoint lists as they are: the caller runs the
+    /// endpoint's server and knows it is gone (a supervised process exited and its restart has
+    /// not passed readiness), so whatever answers on its address is not the backend. Returns
+    /// whether it changed (false too for an endpoint the slot does not have). The default does
+    /// nothing: a data plane that cannot withdraw keeps its own health checks and ejection.
+    ///
+    /// # Errors
+    /// When the route does not exist.
+    fn withdraw(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoint: SocketAddr,
+        withdrawn: bool,
+    ) -> Result<bool> {
+        let _ = (route, slot, endpoint, withdrawn);
+        Ok(false)
+    }
+
+    /// Replaces `from` by `to` among `slot`'s endpoints on the route (one table generation),
+    /// leaving the others, the weights and the protocol as they are: a supervised instance
+    /// whose port was taken was restarted on `to` and passed readiness there. `Ok(None)` when
+    /// the slot no longer has `from` (its endpoints were replaced or removed meanwhile: a
+    /// retirement wins); else the generation that carries the change. The default changes
+    /// nothing and says so (`Ok(None)`).
+    ///
+    /// # Errors
+    /// When the route does not exist, or the edited table breaks a rule (`to` is another
+    /// backend's endpoint).
+    fn replace_endpoint(
+        &self,
+        route: &str,
+        slot: Slot,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<Option<u64>> {
+        let _ = (route, slot, from, to);
+        Ok(None)
+    }
 
     /// What still holds `slot` on the route: requests in flight and open upgraded connections. A
     /// drain waits until both are 0 (or its deadline).
@@ -116,6 +159,58 @@ pub trait TrafficSetter: Send + Sync + 'static {
     }
 }
 
+/// The [`EndpointGate`] of a workload's instances in `slot` of `route`: withdraws and restores
+/// their endpoints through the route's traffic setter ([`TrafficSetter::withdraw`]).
+pub struct RouteGate<T: ?Sized> {
+    traffic: Arc<T>,
+    route: String,
+    slot: Slot,
+}
+
+impl<T: TrafficSetter> RouteGate<T> {
+    /// The gate of `slot`'s endpoints on `route`, as a workload attaches it
+    /// ([`crate::driver::Workload::attach`]).
+    pub fn shared(traffic: Arc<T>, route: &str, slot: Slot) -> Arc<dyn EndpointGate> {
+        Arc::new(RouteGate {
+            traffic,
+            route: route.to_owned(),
+            slot,
+        })
+    }
+
+    fn set(&self, endpoint: SocketAddr, withdrawn: bool) {
+        let (route, slot) = (&self.route, self.slot);
+        if let Err(e) = self.traffic.withdraw(route, slot, endpoint, withdrawn) {
+            tracing::warn!(%route, backend = %slot, %endpoint, withdrawn, "cannot change the endpoint's withdrawal: {e}");
+        }
+    }
+}
+
+impl<T: TrafficSetter> EndpointGate for RouteGate<T> {
+    fn withdraw(&self, endpoint: SocketAddr) {
+        self.set(endpoint, true);
+    }
+
+    fn restore(&self, endpoint: SocketAddr) {
+        self.set(endpoint, false);
+    }
+
+    fn moved(&self, from: SocketAddr, to: SocketAddr) {
+        let (route, slot) = (&self.route, self.slot);
+        match self.traffic.replace_endpoint(route, slot, from, to) {
+            Ok(Some(generation)) => {
+                tracing::info!(%route, backend = %slot, %from, %to, generation, "endpoint moved: its instance was restarted on another port");
+            }
+            Ok(None) => {
+                tracing::info!(%route, backend = %slot, %from, %to, "endpoint not moved: the backend no longer has it");
+            }
+            Err(e) => {
+                tracing::warn!(%route, backend = %slot, %from, %to, "cannot move the endpoint: {e}");
+            }
+        }
+    }
+}
+
 /// What still holds a backend that is being drained ([`TrafficSetter::held`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Held {
@@ -176,6 +271,45 @@ fn slot_status<'s>(
 impl TrafficSetter for Proxy {
     fn set_weights(&self, route: &str, weights: Weights) -> Result<u64> {
         Proxy::set_weights(self, route, weights).map_err(|e| route_error(route, e))
+    }
+
+    fn withdraw(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoint: SocketAddr,
+        withdrawn: bool,
+    ) -> Result<bool> {
+        Proxy::withdraw(self, route, slot, endpoint, withdrawn).map_err(|e| route_error(route, e))
+    }
+
+    fn replace_endpoint(
+        &self,
+        route: &str,
+        slot: Slot,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<Option<u64>> {
+        let config = Proxy::route(self, route).ok_or_else(|| {
+            route_error(
+                route,
+                crossfade_proxy::Error::UnknownRoute(route.to_owned()),
+            )
+        })?;
+        if !config.backend(slot).endpoints.contains(&from) {
+            return Ok(None);
+        }
+        // Edits the table in force at the write (a removal since the look above wins).
+        let generation = self
+            .update(|routes| {
+                let endpoints = &mut find(routes, route)?.backend_mut(slot).endpoints;
+                if let Some(e) = endpoints.iter_mut().find(|e| **e == from) {
+                    *e = to;
+                }
+                Ok(())
+            })
+            .map_err(|e| route_error(route, e))?;
+        Ok(Some(generation))
     }
 
     fn set_endpoints(

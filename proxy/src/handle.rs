@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -429,6 +430,46 @@ impl Proxy {
         // Setting the weights is the decision a tripped breaker waits for.
         self.shared.health.reset_breaker(route);
         Ok(generation)
+    }
+
+    /// Withdraws `endpoint` of `route`'s backend `slot` from every request (`withdrawn: true`),
+    /// or restores it (`false`), without a new table generation: the weights and endpoint lists
+    /// stay as they are, and the endpoint's health state with them. For what runs the
+    /// endpoint's server and knows it is gone (`crossfade run`'s supervisor, from the exit of a
+    /// process until its restart passed readiness): whatever answers on its address meanwhile
+    /// is not the backend, so no request goes there, failing open included (Envoy's EDS
+    /// `health_status`, which a control plane sets whatever the checks say). A withdrawal lasts
+    /// until restored or until the endpoint leaves the backend; `/status` shows it
+    /// (`withdrawn: true`). Requests already sent to it go on.
+    ///
+    /// Returns whether it changed; `false` too when the backend has no such endpoint (its
+    /// endpoints were replaced meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::UnknownRoute`] when the table in force has no such route.
+    pub fn withdraw(
+        &self,
+        route: &str,
+        slot: Slot,
+        endpoint: SocketAddr,
+        withdrawn: bool,
+    ) -> Result<bool> {
+        // Serialised with table edits, so that the endpoint's state is the one the table uses.
+        let _writer = self.lock_writer();
+        if self.shared.table.load().route(route).is_none() {
+            return Err(Error::UnknownRoute(route.to_owned()));
+        }
+        let changed = self
+            .shared
+            .health
+            .set_withdrawn(route, slot, endpoint, withdrawn)
+            .unwrap_or(false);
+        if changed && withdrawn {
+            tracing::info!(%route, backend = %slot, %endpoint, "endpoint withdrawn: its server is gone, no request goes to it");
+        } else if changed {
+            tracing::info!(%route, backend = %slot, %endpoint, "endpoint restored: its server is back");
+        }
+        Ok(changed)
     }
 
     /// Makes `owner` the owner of `route` (replacing any previous owner): from now on operators'

@@ -114,6 +114,11 @@ pub struct EndpointHealth {
     failures: AtomicU32,
     /// 5xx responses in a row.
     server_errors: AtomicU32,
+    /// Withdrawn by whoever runs the endpoint's server ([`EndpointHealth::set_withdrawn`]): it
+    /// knows the server is gone (a supervised process that exited and is not ready again), so
+    /// whatever answers on the address now is not the backend. Held out of every request,
+    /// failing open included, until restored.
+    withdrawn: AtomicBool,
     /// Requests in flight and the RTT estimate, for the balancer ([`crate::balance`]).
     load: EndpointLoad,
     /// Why the last active probe failed (see [`checker`]); `None` once a probe passes. Written by
@@ -156,6 +161,7 @@ impl EndpointHealth {
             first_check: AtomicBool::new(awaiting_check),
             passed_before: AtomicBool::new(false),
             probed: AtomicBool::new(!awaiting_check),
+            withdrawn: AtomicBool::new(false),
             ejection: AtomicU64::new(Ejection::Never.encode()),
             ejections: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -169,7 +175,8 @@ impl EndpointHealth {
         self.addr
     }
 
-    /// Whether the endpoint may take a request at `now_ms`: checks pass and no ejection runs.
+    /// Whether the endpoint may take a request at `now_ms`: checks pass, no ejection runs and it
+    /// is not withdrawn.
     #[inline]
     pub fn is_up(&self, now_ms: u64) -> bool {
         self.admission(|| now_ms) != Admission::Down
@@ -179,7 +186,7 @@ impl EndpointHealth {
     /// yet over and recorded as such, so the request path of a healthy backend reads no clock.
     #[inline]
     fn admission(&self, now_ms: impl FnOnce() -> u64) -> Admission {
-        if !self.checked_up.load(Relaxed) {
+        if !self.checked_up.load(Relaxed) || self.withdrawn.load(Relaxed) {
             return Admission::Down;
         }
         match Ejection::decode(self.ejection.load(Relaxed)) {
@@ -275,10 +282,24 @@ impl EndpointHealth {
     }
 
     /// Whether a request failing open may go to it ([`fail_open`]): it passed a health check
-    /// once (or its route has none). One that never passed gets nothing, however the route
-    /// fails open: no check has found it ready (C02).
+    /// once (or its route has none) and is not withdrawn. One that never passed gets nothing,
+    /// however the route fails open: no check has found it ready (C02); nor does one withdrawn:
+    /// its server is known to be gone, which no check's mistake can be.
     pub fn passed_a_check(&self) -> bool {
-        !self.first_check.load(Relaxed) || self.passed_before.load(Relaxed)
+        (!self.first_check.load(Relaxed) || self.passed_before.load(Relaxed))
+            && !self.withdrawn.load(Relaxed)
+    }
+
+    /// Whether it is withdrawn ([`EndpointHealth::set_withdrawn`]).
+    pub fn withdrawn(&self) -> bool {
+        self.withdrawn.load(Relaxed)
+    }
+
+    /// Withdraws the endpoint from every request (`true`) or restores it (`false`): what runs
+    /// its server says it is gone, or back. Envoy's EDS `health_status: UNHEALTHY`, which the
+    /// control plane sets whatever the checks say. Returns true when it changed.
+    pub(crate) fn set_withdrawn(&self, withdrawn: bool) -> bool {
+        self.withdrawn.swap(withdrawn, Relaxed) != withdrawn
     }
 
     /// A health check passed for it in the process this one takes over from (a binary upgrade):
@@ -533,6 +554,7 @@ impl BackendHealth {
                 pending: e.load.pending(),
                 last_check_failure: e.check_failure().map(|c| c.to_string()),
                 awaiting_first_probe: e.awaiting_first_probe(),
+                withdrawn: e.withdrawn(),
             }
         };
         self.endpoints.iter().map(status).collect()

@@ -143,6 +143,11 @@ pub struct EndpointStatus {
     /// passes, see [`crate::health`]); absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_first_probe: bool,
+    /// True while what runs the endpoint's server has withdrawn it ([`crate::Proxy::withdraw`]:
+    /// `crossfade run`'s supervised process exited and is not ready again): no request goes to
+    /// it, failing open included; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawn: bool,
 }
 
 // === impl Status ===

@@ -45,6 +45,9 @@
 //!   `crossfade run` are logged as ignored; the process serves on and the workloads live.
 //! - `shadow`: the 0% shadow step: a green whose body differs is rolled back before any client
 //!   sees it; an identical green passes into the live steps.
+//! - `port_taken`: a serving instance that is down while another server answers on its port: the
+//!   proxy sends that port nothing until the instance is back; a restart whose port is taken goes
+//!   to another free port, which the route, the state file and a later run's adoption follow.
 //! - `port_range`: `crossfade run` gives `{port}` instances ports of the spec's `port_range`, and
 //!   fails the start naming the range when every port of it is taken.
 //! - `wrong_shapes`: a value of the wrong shape in a spec, a proxy config, an admin API body, a
@@ -84,6 +87,7 @@ mod notify;
 mod observability;
 mod operator;
 mod port_range;
+mod port_taken;
 mod reload;
 mod report;
 mod restart;

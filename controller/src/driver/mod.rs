@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 /// The cancellation signal [`WorkloadDriver::provision`] takes (tokio-util's).
 pub use tokio_util::sync::CancellationToken;
 
-pub use supervisor::{InstanceEvent, InstanceEventKind};
+pub use supervisor::{EndpointGate, InstanceEvent, InstanceEventKind};
 
 use crate::spec::WorkloadSpec;
 
@@ -106,6 +106,8 @@ pub trait WorkloadDriver: Send + Sync + 'static {
 /// A provisioned workload: its ready endpoints and how to watch and stop it.
 pub struct Workload {
     name: String,
+    /// Static endpoints; for processes, those the instances had when provisioned (their ports
+    /// now are read from their supervisors, [`Workload::endpoints`]).
     endpoints: Vec<SocketAddr>,
     kind: Kind,
 }
@@ -135,9 +137,13 @@ impl Workload {
         &self.name
     }
 
-    /// The endpoints that passed readiness, one per instance.
-    pub fn endpoints(&self) -> &[SocketAddr] {
-        &self.endpoints
+    /// The endpoints that passed readiness, one per instance, in instance order: where each
+    /// instance listens now (a restart whose port was taken moved its instance to another).
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        match &self.kind {
+            Kind::Processes(p) => p.endpoints(),
+            Kind::Static => self.endpoints.clone(),
+        }
     }
 
     /// Process ids of the instances Crossfade started (empty for static endpoints). Recorded in the
@@ -155,12 +161,12 @@ impl Workload {
     /// business.
     pub fn not_ready(&self) -> Vec<SocketAddr> {
         match &self.kind {
-            Kind::Processes(p) => self
-                .endpoints
-                .iter()
+            Kind::Processes(p) => p
+                .endpoints()
+                .into_iter()
                 .zip(p.ready())
                 .filter(|(_, ready)| !ready)
-                .map(|(endpoint, _)| *endpoint)
+                .map(|(endpoint, _)| endpoint)
                 .collect(),
             Kind::Static => Vec::new(),
         }
@@ -176,11 +182,21 @@ impl Workload {
     }
 
     /// From now on (while it serves as the active `backend`) an instance that exits on its own is
-    /// started again on its port with exponential backoff ([`supervisor`]), each exit and restart
+    /// started again (on its port, or another free one when its port was taken) with exponential backoff ([`supervisor`]), each exit and restart
     /// reported to `events`. Static endpoints are not Crossfade's to restart: nothing happens.
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         if let Kind::Processes(p) = &self.kind {
             p.supervise(backend, events);
+        }
+    }
+
+    /// Its endpoints are in a route now: from here an instance whose process exits on its own has
+    /// its endpoint withdrawn through `gate` until a restart passed readiness (a preview's, which
+    /// is not restarted, until its endpoints leave the route). Static endpoints are not
+    /// Crossfade's to watch: nothing happens.
+    pub fn attach(&self, gate: Arc<dyn EndpointGate>) {
+        if let Kind::Processes(p) = &self.kind {
+            p.attach(&gate);
         }
     }
 
@@ -229,7 +245,7 @@ impl LocalDriver {
         entries: &[children::ChildEntry],
     ) -> Result<Workload, DriverError> {
         let (instances, endpoints) =
-            process::adopt(name, spec, entries, self.journal.as_ref()).await?;
+            process::adopt(name, spec, entries, &self.ports, self.journal.as_ref()).await?;
         Ok(Workload {
             name: name.to_owned(),
             endpoints,

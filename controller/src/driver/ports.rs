@@ -60,7 +60,7 @@ impl Ports {
 }
 
 /// Whether 127.0.0.1:`port` can be bound now.
-fn is_free(port: u16) -> bool {
+pub(super) fn is_free(port: u16) -> bool {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 

@@ -1,7 +1,7 @@
 //! Local processes: start a workload's instances as child processes, each on a free port, capture their
 //! output with a per-instance prefix, and stop them with SIGTERM, a grace period, then SIGKILL. Each
-//! instance lives in a [`supervisor`](super::supervisor) task, which restarts it (same port) while
-//! the workload is supervised.
+//! instance lives in a [`supervisor`](super::supervisor) task, which restarts it while the workload
+//! is supervised: on the same port, or on another free one when something else took it meanwhile.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -46,7 +46,7 @@ struct Instance {
 pub async fn start(
     name: &str,
     spec: &WorkloadSpec,
-    ports: &Ports,
+    ports: &Arc<Ports>,
     journal: Option<&Arc<ChildJournal>>,
     cancel: &CancellationToken,
     log: &probe::ProbeLog,
@@ -61,7 +61,12 @@ pub async fn start(
             workload: name.to_owned(),
             message,
         });
-        match port.and_then(|port| spawn_one(name, spec, index, port, journal)) {
+        let at = Place {
+            index,
+            ports: Some(ports),
+            journal,
+        };
+        match port.and_then(|port| spawn_one(name, spec, &at, port)) {
             Ok((instance, endpoint)) => {
                 instances.instances.push(instance);
                 endpoints.push(endpoint);
@@ -102,6 +107,14 @@ async fn wait_instance(
     let r = &spec.readiness;
     let mut exit = instance.life.clone();
     tokio::select! {
+        // An exit first: a probe answered after the process died (another process took the
+        // port between its allocation and the instance's bind) does not make it ready.
+        biased;
+        status = wait_exit(&mut exit) => Err(DriverError::ExitedEarly {
+            workload: name.to_owned(),
+            instance: index,
+            status,
+        }),
         ready = probe::wait_ready(endpoint, spec.protocol, r, log) => {
             ready.map_err(|last| DriverError::NotReady {
                 workload: name.to_owned(),
@@ -110,11 +123,6 @@ async fn wait_instance(
                 last,
             })
         }
-        status = wait_exit(&mut exit) => Err(DriverError::ExitedEarly {
-            workload: name.to_owned(),
-            instance: index,
-            status,
-        }),
     }
 }
 
@@ -131,15 +139,23 @@ async fn wait_finished(life: &mut watch::Receiver<Life>) {
     let _ = life.wait_for(|l| l.finished).await;
 }
 
+/// Where an instance is started: its index, the ports a restart may move it to, the journal.
+struct Place<'a> {
+    index: usize,
+    ports: Option<&'a Arc<Ports>>,
+    journal: Option<&'a Arc<ChildJournal>>,
+}
+
 fn spawn_one(
     name: &str,
     spec: &WorkloadSpec,
-    index: usize,
+    at: &Place<'_>,
     port: u16,
-    journal: Option<&Arc<ChildJournal>>,
 ) -> Result<(Instance, SocketAddr), DriverError> {
+    let index = at.index;
     let mut launch = Launch::new(name, index, port, spec.clone());
-    launch.journal = journal.cloned();
+    launch.journal = at.journal.cloned();
+    launch.ports = at.ports.cloned();
     let child = launch.spawn()?;
     let pid = child.id().unwrap_or_default();
     let (supervision, life) = supervisor::start(launch, Proc::Spawned(child), pid);
@@ -163,6 +179,7 @@ pub async fn adopt(
     name: &str,
     spec: &WorkloadSpec,
     entries: &[ChildEntry],
+    ports: &Arc<Ports>,
     journal: Option<&Arc<ChildJournal>>,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let r = &spec.readiness;
@@ -192,6 +209,7 @@ pub async fn adopt(
         let (pid, started_ticks) = (entry.pid.unwrap_or_default(), entry.started_ticks);
         let mut launch = Launch::new(name, entry.instance, endpoint.port(), spec.clone());
         launch.journal = journal.cloned();
+        launch.ports = Some(Arc::clone(ports));
         *launch
             .token
             .lock()
@@ -239,12 +257,16 @@ fn reattach(prefix: &str, pid: u32) {
     }
 }
 
-/// How to (re)start one instance: the same command, arguments, environment and port every time.
+/// How to (re)start one instance: the same command, arguments and environment every time, and the
+/// same port unless it was taken meanwhile ([`Launch::keep_or_move_port`]).
 pub(super) struct Launch {
     pub(super) workload: String,
     pub(super) index: usize,
     pub(super) port: u16,
     spec: WorkloadSpec,
+    /// Where another port comes from when the instance's is taken at a restart: the driver's
+    /// (`port_range`, else the kernel's ephemeral range). `None`: the port is kept whatever.
+    pub(super) ports: Option<Arc<Ports>>,
     /// Where every spawn is recorded before it happens (`crossfade run` with a state file).
     pub(super) journal: Option<Arc<ChildJournal>>,
     /// The token ([`TOKEN_VAR`]) of the current process (recorded in the journal when there is one), until [`Launch::exited`] forgets it.
@@ -259,9 +281,32 @@ impl Launch {
             index,
             port,
             spec,
+            ports: None,
             journal: None,
             token: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Before a restart: keeps the instance's port when 127.0.0.1 can bind it now, as the first
+    /// start's allocation tests it; else moves the instance to another free port of its
+    /// driver's ([`Ports::pick`]: `port_range` when set, else an ephemeral one), which its next
+    /// spawn gets as `{port}` and its journal entry records. A port taken while the instance was
+    /// down (another server, or an outgoing connection's ephemeral source port) would fail every
+    /// restart there for ever. Returns the port it had when it moved.
+    ///
+    /// # Errors
+    /// When the port is taken and no other is free (`every port of port_range ... is taken`).
+    pub(super) fn keep_or_move_port(&mut self) -> Result<Option<u16>, String> {
+        let Some(ports) = &self.ports else {
+            return Ok(None);
+        };
+        if super::ports::is_free(self.port) {
+            return Ok(None);
+        }
+        let port = ports
+            .pick(&[self.port])
+            .map_err(|e| format!("port {} is taken and no other is free: {e}", self.port))?;
+        Ok(Some(std::mem::replace(&mut self.port, port)))
     }
 
     /// The process `pid` that [`Launch::spawn`] started has exited (and been reaped): its journal
@@ -286,11 +331,16 @@ impl Launch {
             .clone()
     }
 
+    /// The instance's endpoint: `127.0.0.1:{port}`.
+    pub(super) fn endpoint(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
     /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path` in
     /// `spec.protocol` answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
     /// drops it when the process exits first.
     pub(super) async fn until_ready(&self) {
-        let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let endpoint = self.endpoint();
         let readiness = &self.spec.readiness;
         let protocol = self.spec.protocol;
         while probe::get(endpoint, protocol, &readiness.path, readiness.timeout)
@@ -431,6 +481,15 @@ async fn relay(prefix: String, stream: impl AsyncRead + Unpin) {
 // === impl Instances ===
 
 impl Instances {
+    /// The instances' endpoints now, in instance order: a restart that found its port taken
+    /// moved its instance to another ([`Launch::keep_or_move_port`]).
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.instances
+            .iter()
+            .map(|i| SocketAddr::from((Ipv4Addr::LOCALHOST, i.supervision.port())))
+            .collect()
+    }
+
     /// Process ids of the instances now (each is also its process group id); an instance that was
     /// restarted has its new pid here.
     pub fn pids(&self) -> Vec<u32> {
@@ -470,11 +529,19 @@ impl Instances {
         })
     }
 
-    /// From now on an instance that exits on its own is restarted on its port, with exponential
-    /// backoff (see [`supervisor`](super::supervisor)); each exit and restart is sent to `events`.
+    /// From now on an instance that exits on its own is restarted (on its port, or another free
+    /// one when its port was taken), with exponential backoff (see [`supervisor`](super::supervisor)); each exit and restart is sent to `events`.
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         for inst in &self.instances {
             inst.supervision.supervise(backend, events.clone());
+        }
+    }
+
+    /// From now on each instance's endpoint is withdrawn through `gate` when its process exits
+    /// on its own, and restored when its restart passed readiness ([`Supervision::attach`]).
+    pub fn attach(&self, gate: &Arc<dyn supervisor::EndpointGate>) {
+        for inst in &self.instances {
+            inst.supervision.attach(Arc::clone(gate));
         }
     }
 
@@ -521,6 +588,47 @@ pub fn signal_group(pid: u32, signal: Signal) {
 mod tests {
     use super::*;
 
+    /// Trial 32, A: a restart keeps the instance's port while it is free, moves to another port of
+    /// the range when something else took it, and says so when the range has none left.
+    #[test]
+    fn a_restart_keeps_a_free_port_and_moves_off_a_taken_one() {
+        let hold = |p: u16| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).expect("bind");
+        let first = hold(0);
+        let port = first.local_addr().expect("addr").port();
+        drop(first);
+        // A range of the port and, when free, the next one.
+        let Some(next) = port.checked_add(1) else {
+            return;
+        };
+        let Ok(next_held) = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, next)) else {
+            return;
+        };
+        drop(next_held);
+        let mut launch = Launch::new("blue", 0, port, WorkloadSpec::default());
+        launch.ports = Some(Arc::new(Ports::new(Some(port..=next))));
+        assert_eq!(launch.keep_or_move_port(), Ok(None), "free: kept");
+        assert_eq!(launch.port, port);
+
+        let taken = hold(port);
+        assert_eq!(launch.keep_or_move_port(), Ok(Some(port)), "taken: moved");
+        assert_eq!(launch.port, next);
+        assert_eq!(
+            launch.endpoint(),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, next))
+        );
+
+        let also = hold(next);
+        let error = launch.keep_or_move_port().expect_err("every port taken");
+        assert!(
+            error.starts_with(&format!(
+                "port {next} is taken and no other is free: every port of port_range"
+            )),
+            "{error}"
+        );
+        assert_eq!(launch.port, next, "kept when there is nowhere to go");
+        drop((taken, also));
+    }
+
     /// Trial 13, N2: instances that ignore SIGTERM are all killed at one deadline, `stop_grace`
     /// after the SIGTERM, not one `stop_grace` after another (on the paused clock, where the
     /// waits are exact).
@@ -539,7 +647,12 @@ mod tests {
         };
         for index in 0..3 {
             let port = 1 + u16::try_from(index).unwrap();
-            let (instance, _) = spawn_one("blue", &spec, index, port, None).expect("sh starts");
+            let at = Place {
+                index,
+                ports: None,
+                journal: None,
+            };
+            let (instance, _) = spawn_one("blue", &spec, &at, port).expect("sh starts");
             instances.instances.push(instance);
         }
         let pids = instances.pids();

@@ -1,11 +1,22 @@
 //! Supervision of one process instance: a task owns the child process, reports each exit, and,
-//! while its workload is supervised (it serves as the active backend), starts it again on the same
-//! port after an exponential backoff, like Kubernetes' `CrashLoopBackOff` and systemd's
-//! `Restart=on-failure`.
+//! while its workload is supervised (it serves as the active backend), starts it again after an
+//! exponential backoff, like Kubernetes' `CrashLoopBackOff` and systemd's `Restart=on-failure`.
 //!
-//! The restarted process listens on the port its predecessor had, so the proxy's endpoint list does
-//! not change; meanwhile outlier ejection (connect failures) and health checks keep requests off the
-//! endpoint, and a bodiless request whose connect failed is retried on another endpoint.
+//! From the moment the exit is seen until the restarted process passes its readiness probe, the
+//! endpoint is withdrawn from its route's traffic through the instance's [`EndpointGate`] (the
+//! proxy's [`crossfade_proxy::Proxy::withdraw`]): whatever answers on the port meanwhile (another
+//! server that took it, or nothing) is not the backend, so no request goes there, not even one
+//! failing open; a request already in flight at the exit fails as it would.
+//!
+//! The restarted process listens on the port its predecessor had when 127.0.0.1 can bind it at
+//! the restart, so the route's endpoint list does not change. When something else holds it by
+//! then (another server, an outgoing connection's ephemeral source port), every restart there
+//! would fail to bind for ever: the instance moves to another free port of its driver's
+//! ([`super::process::Launch::keep_or_move_port`]: `port_range`, else an ephemeral port, as its
+//! first start got one), which its spawn's journal entry records (a later run adopts it there);
+//! its workload's endpoints follow at once ([`super::Workload::endpoints`]), and the route's once
+//! the process there passed readiness ([`EndpointGate::moved`]: the old endpoint, withdrawn
+//! until then, is replaced by the new one in one table generation).
 //!
 //! Backoff: [`INITIAL_BACKOFF`] after the first exit, doubling per exit in a row up to
 //! [`MAX_BACKOFF`]; an instance that stayed up and ready [`STABLE_AFTER`] starts again from the
@@ -14,8 +25,8 @@
 //! It never gives up: a serving backend with no process is worse than one that keeps trying, and
 //! each attempt is visible (event, metric, log).
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,7 +57,8 @@ pub struct InstanceEvent {
     pub workload: String,
     /// Which instance (0-based).
     pub instance: usize,
-    /// The instance's endpoint (`127.0.0.1:{port}`; a restart listens there again).
+    /// The instance's endpoint (`127.0.0.1:{port}`): for an exit, the one in the route; for a
+    /// restart, where the new process listens (the same one unless its port was taken).
     pub endpoint: SocketAddr,
     /// What happened.
     pub kind: InstanceEventKind,
@@ -69,7 +81,8 @@ pub enum InstanceEventKind {
         /// The backoff before the next try.
         restart_in: Duration,
     },
-    /// The process was started again on the same port.
+    /// The process was started again: on the same port, or on the event's `endpoint` when its
+    /// port was taken (`moved_from`).
     Restarted {
         /// The new process id.
         pid: u32,
@@ -77,6 +90,9 @@ pub enum InstanceEventKind {
         previous_pid: u32,
         /// Restarts of this instance so far.
         restarts: u64,
+        /// The endpoint it had, when something else held that port at the restart and the
+        /// instance moved to the event's `endpoint`; `None` when it kept its port.
+        moved_from: Option<SocketAddr>,
     },
 }
 
@@ -94,12 +110,31 @@ pub struct Life {
     pub finished: bool,
 }
 
+/// Where an instance's endpoint is taken out of its route's traffic while the instance cannot
+/// serve, and put back once it can: the route's [`crate::traffic::TrafficSetter`] bound to the
+/// route and the backend's slot ([`crate::traffic::RouteGate`]). Attached to a workload once its
+/// endpoints are in the route ([`super::Workload::attach`]).
+pub trait EndpointGate: Send + Sync {
+    /// The instance at `endpoint` cannot serve from now on (its process exited): no request
+    /// may go there, whatever answers on its address.
+    fn withdraw(&self, endpoint: SocketAddr);
+    /// The instance at `endpoint` serves again (its restart passed its readiness probe).
+    fn restore(&self, endpoint: SocketAddr);
+    /// The instance that was at `from` (withdrawn since its exit) serves at `to` now: its
+    /// restart found the port taken, moved, and passed its readiness probe there.
+    fn moved(&self, from: SocketAddr, to: SocketAddr);
+}
+
 /// The shared handle to an instance's supervisor.
 pub struct Supervision {
     pid: AtomicU32,
+    /// The port the instance listens on now (another after a restart that found it taken).
+    port: AtomicU16,
     stopping: watch::Sender<bool>,
     /// Where to report, and under which backend: set once the workload is supervised.
     events: Mutex<Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)>>,
+    /// Where the instance's endpoint is withdrawn and restored: set once it is in a route.
+    gate: Mutex<Option<Arc<dyn EndpointGate>>>,
 }
 
 impl Supervision {
@@ -108,9 +143,27 @@ impl Supervision {
         self.pid.load(Ordering::SeqCst)
     }
 
+    /// The port the instance listens on now: its first one, or the one a restart moved it to.
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::SeqCst)
+    }
+
     /// Restart the instance whenever it exits on its own, reporting to `events` as `backend`.
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         *self.lock_events() = Some((backend, events));
+    }
+
+    /// From now on the instance's endpoint is withdrawn through `gate` when its process exits
+    /// on its own, and restored when a restart passed readiness.
+    pub fn attach(&self, gate: Arc<dyn EndpointGate>) {
+        *self.gate.lock().unwrap_or_else(PoisonError::into_inner) = Some(gate);
+    }
+
+    fn gate(&self) -> Option<Arc<dyn EndpointGate>> {
+        self.gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Never restart again; the caller signals the process.
@@ -173,8 +226,10 @@ pub(super) fn start(
 ) -> (Arc<Supervision>, watch::Receiver<Life>) {
     let supervision = Arc::new(Supervision {
         pid: AtomicU32::new(pid),
+        port: AtomicU16::new(launch.port),
         stopping: watch::Sender::new(false),
         events: Mutex::new(None),
+        gate: Mutex::new(None),
     });
     let (life_tx, life) = watch::channel(Life {
         running: true,
@@ -185,11 +240,18 @@ pub(super) fn start(
     (supervision, life)
 }
 
-async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch::Sender<Life>) {
+async fn run(
+    mut launch: Launch,
+    mut child: Proc,
+    sup: Arc<Supervision>,
+    life: watch::Sender<Life>,
+) {
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
     let mut backoff = INITIAL_BACKOFF;
     let mut restarts = 0;
+    // The instance's endpoint in the route: its first one until a restart that moved is ready.
+    let mut routed = launch.endpoint();
     // Since when the process running now has been ready (the first one: from the start).
     let mut ready_since = Some(Instant::now());
     loop {
@@ -200,14 +262,29 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
             let wait = child.wait();
             tokio::pin!(wait);
             tokio::select! {
+                // An exit first: a probe that passed after the process died (another server
+                // answering on the port) does not make it ready.
+                biased;
                 status = &mut wait => status,
                 () = launch.until_ready() => {
                     ready_since = Some(Instant::now());
+                    let endpoint = launch.endpoint();
+                    match sup.gate() {
+                        Some(gate) if endpoint != routed => gate.moved(routed, endpoint),
+                        Some(gate) => gate.restore(endpoint),
+                        None => {}
+                    }
+                    routed = endpoint;
                     life.send_modify(|l| l.ready = true);
                     wait.await
                 }
             }
         };
+        // First of all: another server may take the port at any moment from now on. A stop
+        // needs none: the instance's endpoints left the route before it.
+        if let (Some(gate), false) = (sup.gate(), *stopping.borrow()) {
+            gate.withdraw(routed);
+        }
         tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status})");
         let down = |finished| Life {
             running: false,
@@ -238,29 +315,48 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
         {
             backoff = INITIAL_BACKOFF;
         }
-        let report = |kind| {
+        let (workload, instance) = (launch.workload.clone(), launch.index);
+        let report = |endpoint, kind| {
             let _ = events.send(InstanceEvent {
                 backend,
-                workload: launch.workload.clone(),
-                instance: launch.index,
-                endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, launch.port)),
+                workload: workload.clone(),
+                instance,
+                endpoint,
                 kind,
             });
         };
         let mut failure: Option<String> = None;
+        let mut moved_from = None;
         let next = loop {
             let restart_in = backoff;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            report(match failure.take() {
-                Some(error) => InstanceEventKind::RestartFailed { error, restart_in },
-                None => InstanceEventKind::Exited {
-                    status: status.clone(),
-                    restart_in,
+            report(
+                routed,
+                match failure.take() {
+                    Some(error) => InstanceEventKind::RestartFailed { error, restart_in },
+                    None => InstanceEventKind::Exited {
+                        status: status.clone(),
+                        restart_in,
+                    },
                 },
-            });
+            );
             tokio::select! {
                 () = tokio::time::sleep(restart_in) => {}
                 _ = stopping.wait_for(|s| *s) => break None,
+            }
+            let before = launch.endpoint();
+            match launch.keep_or_move_port() {
+                Ok(Some(taken)) => {
+                    let port = launch.port;
+                    tracing::warn!(target: "crossfade::workload", "[{prefix}] port {taken} is taken by another process: restarting on port {port}");
+                    sup.port.store(port, Ordering::SeqCst);
+                    moved_from = Some(before);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    continue;
+                }
             }
             match launch.spawn() {
                 Ok(next) => break Some(next),
@@ -287,11 +383,15 @@ async fn run(launch: Launch, mut child: Proc, sup: Arc<Supervision>, life: watch
             last_exit: Some(status.clone()),
             finished: false,
         });
-        report(InstanceEventKind::Restarted {
-            pid,
-            previous_pid,
-            restarts,
-        });
+        report(
+            launch.endpoint(),
+            InstanceEventKind::Restarted {
+                pid,
+                previous_pid,
+                restarts,
+                moved_from,
+            },
+        );
     }
 }
 
@@ -509,6 +609,67 @@ mod tests {
         );
     }
 
+    /// What a gate was told, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl EndpointGate for Recorded {
+        fn withdraw(&self, endpoint: SocketAddr) {
+            self.0.lock().unwrap().push(format!("withdraw {endpoint}"));
+        }
+        fn restore(&self, endpoint: SocketAddr) {
+            self.0.lock().unwrap().push(format!("restore {endpoint}"));
+        }
+        fn moved(&self, from: SocketAddr, to: SocketAddr) {
+            self.0.lock().unwrap().push(format!("moved {from} {to}"));
+        }
+    }
+
+    /// Trial 32, A: an instance that exits on its own has its endpoint withdrawn at once, even
+    /// unsupervised (a preview, which is not restarted: withdrawn until its endpoints leave the
+    /// route); one stopped on purpose is not (its endpoints left the route before the stop).
+    #[tokio::test]
+    async fn an_exit_withdraws_the_endpoint_and_a_stop_does_not() {
+        let patience = Duration::from_secs(60);
+        let dir = tempfile::tempdir().unwrap();
+        let hold = dir.path().join("hold");
+        // Exits once the test removed the hold file, after the gate is attached.
+        let held = format!(
+            "while [ -e '{}' ]; do sleep 0.01; done; exit 3",
+            hold.display()
+        );
+        for (exits, script) in [(true, held.as_str()), (false, "exec sleep 1000")] {
+            std::fs::write(&hold, "").unwrap();
+            let spec = WorkloadSpec {
+                command: Some("sh".into()),
+                args: vec!["-c".into(), script.into()],
+                ..WorkloadSpec::default()
+            };
+            let launch = Launch::new("green", 0, 41_001, spec);
+            let child = launch.spawn().expect("sh starts");
+            let pid = child.id().unwrap_or_default();
+            let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
+            let gate = Arc::new(Recorded::default());
+            supervision.attach(Arc::clone(&gate) as Arc<dyn EndpointGate>);
+            std::fs::remove_file(&hold).unwrap();
+            if !exits {
+                supervision.stop();
+                super::signal_group(pid, Signal::SIGTERM);
+            }
+            tokio::time::timeout(patience, life.wait_for(|l| l.finished))
+                .await
+                .expect("the supervisor finishes")
+                .expect("the supervisor reports");
+            let told = gate.0.lock().unwrap().clone();
+            let expected: &[&str] = if exits {
+                &["withdraw 127.0.0.1:41001"]
+            } else {
+                &[]
+            };
+            assert_eq!(told, expected, "{script}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_crashing_instance_is_restarted_with_doubling_backoff_up_to_the_cap_until_stopped() {
         let spec = WorkloadSpec {
@@ -537,7 +698,9 @@ mod tests {
                     pid,
                     previous_pid,
                     restarts,
+                    moved_from,
                 } => {
+                    assert_eq!(moved_from, None, "no ports to move to: kept");
                     assert_eq!(previous_pid, *pids.last().unwrap());
                     assert_eq!(restarts, pids.len() as u64);
                     assert_eq!(supervision.pid(), pid);

@@ -279,7 +279,8 @@ fn hold_line(hold: &HoldStatus) -> String {
 }
 
 /// `127.0.0.1:41001 up`, and for an instance waiting out its restart backoff what the driver
-/// knows: `127.0.0.1:41001 up (process exited (exit status: 1), restarting in 8s)`.
+/// knows: `127.0.0.1:41001 down (process exited (exit status: 1), restarting in 8s)` (its endpoint
+/// withdrawn meanwhile).
 fn endpoint_text(
     backend: &SlotStatus,
     slot: Slot,
@@ -289,6 +290,7 @@ fn endpoint_text(
     let health = backend.health.iter().find(|h| h.endpoint == *endpoint);
     let mut text = match health {
         Some(h) if h.healthy => format!("{endpoint} up"),
+        Some(h) if h.withdrawn => format!("{endpoint} down"),
         Some(h) if h.ejected_for_ms.is_some() => format!("{endpoint} ejected"),
         Some(_) => format!("{endpoint} down"),
         None => endpoint.to_string(),

@@ -197,3 +197,57 @@ fn route_config(table: &Table) -> RouteConfig {
         ..RouteConfig::default()
     }
 }
+
+/// Trial 32, A: an endpoint withdrawn by what runs its server (a supervised process that
+/// exited) takes no request, failing open included: whatever answers on its address is not the
+/// backend. The withdrawal lasts across table rebuilds, and restoring it lets requests back.
+#[test]
+fn a_withdrawn_endpoint_takes_no_request_failing_open_included_until_restored() {
+    let registry = HealthRegistry::new();
+    let table = route_table(&registry, 10_000, true);
+    for slot in [Slot::Blue, Slot::Green] {
+        for endpoint in table.routes()[0].backend(slot).upstream().endpoints() {
+            endpoint.pass_first_check();
+        }
+    }
+    let addr = |i: u16| SocketAddr::from(([127, 0, 0, 1], 30_000 + i));
+    assert_eq!(
+        registry.set_withdrawn("web", Slot::Blue, addr(0), true),
+        Some(true)
+    );
+    assert_eq!(
+        registry.set_withdrawn("web", Slot::Blue, addr(0), true),
+        Some(false)
+    );
+    assert_eq!(
+        registry.set_withdrawn("web", Slot::Blue, addr(9), true),
+        None
+    );
+    let blue = table.routes()[0].backend(Slot::Blue);
+    for _ in 0..10 {
+        assert_eq!(
+            pick_endpoint(blue, None),
+            Some(1),
+            "only the other endpoint"
+        );
+    }
+    assert!(blue.upstream().status()[0].withdrawn);
+    assert!(!blue.upstream().status()[0].healthy);
+
+    // Both withdrawn: blue cannot serve, and does not fail open to either.
+    registry.set_withdrawn("web", Slot::Blue, addr(1), true);
+    assert!(!blue.upstream().may_fail_open());
+    assert_eq!(pick_endpoint_failing_open(blue, None), None);
+    // The green (weight 0, not the active slot) takes nothing either: the route has no backend.
+    down(&table, Slot::Green, 0, true);
+    down(&table, Slot::Green, 1, true);
+    let route = &table.routes()[0];
+    assert!(choose(route, route.backend(Slot::Blue)).is_none());
+
+    // A rebuilt table keeps the withdrawal; restoring lets requests back.
+    let rebuilt = route_table(&registry, 10_000, true);
+    let blue = rebuilt.routes()[0].backend(Slot::Blue);
+    assert_eq!(pick_endpoint(blue, None), None);
+    registry.set_withdrawn("web", Slot::Blue, addr(1), false);
+    assert_eq!(pick_endpoint(blue, None), Some(1));
+}

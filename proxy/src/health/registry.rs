@@ -448,6 +448,22 @@ impl HealthRegistry {
         passed
     }
 
+    /// Withdraws `route`'s endpoint `addr` of `slot` from every request, or restores it
+    /// ([`EndpointHealth::set_withdrawn`]). `None` when the registry has no such endpoint (not in
+    /// the table in force); else whether it changed.
+    pub(crate) fn set_withdrawn(
+        &self,
+        route: &str,
+        slot: Slot,
+        addr: SocketAddr,
+        withdrawn: bool,
+    ) -> Option<bool> {
+        let key: EndpointKey = (Arc::from(route), slot, addr);
+        let maps = self.maps();
+        let entry = maps.endpoints.get(&key)?;
+        Some(entry.health.set_withdrawn(withdrawn))
+    }
+
     /// Marks the endpoints in `passed` that this registry has ([`HealthRegistry::passed`] of the
     /// process this one takes over from) as having passed a check there: they wait for their
     /// first probe here as every endpoint does, but a route whose checks hold out every endpoint
