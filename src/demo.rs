@@ -236,8 +236,9 @@ fn demo_spec(args: &DemoArgs) -> anyhow::Result<RunSpec> {
     let app = |version: &str, extra: Vec<String>| {
         let mut spec_args = vec!["sample-app".into(), "--port".into(), "{port}".into()];
         spec_args.extend(["--version".into(), version.into()]);
-        // A demo killed with SIGKILL cannot stop its apps: they stop themselves.
-        spec_args.push("--exit-with-parent".into());
+        // A demo killed with SIGKILL cannot stop its apps: they stop themselves. Named, so
+        // that an app whose start the demo's death overtook sees it too.
+        spec_args.push(format!("--exit-with-parent={}", std::process::id()));
         spec_args.extend(extra);
         WorkloadSpec {
             name: Some(version.into()),

@@ -130,11 +130,15 @@ pub struct SampleAppArgs {
     #[arg(long)]
     pub h2c: bool,
 
-    /// Exit (status 1, without draining) once the process that started it is gone (its parent
-    /// process changes: it was reparented), checked every 250 ms. `crossfade demo` starts its
-    /// apps so, so that a demo killed with SIGKILL, which cannot stop them, leaves none running.
-    #[arg(long)]
-    pub exit_with_parent: bool,
+    /// Exit (status 1, without draining) once the process that started it is gone: its parent
+    /// process is no longer `PID` (it was reparented), checked at start and every 250 ms.
+    /// Without `=PID`, the parent it had when it started; a parent that died before that
+    /// moment is not noticed, so a parent that can die early names itself. `crossfade demo`
+    /// starts its apps with `--exit-with-parent=<its pid>`, so that a demo killed with SIGKILL,
+    /// which cannot stop them, leaves none running, also one killed while they start.
+    #[arg(long, value_name = "PID", num_args = 0..=1, require_equals = true,
+          value_parser = crate::flags::whole::<u32>)]
+    pub exit_with_parent: Option<Option<u32>>,
 }
 
 /// Runs the sample app on `--bind`:`--port` until SIGTERM or Ctrl-C, then drains in-flight
@@ -217,15 +221,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Resolves once this process's parent changes (it was reparented: the parent died), polled
-/// every 250 ms; never when `watch` is false. Polling `getppid(2)` rather than
-/// `PR_SET_PDEATHSIG`, which fires when the *thread* that spawned the process exits, and a
-/// tokio runtime's threads come and go.
-async fn orphaned(watch: bool) {
-    if !watch {
+/// Resolves once this process's parent is not `watch`'s (it was reparented: the parent died),
+/// looked at once at once and then every 250 ms; `Some(None)` watches the parent it has now;
+/// never when `watch` is `None`. Polling `getppid(2)` rather than `PR_SET_PDEATHSIG`, which
+/// fires when the *thread* that spawned the process exits, and a tokio runtime's threads come
+/// and go. A demo killed while its app started left the app running for good: the app took its
+/// new parent (init) for the one to watch (CI, session 33).
+async fn orphaned(watch: Option<Option<u32>>) {
+    let Some(parent) = watch else {
         return std::future::pending().await;
-    }
-    let parent = nix::unistd::getppid();
+    };
+    let parent = parent
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(nix::unistd::Pid::from_raw)
+        .unwrap_or_else(nix::unistd::getppid);
     let mut every = tokio::time::interval(Duration::from_millis(250));
     loop {
         every.tick().await;

@@ -61,3 +61,52 @@ async fn an_injected_error_on_upload_reads_the_body_and_keeps_the_connection() {
     posts_on_one_connection(&mut conn, "/upload", 500).await;
     posts_on_one_connection(&mut conn, "/", 500).await;
 }
+
+/// CI, session 33: a demo killed while its sample apps started left one running for good: the
+/// app read its parent after the demo was gone and watched init instead. `--exit-with-parent=PID`
+/// names the parent to watch: an app whose named parent is not its parent (here a process already
+/// gone) exits at once, saying why; a bare `--exit-with-parent` under a live parent keeps serving.
+#[tokio::test]
+async fn an_app_whose_named_parent_is_already_gone_exits_at_once() {
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let gone_pid = gone.id();
+    gone.wait().expect("reap true");
+    let flag = format!("--exit-with-parent={gone_pid}");
+    let out = crate::support::child::run_to_end(
+        [
+            "sample-app",
+            "--port",
+            "0",
+            "--version",
+            "v1",
+            flag.as_str(),
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the process that started it is gone"),
+        "{}",
+        out.stderr
+    );
+    // Bare: the parent (this test) is alive, so it serves until stopped.
+    let mut app = tokio::process::Command::new(crate::support::BIN)
+        .args([
+            "sample-app",
+            "--port",
+            "0",
+            "--version",
+            "v1",
+            "--exit-with-parent",
+        ])
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sample-app");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(app.try_wait().expect("try_wait").is_none(), "exited");
+    let _ = app.start_kill();
+}
