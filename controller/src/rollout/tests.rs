@@ -180,10 +180,9 @@ fn notes(out: &[Command]) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-#[test]
-fn an_in_place_promotion_says_the_target_runs_the_new_image_and_the_preview_is_deleted() {
-    // Kubernetes mode (trial 7, G2): the target keeps the active role and takes the images; the
-    // preview is drained and deleted. The same transitions as a swap, in the words of what runs.
+/// A Kubernetes-mode rollout (in-place promotion of deployment `web` to `crossfade-sample:v2`,
+/// preview `web-green`), started and its preview ready.
+fn in_place() -> Harness {
     let promotion = Promotion::InPlace {
         target: "web".into(),
         preview: "web-green".into(),
@@ -193,6 +192,14 @@ fn an_in_place_promotion_says_the_target_runs_the_new_image_and_the_preview_is_d
     h.r = Rollout::new(7, config(), Slot::Blue).with_promotion(promotion);
     h.send(Input::Start);
     h.send(Input::PreviewReady);
+    h
+}
+
+#[test]
+fn an_in_place_promotion_says_the_target_runs_the_new_image_and_the_preview_is_deleted() {
+    // Kubernetes mode (trial 7, G2): the target keeps the active role and takes the images; the
+    // preview is drained and deleted. The same transitions as a swap, in the words of what runs.
+    let mut h = in_place();
     for bp in [1000, 5000] {
         h.applied(bp);
         h.window(Outcome::Pass);
@@ -264,15 +271,7 @@ fn an_in_place_promotion_says_the_target_runs_the_new_image_and_the_preview_is_d
 /// held swap stops green, would leave nothing that can serve).
 #[test]
 fn a_preview_kept_after_its_drain_in_kubernetes_is_said_so_not_asked_again_and_not_aborted() {
-    let promotion = Promotion::InPlace {
-        target: "web".into(),
-        preview: "web-green".into(),
-        images: "crossfade-sample:v2".into(),
-    };
-    let mut h = Harness::new(config());
-    h.r = Rollout::new(7, config(), Slot::Blue).with_promotion(promotion);
-    h.send(Input::Start);
-    h.send(Input::PreviewReady);
+    let mut h = in_place();
     for bp in [1000, 5000, 10_000] {
         h.applied(bp);
         h.window(Outcome::Pass);
