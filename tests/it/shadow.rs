@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::rollout::wait_terminal;
-use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
+use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, LoadReport, Spec};
 
 /// Blue v1, green v2, a 0% shadow step of 2 s (every request mirrored, at least 50 comparisons,
 /// no mismatch allowed), then 50% and 100%.
@@ -178,12 +178,24 @@ fn slow_green_spec(latency_ms: u64) -> Spec {
     spec
 }
 
-/// The load of the latency tests: `/chunked` at 50 requests per second.
-fn chunked_load(spec: &Spec) -> Load {
+/// A latency test's rollout: [`slow_green_spec`]`(latency_ms)` run under `/chunked` at 50
+/// requests per second to the rollout's end. Returns the still-serving run (with its directory
+/// and admin API), the ended rollout and the load's report.
+async fn slow_green_rollout(
+    latency_ms: u64,
+) -> (tempfile::TempDir, Admin, Crossfade, Value, LoadReport) {
+    let dir = temp_dir();
+    let spec = slow_green_spec(latency_ms);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
     let mut config = LoadConfig::new(spec.listen());
     config.path = "/chunked".into();
     config.rate = 50;
-    Load::start(config)
+    let load = Load::start(config);
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+    (dir, admin, run, rollout, report)
 }
 
 /// newuser32's G: a green that answers exactly like blue but 1.5 s late passed its shadow step
@@ -192,15 +204,7 @@ fn chunked_load(spec: &Spec) -> Load {
 /// there, before any live weight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_that_answers_alike_but_slower_than_max_p99_is_rolled_back_at_the_shadow_step() {
-    let dir = temp_dir();
-    let spec = slow_green_spec(1500);
-    let admin = Admin::new(spec.admin());
-    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    run.wait_ready(&admin, Duration::from_secs(15)).await;
-    let load = chunked_load(&spec);
-
-    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
-    let report = load.stop().await;
+    let (_dir, admin, mut run, rollout, report) = slow_green_rollout(1500).await;
 
     assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
     let reason = rollout["reason"].as_str().unwrap_or_default();
@@ -264,15 +268,7 @@ async fn a_green_that_answers_alike_but_slower_than_max_p99_is_rolled_back_at_th
 /// p99 recorded, and the rollout completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_within_max_p99_passes_the_shadow_step_with_its_p99_recorded() {
-    let dir = temp_dir();
-    let spec = slow_green_spec(100);
-    let admin = Admin::new(spec.admin());
-    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    run.wait_ready(&admin, Duration::from_secs(15)).await;
-    let load = chunked_load(&spec);
-
-    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
-    let report = load.stop().await;
+    let (_dir, _admin, mut run, rollout, report) = slow_green_rollout(100).await;
 
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
     assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
