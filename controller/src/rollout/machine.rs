@@ -398,15 +398,17 @@ impl Rollout {
         if self.phase != Phase::Progressing || self.timers.awaiting_verdict {
             return Vec::new();
         }
+        let hold_over = self.timers.hold_until.is_some_and(|h| now >= h);
         if self.timers.next_analysis.is_some_and(|t| now >= t) {
+            // A look due when the hold is over, after a pass, is the look at the hold's end
+            // below, whichever timer fired first (an interval that divides the hold brings both
+            // at once).
+            self.timers.end_look = self.timers.last_passed && hold_over && !self.weights_pending;
             self.timers.awaiting_verdict = true;
             self.timers.next_analysis = Some(later(now, self.config.interval_of(self.step)));
             return vec![Command::Analyse];
         }
-        if self.timers.last_passed
-            && !self.weights_pending
-            && self.timers.hold_until.is_some_and(|h| now >= h)
-        {
+        if self.timers.last_passed && !self.weights_pending && hold_over {
             // The last pass came before the hold ended (an `analysis.interval` that does not
             // divide the hold): one more look, over the traffic since, decides, and its pass
             // advances (`on_verdict`). The step advanced on that earlier pass, so up to one

@@ -228,6 +228,35 @@ fn a_thin_look_at_the_end_of_the_hold_leaves_the_earlier_pass_standing() {
     }
 }
 
+/// An interval that divides the hold (10 s, 5 s) brings the look at the hold's end with the
+/// regular look at 10 s: it is the same look, and its thin window leaves the pass at 5 s
+/// standing too, whichever timer fired first.
+#[test]
+fn a_look_due_with_the_hold_s_end_after_a_pass_is_the_look_at_its_end() {
+    let mut c = config();
+    c.analysis.max_inconclusive = 1;
+    c.analysis.interval = Some(5 * SECOND);
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    let answers = [Outcome::Pass, Outcome::Inconclusive];
+    let mut analyses = 0;
+    let mut at = 0;
+    while h.r.step == 0 && h.r.phase == Phase::Progressing && at < 30 {
+        at += 1;
+        for c in h.wait(SECOND) {
+            if c == Command::Analyse {
+                let outcome = answers.get(analyses).copied().unwrap_or(Outcome::Pass);
+                analyses += 1;
+                h.send(Input::Verdict(verdict(outcome)));
+            }
+        }
+    }
+    assert_eq!((at, analyses), (10, 2));
+    assert_eq!((h.r.phase, h.r.step), (Phase::Progressing, 1));
+}
+
 /// A look at the hold's end whose window the proxies did not split as published (green served
 /// none of its share since the last pass) is evidence, not a thin window: it counts toward
 /// `max_inconclusive` as any inconclusive look does.
