@@ -1509,11 +1509,13 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                     stop_leftovers(&kept);
                     provision_active(&driver, slot, &spec, cancel.clone())
                         .await
-                        .map_err(|again| {
-                            again.context(format!(
+                        .map_err(|again| match cancel.is_cancelled() {
+                            // A stop, not a failure of the workload: said as any stop is.
+                            true => again,
+                            false => again.context(format!(
                                 "{promoted} could not start ({e:#}), nor could {label}, which \
                                  it replaced"
-                            ))
+                            )),
                         })?
                 }
             };

@@ -916,7 +916,7 @@ async fn an_abort_ends_a_held_retirement_with_blue_active_again() {
 /// that exits 1 once its marker file exists), then started again with the same spec and state
 /// file; returns once the restarted run is ready.
 async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
-    let held = stop_during_a_held_retirement(hard, GREEN_EXITS).await;
+    let held = stop_during_a_held_retirement(hard, GREEN_EXITS, &[]).await;
     let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
     again.wait_ready(&held.admin, Duration::from_secs(30)).await;
     Restarted {
@@ -932,8 +932,9 @@ async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
 const GREEN_EXITS: &str = "echo 'green cannot start again' >&2; exit 1";
 
 /// A `crossfade run` stopped as [`restart_during_a_held_retirement`] says, for a green whose
-/// instances run `again` (shell) from their second start on; returns before any restart.
-async fn stop_during_a_held_retirement(hard: bool, again: &str) -> Held {
+/// instances run `again` (shell) from their second start on and a blue run with `blue_flags`
+/// (sample-app flags); returns before any restart.
+async fn stop_during_a_held_retirement(hard: bool, again: &str, blue_flags: &[&str]) -> Held {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
     let marker = dir.path().join("green-started-once");
@@ -950,7 +951,8 @@ async fn stop_during_a_held_retirement(hard: bool, again: &str) -> Held {
             "readiness",
             json!({ "deadline": "5s", "interval": "100ms" }),
         );
-    let mut spec = Spec::new().green(green).state_file(&state);
+    let blue = App::version("v1").flags(blue_flags.iter().copied());
+    let mut spec = Spec::new().blue(blue).green(green).state_file(&state);
     spec.json["rollout"]["steps"] =
         json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
     spec.json["rollout"]["progress_deadline"] = json!("40s");
@@ -1075,7 +1077,7 @@ async fn a_crash_during_a_held_retirement_keeps_blue_serving_when_green_cannot_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_while_the_restart_waits_for_the_promoted_green_stops_blue_and_the_next_start_falls_back(
 ) {
-    let held = stop_during_a_held_retirement(true, "exec sleep 120").await;
+    let held = stop_during_a_held_retirement(true, "exec sleep 120", &[]).await;
     assert!(
         held.blue_pids.iter().all(|&pid| pid_alive(pid)),
         "blue runs on after the crash: {:?}",
@@ -1127,6 +1129,31 @@ async fn a_signal_while_the_restart_waits_for_the_promoted_green_stops_blue_and_
         .wait_ready(&restarted.admin, Duration::from_secs(30))
         .await;
     restarted.blue_serves_again().await;
+}
+
+/// A signal while that restart starts blue afresh (green could not start; blue was stopped
+/// with the previous run) stops the start, and the error says so: before, it read `green could
+/// not start (...), nor could blue, which it replaced: stopped by a signal ...`, blaming blue for
+/// the operator's stop (check33).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_the_fallback_starts_blue_afresh_is_said_to_be_a_stop_not_a_failure() {
+    let held = stop_during_a_held_retirement(false, GREEN_EXITS, &["--unready-for", "3s"]).await;
+    let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
+    wait_until(Duration::from_secs(30), "blue's fresh start", || async {
+        let log = again.log();
+        let fallback = log.find("green could not start")?;
+        log[fallback..].contains("started ").then_some(())
+    })
+    .await;
+    let _ = kill(Pid::from_raw(again.pid() as i32), Signal::SIGINT);
+    again.wait_exit(Duration::from_secs(30)).await;
+    let log = again.log();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("stopped by a signal before blue was ready"),
+        "{log}"
+    );
+    assert!(!log.contains("nor could blue"), "{log}");
 }
 
 /// The same after a clean stop (SIGTERM), which stops blue with everything else: blue is started
