@@ -126,6 +126,9 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
     let file = StateFile::new(path);
     file.check_creatable()
         .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
+    let journal = ("its child journal", ChildJournal::path_for(file.path()));
+    file.check_companions(&[journal])
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
     let (loaded, corrupt) = file
         .read_or_backup::<ServiceState>()
         .map_err(corrupt_hint)?;
@@ -236,6 +239,8 @@ pub fn validated_proxy_config(
 fn check_state_file(path: &Path, config: &ProxyConfig) -> anyhow::Result<Vec<String>> {
     let file = StateFile::new(path);
     file.check_creatable()
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
+    file.check_companions(&[])
         .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
     let (saved, corrupt) = file
         .read_or_backup::<SavedWeights>()
