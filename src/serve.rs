@@ -126,6 +126,9 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
     let file = StateFile::new(path);
     file.check_creatable()
         .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
+    let journal = ("its child journal", ChildJournal::path_for(file.path()));
+    file.check_companions(&[journal])
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
     let (loaded, corrupt) = file
         .read_or_backup::<ServiceState>()
         .map_err(corrupt_hint)?;
@@ -236,6 +239,8 @@ pub fn validated_proxy_config(
 fn check_state_file(path: &Path, config: &ProxyConfig) -> anyhow::Result<Vec<String>> {
     let file = StateFile::new(path);
     file.check_creatable()
+        .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
+    file.check_companions(&[])
         .map_err(|e| anyhow::anyhow!("state_file: {e}"))?;
     let (saved, corrupt) = file
         .read_or_backup::<SavedWeights>()
@@ -1253,6 +1258,9 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let workload_before = state.active_workload.clone();
     let saved_preview_pids = (state.rollout.as_ref()).map(|r| r.preview_pids.clone());
     let saved_active_pids = state.active_pids.clone();
+    // The state as the previous run left it: what the file keeps while a completing recovery
+    // waits for the promoted workload (below).
+    let unrecovered = state.clone();
     let mut recovery = state.recover();
     // When the recovery completed a rollout past its role swap, the workload it replaced: kept
     // running until the promoted one is ready, and served again if that cannot start (session
@@ -1302,7 +1310,17 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         // Fail now, before anything is stopped or started, when the state cannot be persisted:
         // a start that stopped the previous run's processes (or rolled its rollout back) on a
         // decision it cannot record would be undone by the next start, reading the old file.
-        store.save(&state).map_err(unwritable)?;
+        // A recovery that completes a rollout is saved only once the promoted workload is ready
+        // or the one it replaced serves again: a stop or crash before that (a signal while the
+        // promoted green starts) leaves the file as the previous run left it, so the next start
+        // recovers the same way, with the replaced workload to fall back to. Saved completed, the
+        // next start found green active with nothing to fall back to and exited with nothing
+        // serving (check33).
+        let saved = match fallback.is_some() {
+            true => &unrecovered,
+            false => &state,
+        };
+        store.save(saved).map_err(unwritable)?;
     }
     // Every process the previous run started, from its child journal (each spawn recorded before
     // it happened, so also a preview that was still provisioning) and from the state file's pids.
@@ -1430,8 +1448,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         tracing::warn!("stopped what the previous run left running: {stopped}");
         state.note_stopped(&stopped, recovery.ended.is_some());
         start_events.push("LeftoversStopped".to_owned());
-        // They are stopped already: serve rather than exit.
-        save_started(store.as_ref(), &state);
+        // They are stopped already: serve rather than exit. A completing recovery is saved once
+        // it is settled (above).
+        if fallback.is_none() {
+            save_started(store.as_ref(), &state);
+        }
     }
     // Only now that they are stopped: a crash before this line finds them again next time.
     if let Some(journal) = &journal {
@@ -1451,6 +1472,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let active = match (provisioned, fallback) {
         (Ok(workload), fallback) => {
             // The promoted workload serves: the one it replaced is not needed any more.
+            let settled = fallback.is_some();
             let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
             let stopped: Vec<String> = (stop_leftovers(&kept).iter())
                 .map(ToString::to_string)
@@ -1460,6 +1482,8 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                 tracing::warn!("stopped what the previous run left running: {stopped}");
                 state.note_stopped(&stopped, true);
                 start_events.push("LeftoversStopped".to_owned());
+            }
+            if settled || !stopped.is_empty() {
                 save_started(store.as_ref(), &state);
             }
             if let Some(journal) = &journal {
@@ -1490,11 +1514,13 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
                     stop_leftovers(&kept);
                     provision_active(&driver, slot, &spec, cancel.clone())
                         .await
-                        .map_err(|again| {
-                            again.context(format!(
+                        .map_err(|again| match cancel.is_cancelled() {
+                            // A stop, not a failure of the workload: said as any stop is.
+                            true => again,
+                            false => again.context(format!(
                                 "{promoted} could not start ({e:#}), nor could {label}, which \
                                  it replaced"
-                            ))
+                            )),
                         })?
                 }
             };
@@ -1509,7 +1535,22 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             (active_slot, active_spec) = (slot, spec);
             workload
         }
-        (Err(e), _) => return Err(e),
+        (Err(e), fallback) => {
+            // A signal stopped the start (or nothing can serve): the replaced workload kept as
+            // the fallback is stopped with it, as a stop stops every workload of the run, rather
+            // than left running with no run supervising it.
+            let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
+            let stopped: Vec<String> = (stop_leftovers(&kept).iter())
+                .map(ToString::to_string)
+                .collect();
+            if !stopped.is_empty() {
+                tracing::warn!(
+                    "stopped what the previous run left running: {}",
+                    stopped.join(", ")
+                );
+            }
+            return Err(e);
+        }
     };
     let driver: Arc<dyn WorkloadDriver> = driver;
     // Ready: from here the command's own wait handles a signal.

@@ -578,6 +578,10 @@ struct Timers {
     awaiting_verdict: bool,
     /// Whether the most recent verdict since the window (re)opened passed.
     last_passed: bool,
+    /// Whether the analysis awaited is the extra look at the end of a hold whose last pass came
+    /// before it ended ([`Rollout::on_tick`]): its failure rolls back, its pass advances, and a
+    /// window too thin to judge leaves the step's earlier pass standing.
+    end_look: bool,
     /// When to ask the gate the rollout is halted at again.
     gate_retry: Option<Instant>,
 }

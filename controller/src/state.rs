@@ -397,7 +397,7 @@ impl ServiceState {
             self.ended.push(EndedRollout {
                 id: last.rollout.id,
                 phase: last.rollout.phase,
-                preview_slot: Some(last.rollout.preview()),
+                preview_slot: Some(preview_ran_in(&last.rollout)),
                 message: last.rollout.message,
                 preview_workload: last.preview_workload,
                 preview_digest: last.preview_digest,
@@ -440,7 +440,11 @@ impl ServiceState {
             .filter(|r| r.rollout.is_terminal())
             .map(|r| {
                 (
-                    (r.rollout.id, r.rollout.phase, Some(r.rollout.preview())),
+                    (
+                        r.rollout.id,
+                        r.rollout.phase,
+                        Some(preview_ran_in(&r.rollout)),
+                    ),
                     &r.preview_workload,
                     &r.preview_digest,
                 )
@@ -459,6 +463,18 @@ impl ServiceState {
             .chain(ended)
             .find(|(_, preview, then)| same_spec(preview, green) && !rebuilt(then))?;
         Some(AlreadyTried::Ended { id, phase, slot })
+    }
+}
+
+/// The slot `rollout`'s preview ran in ([`EndedRollout::preview_slot`]): once it completed, the
+/// active one (the completion made its preview the active backend, and [`Rollout::preview`]
+/// then names the slot it replaced); else the one other than the active. Recorded as the other
+/// one for every phase, a completed rollout's unnamed green was labelled by the slot it replaced
+/// after a later rollout (check33).
+fn preview_ran_in(rollout: &Rollout) -> Slot {
+    match rollout.phase {
+        Phase::Completed => rollout.active,
+        _ => rollout.preview(),
     }
 }
 
@@ -885,6 +901,35 @@ mod tests {
             .remove("preview_slot");
         let older: ServiceState = serde_json::from_value(saved).unwrap();
         assert_eq!(older.ended[0].preview_slot, None);
+    }
+
+    /// The same for a rollout that completed: its green ran in the slot the completion made the
+    /// active one, not in the other (check33: recorded as the one it replaced).
+    #[test]
+    fn a_completed_rollout_keeps_the_slot_its_preview_ran_in() {
+        let mut state = ServiceState::default();
+        let mut first = record(1, "v2");
+        first.rollout.phase = Phase::Completed;
+        first.rollout.active = Slot::Green;
+        state.begin(first);
+        let Some(AlreadyTried::Ended { id: 1, slot, .. }) = state.already_tried(&app("v2"), None)
+        else {
+            panic!("v2 ended");
+        };
+        assert_eq!(slot, Some(Slot::Green), "the last record");
+        // A migrate to v3 (blue to green's place: it ran in blue) completed since.
+        let mut second = record(2, "v3");
+        second.rollout = Rollout::new(2, Default::default(), Slot::Green);
+        second.rollout.phase = Phase::Completed;
+        second.rollout.active = Slot::Blue;
+        state.begin(second);
+        state.active = Some(Slot::Blue);
+        state.active_workload = Some(app("v3"));
+        let Some(AlreadyTried::Ended { id: 1, slot, .. }) = state.already_tried(&app("v2"), None)
+        else {
+            panic!("v2 ended");
+        };
+        assert_eq!(slot, Some(Slot::Green), "an ended one");
     }
 
     /// Trial 13 N15: a restart with nothing to recover records itself as the latest event, with

@@ -242,6 +242,39 @@ impl StateFile {
         }
     }
 
+    /// Checks that a start could open the files it keeps beside this one: its lock file
+    /// ([`StateFile::lock_path`]), its backup ([`StateFile::backup_path`]) and `more` (`(what,
+    /// path)`, e.g. `crossfade run`'s child journal), each absent or a regular file (a symbolic
+    /// link is followed). `crossfade check` said `ok` for a state file whose `.lock`, `.bak` or
+    /// `.children` was a directory, which the start then refused (check33).
+    ///
+    /// # Errors
+    /// [`Error::StateIo`] naming the file and what it is (`its lock file X.lock is not a regular
+    /// file (a directory, a device, a FIFO or a socket): a start cannot use it; move it away`), or
+    /// why it cannot be looked at.
+    pub fn check_companions(&self, more: &[(&str, PathBuf)]) -> Result<()> {
+        let own = [
+            ("its lock file", self.lock_path()),
+            ("its backup", self.backup_path()),
+        ];
+        let every = own.iter().map(|(what, path)| (*what, path));
+        let every = every.chain(more.iter().map(|(what, path)| (*what, path)));
+        for (what, path) in every {
+            let why = match fs::metadata(path) {
+                Ok(meta) if meta.is_file() => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Ok(_) => io::Error::other(format!(
+                    "{what} {} is not a regular file (a directory, a device, a FIFO or a socket): \
+                     a start cannot use it; move it away",
+                    path.display()
+                )),
+                Err(e) => io::Error::new(e.kind(), format!("{what} {}: {e}", path.display())),
+            };
+            return Err(self.io(why));
+        }
+        Ok(())
+    }
+
     /// `<path>.lock`, the file [`StateFile::lock`] locks.
     pub fn lock_path(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();

@@ -316,7 +316,7 @@ impl Task {
         self,
         mut request: Request<UpstreamBody>,
         request_body: Option<oneshot::Receiver<Bytes>>,
-        active_answer: oneshot::Receiver<Observed>,
+        mut active_answer: oneshot::Receiver<Observed>,
     ) {
         let stats = self.permit.stats();
         let timeout = self.rule.timeout;
@@ -332,6 +332,14 @@ impl Task {
         let deadline = Instant::now() + timeout;
         let preview = match self.fetch(request, bodiless, deadline).await {
             Ok(observed) => observed,
+            // The preview's answer did not come whole within `timeout`, and neither had the
+            // active backend's by then (an endpoint slow by nature, a long download, a slow
+            // client): no evidence against the preview, which is timed already
+            // (`ShadowStats::latency`). Counted as its error, it failed the shadow step's
+            // `max_error_rate` for answering exactly as blue does (check33).
+            Err(Some(ErrorKind::ResponseTimeout)) if active_answer.try_recv().is_err() => {
+                return stats.record_skip(SkipReason::PrimaryIncomplete)
+            }
             Err(kind) => return stats.record_error(kind),
         };
         let Ok(Ok(active)) = tokio::time::timeout(timeout, active_answer).await else {

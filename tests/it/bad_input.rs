@@ -1333,6 +1333,43 @@ async fn a_state_file_where_no_file_can_be_made_is_refused_by_check_and_by_the_s
     refuses("proxy", &config, &[lock]).await;
 }
 
+/// check33: `crossfade check` said `ok` for a `state_file` whose lock file, backup or (for a
+/// spec) child journal was a directory, and the start then refused each (`its lock file ...: Is
+/// a directory`, `state.json.bak: Is a directory`, `child journal ...: Is a directory`). `check`
+/// now refuses each naming it, for a spec and a proxy config.
+#[tokio::test]
+async fn a_state_file_whose_lock_backup_or_journal_is_a_directory_is_refused_by_check() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new()
+        .state_file(&state)
+        .write(dir.path(), "spec.yaml");
+    let mut config = proxy_config(&[crate::support::free_addr()], &[]);
+    config["state_file"] = json!(state);
+    let config = write_json(dir.path(), "proxy.yaml", &config);
+    let companions = [
+        ("state.json.lock", "its lock file", true),
+        ("state.json.bak", "its backup", true),
+        ("state.json.children", "its child journal", false),
+    ];
+    for (name, what, proxy_too) in companions {
+        let odd = dir.path().join(name);
+        std::fs::create_dir(&odd).expect("mkdir");
+        let says = format!("{what} {} is not a regular file", odd.display());
+        refuses("check", &spec, &["state_file: ", &says]).await;
+        if proxy_too {
+            refuses("check", &config, &["state_file: ", &says]).await;
+        }
+        std::fs::remove_dir(&odd).expect("rmdir");
+    }
+    let out = run_to_end(
+        [OsStr::new("check"), spec.as_os_str()],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
 /// Trial 17, T10: a proxy config whose `routes:` is mis-cased (`Routes:`, `ROUTES:`) or mistyped
 /// (`rotues:`) was read by `check` as a spec ("did you mean `route`?"), and `proxy` added that it
 /// looked like a spec; both now read it as the proxy config it is, name the key it was meant to

@@ -908,11 +908,30 @@ async fn an_abort_ends_a_held_retirement_with_blue_active_again() {
 /// that exits 1 once its marker file exists), then started again with the same spec and state
 /// file; returns once the restarted run is ready.
 async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
+    let held = stop_during_a_held_retirement(hard, GREEN_EXITS, &[]).await;
+    let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
+    again.wait_ready(&held.admin, Duration::from_secs(30)).await;
+    Restarted {
+        _dir: held.dir,
+        admin: held.admin,
+        run: again,
+        listen: held.listen,
+        blue_pids: held.blue_pids,
+    }
+}
+
+/// A green's second start in [`stop_during_a_held_retirement`]: it exits at once.
+const GREEN_EXITS: &str = "echo 'green cannot start again' >&2; exit 1";
+
+/// A `crossfade run` stopped as [`restart_during_a_held_retirement`] says, for a green whose
+/// instances run `again` (shell) from their second start on and a blue run with `blue_flags`
+/// (sample-app flags); returns before any restart.
+async fn stop_during_a_held_retirement(hard: bool, again: &str, blue_flags: &[&str]) -> Held {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
     let marker = dir.path().join("green-started-once");
     let script = format!(
-        "if [ -e '{m}' ]; then echo 'green cannot start again' >&2; exit 1; fi; : > '{m}'; \
+        "if [ -e '{m}' ]; then {again}; fi; : > '{m}'; \
          exec '{bin}' sample-app --port \"$0\" --version v2",
         m = marker.display(),
         bin = crate::support::BIN
@@ -924,7 +943,8 @@ async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
             "readiness",
             json!({ "deadline": "5s", "interval": "100ms" }),
         );
-    let mut spec = Spec::new().green(green).state_file(&state);
+    let blue = App::version("v1").flags(blue_flags.iter().copied());
+    let mut spec = Spec::new().blue(blue).green(green).state_file(&state);
     spec.json["rollout"]["steps"] =
         json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
     spec.json["rollout"]["progress_deadline"] = json!("40s");
@@ -962,15 +982,25 @@ async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
             run.terminate(Duration::from_secs(30)).await;
         }
     }
-    let mut again = Crossfade::run(dir.path(), &spec_path);
-    again.wait_ready(&admin, Duration::from_secs(30)).await;
-    Restarted {
-        _dir: dir,
+    Held {
+        dir,
         admin,
-        run: again,
+        spec_path,
         listen: spec.listen(),
         blue_pids,
     }
+}
+
+/// A `crossfade run` stopped by [`stop_during_a_held_retirement`].
+struct Held {
+    dir: tempfile::TempDir,
+    admin: Admin,
+    /// The spec both runs read.
+    spec_path: std::path::PathBuf,
+    /// The proxy's address.
+    listen: std::net::SocketAddr,
+    /// Blue's pids before the stop.
+    blue_pids: Vec<u32>,
 }
 
 /// A `crossfade run` restarted by [`restart_during_a_held_retirement`].
@@ -1026,6 +1056,96 @@ async fn a_crash_during_a_held_retirement_keeps_blue_serving_when_green_cannot_s
             .all(|pid| log.contains(&format!("pid {pid}"))),
         "blue's instances were not adopted: {blue_pids:?}; log:\n{log}"
     );
+}
+
+/// A signal while the restart waits for the promoted green (which starts but never becomes
+/// ready) stops what that start made, as any start does, and blue's instances that the restart
+/// kept running as green's fallback too: the run exits without leaving a workload no run
+/// supervises (check33: blue's instances, spared from the leftovers for the fallback, were left
+/// running after the run exited). The state file keeps what the previous run left, so the next
+/// start falls back to blue again (check33: the restart had saved the rollout completed, and
+/// the next start, finding green active and nothing to fall back to, exited 1 with nothing
+/// serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_the_restart_waits_for_the_promoted_green_stops_blue_and_the_next_start_falls_back(
+) {
+    let held = stop_during_a_held_retirement(true, "exec sleep 120", &[]).await;
+    assert!(
+        held.blue_pids.iter().all(|&pid| pid_alive(pid)),
+        "blue runs on after the crash: {:?}",
+        held.blue_pids
+    );
+    let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
+    wait_until(Duration::from_secs(30), "green's second start", || async {
+        again
+            .log()
+            .contains("started sh workload=green")
+            .then_some(())
+    })
+    .await;
+    let _ = kill(Pid::from_raw(again.pid() as i32), Signal::SIGINT);
+    again.wait_exit(Duration::from_secs(30)).await;
+    let log = again.log();
+    assert!(
+        log.contains("stopped by a signal before green was ready"),
+        "{log}"
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "blue's instances stopped",
+        || async {
+            held.blue_pids
+                .iter()
+                .all(|&pid| !pid_alive(pid))
+                .then_some(())
+        },
+    )
+    .await;
+    // The file still says what the previous run left (the recovery was not settled): the next
+    // start recovers the same way and, green not starting again, serves blue, started afresh.
+    let state = read_json(&held.dir.path().join("state.json"));
+    assert_eq!(
+        state["rollout"]["rollout"]["phase"], "Retiring",
+        "{state:#}"
+    );
+    let restarted = Restarted {
+        run: Crossfade::run(held.dir.path(), &held.spec_path),
+        _dir: held.dir,
+        admin: held.admin,
+        listen: held.listen,
+        blue_pids: held.blue_pids,
+    };
+    let mut restarted = restarted;
+    restarted
+        .run
+        .wait_ready(&restarted.admin, Duration::from_secs(30))
+        .await;
+    restarted.blue_serves_again().await;
+}
+
+/// A signal while that restart starts blue afresh (green could not start; blue was stopped
+/// with the previous run) stops the start, and the error says so: before, it read `green could
+/// not start (...), nor could blue, which it replaced: stopped by a signal ...`, blaming blue for
+/// the operator's stop (check33).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_the_fallback_starts_blue_afresh_is_said_to_be_a_stop_not_a_failure() {
+    let held = stop_during_a_held_retirement(false, GREEN_EXITS, &["--unready-for", "3s"]).await;
+    let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
+    wait_until(Duration::from_secs(30), "blue's fresh start", || async {
+        let log = again.log();
+        let fallback = log.find("green could not start")?;
+        log[fallback..].contains("started ").then_some(())
+    })
+    .await;
+    let _ = kill(Pid::from_raw(again.pid() as i32), Signal::SIGINT);
+    again.wait_exit(Duration::from_secs(30)).await;
+    let log = again.log();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("stopped by a signal before blue was ready"),
+        "{log}"
+    );
+    assert!(!log.contains("nor could blue"), "{log}");
 }
 
 /// The same after a clean stop (SIGTERM), which stops blue with everything else: blue is started

@@ -183,6 +183,7 @@ impl Rollout {
             next_analysis: Some(later(now, self.config.interval_of(self.step))),
             awaiting_verdict: false,
             last_passed: false,
+            end_look: false,
             gate_retry: None,
         };
         vec![Command::OpenWindow]
@@ -231,6 +232,7 @@ impl Rollout {
             return Vec::new();
         }
         self.timers.awaiting_verdict = false;
+        let end_look = std::mem::take(&mut self.timers.end_look);
         let at = format!("{} at {}", self.step_label(), pct(self.applied_bp));
         if self.weights_pending {
             // A look while the next weight waits to be applied (`request_weight`): only a failure
@@ -253,6 +255,25 @@ impl Rollout {
                 let note = format!("{at}: analysis failed: {}", verdict.summary);
                 let hard = fails_hard(&verdict);
                 self.begin_rollback_as("AnalysisFailed", note, hard, now)
+            }
+            // The extra look at the hold's end saw too little since the step's last pass to
+            // judge: that pass stands and the step advances, as it did before the look existed.
+            // Counting such a window toward `max_inconclusive` rolled back (or paused) a step
+            // that passed every look with enough traffic (hold 10s, interval 4s,
+            // max_inconclusive 1: the 2 s since the pass at 8 s had fewer than min_requests). A
+            // window the proxies did not split as published is evidence, not thinness: it counts.
+            Outcome::Inconclusive
+                if end_look && verdict.finding(Metric::PreviewShare).is_none() =>
+            {
+                let mut out = vec![event(
+                    "AnalysisInconclusive",
+                    format!(
+                        "{at}: analysis at the end of the hold inconclusive: {}; advancing on the step's earlier pass",
+                        verdict.summary
+                    ),
+                )];
+                out.extend(self.advance(now));
+                out
             }
             Outcome::Inconclusive => self.on_inconclusive(&verdict, at, now),
             Outcome::Pass => {
@@ -377,15 +398,17 @@ impl Rollout {
         if self.phase != Phase::Progressing || self.timers.awaiting_verdict {
             return Vec::new();
         }
+        let hold_over = self.timers.hold_until.is_some_and(|h| now >= h);
         if self.timers.next_analysis.is_some_and(|t| now >= t) {
+            // A look due when the hold is over, after a pass, is the look at the hold's end
+            // below, whichever timer fired first (an interval that divides the hold brings both
+            // at once).
+            self.timers.end_look = self.timers.last_passed && hold_over && !self.weights_pending;
             self.timers.awaiting_verdict = true;
             self.timers.next_analysis = Some(later(now, self.config.interval_of(self.step)));
             return vec![Command::Analyse];
         }
-        if self.timers.last_passed
-            && !self.weights_pending
-            && self.timers.hold_until.is_some_and(|h| now >= h)
-        {
+        if self.timers.last_passed && !self.weights_pending && hold_over {
             // The last pass came before the hold ended (an `analysis.interval` that does not
             // divide the hold): one more look, over the traffic since, decides, and its pass
             // advances (`on_verdict`). The step advanced on that earlier pass, so up to one
@@ -393,6 +416,7 @@ impl Rollout {
             // 31's leftover).
             self.timers.last_passed = false;
             self.timers.awaiting_verdict = true;
+            self.timers.end_look = true;
             self.timers.next_analysis = Some(later(now, self.config.interval_of(self.step)));
             return vec![Command::Analyse];
         }

@@ -144,7 +144,13 @@ impl Rollout {
         out
     }
 
+    /// Asks for the old active backend's drain again (a deadline passed, or the controller
+    /// restarted), with a fresh deadline. A hold ([`Input::RetireHeld`](super::Input::RetireHeld)) is forgotten: the
+    /// runtime observes it again and says so, which drops the deadline again; kept, a
+    /// restarted Kubernetes controller's `RetireHeld` was ignored and the re-issued drain's
+    /// deadline said `DeadlineExceeded` every drainTimeout + progressDeadline (check33).
     pub(super) fn drain_again(&mut self, now: Instant) -> Vec<Command> {
+        self.retire_held = false;
         let drain = self.config.drain_timeout;
         self.timers = Timers {
             deadline: Some(later(later(now, drain), self.config.progress_deadline)),

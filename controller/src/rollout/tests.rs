@@ -311,6 +311,47 @@ fn a_preview_kept_after_its_drain_in_kubernetes_is_said_so_not_asked_again_and_n
     );
 }
 
+/// A controller restart during such a hold (the record keeps `retire_held`) re-issues the drain
+/// as after any restart, and the hold it then observes again is taken again: no deadline, no
+/// `DeadlineExceeded` every drainTimeout + progressDeadline. The restored record said
+/// `retire_held` already, so the machine ignored the `RetireHeld` the cluster sent again and
+/// kept the re-issued drain's deadline (check33).
+#[test]
+fn a_preview_kept_after_its_drain_is_held_again_after_a_controller_restart() {
+    let promotion = Promotion::InPlace {
+        target: "web".into(),
+        preview: "web-green".into(),
+        images: "crossfade-sample:v2".into(),
+    };
+    let mut h = Harness::new(config());
+    h.r = Rollout::new(7, config(), Slot::Blue).with_promotion(promotion);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    for bp in [1000, 5000, 10_000] {
+        h.applied(bp);
+        h.window(Outcome::Pass);
+    }
+    h.send(Input::RolesSwapped);
+    h.send(Input::RetireHeld);
+    let saved = serde_json::to_string(&h.r).unwrap();
+    h.r = serde_json::from_str(&saved).unwrap();
+    let out = h.send(Input::Reattached {
+        deadline_left: None,
+    });
+    assert!(
+        matches!(actions(&out).as_slice(), [Command::DrainActive { .. }]),
+        "{out:?}"
+    );
+    let out = h.send(Input::RetireHeld);
+    assert_eq!(reasons(&out), ["RetireHeld"], "{out:?}");
+    assert!(h.r.retire_held);
+    for _ in 0..10 {
+        let out = h.wait(60 * SECOND);
+        assert!(out.is_empty(), "nothing to ask again while held: {out:?}");
+    }
+    assert_eq!(h.r.phase, Phase::Retiring);
+}
+
 #[test]
 fn a_swap_promotion_keeps_its_words_and_is_left_out_of_the_serialised_rollout() {
     let mut h = Harness::holding();

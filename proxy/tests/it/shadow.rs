@@ -28,7 +28,8 @@ type Bodies = Arc<Mutex<Vec<Bytes>>>;
 /// A backend for comparisons. Blue and green answer alike except where green's `variant` says:
 /// `/body` (another body), `/status` (500), `/header` (another content-type), `/hang` (green
 /// never answers), `/slow` (green answers the same after 400 ms), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
-/// `/now` (a body that differs every time), `/echo` (the request body back). Every answer carries
+/// `/now` (a body that differs every time), `/echo` (the request body back), `/both-slow` (both
+/// answer after 800 ms). Every answer carries
 /// `x-pool`, never compared.
 async fn shadow_backend(green: bool) -> (SocketAddr, Seen) {
     let (addr, seen, _) = recording_backend(green).await;
@@ -75,6 +76,7 @@ async fn answer(
         (true, "/header") => content_type = "application/json",
         (true, "/hang") => tokio::time::sleep(Duration::from_secs(3600)).await,
         (true, "/slow") => tokio::time::sleep(Duration::from_millis(400)).await,
+        (_, "/both-slow") => tokio::time::sleep(Duration::from_millis(800)).await,
         (_, "/big") => body = "x".repeat(5000),
         (g, "/big-status") => {
             body = "x".repeat(5000);
@@ -291,6 +293,28 @@ async fn a_green_that_never_answers_is_timed_while_it_waits_and_at_the_timeout()
         s.latency.counts
     );
     assert!(s.unanswered.is_empty(), "{:?}", s.unanswered);
+}
+
+/// A request both backends take longer than `shadow.timeout` to answer (slow by nature) is not
+/// the preview's failure: it is skipped `primary_incomplete` (blue's answer was not complete
+/// either), still timed, and not counted in `errors`, which the shadow step holds to
+/// `max_error_rate` (check33: counted as an error, it failed an identical green). A preview
+/// that times out where blue answered in time is an error still (the test above).
+#[tokio::test]
+async fn a_request_both_backends_answer_after_the_timeout_is_skipped_not_the_previews_error() {
+    let shadow = ShadowConfig {
+        timeout: Duration::from_millis(300),
+        ..ShadowConfig::default()
+    };
+    let Setup { running, .. } = setup(shadow).await;
+    let client = client();
+    get_blue(&client, &running, "/both-slow").await;
+    let s = settle(&running, |s| s.in_flight == 0 && s.skipped == 1).await;
+    assert_eq!((s.errors, s.compared()), (0, 0), "{s:?}");
+    assert_eq!(s.latency.count(), 1, "timed: {:?}", s.latency.counts);
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let line = "crossfade_shadow_skipped_total{route=\"web\",backend=\"green\",reason=\"primary_incomplete\"} 1";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
 }
 
 #[tokio::test]

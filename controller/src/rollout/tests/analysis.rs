@@ -1,6 +1,7 @@
 //! Analysis verdicts driving a step: pass, fail, inconclusive streaks, empty windows, holds.
 
 use super::*;
+use crate::analysis::Metric;
 
 #[test]
 fn failed_analysis_sets_preview_weight_zero_then_stops_the_preview() {
@@ -148,7 +149,13 @@ fn hold_elapsed_with_an_inconclusive_last_window_keeps_analysing_until_a_pass() 
 /// with the next of `outcomes` (then passes); returns the second the step ended at (it advanced
 /// or rolled back) and how many analyses were asked.
 fn hold_not_a_multiple_of_the_interval(outcomes: &[Outcome]) -> (Harness, u32, usize) {
-    let mut c = config();
+    let verdicts: Vec<Verdict> = outcomes.iter().map(|o| verdict(*o)).collect();
+    hold_not_a_multiple_with(config(), &verdicts)
+}
+
+/// [`hold_not_a_multiple_of_the_interval`] with config `c` (its interval set to 4 s) and each
+/// analysis answered with the next of `verdicts` (then passes).
+fn hold_not_a_multiple_with(mut c: RolloutConfig, verdicts: &[Verdict]) -> (Harness, u32, usize) {
     c.analysis.interval = Some(4 * SECOND);
     let mut h = Harness::new(c);
     h.send(Input::Start);
@@ -160,9 +167,9 @@ fn hold_not_a_multiple_of_the_interval(outcomes: &[Outcome]) -> (Harness, u32, u
         at += 1;
         for c in h.wait(SECOND) {
             if c == Command::Analyse {
-                let outcome = outcomes.get(analyses).copied().unwrap_or(Outcome::Pass);
+                let answer = (verdicts.get(analyses).cloned()).unwrap_or(verdict(Outcome::Pass));
                 analyses += 1;
-                h.send(Input::Verdict(verdict(outcome)));
+                h.send(Input::Verdict(answer));
             }
         }
     }
@@ -191,6 +198,78 @@ fn a_failed_look_at_the_end_of_the_hold_rolls_back_rather_than_advancing() {
     assert_eq!((at, analyses), (10, 3));
     assert_eq!(h.r.step, 0);
     assert_ne!(h.r.preview_bp, 5000, "{:?}", h.r.phase);
+    assert!(
+        matches!(h.r.phase, Phase::RollingBack | Phase::RolledBack),
+        "{:?}",
+        h.r.phase
+    );
+}
+
+/// The look at the hold's end sees too few requests since the pass at 8 s (an inconclusive
+/// window): the step's earlier pass stands and the step advances, as before that look existed.
+/// With `max_inconclusive: 1` it rolled back a step that passed every window with enough
+/// traffic (check33: hold 10s, interval 4s, min_requests 20 at about 10 requests/s to green:
+/// `analysis inconclusive (1 of 1 in a row): 15 requests < 20`, exit 3).
+#[test]
+fn a_thin_look_at_the_end_of_the_hold_leaves_the_earlier_pass_standing() {
+    for policy in [InconclusivePolicy::Rollback, InconclusivePolicy::Pause] {
+        let mut c = config();
+        c.analysis.max_inconclusive = 1;
+        c.analysis.on_inconclusive = policy;
+        let answers = [Outcome::Pass, Outcome::Pass, Outcome::Inconclusive].map(verdict);
+        let (h, at, analyses) = hold_not_a_multiple_with(c, &answers);
+        assert_eq!((at, analyses), (10, 3), "{policy:?}");
+        assert_eq!(
+            (h.r.phase, h.r.step, h.r.preview_bp),
+            (Phase::Progressing, 1, 5000),
+            "{policy:?}"
+        );
+        assert_eq!(h.r.inconclusive_streak, 0, "{policy:?}");
+    }
+}
+
+/// An interval that divides the hold (10 s, 5 s) brings the look at the hold's end with the
+/// regular look at 10 s: it is the same look, and its thin window leaves the pass at 5 s
+/// standing too, whichever timer fired first.
+#[test]
+fn a_look_due_with_the_hold_s_end_after_a_pass_is_the_look_at_its_end() {
+    let mut c = config();
+    c.analysis.max_inconclusive = 1;
+    c.analysis.interval = Some(5 * SECOND);
+    let mut h = Harness::new(c);
+    h.send(Input::Start);
+    h.send(Input::PreviewReady);
+    h.applied(1000);
+    let answers = [Outcome::Pass, Outcome::Inconclusive];
+    let mut analyses = 0;
+    let mut at = 0;
+    while h.r.step == 0 && h.r.phase == Phase::Progressing && at < 30 {
+        at += 1;
+        for c in h.wait(SECOND) {
+            if c == Command::Analyse {
+                let outcome = answers.get(analyses).copied().unwrap_or(Outcome::Pass);
+                analyses += 1;
+                h.send(Input::Verdict(verdict(outcome)));
+            }
+        }
+    }
+    assert_eq!((at, analyses), (10, 2));
+    assert_eq!((h.r.phase, h.r.step), (Phase::Progressing, 1));
+}
+
+/// A look at the hold's end whose window the proxies did not split as published (green served
+/// none of its share since the last pass) is evidence, not a thin window: it counts toward
+/// `max_inconclusive` as any inconclusive look does.
+#[test]
+fn a_look_at_the_end_of_the_hold_the_proxies_did_not_split_counts_as_inconclusive() {
+    let mut c = config();
+    c.analysis.max_inconclusive = 1;
+    let off = crate::analysis::split::guard(verdict(Outcome::Pass), 1000, 0, 400);
+    assert!(off.finding(Metric::PreviewShare).is_some(), "{off:?}");
+    let answers = [verdict(Outcome::Pass), verdict(Outcome::Pass), off];
+    let (h, at, analyses) = hold_not_a_multiple_with(c, &answers);
+    assert_eq!((at, analyses), (10, 3));
+    assert_eq!(h.r.step, 0);
     assert!(
         matches!(h.r.phase, Phase::RollingBack | Phase::RolledBack),
         "{:?}",
