@@ -80,7 +80,7 @@ use crate::error::ErrorKind;
 use crate::table::{Backend, Route};
 use crate::weight::Slot;
 
-pub use checker::{probe_once, ProbeFailure};
+pub use checker::{probe_once, ProbeFailure, PROBE_USER_AGENT};
 pub use event::{EjectReason, ProxyEvent};
 pub use registry::{EjectedEndpoint, PassedCheck, TrippedBreaker};
 pub(crate) use registry::{HealthRegistry, Hub, SlotHealth};

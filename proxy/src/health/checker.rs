@@ -254,6 +254,11 @@ impl Checker {
     }
 }
 
+/// The `User-Agent` of every probe (the active health checks, [`probe_once`], and so `crossfade
+/// run`'s readiness probes): a backend tells them from clients by it, in its access log or its
+/// metrics, as Envoy's `Envoy/HC` lets it (RFC 9110 §10.1.5).
+pub const PROBE_USER_AGENT: &str = "crossfade-probe";
+
 /// Why one probe failed ([`probe_once`], the active health checks). Its `Display` is the words
 /// of the checks' log and `/status`: `connect failed: Connection refused (os error 111)`,
 /// `timeout after 1000 ms waiting for GET /healthz`, `status 503 from GET /healthz`, `GET
@@ -343,13 +348,13 @@ async fn exchange(
     timeout: std::time::Duration,
 ) -> Result<(), ProbeFailure> {
     let path = || path.to_owned();
-    let request =
-        Request::get(uri.clone())
-            .body(Empty::new())
-            .map_err(|e| ProbeFailure::NotSent {
-                path: path(),
-                why: format!("{e}"),
-            })?;
+    let request = Request::get(uri.clone())
+        .header(http::header::USER_AGENT, PROBE_USER_AGENT)
+        .body(Empty::new())
+        .map_err(|e| ProbeFailure::NotSent {
+            path: path(),
+            why: format!("{e}"),
+        })?;
     match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
         Ok(Ok(response)) => Err(ProbeFailure::Status {

@@ -167,3 +167,46 @@ async fn a_probe_with_a_hint_attempt_stays_within_its_timeout() {
     // 2 s within the rule, 3.5 s past it; the slack is for a loaded machine.
     assert!(took < Duration::from_millis(3000), "took {took:?}");
 }
+
+/// Readiness probes say who they are (`User-Agent: crossfade-probe`), in HTTP/1.1 as they did
+/// before they were the proxy's health probe (check33: the header was lost then), and in h2c.
+#[tokio::test]
+async fn a_probe_sends_its_user_agent_in_both_protocols() {
+    use http::header::USER_AGENT;
+    use std::sync::{Arc, Mutex};
+    for h2c in [false, true] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(None));
+        let saw = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = service_fn(move |request: Request<Incoming>| {
+                let agent = request.headers().get(USER_AGENT).cloned();
+                *saw.lock().unwrap() = agent;
+                async move { Ok::<_, Infallible>(respond(Answer::Ok)) }
+            });
+            let io = TokioIo::new(stream);
+            let _ = match h2c {
+                true => {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await
+                }
+                false => {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await
+                }
+            };
+        });
+        let protocol = if h2c { H2c } else { Http1 };
+        assert_eq!(get(addr, protocol, "/healthz", TIMEOUT).await, Ok(()));
+        let agent = seen.lock().unwrap().clone();
+        assert_eq!(
+            agent.as_ref().and_then(|v| v.to_str().ok()),
+            Some(crossfade_proxy::health::PROBE_USER_AGENT),
+            "h2c: {h2c}"
+        );
+    }
+}
