@@ -585,6 +585,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             .as_ref()
             .map(|changes| crate::spec::warnings::unread_judge_keys(&changes.0, &rollout))
             .unwrap_or_default();
+        warnings.extend(crate::spec::warnings::shadow_timeout_below_max_p99(
+            &rollout,
+        ));
         warnings.extend(crate::spec::warnings::same_label(
             &self.config.active_spec,
             self.config.active_slot,

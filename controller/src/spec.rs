@@ -441,6 +441,7 @@ impl RunSpec {
             .and_then(|doc| doc.get("rollout").cloned())
             .unwrap_or_default();
         let mut lines = warnings::unread_judge_keys(&written, &self.rollout);
+        lines.extend(warnings::shadow_timeout_below_max_p99(&self.rollout));
         if let (Some(blue), Some(green)) = (&self.blue, &self.green) {
             lines.extend(warnings::same_label(blue, Slot::Blue, green, "green.name"));
         }

@@ -52,6 +52,27 @@ pub fn unread_judge_keys(written: &Value, rollout: &RolloutConfig) -> Vec<String
         .collect()
 }
 
+/// A warning when the shadow step's mirrored exchanges are cut (`analysis.shadow.mirror.timeout`, the
+/// proxy's `shadow.timeout`) before the latency the step judges them by (`max_p99`): a green
+/// slower than the timeout but within `max_p99` fails the step on `max_error_rate`, each of its
+/// cut exchanges counted as its error (check33). Names both fields and their values.
+pub fn shadow_timeout_below_max_p99(rollout: &RolloutConfig) -> Option<String> {
+    let analysis = &rollout.analysis;
+    let (shadow, max_p99) = (analysis.shadow.as_ref()?, analysis.max_p99?);
+    let timeout = shadow.mirror.timeout;
+    (timeout < max_p99).then(|| {
+        format!(
+            "rollout.analysis.shadow.mirror.timeout: {} is shorter than rollout.analysis.max_p99 {}: a \
+             green that answers a mirrored request after {} but within max_p99 fails the shadow \
+             step on max_error_rate (each cut exchange is its error); set the timeout at least \
+             to max_p99",
+            crate::spec::human(timeout),
+            crate::spec::human(max_p99),
+            crate::spec::human(timeout)
+        )
+    })
+}
+
 /// A warning when the preview's label (`green.name`, or the slot's name) is the active's
 /// (`blue.name`, or its slot's): `crossfade status`, the events, the report,
 /// `crossfade_backend_info{version}` and the check templates' `{{ preview_version }}` and
@@ -83,6 +104,31 @@ mod tests {
     fn rollout(yaml: &str) -> (Value, RolloutConfig) {
         let written: Value = serde_yaml_ng::from_str(yaml).unwrap();
         (written.clone(), serde_yaml_ng::from_value(written).unwrap())
+    }
+
+    /// check33: a shadow timeout below `max_p99` fails a green within `max_p99` on its cut
+    /// exchanges; said naming both fields. Not said at or above it, or without one of them.
+    #[test]
+    fn a_shadow_timeout_shorter_than_max_p99_is_warned_naming_both() {
+        let (_, config) = rollout(
+            "analysis: { max_p99: 2s, shadow: { min_compared: 5, mirror: { timeout: 500ms } } }",
+        );
+        let said = shadow_timeout_below_max_p99(&config).expect("a warning");
+        assert!(
+            said.starts_with(
+                "rollout.analysis.shadow.mirror.timeout: 500ms is shorter than \
+                 rollout.analysis.max_p99 2s"
+            ),
+            "{said}"
+        );
+        for quiet in [
+            "analysis: { max_p99: 2s, shadow: { mirror: { timeout: 2s } } }",
+            "analysis: { max_p99: 2s }",
+            "analysis: { shadow: { mirror: { timeout: 100ms } } }",
+        ] {
+            let (_, config) = rollout(quiet);
+            assert_eq!(shadow_timeout_below_max_p99(&config), None, "{quiet}");
+        }
     }
 
     #[test]
