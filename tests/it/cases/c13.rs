@@ -294,9 +294,10 @@ async fn c13_hung_preview_waits_at_most_the_response_timeout_and_is_marked_down(
         detection <= Duration::from_secs(4),
         "detection took {detection:?}"
     );
-    // The 2 s timeout plus scheduling slack: never the 5 s client limit.
+    // The 2 s timeout plus scheduling slack: never the 5 s client limit. The slack is wide: a
+    // clean-clone CI run on a machine shared with two builds measured 3.16 s (2.005 s alone).
     assert!(
-        longest <= Duration::from_millis(3_000),
+        longest <= Duration::from_millis(4_000),
         "a request took {longest:?}"
     );
     assert!(after.is_empty(), "errors after detection: {}", after.len());
