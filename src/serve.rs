@@ -1577,6 +1577,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         rollout_metrics,
         listen: listener.local_addr()?,
         admin: admin.local_addr()?,
+        port_range: spec.port_range,
     });
     // The spec's rollout is started before the admin API and the proxy serve, so that nobody
     // who saw `/readyz` answer 200 is told that no rollout has run yet.
