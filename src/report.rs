@@ -135,8 +135,10 @@ async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {
 pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
     std::fs::write(output, data.render())
         .with_context(|| format!("cannot write the report to {}", output.display()))?;
+    // As the page's title says it: an unfinished rollout's phase is not its outcome.
+    let unfinished = if data.unfinished { ", unfinished" } else { "" };
     crate::print_err(&format!(
-        "crossfade: report of rollout {} ({}) written to {}",
+        "crossfade: report of rollout {} ({}{unfinished}) written to {}",
         data.record.rollout.id,
         data.record.rollout.phase.words(),
         output.display()
