@@ -183,6 +183,43 @@ pub fn settings_file(text: &str) -> Option<&'static str> {
     guess(text).map(Kind::described)
 }
 
+/// One of crossfade's two state documents (a `state_file`'s JSON), to name the one a command was
+/// given when it is the other command's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    /// `crossfade run`'s: the route's active slot and workload, its rollouts (a string `route`).
+    Run,
+    /// `crossfade proxy`'s: the weights in force per route (an object `routes`).
+    Proxy,
+}
+
+impl StateKind {
+    /// What the file is, as an error says it.
+    pub fn described(self) -> &'static str {
+        match self {
+            StateKind::Run => "the state file of a `crossfade run` (its rollouts)",
+            StateKind::Proxy => "the state file of a `crossfade proxy` (its routes' weights)",
+        }
+    }
+}
+
+/// Which state document `text` is by its shape: a JSON object with a `version` and a string
+/// `route` is a `crossfade run`'s, one with a `version` and an object `routes` a `crossfade
+/// proxy`'s; `None` for anything else (corrupt state, which its own error describes). For the
+/// error of a `state_file` that names the other command's file (newuser 33: it was called
+/// corrupt, and the operator told to remove it and its backup, the other process's state).
+pub fn state_kind(text: &str) -> Option<StateKind> {
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    let doc = doc.as_object().filter(|d| d.contains_key("version"))?;
+    if doc.get("route").is_some_and(serde_json::Value::is_string) {
+        Some(StateKind::Run)
+    } else if doc.get("routes").is_some_and(serde_json::Value::is_object) {
+        Some(StateKind::Proxy)
+    } else {
+        None
+    }
+}
+
 /// Top-level keys of a proxy config's settings, which a `crossfade proxy --kube --config FILE`
 /// settings file holds without `routes:` (a spec has them too, beside keys of its own).
 const PROXY_SETTINGS_ONLY: [&str; 8] = [

@@ -47,6 +47,14 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `path` is when it is a `crossfade proxy`'s state file (its routes' weights), which
+/// holds no rollout to report (newuser 33: it was called corrupt).
+fn proxy_state(path: &Path) -> Option<&'static str> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let kind = crate::file_kind::state_kind(&text)?;
+    (kind == crate::file_kind::StateKind::Proxy).then(|| kind.described())
+}
+
 fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
     let state = StateFile::new(path)
         .load::<ServiceState>()
@@ -59,7 +67,14 @@ fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
                          names",
                         path.display()
                     ),
-                    None => e.into(),
+                    None => match proxy_state(path) {
+                        Some(kind) => anyhow::anyhow!(
+                            "--state {} is {kind}, not a `crossfade run` state file: give the \
+                             file its spec's state_file: names (a proxy has no rollouts)",
+                            path.display()
+                        ),
+                        None => e.into(),
+                    },
                 }
             }
             e => e.into(),
@@ -120,8 +135,10 @@ async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {
 pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
     std::fs::write(output, data.render())
         .with_context(|| format!("cannot write the report to {}", output.display()))?;
+    // As the page's title says it: an unfinished rollout's phase is not its outcome.
+    let unfinished = if data.unfinished { ", unfinished" } else { "" };
     crate::print_err(&format!(
-        "crossfade: report of rollout {} ({}) written to {}",
+        "crossfade: report of rollout {} ({}{unfinished}) written to {}",
         data.record.rollout.id,
         data.record.rollout.phase.words(),
         output.display()

@@ -463,27 +463,41 @@ pub(crate) fn settings_kind(path: &Path) -> Option<&'static str> {
 /// The error for a `state_file` at `path` that holds one of crossfade's settings files (the
 /// config or spec itself, another one): it is not corrupt state, and the corrupt-state advice,
 /// to remove the file and its backup, would remove settings.
-fn settings_as_state(path: &Path) -> Option<anyhow::Error> {
-    let kind = settings_kind(path)?;
+///
+/// A state file of the other command (`expected` is this command's kind) is said to be that, as
+/// removing it would lose the other process's state.
+fn settings_as_state(path: &Path, expected: file_kind::StateKind) -> Option<anyhow::Error> {
+    if let Some(kind) = settings_kind(path) {
+        return Some(anyhow::anyhow!(
+            "state_file: {} is {kind}, not a state file: crossfade writes its state there, so \
+             name a path of its own (nothing was started, and the file was left as it was)",
+            path.display()
+        ));
+    }
+    let text = files::read_config_string(path).ok()?;
+    let kind = file_kind::state_kind(&text).filter(|kind| *kind != expected)?;
     Some(anyhow::anyhow!(
-        "state_file: {} is {kind}, not a state file: crossfade writes its state there, so name a \
-         path of its own (nothing was started, and the file was left as it was)",
-        path.display()
+        "state_file: {} is {}, not this command's: give each crossfade process a state_file of \
+         its own (nothing was started, and the file was left as it was)",
+        path.display(),
+        kind.described()
     ))
 }
 
 /// The error for a state file at `path` that could not be read as state (`source`), nor its
 /// backup: a settings file named as the state file says so ([`settings_as_state`]); corrupt state
 /// says what is unknown for it (`unknown`) and that removing both files starts from `afresh`.
+/// `expected` is the kind of state this command keeps there.
 /// The backup's own state is said (`backup`, [`backup_state`]): missing, or corrupt and why.
 fn state_corrupt(
+    expected: file_kind::StateKind,
     path: &Path,
     source: impl std::error::Error + Send + Sync + 'static,
     backup: &str,
     unknown: &str,
     afresh: &str,
 ) -> anyhow::Error {
-    settings_as_state(path).unwrap_or_else(|| {
+    settings_as_state(path, expected).unwrap_or_else(|| {
         anyhow::Error::from(source).context(format!(
             "state file {} is corrupt and its backup {}.bak {backup}, so {unknown} (restore \
              either file, or remove both to start from {afresh}); the state file",
@@ -514,6 +528,7 @@ fn backup_state<T: serde::de::DeserializeOwned>(path: &Path) -> String {
 fn weights_corrupt(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
         crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
+            file_kind::StateKind::Proxy,
             &path,
             source,
             &backup_state::<SavedWeights>(&path),
@@ -1577,6 +1592,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         rollout_metrics,
         listen: listener.local_addr()?,
         admin: admin.local_addr()?,
+        port_range: spec.port_range,
     });
     // The spec's rollout is started before the admin API and the proxy serve, so that nobody
     // who saw `/readyz` answer 200 is told that no rollout has run yet.
@@ -1755,6 +1771,7 @@ fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
 fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
     match error {
         crossfade_controller::Error::StateCorrupt { path, source } => state_corrupt(
+            file_kind::StateKind::Run,
             &path,
             source,
             &backup_state::<ServiceState>(&path),

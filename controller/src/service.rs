@@ -340,6 +340,9 @@ pub struct ServiceConfig<T, M> {
     pub listen: SocketAddr,
     /// The admin API's address as bound: a green endpoint equal to it is refused too.
     pub admin: SocketAddr,
+    /// The spec's `port_range`, if any: a start request whose green cannot get a port of it
+    /// beside the active workload's instances is refused, as `crossfade check` refuses the spec.
+    pub port_range: Option<crate::spec::PortRange>,
 }
 
 /// Starts the service task and returns its handle.
@@ -564,6 +567,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             rollout: rollout.clone(),
             listen: self.config.listen,
             admin: self.config.admin,
+            port_range: self.config.port_range,
             ..RunSpec::default()
         };
         // Every problem in one answer, the rules' and this machine's (a missing command or

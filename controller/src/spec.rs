@@ -453,7 +453,7 @@ impl RunSpec {
     /// cookie named `__Host-...`, which no browser keeps without TLS), under the spec's path. The
     /// endpoints are the workloads' (checked with them), so the stand-in's are left out.
     fn route_warnings(&self) -> Vec<String> {
-        let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        let stand_in = vec![validate::stand_in(self)];
         let config = self.proxy_config(Slot::Blue, stand_in, self.blue_protocol());
         let route = config.warnings().into_iter().filter_map(|problem| {
             let rest = problem.path.strip_prefix("routes[0]")?;

@@ -1885,6 +1885,79 @@ async fn a_state_file_naming_a_settings_file_is_refused_saying_what_it_is() {
     }
 }
 
+/// newuser 33: a `state_file` naming the other command's state file (a `crossfade proxy`'s weights
+/// for a `crossfade run`, a `crossfade run`'s rollout state for a `crossfade proxy`, or either for
+/// `crossfade report --state`) was refused as corrupt, with the advice to remove it and its
+/// backup, which would lose the other process's state. It is refused saying what the file is, and
+/// left as it was.
+#[tokio::test]
+async fn a_state_file_of_the_other_command_is_refused_saying_whose_it_is() {
+    let dir = temp_dir();
+    let path = dir.path().join("state.json");
+    let proxy_state = r#"{"version": 1, "routes": {"web": {"weights": {"blue": 10000, "green": 0},
+        "file_weights": {"blue": 10000, "green": 0}, "blue": ["127.0.0.1:7"], "green": []}}}"#;
+    let run_state = r#"{"version": 1, "route": "web", "active": "blue", "last_rollout_id": 0}"#;
+    // Free addresses: `run` binds them before it reads the state file.
+    let addrs = format!(
+        "listen: {}\nadmin: {}\nstate_file: state.json\n",
+        crate::support::free_addr(),
+        crate::support::free_addr()
+    );
+    let config =
+        format!("{addrs}routes: [{{ name: web, blue: {{ endpoints: [127.0.0.1:7] }} }}]\n");
+    let spec = format!("{addrs}route: {{ name: web }}\nblue: {{ endpoints: [127.0.0.1:7] }}\n");
+    let settings = dir.path().join("settings.yaml");
+    for (state, settings_text, command, whose) in [
+        (
+            proxy_state,
+            &spec,
+            "run",
+            "the state file of a `crossfade proxy` (its routes' weights)",
+        ),
+        (
+            run_state,
+            &config,
+            "proxy",
+            "the state file of a `crossfade run` (its rollouts)",
+        ),
+    ] {
+        std::fs::write(&path, state).unwrap();
+        std::fs::write(&settings, settings_text).unwrap();
+        let words = format!(
+            "state_file: {} is {whose}, not this command's: give each crossfade process a \
+             state_file of its own",
+            path.display()
+        );
+        for command in ["check", command] {
+            let out = refuses(command, &settings, &[&words]).await;
+            assert!(!out.stderr.contains("remove both"), "{}", out.stderr);
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), state);
+    }
+    std::fs::write(&path, proxy_state).unwrap();
+    let report = dir.path().join("r.html");
+    let args = [
+        OsStr::new("report"),
+        OsStr::new("--state"),
+        path.as_os_str(),
+    ];
+    let args = args
+        .into_iter()
+        .chain([OsStr::new("-o"), report.as_os_str()]);
+    let out = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let words = format!(
+        "--state {} is the state file of a `crossfade proxy` (its routes' weights), not a \
+         `crossfade run` state file",
+        path.display()
+    );
+    assert!(
+        out.stderr.contains(&words),
+        "want {words:?} in {}",
+        out.stderr
+    );
+}
+
 /// Trial 20: Kubernetes names given to the controller and the proxy were not checked: `--namespace
 /// Default` watched a namespace no object can be in (nothing found, no word), `--lease-name "Bad
 /// Name"` failed every Lease write, `--identity ""` is a Lease with no holder, and `--admin-url

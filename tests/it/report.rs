@@ -399,6 +399,16 @@ async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinish
         "{html}"
     );
     assert!(html.contains("unfinished: the state file records this rollout as progressing"));
+    // newuser 33: the line on stderr said `(progressing)` alone, as for a live rollout.
+    let said = format!(
+        "report of rollout 1 (progressing, unfinished) written to {}",
+        page.display()
+    );
+    assert!(
+        out.stderr.contains(&said),
+        "want {said:?} in {}",
+        out.stderr
+    );
 }
 
 /// `demo --report DIR` is refused before the demo runs, naming the path; so is `report -o DIR`

@@ -1465,3 +1465,19 @@ fn more_than_twenty_checks_or_gates_are_refused_naming_the_list() {
         "{refused:?}"
     );
 }
+
+/// newuser 33: the proxy's rules were checked with a stand-in endpoint 127.0.0.1:1 for the
+/// instances' ports, so a spec whose `listen` or `admin` is on port 1 was refused with
+/// `route.blue.endpoints[0]: 127.0.0.1:1 is the proxy's own listen address`, a field the spec
+/// does not have. Every port the stand-in could take is tried here.
+#[test]
+fn a_listen_or_admin_on_a_low_port_is_not_taken_for_an_instance_endpoint() {
+    for (listen, admin) in [(1, 9901), (2, 1), (1, 2), (3, 1)] {
+        let yaml = format!(
+            "listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\nroute: {{ name: web }}\n\
+             blue: {{ command: /bin/true, args: [\"{{port}}\"] }}\n"
+        );
+        let spec = RunSpec::from_yaml(&yaml);
+        assert!(spec.is_ok(), "listen :{listen}, admin :{admin}: {spec:?}");
+    }
+}

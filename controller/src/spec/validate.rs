@@ -170,8 +170,18 @@ pub(super) fn rollout_config(c: &RolloutConfig) -> Vec<Problem> {
 /// The serving endpoints are known only once the workload has started; the config checked here
 /// stands in one loopback endpoint for them (no proxy rule reads an endpoint's address, only
 /// that the backend with the weight has one).
+/// An endpoint standing in for the instances' ports, which are given at start, when the proxy's
+/// rules are checked: never the proxy's own `listen` or `admin` address, or the rule against an
+/// endpoint that loops back would refuse a valid spec under a field it does not have
+/// (`route.blue.endpoints[0]`; newuser 33: `listen: 127.0.0.1:1`).
+pub(super) fn stand_in(spec: &RunSpec) -> SocketAddr {
+    let taken = [spec.listen.port(), spec.admin.port()];
+    let port = (1..=3).find(|p| !taken.contains(p)).unwrap_or(1);
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 fn proxy_rules(r: &mut Report, spec: &RunSpec) {
-    let stand_in = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+    let stand_in = vec![stand_in(spec)];
     let Err(error) = spec
         .proxy_config(Slot::Blue, stand_in, spec.blue_protocol())
         .validate()
