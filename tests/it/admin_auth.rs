@@ -68,28 +68,40 @@ async fn with_a_token_the_admin_api_answers_401_to_anyone_without_it() {
     assert_eq!(status, 200);
 
     let bearer = format!("Bearer {TOKEN}");
-    let cases: [(&[(&str, &str)], &str); 4] = [
-        (&[], "Bearer realm=\"crossfade-admin\""),
+    // RFC 6750 §3.1: no credentials or another scheme's (an unsupported method): 401 without an
+    // error code; a wrong token: 401 invalid_token; `Bearer` without a token: 400 invalid_request.
+    // (request headers, status, WWW-Authenticate)
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: [Case; 5] = [
+        (&[], 401, "Bearer realm=\"crossfade-admin\""),
         (
             &[("authorization", "Bearer wrong")],
+            401,
             "Bearer realm=\"crossfade-admin\", error=\"invalid_token\"",
         ),
         (
             &[("authorization", "Basic dXNlcjpwYXNz")],
+            401,
+            "Bearer realm=\"crossfade-admin\"",
+        ),
+        (
+            &[("authorization", "Bearer")],
+            400,
             "Bearer realm=\"crossfade-admin\", error=\"invalid_request\"",
         ),
         (
             &[("authorization", &bearer[..bearer.len() - 1])],
+            401,
             "Bearer realm=\"crossfade-admin\", error=\"invalid_token\"",
         ),
     ];
     for path in ["/status", "/metrics", "/rollout"] {
-        for (headers, challenge) in &cases {
+        for (headers, code, challenge) in &cases {
             let (status, answer, body) = admin
                 .request_with("GET", path, None, headers)
                 .await
                 .unwrap();
-            assert_eq!(status, 401, "GET {path} {headers:?}: {body}");
+            assert_eq!(status, *code, "GET {path} {headers:?}: {body}");
             assert_eq!(
                 answer["www-authenticate"], *challenge,
                 "GET {path} {headers:?}"

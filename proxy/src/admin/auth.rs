@@ -127,29 +127,38 @@ impl AdminAuth {
         self.digest.is_some()
     }
 
-    /// Checks a request's `Authorization` header: `Ok` to serve it, else the 401 answer and the
-    /// `WWW-Authenticate` challenge to send (RFC 6750 §3: no error code when the request carried no
-    /// credentials, `invalid_token` when it carried wrong ones, `invalid_request` when the header is
-    /// not a bearer credential).
+    /// Checks a request's `Authorization` header: `Ok` to serve it, else the answer and the
+    /// `WWW-Authenticate` challenge to send, by RFC 6750 §3 and §3.1: 401 with no error code
+    /// when the request carried no credentials or those of another scheme (`Basic ...`: an
+    /// unsupported authentication method), 400 `invalid_request` for a malformed bearer
+    /// credential (`Bearer` with no token), 401 `invalid_token` for a wrong token.
     pub(super) fn check(&self, headers: &HeaderMap) -> Result<(), (AdminReply, HeaderValue)> {
         let Some(expected) = &self.digest else {
             return Ok(());
         };
+        let unauthorized = StatusCode::UNAUTHORIZED;
         let Some(value) = headers.get(AUTHORIZATION) else {
-            return Err(challenge(None, "missing Authorization: Bearer <token>"));
+            let why = "missing Authorization: Bearer <token>";
+            return Err(challenge(unauthorized, None, why));
         };
-        let Some(token) = bearer(value) else {
-            let why = "the Authorization header is not `Bearer <token>`";
-            return Err(challenge(Some("invalid_request"), why));
+        let token = match bearer(value) {
+            Bearer::Token(token) => token,
+            Bearer::OtherScheme => {
+                let why = "the Authorization header is not `Bearer <token>` (another scheme)";
+                return Err(challenge(unauthorized, None, why));
+            }
+            Bearer::Malformed => {
+                let why = "the Authorization header is `Bearer` with no token";
+                let code = Some("invalid_request");
+                return Err(challenge(StatusCode::BAD_REQUEST, code, why));
+            }
         };
         let presented: [u8; 32] = Sha256::digest(token).into();
         if bool::from(presented.ct_eq(expected)) {
             Ok(())
         } else {
-            Err(challenge(
-                Some("invalid_token"),
-                "the bearer token is wrong",
-            ))
+            let why = "the bearer token is wrong";
+            Err(challenge(unauthorized, Some("invalid_token"), why))
         }
     }
 }
@@ -163,23 +172,44 @@ impl std::fmt::Debug for AdminAuth {
     }
 }
 
-/// The token bytes of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
-fn bearer(value: &HeaderValue) -> Option<&[u8]> {
-    let bytes = value.as_bytes();
-    let (scheme, rest) = bytes.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
+/// What an `Authorization` header holds ([`bearer`]).
+enum Bearer<'a> {
+    /// The token bytes of `Bearer <token>`.
+    Token(&'a [u8]),
+    /// The bearer scheme with no token (`Bearer`, `Bearer   `).
+    Malformed,
+    /// Credentials of another scheme (`Basic ...`), or no scheme at all.
+    OtherScheme,
 }
 
-fn challenge(error: Option<&str>, message: &str) -> (AdminReply, HeaderValue) {
+/// Reads `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &HeaderValue) -> Bearer<'_> {
+    let bytes = value.as_bytes().trim_ascii();
+    let Some((scheme, rest)) = bytes.split_at_checked(6) else {
+        return Bearer::OtherScheme;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Bearer::OtherScheme;
+    }
+    if rest.is_empty() {
+        return Bearer::Malformed;
+    }
+    if !rest.starts_with(b" ") {
+        // `Bearerish ...`: another scheme's name.
+        return Bearer::OtherScheme;
+    }
+    match rest.trim_ascii() {
+        [] => Bearer::Malformed,
+        token => Bearer::Token(token),
+    }
+}
+
+fn challenge(status: StatusCode, error: Option<&str>, message: &str) -> (AdminReply, HeaderValue) {
     let header = match error {
         Some(code) => format!("Bearer realm=\"{REALM}\", error=\"{code}\""),
         None => format!("Bearer realm=\"{REALM}\""),
     };
-    let reply = AdminReply::error(StatusCode::UNAUTHORIZED, message, None);
+    let reply = AdminReply::error(status, message, None);
     // Built only from constants above, so always a valid header value.
     let value = HeaderValue::from_str(&header)
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"crossfade-admin\""));
@@ -296,12 +326,19 @@ mod tests {
             challenge,
             "Bearer realm=\"crossfade-admin\", error=\"invalid_token\""
         );
-        let (_, challenge) = auth.check(&headers(Some("Basic YTpi"))).unwrap_err();
-        assert_eq!(
-            challenge,
-            "Bearer realm=\"crossfade-admin\", error=\"invalid_request\""
-        );
-        assert!(auth.check(&headers(Some("Bearer"))).is_err());
+        // RFC 6750 §3.1: another scheme is an unsupported method (no error code); a bearer
+        // credential without its token is a malformed request (400).
+        let (reply, challenge) = auth.check(&headers(Some("Basic YTpi"))).unwrap_err();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge, "Bearer realm=\"crossfade-admin\"");
+        for malformed in ["Bearer", "Bearer   ", "bearer"] {
+            let (reply, challenge) = auth.check(&headers(Some(malformed))).unwrap_err();
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{malformed:?}");
+            assert_eq!(
+                challenge,
+                "Bearer realm=\"crossfade-admin\", error=\"invalid_request\""
+            );
+        }
     }
 
     #[test]
