@@ -301,8 +301,42 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
                 wanted.takes()
             )
         }
-        _ => error,
+        _ => match unknown_field(&error).filter(|f| SPEC_ONLY_KEYS.contains(f)) {
+            // A rollout file with one of the spec's own keys (`port_range:`): say where it goes.
+            Some(field) if wanted == Kind::Rollout => format!(
+                "{error}\n(`{field}` is a key of the spec, which `crossfade run` reads at its \
+                 start: set it there and restart `crossfade run`; a migrate file takes `green:` \
+                 and `rollout:` only)"
+            ),
+            _ => error,
+        },
     }
+}
+
+/// The keys of a spec that a migrate file does not take (a `RunSpec`'s fields but `green` and
+/// `rollout`).
+const SPEC_ONLY_KEYS: [&str; 15] = [
+    "listen",
+    "admin",
+    "route",
+    "blue",
+    "state_file",
+    "via",
+    "port_range",
+    "drain_grace",
+    "upstream",
+    "trust_forwarded_for",
+    "proxy_protocol",
+    "limits",
+    "tls",
+    "access_log",
+    "request_id",
+];
+
+/// The field an `unknown field `x`, expected ...` error (serde's words) names.
+fn unknown_field(error: &str) -> Option<&str> {
+    let rest = error.split_once("unknown field `")?.1;
+    Some(rest.split_once('`')?.0)
 }
 
 #[cfg(test)]
@@ -479,7 +513,19 @@ mod tests {
             hinted.contains("this looks like a rollout spec for `crossfade run`; `migrate` takes"),
             "{hinted}"
         );
-        assert_eq!(with_hint(error.clone(), "green: {}", Kind::Rollout), error);
+        // newuser33 B: a rollout file with one of the spec's keys is told where that key goes.
+        let error =
+            "unknown field `port_range`, expected `green` or `rollout` at line 2".to_owned();
+        let text = "green: {}\nport_range: 25000-25010\n";
+        let hinted = with_hint(error.clone(), text, Kind::Rollout);
+        assert!(
+            hinted.contains(
+                "(`port_range` is a key of the spec, which `crossfade run` reads at its start"
+            ),
+            "{hinted}"
+        );
+        let typo = "unknown field `gren`, expected `green` or `rollout`".to_owned();
+        assert_eq!(with_hint(typo.clone(), "gren: {}", Kind::Rollout), typo);
         let other = "blue.instances: 0 is below 1".to_owned();
         assert_eq!(with_hint(other.clone(), spec, Kind::ProxyConfig), other);
     }
