@@ -11,6 +11,13 @@
 //! windows under the normal approximation), and the 5-point floor tolerates what per-request
 //! randomness does not explain but is harmless (retries counted on the backend they failed on,
 //! requests in flight at the window's edges). A window without requests is not judged here.
+//!
+//! The normal approximation fails where it matters most for case C14: a preview that served *no*
+//! request (health checks hold all its endpoints out) in a small window at a small weight. At 10 %
+//! over 120 requests 4σ is 11 points, so 0 % looked within tolerance, though 0 of 120 has a
+//! chance of 0.9¹²⁰ ≈ 3·10⁻⁶. So a window in which one backend got every request is also out of
+//! tolerance when the exact binomial chance of that, `(1 − p)ⁿ` (or `pⁿ`), is below
+//! [`ALL_ONE_SIDE_CHANCE`], the one-sided normal tail beyond 4σ: the same false-alarm rate.
 
 use super::{Finding, Metric, Outcome, Verdict};
 
@@ -20,6 +27,10 @@ pub const MIN_TOLERANCE: f64 = 0.05;
 
 /// Standard deviations of the binomial share allowed.
 pub const SIGMAS: f64 = 4.0;
+
+/// The exact binomial chance below which a window whose requests all went to one backend is out
+/// of tolerance (the one-sided normal tail beyond [`SIGMAS`] = 4: 3.2·10⁻⁵).
+pub const ALL_ONE_SIDE_CHANCE: f64 = 3.2e-5;
 
 /// How far (a fraction of 1) the preview's observed share may be from `desired` (a fraction of 1)
 /// over `requests` requests: `max(MIN_TOLERANCE, SIGMAS × sqrt(p (1 − p) / n))`.
@@ -57,6 +68,9 @@ struct Off {
     desired: f64,
     /// [`tolerance`] of `desired` over `requests`.
     allowed: f64,
+    /// When one backend got every request and the split is off by the exact chance of that
+    /// ([`ALL_ONE_SIDE_CHANCE`]) alone: that chance.
+    chance: Option<f64>,
 }
 
 /// The window's split when it is outside [`tolerance`]; `None` within it or without requests.
@@ -68,41 +82,70 @@ fn off(desired_bp: u32, preview: u64, active: u64) -> Option<Off> {
     let desired = f64::from(desired_bp.min(10_000)) / 10_000.0;
     let observed = preview as f64 / requests as f64;
     let allowed = tolerance(desired, requests);
-    ((observed - desired).abs() > allowed).then_some(Off {
+    let off = |chance| Off {
         requests,
         preview,
         observed,
         desired,
         allowed,
-    })
+        chance,
+    };
+    if (observed - desired).abs() > allowed {
+        return Some(off(None));
+    }
+    // Every request on one side, where the weight asks for some on the other: the exact chance
+    // of that (the normal approximation is too lenient there for small windows).
+    let one_side = match (preview, active) {
+        (0, _) => 1.0 - desired,
+        (_, 0) => desired,
+        _ => return None,
+    };
+    let chance = one_side.powf(requests as f64);
+    (chance < ALL_ONE_SIDE_CHANCE).then(|| off(Some(chance)))
 }
 
 impl std::fmt::Display for Off {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "observed split: preview got {:.1}% of {} requests ({}), desired {:.1}% ± {:.1}%",
+            "observed split: preview got {:.1}% of {} requests ({}), desired {:.1}%",
             self.observed * 100.0,
             self.requests,
             self.preview,
             self.desired * 100.0,
-            self.allowed * 100.0
-        )
+        )?;
+        match self.chance {
+            None => write!(f, " ± {:.1}%", self.allowed * 100.0),
+            Some(chance) => write!(
+                f,
+                " (all {} on one backend: a chance of {chance:.1e} at that weight)",
+                self.requests
+            ),
+        }
     }
 }
 
 impl Off {
     /// The finding a guarded verdict carries ([`Metric::PreviewShare`]).
     fn finding(&self) -> Finding {
+        let mut between = (
+            (self.desired - self.allowed).max(0.0),
+            (self.desired + self.allowed).min(1.0),
+        );
+        if self.chance.is_some() {
+            // The range allowed excludes the side that got nothing: at least one request there.
+            let one = 1.0 / self.requests as f64;
+            match self.preview {
+                0 => between.0 = between.0.max(one),
+                _ => between.1 = between.1.min(1.0 - one),
+            }
+        }
         Finding {
             metric: Metric::PreviewShare,
             value: self.observed,
             threshold: self.desired,
             ok: false,
-            between: Some((
-                (self.desired - self.allowed).max(0.0),
-                (self.desired + self.allowed).min(1.0),
-            )),
+            between: Some(between),
             unanswered: 0,
         }
     }
@@ -232,6 +275,32 @@ mod tests {
             "3 requests < 50; observed split: preview got 0.3% of 1000 requests (3), desired \
              50.0% ± 6.3%"
         );
+    }
+
+    /// Case C14 in a small window: green held out by health checks served none of 120 requests
+    /// at 10 % (or blue none at 90 %). 4σ is 11 points there, so the normal approximation let
+    /// 0 % pass; the exact chance of none, 0.9¹²⁰ ≈ 3·10⁻⁶, does not. A window where none is
+    /// likely enough (5 % of 40: 13 %) stays within tolerance.
+    #[test]
+    fn a_small_window_with_every_request_on_one_backend_is_off_by_its_exact_chance() {
+        let err = check(1_000, 0, 120).unwrap_err();
+        assert_eq!(
+            err,
+            "observed split: preview got 0.0% of 120 requests (0), desired 10.0% (all 120 on \
+             one backend: a chance of 3.2e-6 at that weight)"
+        );
+        assert!(check(9_000, 120, 0).is_err(), "blue got none at 90%");
+        assert!(check(5_000, 0, 16).is_err(), "0.5^16 = 1.5e-5");
+        assert_eq!(check(5_000, 0, 14), Ok(()), "0.5^14 = 6.1e-5");
+        assert_eq!(check(1_000, 0, 90), Ok(()), "0.9^90 = 7.6e-5");
+        assert_eq!(check(1_000, 1, 119), Ok(()), "one request is within 4σ");
+        assert_eq!(check(10_000, 120, 0), Ok(()));
+        assert_eq!(check(0, 0, 120), Ok(()));
+        let guarded = guard(verdict(Outcome::Pass, "passed"), 1_000, 0, 120);
+        assert_eq!(guarded.outcome, Outcome::Inconclusive);
+        let share = guarded.finding(Metric::PreviewShare).expect("finding");
+        let (low, _) = share.between.expect("range");
+        assert!(low > 0.0, "the range allowed excludes 0: {share}");
     }
 
     /// A sequential judge's look gathering evidence does not count toward `max_inconclusive`; the

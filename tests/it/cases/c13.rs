@@ -37,12 +37,29 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c13_dead_preview_stops_getting_traffic_and_rolls_back() {
+    dead_preview(false).await;
+}
+
+/// The same over h2c workloads (`protocol: h2c`, `sample-app --h2c`): the proxy's pooled HTTP/2
+/// connections to green die with it, and a request sent on one, or a connect refused after it,
+/// must be handled as over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_dead_h2c_preview_stops_getting_traffic_and_rolls_back() {
+    dead_preview(true).await;
+}
+
+/// The kill run, with h2c workloads when `h2c`.
+async fn dead_preview(h2c: bool) {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
     let pool = |name: &str| {
-        App::version(name)
+        let app = App::version(name)
             .flags(["--pool", name])
-            .set("instances", json!(2))
+            .set("instances", json!(2));
+        match h2c {
+            true => app.flags(["--h2c"]).set("protocol", json!("h2c")),
+            false => app,
+        }
     };
     let mut spec = Spec::new()
         .blue(pool("blue"))
@@ -103,7 +120,7 @@ async fn c13_dead_preview_stops_getting_traffic_and_rolls_back() {
         &[("route", "web"), ("backend", "green")],
     );
     println!(
-        "C13 kill: detection {detection:?}, weight 0 after {rolled_back:?}, GET errors {}/{} \
+        "C13 kill (h2c {h2c}): detection {detection:?}, weight 0 after {rolled_back:?}, GET errors {}/{} \
          ({} after detection), POST errors {post_errors}/{}, green ejections {ejections}",
         failed.len(),
         records.len(),

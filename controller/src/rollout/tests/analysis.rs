@@ -277,6 +277,30 @@ fn a_look_at_the_end_of_the_hold_the_proxies_did_not_split_counts_as_inconclusiv
     );
 }
 
+/// Case C14 through the look at the hold's end: since the pass at 8 s, green (at 10 %) was held
+/// out by health checks and served none of 120 requests, too few for the threshold judge
+/// (inconclusive). That is no thin window but green out of traffic (0.9¹²⁰ ≈ 3·10⁻⁶ by
+/// chance): it counts toward `max_inconclusive` and the step rolls back. The normal
+/// approximation's 4σ (11 points there) let it pass as thin, and the step advanced on its
+/// earlier pass.
+#[test]
+fn c14_a_look_at_the_end_of_the_hold_where_green_served_none_of_a_small_window_counts() {
+    let mut c = config();
+    c.analysis.max_inconclusive = 1;
+    let applied = c.weight_bp(0);
+    let thin = verdict(Outcome::Inconclusive);
+    let none = crate::analysis::split::guard(thin, applied, 0, 120);
+    let answers = [verdict(Outcome::Pass), verdict(Outcome::Pass), none];
+    let (h, at, analyses) = hold_not_a_multiple_with(c, &answers);
+    assert_eq!((at, analyses), (10, 3));
+    assert_eq!(h.r.step, 0, "advanced on the earlier pass");
+    assert!(
+        matches!(h.r.phase, Phase::RollingBack | Phase::RolledBack),
+        "{:?}",
+        h.r.phase
+    );
+}
+
 #[test]
 fn verdict_history_is_bounded() {
     let mut c = config();
