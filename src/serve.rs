@@ -1489,16 +1489,12 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             // The promoted workload serves: the one it replaced is not needed any more.
             let settled = fallback.is_some();
             let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
-            let stopped: Vec<String> = (stop_leftovers(&kept).iter())
-                .map(ToString::to_string)
-                .collect();
-            if !stopped.is_empty() {
-                let stopped = stopped.join(", ");
-                tracing::warn!("stopped what the previous run left running: {stopped}");
-                state.note_stopped(&stopped, true);
+            let stopped = stop_kept(&kept);
+            if let Some(stopped) = &stopped {
+                state.note_stopped(stopped, true);
                 start_events.push("LeftoversStopped".to_owned());
             }
-            if settled || !stopped.is_empty() {
+            if settled || stopped.is_some() {
                 save_started(store.as_ref(), &state);
             }
             if let Some(journal) = &journal {
@@ -1554,16 +1550,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             // A signal stopped the start (or nothing can serve): the replaced workload kept as
             // the fallback is stopped with it, as a stop stops every workload of the run, rather
             // than left running with no run supervising it.
-            let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
-            let stopped: Vec<String> = (stop_leftovers(&kept).iter())
-                .map(ToString::to_string)
-                .collect();
-            if !stopped.is_empty() {
-                tracing::warn!(
-                    "stopped what the previous run left running: {}",
-                    stopped.join(", ")
-                );
-            }
+            stop_kept(&fallback.map(|(_, _, kept)| kept).unwrap_or_default());
             return Err(e);
         }
     };
@@ -1740,6 +1727,22 @@ async fn provision_active(
             ))),
             false => anyhow::anyhow!("{e}"),
         })
+}
+
+/// Stops the replaced workload's processes kept for a fallback (`kept`), once they are not
+/// needed or the start ends; what was stopped, logged and returned (`v1 instance 0 (pid 4242)`,
+/// comma-separated), `None` when nothing ran any more.
+fn stop_kept(kept: &[ChildEntry]) -> Option<String> {
+    let stopped: Vec<String> = stop_leftovers(kept)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if stopped.is_empty() {
+        return None;
+    }
+    let stopped = stopped.join(", ");
+    tracing::warn!("stopped what the previous run left running: {stopped}");
+    Some(stopped)
 }
 
 /// Saves the state at start once something already happened (processes stopped or adopted): a

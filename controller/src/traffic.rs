@@ -326,10 +326,7 @@ impl TrafficSetter for Proxy {
             if r.backup == Some(slot) {
                 r.backup = None;
             }
-            let backend = match slot {
-                Slot::Blue => &mut r.blue,
-                Slot::Green => &mut r.green,
-            };
+            let backend = r.backend_mut(slot);
             backend.endpoints = endpoints;
             backend.protocol = protocol;
             Ok(())
