@@ -6,17 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use crossfade_controller::driver::children::{
-    adoptable, stop_leftovers, ChildEntry, ChildJournal, JournalError,
-};
-use crossfade_controller::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
+use crossfade_controller::driver::children::ChildJournal;
+use crossfade_controller::driver::CancellationToken;
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
-use crossfade_controller::service::{self, ServiceConfig, ServiceHandle, StartRequest};
-use crossfade_controller::spec::{RunSpec, WorkloadSpec};
-use crossfade_controller::state::{
-    stop_orphans, AlreadyTried, BlueCheck, ServiceState, StatusEvent, RESTORED,
-};
+use crossfade_controller::service::startup::{self, GreenStart, RuntimeJournal, StartError};
+use crossfade_controller::service::{self, ServiceConfig, ServiceHandle};
+use crossfade_controller::spec::RunSpec;
+use crossfade_controller::state::{BlueCheck, ServiceState};
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{one_line, ProxyConfig};
@@ -1211,374 +1208,64 @@ pub struct Running {
     /// How the spec's green ended in an earlier run, when that is why this start began no
     /// rollout: the outcome `--exit-after-rollout` reports.
     pub earlier: Option<Earlier>,
-    /// The child journal of a run without `state_file` ([`ChildJournal::runtime_path`]), to
-    /// [`RuntimeJournal::forget`] once every workload is stopped.
+    /// The child journal of a run without `state_file`, to [`RuntimeJournal::forget`] once every
+    /// workload is stopped.
     pub runtime_journal: Option<RuntimeJournal>,
     /// The state file's lock, held while this instance runs.
     _state_lock: Option<StateLock>,
 }
 
-/// The child journal of a run without `state_file`, at [`ChildJournal::runtime_path`].
-#[derive(Debug)]
-pub struct RuntimeJournal(std::path::PathBuf);
-
-impl RuntimeJournal {
-    /// Removes the file once [`ServiceHandle::shutdown`] stopped every workload: nothing is left
-    /// for a next run to stop, and the file would otherwise stay behind in the runtime directory.
-    /// A failure is logged; the next run on this address then finds a journal whose processes
-    /// are gone.
-    pub fn forget(&self) {
-        match std::fs::remove_file(&self.0) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("child journal {}: not removed: {e}", self.0.display()),
-        }
-    }
-}
-
 /// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
 /// says this green workload is already active or was already rolled back). `auth` guards the admin
-/// API.
+/// API. The recovery of the previous run's state and processes, and the start of the active
+/// workload, are [`startup::recover`]'s; this binds, wires and serves.
 pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let listener = bind(spec.listen, "listen").await?;
     let admin = bind(spec.admin, "admin").await?;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
-    let store = spec.state_file.as_ref().map(StateFile::new);
-    let state_lock = store.as_ref().map(StateFile::lock).transpose()?;
-    let (state, damaged) = match &store {
-        Some(s) => s.load_or_backup::<ServiceState>().map_err(corrupt_hint)?,
-        None => (None, None),
-    };
-    // Whether this start continues a previous run's state (it says so in its events).
-    let restarted = state.is_some();
-    let mut state = state.unwrap_or_default();
-    // Before recovery or any write: a refused start leaves the other route's state untouched.
-    if let Err(message) = state.check_route(&spec.route.name) {
-        let file = spec.state_file.as_ref().map(|f| f.display().to_string());
-        anyhow::bail!("state file {}: {message}", file.unwrap_or_default());
-    }
-    // Events recorded before the service runs, counted once it does.
-    let mut start_events = Vec::new();
-    if let Some(note) = &damaged {
-        start_events.push("StateFileCorrupt".to_owned());
-        tracing::error!("{note}");
-        state.push_event(StatusEvent::now("StateFileCorrupt", note));
-    }
-    // The pids of the workload active after the recovery, as saved: the active workload's, or,
-    // when the recovery completes a rollout past its role swap, the promoted preview's (it served
-    // all the traffic when the previous run died, and may be adopted as blue would be: trial 24,
-    // a completion by restart stopped it and started it afresh, the route served nothing for its
-    // whole start).
-    let active_before = state.active;
-    let workload_before = state.active_workload.clone();
-    let saved_preview_pids = (state.rollout.as_ref()).map(|r| r.preview_pids.clone());
-    let saved_active_pids = state.active_pids.clone();
-    // The state as the previous run left it: what the file keeps while a completing recovery
-    // waits for the promoted workload (below).
-    let unrecovered = state.clone();
-    let mut recovery = state.recover();
-    // When the recovery completed a rollout past its role swap, the workload it replaced: kept
-    // running until the promoted one is ready, and served again if that cannot start (session
-    // 32: a restart during a held retirement stopped blue, then green could not start and the
-    // route was left with nothing to serve).
-    let mut fallback = (recovery.ended == Some(Phase::Completed)).then(|| Fallback {
-        slot: active_before.unwrap_or(Slot::Blue),
-        spec: workload_before,
-        pids: saved_active_pids.clone(),
-    });
-    let saved_active_pids = match state.active == active_before {
-        true => saved_active_pids,
-        false => saved_preview_pids.unwrap_or_default(),
-    };
-    let mut adoptable_active = true;
-    if let Some(note) = &recovery.note {
-        start_events.push("Recovered".to_owned());
-        tracing::warn!("{note}");
-    } else if restarted {
-        // The previous run's last event is not this run's (trial 13 N15).
-        state.note_restored(std::process::id());
-        start_events.push(RESTORED.to_owned());
-    }
-    let blue = spec.blue.clone().context("spec: blue is missing")?;
-    match state.check_blue(&blue) {
-        BlueCheck::Serve | BlueCheck::ServeRecorded => {}
-        BlueCheck::Edited(was) => {
-            let note = format!(
-                "blue: changed since the last run: serving {} (was {})",
-                blue.describe(),
-                was.describe()
-            );
-            tracing::warn!("{note}");
-            adoptable_active = false;
-            fallback = None;
-            state.active_workload = Some(blue.clone());
-            state.push_event(StatusEvent::now("BlueChanged", &note));
-            start_events.push("BlueChanged".to_owned());
-        }
-        BlueCheck::Conflict(message) => {
-            let file = spec.state_file.as_ref().map(|f| f.display().to_string());
-            anyhow::bail!("{message} ({})", file.unwrap_or_default());
-        }
-    }
-    state.spec_blue = Some(blue.clone());
-    if let Some(store) = &store {
-        // Fail now, before anything is stopped or started, when the state cannot be persisted:
-        // a start that stopped the previous run's processes (or rolled its rollout back) on a
-        // decision it cannot record would be undone by the next start, reading the old file.
-        // A recovery that completes a rollout is saved only once the promoted workload is ready
-        // or the one it replaced serves again: a stop or crash before that (a signal while the
-        // promoted green starts) leaves the file as the previous run left it, so the next start
-        // recovers the same way, with the replaced workload to fall back to. Saved completed, the
-        // next start found green active with nothing to fall back to and exited with nothing
-        // serving (check33).
-        let saved = match fallback.is_some() {
-            true => &unrecovered,
-            false => &state,
-        };
-        store.save(saved).map_err(unwritable)?;
-    }
-    // Every process the previous run started, from its child journal (each spawn recorded before
-    // it happened, so also a preview that was still provisioning) and from the state file's pids.
-    // Without a state file the journal is keyed by the listen address (`runtime_journal_path`),
-    // so that a run killed with `kill -9` leaves nothing the next run on that address does not
-    // stop.
-    let runtime_journal = match &spec.state_file {
-        None => runtime_journal_path(spec.listen, listen_addr),
-        Some(_) => None,
-    };
-    // Beside the file the state file's path names (`StateFile::new` follows a symbolic link).
-    let journal_path = (store.as_ref().map(|s| ChildJournal::path_for(s.path())))
-        .or_else(|| runtime_journal.clone());
-    let recorded = match journal_path.as_deref().map(ChildJournal::read) {
-        Some(Ok(entries)) => entries,
-        Some(Err(JournalError::Content(e))) => {
-            // Kept aside: the new journal below would overwrite the only record of what the
-            // previous run started (a process it names carries `CROSSFADE_CHILD=<token>`).
-            let kept = match journal_path.as_deref().map(ChildJournal::set_aside) {
-                Some(Ok(aside)) => format!("the file is kept as {}", aside.display()),
-                Some(Err(why)) => why,
-                None => String::new(),
-            };
-            tracing::error!(
-                "{e}; only the state file's pids are stopped; {kept} (a process the previous run \
-                 started that is still running has CROSSFADE_CHILD in its environment)"
-            );
-            Vec::new()
-        }
-        // Left where it is: writing this run's journal there fails the same way (refused below).
-        Some(Err(JournalError::Io(e))) => {
-            tracing::error!("{e}; only the state file's pids are stopped");
-            Vec::new()
-        }
-        None => Vec::new(),
-    };
-    // This run's journal, still holding the previous run's entries: written before anything is
-    // stopped, so that a journal that cannot be written refuses the start as the state file does,
-    // and a crash before the leftovers are stopped still finds them.
-    let journal =
-        match journal_path.map(|path| ChildJournal::create_keeping(path, recorded.clone())) {
-            Some(Ok(journal)) => Some(journal),
-            // Without a state file nothing was promised to survive a crash: serve, and say what is
-            // lost (what this run starts is not recorded; what the previous one left is stopped).
-            Some(Err(e)) if runtime_journal.is_some() => {
-                tracing::warn!("{e}; {NO_JOURNAL}");
-                None
-            }
-            Some(Err(e)) => anyhow::bail!(
-                "state_file: {e}; refusing to start: nothing was started, and what the previous \
-             run left running (if anything) was neither stopped nor taken over; make the \
-             file's directory writable (or free space) and start again"
-            ),
-            None => None,
-        };
-    let mut active_slot = state.active.unwrap_or(Slot::Blue);
-    let mut active_spec = state
-        .active_workload
-        .clone()
-        .unwrap_or_else(|| blue.clone());
-    let (label, count) = (
-        active_spec.label(active_slot),
-        active_spec.instances as usize,
-    );
-    let ports = spec.port_range.and_then(|range| range.ports());
-    let journal = journal.map(Arc::new);
-    let driver = match &journal {
-        Some(journal) => LocalDriver::new(ports).with_journal(Arc::clone(journal)),
-        None => LocalDriver::new(ports),
-    };
-    let candidates = adoptable_active
-        .then(|| adoptable(&recorded, label, count, &saved_active_pids))
-        .flatten()
-        .filter(|_| active_spec.command.is_some());
-    let adopted = match candidates {
-        Some(entries) => adopt_active(&driver, label, &active_spec, entries).await,
-        None => None,
-    };
-    let mut adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
-    // The replaced workload's processes still running as recorded, when the promoted one must be
-    // started afresh: not stopped until it is ready.
-    let fallback = match fallback {
-        Some(f) if adopted.is_none() => {
-            let spec = f.spec.unwrap_or_else(|| blue.clone());
-            let label = spec.label(f.slot).to_owned();
-            let kept = (spec.command.is_some())
-                .then(|| adoptable(&recorded, &label, spec.instances as usize, &f.pids))
-                .flatten()
-                .unwrap_or_default();
-            Some((f.slot, spec, kept))
-        }
-        _ => None,
-    };
-    let kept: &[ChildEntry] = fallback.as_ref().map_or(&[], |(_, _, kept)| kept);
-    let is_spared = |token: &str| adopted_entries.iter().chain(kept).any(|a| a.token == token);
-    let others: Vec<ChildEntry> = recorded
-        .iter()
-        .filter(|e| !is_spared(&e.token))
-        .cloned()
-        .collect();
-    let adopted_pids: Vec<u32> = (adopted_entries.iter().chain(kept))
-        .filter_map(|e| e.pid)
-        .collect();
-    if !adopted_entries.is_empty() {
-        let note = adopted_note(label, &adopted_entries);
-        tracing::warn!("{note}");
-        state.push_event(StatusEvent::now("Adopted", &note));
-        start_events.push("Adopted".to_owned());
-        // They serve already.
-        save_started(store.as_ref(), &state);
-    }
-    let leftovers = stop_leftovers(&others);
-    let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
-    let commands = workload_commands(spec, &state);
-    let orphans: Vec<u32> = (recovery.orphan_pids.iter().copied())
-        .filter(|pid| !leftovers.iter().any(|l| l.pid == *pid) && !adopted_pids.contains(pid))
-        .collect();
-    let orphans = stop_orphans(
-        &orphans,
-        &commands.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    stopped.extend(orphans.iter().map(|pid| format!("pid {pid}")));
-    if !stopped.is_empty() {
-        let stopped = stopped.join(", ");
-        tracing::warn!("stopped what the previous run left running: {stopped}");
-        state.note_stopped(&stopped, recovery.ended.is_some());
-        start_events.push("LeftoversStopped".to_owned());
-        // They are stopped already: serve rather than exit. A completing recovery is saved once
-        // it is settled (above).
-        if fallback.is_none() {
-            save_started(store.as_ref(), &state);
-        }
-    }
-    // Only now that they are stopped: a crash before this line finds them again next time.
-    if let Some(journal) = &journal {
-        let spared: Vec<ChildEntry> = adopted_entries.iter().chain(kept).cloned().collect();
-        journal.drop_previous(&spared);
-    }
-    let driver = Arc::new(driver);
-    // The workload's own `name:` (as for a preview), so logs, checks and gates say `v1`, not `blue`.
-    // SIGTERM or SIGINT before it is ready cancels the start, which stops what it started (as a
-    // green's provisioning is stopped), rather than leaving its processes behind.
+    // SIGTERM or SIGINT before the active workload is ready cancels the start, which stops what
+    // it started (as a green's provisioning is stopped), rather than leaving its processes behind.
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
-    let provisioned = match adopted {
-        Some((workload, _)) => Ok(workload),
-        None => provision_active(&driver, active_slot, &active_spec, cancel.clone()).await,
-    };
-    let active = match (provisioned, fallback) {
-        (Ok(workload), fallback) => {
-            // The promoted workload serves: the one it replaced is not needed any more.
-            let settled = fallback.is_some();
-            let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
-            let stopped = stop_kept(&kept);
-            if let Some(stopped) = &stopped {
-                state.note_stopped(stopped, true);
-                start_events.push("LeftoversStopped".to_owned());
-            }
-            if settled || stopped.is_some() {
-                save_started(store.as_ref(), &state);
-            }
-            if let Some(journal) = &journal {
-                journal.drop_previous(&adopted_entries);
-            }
-            workload
-        }
-        (Err(e), Some((slot, spec, kept))) if !cancel.is_cancelled() => {
-            // Promoted, but it cannot start: the workload it replaced serves again rather than
-            // nothing (DESIGN: never leave a route with no healthy backend while one exists).
-            let promoted = active_spec.label(active_slot).to_owned();
-            let label = spec.label(slot).to_owned();
-            tracing::error!("{promoted} could not start: {e:#}; {label} serves again");
-            let readopted = match kept.is_empty() {
-                true => None,
-                false => adopt_active(&driver, &label, &spec, kept.clone()).await,
-            };
-            let workload = match readopted {
-                Some((workload, entries)) => {
-                    adopted_entries = entries;
-                    let note = adopted_note(&label, &adopted_entries);
-                    tracing::warn!("{note}");
-                    state.push_event(StatusEvent::now("Adopted", &note));
-                    start_events.push("Adopted".to_owned());
-                    workload
-                }
-                None => {
-                    stop_leftovers(&kept);
-                    provision_active(&driver, slot, &spec, cancel.clone())
-                        .await
-                        .map_err(|again| match cancel.is_cancelled() {
-                            // A stop, not a failure of the workload: said as any stop is.
-                            true => again,
-                            false => again.context(format!(
-                                "{promoted} could not start ({e:#}), nor could {label}, which \
-                                 it replaced"
-                            )),
-                        })?
-                }
-            };
-            if let Some(journal) = &journal {
-                journal.drop_previous(&adopted_entries);
-            }
-            let note = state.fall_back(slot, spec.clone(), &format!("{e:#}"));
-            tracing::warn!("{note}");
-            start_events.push("Recovered".to_owned());
-            recovery.ended = Some(Phase::RolledBack);
-            save_started(store.as_ref(), &state);
-            (active_slot, active_spec) = (slot, spec);
-            workload
-        }
-        (Err(e), fallback) => {
-            // A signal stopped the start (or nothing can serve): the replaced workload kept as
-            // the fallback is stopped with it, as a stop stops every workload of the run, rather
-            // than left running with no run supervising it.
-            stop_kept(&fallback.map(|(_, _, kept)| kept).unwrap_or_default());
-            return Err(e);
-        }
-    };
-    let driver: Arc<dyn WorkloadDriver> = driver;
+    let recovered = startup::recover(spec, listen_addr, cancel)
+        .await
+        .map_err(|e| match e {
+            StartError::Load(e) => corrupt_hint(e),
+            StartError::Save(e) => unwritable(e),
+            StartError::Lock(e) => e.into(),
+            StartError::Stopped(why) => anyhow::Error::new(StoppedWhileStarting(why)),
+            e @ (StartError::Refused(_) | StartError::Workload(_)) => e.into(),
+        })?;
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
-    let config = spec.proxy_config(active_slot, active.endpoints(), active_spec.protocol);
+    let (active_slot, active_spec) = (recovered.active_slot, recovered.active_spec);
+    let config = spec.proxy_config(
+        active_slot,
+        recovered.active.endpoints(),
+        active_spec.protocol,
+    );
     let (proxy, mut registry) = build_proxy(&config)?;
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
     // What the log says when the spec's green is not rolled out again (below).
     let serving = active_spec.label(active_slot).to_owned();
+    let state = recovered.state.clone();
     let service = service::spawn(ServiceConfig {
         route: spec.route.name.clone(),
         active_slot,
         active_spec,
-        active,
+        active: recovered.active,
         rollout: spec.rollout.clone(),
-        store,
-        state: state.clone(),
-        start_events,
-        recovered: recovery.ended.map(|phase| (phase, recovery.took)),
+        store: recovered.store,
+        state: recovered.state,
+        start_events: recovered.start_events,
+        recovered: recovered.recovered,
         traffic: shared.clone(),
         metrics: shared,
-        driver,
+        driver: recovered.driver,
         rollout_metrics,
-        listen: listener.local_addr()?,
-        admin: admin.local_addr()?,
+        listen: listen_addr,
+        admin: admin_addr,
         port_range: spec.port_range,
     });
     // The spec's rollout is started before the admin API and the proxy serve, so that nobody
@@ -1586,62 +1273,13 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let mut started = None;
     let mut earlier = None;
     if let Some(green) = &spec.green {
-        // The program as it is now: a build that differs from the one a rollout tried is a new
-        // green (hashing takes a fraction of a second even for a large binary).
-        let program = crossfade_controller::image::program(green);
-        let digest = match program {
-            Some(path) => {
-                tokio::task::spawn_blocking(move || crossfade_controller::image::hash_file(&path))
-                    .await
-                    .ok()
-                    .flatten()
+        // The spec's own warnings are logged by `run` as it loads the file.
+        match startup::start_green(&service, &state, green, active_slot, &serving).await {
+            Ok(GreenStart::Started(id)) => started = Some(id),
+            Ok(GreenStart::AlreadyTried { tried, label, why }) => {
+                earlier = Some(Earlier::of(&state, &tried, &label, &why));
             }
-            None => None,
-        };
-        match state.already_tried(green, digest.as_deref()) {
-            // Nothing is wrong: the state file says how this green ended, and what serves now.
-            Some(tried) => {
-                // An unnamed green is called by its slot: the active one once a rollout to it
-                // completed (the role swap put it there), else the one it ran in (recorded since
-                // session 33; before, the other one, which a `migrate` since may have made the
-                // active one: newuser32 H).
-                let slot = match tried {
-                    AlreadyTried::Active { .. } => active_slot,
-                    AlreadyTried::Ended { slot, .. } => slot.unwrap_or(active_slot.other()),
-                };
-                let label = green.label(slot);
-                let why = tried.describe(label, &serving);
-                tracing::info!("{why}");
-                earlier = Some(Earlier::of(&state, &tried, label, &why));
-            }
-            None => {
-                if let Some(AlreadyTried::Ended { id, phase, slot }) =
-                    state.already_tried(green, None)
-                {
-                    let label = green.label(slot.unwrap_or(active_slot.other()));
-                    let how = match phase {
-                        Phase::Completed => "rolled out",
-                        Phase::Aborted => "aborted",
-                        _ => "rolled back",
-                    };
-                    tracing::info!(
-                        "{label}'s program is another build than the one rollout {id} {how} \
-                         ({}): rolling it out",
-                        digest.as_deref().unwrap_or("?")
-                    );
-                }
-                // The spec's own warnings are logged by `run` as it loads the file.
-                let id = service
-                    .start(StartRequest {
-                        green: Some(green.clone()),
-                        rollout: None,
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e))?
-                    .id;
-                tracing::info!(rollout = id, "rollout started");
-                started = Some(id);
-            }
+            Err(e) => anyhow::bail!(e),
         }
     }
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
@@ -1654,119 +1292,9 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         service,
         started,
         earlier,
-        runtime_journal: journal.as_ref().and(runtime_journal).map(RuntimeJournal),
-        _state_lock: state_lock,
+        runtime_journal: recovered.runtime_journal,
+        _state_lock: recovered.lock,
     })
-}
-
-/// What a run without `state_file` whose runtime child journal cannot be kept logs after why.
-const NO_JOURNAL: &str = "serving without a child journal: if this run is killed, what it \
-                          started keeps running and the next run does not stop it";
-
-/// Where the child journal of a run without `state_file` goes ([`ChildJournal::runtime_path`]):
-/// keyed by the bound listen address `bound`, or none when `listen` asked for port 0 (the next run
-/// gets another port, so it could never find it) or the runtime directory is unfit (logged).
-fn runtime_journal_path(
-    listen: std::net::SocketAddr,
-    bound: std::net::SocketAddr,
-) -> Option<std::path::PathBuf> {
-    if listen.port() == 0 {
-        return None;
-    }
-    ChildJournal::runtime_path(bound)
-        .inspect_err(|e| tracing::warn!("{e}; {NO_JOURNAL}"))
-        .ok()
-}
-
-/// Adopts the active workload's instances that the previous run left running (`entries`, proven
-/// the same processes: [`adoptable`]) once each passes a readiness probe; the workload and the
-/// entries adopted. `None` when one fails its probe: the caller stops them with the other
-/// leftovers and starts the workload afresh, as after a crash with nothing left running.
-async fn adopt_active(
-    driver: &LocalDriver,
-    label: &str,
-    spec: &WorkloadSpec,
-    entries: Vec<ChildEntry>,
-) -> Option<(Workload, Vec<ChildEntry>)> {
-    match driver.adopt(label, spec, &entries).await {
-        Ok(workload) => Some((workload, entries)),
-        Err(e) => {
-            tracing::warn!(
-                "not adopting what the previous run left running: {e}; starting {label} afresh"
-            );
-            None
-        }
-    }
-}
-
-/// The workload the previous run left running when a recovery completed its rollout
-/// ([`ServiceState::recover`]): the one the promoted workload replaced, in `slot`, with its spec
-/// (`None`: the spec's `blue:`) and the pids saved for it. It serves again if the promoted one
-/// cannot start ([`ServiceState::fall_back`]).
-struct Fallback {
-    slot: Slot,
-    spec: Option<WorkloadSpec>,
-    pids: Vec<u32>,
-}
-
-/// Starts `spec` as the active workload in `slot`. A signal before it is ready cancels the start
-/// (`cancel`), which stops what it started: the error says so ([`StoppedWhileStarting`]).
-async fn provision_active(
-    driver: &LocalDriver,
-    slot: Slot,
-    spec: &WorkloadSpec,
-    cancel: CancellationToken,
-) -> anyhow::Result<Workload> {
-    let label = spec.label(slot);
-    driver
-        .provision(label, spec, cancel.clone(), Default::default())
-        .await
-        .map_err(|e| match cancel.is_cancelled() {
-            true => anyhow::Error::new(StoppedWhileStarting(format!(
-                "stopped by a signal before {label} was ready; its instances were stopped ({e})"
-            ))),
-            false => anyhow::anyhow!("{e}"),
-        })
-}
-
-/// Stops the replaced workload's processes kept for a fallback (`kept`), once they are not
-/// needed or the start ends; what was stopped, logged and returned (`v1 instance 0 (pid 4242)`,
-/// comma-separated), `None` when nothing ran any more.
-fn stop_kept(kept: &[ChildEntry]) -> Option<String> {
-    let stopped: Vec<String> = stop_leftovers(kept)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if stopped.is_empty() {
-        return None;
-    }
-    let stopped = stopped.join(", ");
-    tracing::warn!("stopped what the previous run left running: {stopped}");
-    Some(stopped)
-}
-
-/// Saves the state at start once something already happened (processes stopped or adopted): a
-/// failed save is logged, and the next transition saves it all.
-fn save_started(store: Option<&StateFile>, state: &ServiceState) {
-    if let Some(Err(e)) = store.map(|store| store.save(state)) {
-        tracing::error!("{e}");
-    }
-}
-
-/// The `Adopted` event's note: `adopted v1 left running by the previous run (ready): instance 0
-/// (pid 4242, port 25100), ...`.
-fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
-    let instances: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            let (pid, port) = (e.pid.unwrap_or_default(), e.port.unwrap_or_default());
-            format!("instance {} (pid {pid}, port {port})", e.instance)
-        })
-        .collect();
-    format!(
-        "adopted {label} left running by the previous run (ready): {}",
-        instances.join(", ")
-    )
 }
 
 /// A corrupt state file without a usable backup: the error, plus what the operator can do. Nothing
@@ -1787,20 +1315,6 @@ fn corrupt_hint(error: crossfade_controller::Error) -> anyhow::Error {
         }
         other => other.into(),
     }
-}
-
-fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {
-    let specs: [Option<&WorkloadSpec>; 4] = [
-        spec.blue.as_ref(),
-        spec.green.as_ref(),
-        state.active_workload.as_ref(),
-        state.rollout.as_ref().map(|r| &r.preview_workload),
-    ];
-    specs
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w.command.clone())
-        .collect()
 }
 
 /// What `run --exit-after-rollout` does once the rollout has ended.

@@ -27,6 +27,7 @@ mod clock;
 mod describe;
 #[cfg(test)]
 mod read_tests;
+pub mod startup;
 mod status;
 
 pub use clock::{HoldStatus, InstanceRestart};

@@ -1,0 +1,770 @@
+//! The start of `crossfade run`: read the state file, recover what the previous run left, adopt or
+//! stop its processes, start the active workload (falling back to the replaced one when a promoted
+//! workload cannot start), and decide whether the spec's green is rolled out.
+//!
+//! Everything here happens before the service runs ([`super::spawn`]); the caller binds the
+//! sockets, builds the proxy from [`Recovered`] and spawns the service. The order of the steps is
+//! what makes a restart safe at any moment (docs/reliability.md):
+//! 1. the state file is locked, read (or restored from its backup) and checked for this route and
+//!    this `blue:`;
+//! 2. the state is saved before anything is stopped or started, so a start that cannot record its
+//!    decisions refuses rather than acting on them;
+//! 3. the child journal (every spawn of the previous run, recorded before it happened) is carried
+//!    into this run's journal before anything is stopped: a crash meanwhile finds it again;
+//! 4. the active workload's instances left running are adopted when each passes readiness; every
+//!    other leftover is stopped;
+//! 5. the active workload is started (or adopted); after a recovery that completed a rollout, the
+//!    workload it replaced is kept running until then, and serves again if the promoted one cannot
+//!    start ([`ServiceState::fall_back`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossfade_proxy::weight::Slot;
+
+use super::{ServiceHandle, StartRequest};
+use crate::driver::children::{adoptable, stop_leftovers, ChildEntry, ChildJournal, JournalError};
+use crate::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
+use crate::rollout::Phase;
+use crate::spec::{RunSpec, WorkloadSpec};
+use crate::state::{stop_orphans, AlreadyTried, BlueCheck, ServiceState, StatusEvent, RESTORED};
+use crate::store::{StateFile, StateLock};
+
+/// Why a start of `crossfade run` did not get to serving. Each variant's text names the file or
+/// the workload concerned; nothing the previous run left was stopped when the variant says so.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state file could not be read, or is corrupt with no usable backup
+    /// ([`crate::Error::StateCorrupt`], [`crate::Error::StateIo`]); nothing was started.
+    #[error(transparent)]
+    Load(crate::Error),
+    /// Another process holds the state file's lock ([`crate::Error::StateLocked`]) or the lock
+    /// file cannot be made; nothing was started.
+    #[error(transparent)]
+    Lock(crate::Error),
+    /// The state cannot be written before anything is stopped or started; nothing was stopped.
+    #[error(transparent)]
+    Save(crate::Error),
+    /// The start is refused as the message says (another route's state file, a `blue:` that
+    /// conflicts with the recorded one, a child journal that cannot be written, no `blue:`).
+    #[error("{0}")]
+    Refused(String),
+    /// A signal ([`recover`]'s `cancel`) stopped the start before the active workload was ready;
+    /// what it started was stopped. A requested stop, not a failure.
+    #[error("{0}")]
+    Stopped(String),
+    /// The active workload could not start (nor, after a completing recovery, the one it
+    /// replaced).
+    #[error("{0}")]
+    Workload(String),
+}
+
+/// What [`recover`] leaves for the service: the state after recovery, and the active workload,
+/// started or adopted and ready.
+pub struct Recovered {
+    /// The state file, when the spec names one.
+    pub store: Option<StateFile>,
+    /// The state file's lock, to hold while the run serves.
+    pub lock: Option<StateLock>,
+    /// The state as recovered (saved already, unless nothing happened that needed saving).
+    pub state: ServiceState,
+    /// The events recorded before the service runs (`StateFileCorrupt`, `Recovered`,
+    /// `Restored`, `BlueChanged`, `Adopted`, `LeftoversStopped`), counted once it does.
+    pub start_events: Vec<String>,
+    /// The phase the recovery ended the previous run's unfinished rollout in, and how long it
+    /// ran ([`crate::state::Recovery`]); `None` when none was unfinished.
+    pub recovered: Option<(Phase, Option<std::time::Duration>)>,
+    /// The slot the active workload serves in.
+    pub active_slot: Slot,
+    /// The active workload's spec.
+    pub active_spec: WorkloadSpec,
+    /// The active workload, ready.
+    pub active: Workload,
+    /// The driver that started it, for the service's previews.
+    pub driver: Arc<dyn WorkloadDriver>,
+    /// The child journal of a run without `state_file`, to forget once every workload stopped.
+    pub runtime_journal: Option<RuntimeJournal>,
+}
+
+/// The child journal of a run without `state_file`, at [`ChildJournal::runtime_path`].
+#[derive(Debug)]
+pub struct RuntimeJournal(PathBuf);
+
+impl RuntimeJournal {
+    /// Removes the file once [`ServiceHandle::shutdown`] stopped every workload: nothing is left
+    /// for a next run to stop, and the file would otherwise stay behind in the runtime directory.
+    /// A failure is logged; the next run on this address then finds a journal whose processes
+    /// are gone.
+    pub fn forget(&self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("child journal {}: not removed: {e}", self.0.display()),
+        }
+    }
+}
+
+/// Recovers the state of `spec`'s route and starts its active workload; `listen` is the proxy's
+/// bound address (keys the child journal of a run without `state_file`). A cancelled `cancel`
+/// (a signal) stops the start before the active workload is ready, and what it started:
+/// [`StartError::Stopped`].
+///
+/// # Errors
+/// [`StartError`]: each variant says what was (not) stopped or started.
+pub async fn recover(
+    spec: &RunSpec,
+    listen: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<Recovered, StartError> {
+    let store = spec.state_file.as_ref().map(StateFile::new);
+    let lock = (store.as_ref().map(StateFile::lock).transpose()).map_err(StartError::Lock)?;
+    let (state, damaged) = match &store {
+        Some(s) => s
+            .load_or_backup::<ServiceState>()
+            .map_err(StartError::Load)?,
+        None => (None, None),
+    };
+    let file = || {
+        (spec.state_file.as_ref())
+            .map(|f| f.display().to_string())
+            .unwrap_or_default()
+    };
+    // Whether this start continues a previous run's state (it says so in its events).
+    let restarted = state.is_some();
+    let mut state = state.unwrap_or_default();
+    // Before recovery or any write: a refused start leaves the other route's state untouched.
+    if let Err(message) = state.check_route(&spec.route.name) {
+        return Err(StartError::Refused(format!(
+            "state file {}: {message}",
+            file()
+        )));
+    }
+    // Events recorded before the service runs, counted once it does.
+    let mut start_events = Vec::new();
+    if let Some(note) = &damaged {
+        start_events.push("StateFileCorrupt".to_owned());
+        tracing::error!("{note}");
+        state.push_event(StatusEvent::now("StateFileCorrupt", note));
+    }
+    // The pids of the workload active after the recovery, as saved: the active workload's, or,
+    // when the recovery completes a rollout past its role swap, the promoted preview's (it served
+    // all the traffic when the previous run died, and may be adopted as blue would be: trial 24,
+    // a completion by restart stopped it and started it afresh, the route served nothing for its
+    // whole start).
+    let active_before = state.active;
+    let workload_before = state.active_workload.clone();
+    let saved_preview_pids = (state.rollout.as_ref()).map(|r| r.preview_pids.clone());
+    let saved_active_pids = state.active_pids.clone();
+    // The state as the previous run left it: what the file keeps while a completing recovery
+    // waits for the promoted workload (below).
+    let unrecovered = state.clone();
+    let mut recovery = state.recover();
+    // When the recovery completed a rollout past its role swap, the workload it replaced: kept
+    // running until the promoted one is ready, and served again if that cannot start (session
+    // 32: a restart during a held retirement stopped blue, then green could not start and the
+    // route was left with nothing to serve).
+    let mut fallback = (recovery.ended == Some(Phase::Completed)).then(|| Fallback {
+        slot: active_before.unwrap_or(Slot::Blue),
+        spec: workload_before,
+        pids: saved_active_pids.clone(),
+    });
+    let saved_active_pids = match state.active == active_before {
+        true => saved_active_pids,
+        false => saved_preview_pids.unwrap_or_default(),
+    };
+    let mut adoptable_active = true;
+    if let Some(note) = &recovery.note {
+        start_events.push("Recovered".to_owned());
+        tracing::warn!("{note}");
+    } else if restarted {
+        // The previous run's last event is not this run's (trial 13 N15).
+        state.note_restored(std::process::id());
+        start_events.push(RESTORED.to_owned());
+    }
+    let blue =
+        (spec.blue.clone()).ok_or_else(|| StartError::Refused("spec: blue is missing".into()))?;
+    match state.check_blue(&blue) {
+        BlueCheck::Serve | BlueCheck::ServeRecorded => {}
+        BlueCheck::Edited(was) => {
+            let note = format!(
+                "blue: changed since the last run: serving {} (was {})",
+                blue.describe(),
+                was.describe()
+            );
+            tracing::warn!("{note}");
+            adoptable_active = false;
+            fallback = None;
+            state.active_workload = Some(blue.clone());
+            state.push_event(StatusEvent::now("BlueChanged", &note));
+            start_events.push("BlueChanged".to_owned());
+        }
+        BlueCheck::Conflict(message) => {
+            return Err(StartError::Refused(format!("{message} ({})", file())));
+        }
+    }
+    state.spec_blue = Some(blue.clone());
+    if let Some(store) = &store {
+        // Fail now, before anything is stopped or started, when the state cannot be persisted:
+        // a start that stopped the previous run's processes (or rolled its rollout back) on a
+        // decision it cannot record would be undone by the next start, reading the old file.
+        // A recovery that completes a rollout is saved only once the promoted workload is ready
+        // or the one it replaced serves again: a stop or crash before that (a signal while the
+        // promoted green starts) leaves the file as the previous run left it, so the next start
+        // recovers the same way, with the replaced workload to fall back to. Saved completed, the
+        // next start found green active with nothing to fall back to and exited with nothing
+        // serving (check33).
+        let saved = match fallback.is_some() {
+            true => &unrecovered,
+            false => &state,
+        };
+        store.save(saved).map_err(StartError::Save)?;
+    }
+    // Every process the previous run started, from its child journal (each spawn recorded before
+    // it happened, so also a preview that was still provisioning) and from the state file's pids.
+    // Without a state file the journal is keyed by the listen address (`runtime_journal_path`),
+    // so that a run killed with `kill -9` leaves nothing the next run on that address does not
+    // stop.
+    let runtime_journal = match &spec.state_file {
+        None => runtime_journal_path(spec.listen, listen),
+        Some(_) => None,
+    };
+    // Beside the file the state file's path names (`StateFile::new` follows a symbolic link).
+    let journal_path = (store.as_ref().map(|s| ChildJournal::path_for(s.path())))
+        .or_else(|| runtime_journal.clone());
+    let recorded = read_journal(journal_path.as_deref());
+    // This run's journal, still holding the previous run's entries: written before anything is
+    // stopped, so that a journal that cannot be written refuses the start as the state file does,
+    // and a crash before the leftovers are stopped still finds them.
+    let journal =
+        match journal_path.map(|path| ChildJournal::create_keeping(path, recorded.clone())) {
+            Some(Ok(journal)) => Some(journal),
+            // Without a state file nothing was promised to survive a crash: serve, and say what is
+            // lost (what this run starts is not recorded; what the previous one left is stopped).
+            Some(Err(e)) if runtime_journal.is_some() => {
+                tracing::warn!("{e}; {NO_JOURNAL}");
+                None
+            }
+            Some(Err(e)) => {
+                return Err(StartError::Refused(format!(
+                "state_file: {e}; refusing to start: nothing was started, and what the previous \
+                 run left running (if anything) was neither stopped nor taken over; make the \
+                 file's directory writable (or free space) and start again"
+            )))
+            }
+            None => None,
+        };
+    let mut active_slot = state.active.unwrap_or(Slot::Blue);
+    let mut active_spec = state
+        .active_workload
+        .clone()
+        .unwrap_or_else(|| blue.clone());
+    let (label, count) = (
+        active_spec.label(active_slot),
+        active_spec.instances as usize,
+    );
+    let ports = spec.port_range.and_then(|range| range.ports());
+    let journal = journal.map(Arc::new);
+    let driver = match &journal {
+        Some(journal) => LocalDriver::new(ports).with_journal(Arc::clone(journal)),
+        None => LocalDriver::new(ports),
+    };
+    let candidates = adoptable_active
+        .then(|| adoptable(&recorded, label, count, &saved_active_pids))
+        .flatten()
+        .filter(|_| active_spec.command.is_some());
+    let adopted = match candidates {
+        Some(entries) => adopt_active(&driver, label, &active_spec, entries).await,
+        None => None,
+    };
+    let mut adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
+    // The replaced workload's processes still running as recorded, when the promoted one must be
+    // started afresh: not stopped until it is ready.
+    let fallback = match fallback {
+        Some(f) if adopted.is_none() => {
+            let spec = f.spec.unwrap_or_else(|| blue.clone());
+            let label = spec.label(f.slot).to_owned();
+            let kept = (spec.command.is_some())
+                .then(|| adoptable(&recorded, &label, spec.instances as usize, &f.pids))
+                .flatten()
+                .unwrap_or_default();
+            Some((f.slot, spec, kept))
+        }
+        _ => None,
+    };
+    let kept: &[ChildEntry] = fallback.as_ref().map_or(&[], |(_, _, kept)| kept);
+    let is_spared = |token: &str| adopted_entries.iter().chain(kept).any(|a| a.token == token);
+    let others: Vec<ChildEntry> = recorded
+        .iter()
+        .filter(|e| !is_spared(&e.token))
+        .cloned()
+        .collect();
+    let adopted_pids: Vec<u32> = (adopted_entries.iter().chain(kept))
+        .filter_map(|e| e.pid)
+        .collect();
+    if !adopted_entries.is_empty() {
+        let note = adopted_note(label, &adopted_entries);
+        tracing::warn!("{note}");
+        state.push_event(StatusEvent::now("Adopted", &note));
+        start_events.push("Adopted".to_owned());
+        // They serve already.
+        save_started(store.as_ref(), &state);
+    }
+    let leftovers = stop_leftovers(&others);
+    let mut stopped: Vec<String> = leftovers.iter().map(ToString::to_string).collect();
+    let commands = workload_commands(spec, &state);
+    let orphans: Vec<u32> = (recovery.orphan_pids.iter().copied())
+        .filter(|pid| !leftovers.iter().any(|l| l.pid == *pid) && !adopted_pids.contains(pid))
+        .collect();
+    let orphans = stop_orphans(
+        &orphans,
+        &commands.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    stopped.extend(orphans.iter().map(|pid| format!("pid {pid}")));
+    if !stopped.is_empty() {
+        let stopped = stopped.join(", ");
+        tracing::warn!("stopped what the previous run left running: {stopped}");
+        state.note_stopped(&stopped, recovery.ended.is_some());
+        start_events.push("LeftoversStopped".to_owned());
+        // They are stopped already: serve rather than exit. A completing recovery is saved once
+        // it is settled (above).
+        if fallback.is_none() {
+            save_started(store.as_ref(), &state);
+        }
+    }
+    // Only now that they are stopped: a crash before this line finds them again next time.
+    if let Some(journal) = &journal {
+        let spared: Vec<ChildEntry> = adopted_entries.iter().chain(kept).cloned().collect();
+        journal.drop_previous(&spared);
+    }
+    let provisioned = match adopted {
+        Some((workload, _)) => Ok(workload),
+        None => provision_active(&driver, active_slot, &active_spec, &cancel).await,
+    };
+    let active = match (provisioned, fallback) {
+        (Ok(workload), fallback) => {
+            // The promoted workload serves: the one it replaced is not needed any more.
+            let settled = fallback.is_some();
+            let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
+            let stopped = stop_kept(&kept);
+            if let Some(stopped) = &stopped {
+                state.note_stopped(stopped, true);
+                start_events.push("LeftoversStopped".to_owned());
+            }
+            if settled || stopped.is_some() {
+                save_started(store.as_ref(), &state);
+            }
+            if let Some(journal) = &journal {
+                journal.drop_previous(&adopted_entries);
+            }
+            workload
+        }
+        (Err(StartError::Workload(e)), Some((slot, spec, kept))) if !cancel.is_cancelled() => {
+            // Promoted, but it cannot start: the workload it replaced serves again rather than
+            // nothing (DESIGN: never leave a route with no healthy backend while one exists).
+            let promoted = active_spec.label(active_slot).to_owned();
+            let label = spec.label(slot).to_owned();
+            tracing::error!("{promoted} could not start: {e}; {label} serves again");
+            let readopted = match kept.is_empty() {
+                true => None,
+                false => adopt_active(&driver, &label, &spec, kept.clone()).await,
+            };
+            let workload = match readopted {
+                Some((workload, entries)) => {
+                    adopted_entries = entries;
+                    let note = adopted_note(&label, &adopted_entries);
+                    tracing::warn!("{note}");
+                    state.push_event(StatusEvent::now("Adopted", &note));
+                    start_events.push("Adopted".to_owned());
+                    workload
+                }
+                None => {
+                    stop_leftovers(&kept);
+                    provision_active(&driver, slot, &spec, &cancel)
+                        .await
+                        .map_err(|again| match again {
+                            // A stop, not a failure of the workload: said as any stop is.
+                            StartError::Workload(again) => StartError::Workload(format!(
+                                "{promoted} could not start ({e}), nor could {label}, which \
+                                 it replaced: {again}"
+                            )),
+                            stopped => stopped,
+                        })?
+                }
+            };
+            if let Some(journal) = &journal {
+                journal.drop_previous(&adopted_entries);
+            }
+            let note = state.fall_back(slot, spec.clone(), &e);
+            tracing::warn!("{note}");
+            start_events.push("Recovered".to_owned());
+            recovery.ended = Some(Phase::RolledBack);
+            save_started(store.as_ref(), &state);
+            (active_slot, active_spec) = (slot, spec);
+            workload
+        }
+        (Err(e), fallback) => {
+            // A signal stopped the start (or nothing can serve): the replaced workload kept as
+            // the fallback is stopped with it, as a stop stops every workload of the run, rather
+            // than left running with no run supervising it.
+            stop_kept(&fallback.map(|(_, _, kept)| kept).unwrap_or_default());
+            return Err(e);
+        }
+    };
+    let runtime_journal = journal.as_ref().and(runtime_journal).map(RuntimeJournal);
+    Ok(Recovered {
+        store,
+        lock,
+        state,
+        start_events,
+        recovered: recovery.ended.map(|phase| (phase, recovery.took)),
+        active_slot,
+        active_spec,
+        active,
+        driver: Arc::new(driver),
+        runtime_journal,
+    })
+}
+
+/// How the spec's green fared at a start ([`start_green`]).
+pub enum GreenStart {
+    /// The rollout to it was started, with this id.
+    Started(u64),
+    /// It was not rolled out again: the state file says how it ended (or that it serves now).
+    AlreadyTried {
+        /// How it ended.
+        tried: AlreadyTried,
+        /// The green's label (its `name:`, else the slot it ran in).
+        label: String,
+        /// The log line that says so ([`AlreadyTried::describe`]).
+        why: String,
+    },
+}
+
+/// Starts the rollout to the spec's `green` on `service`, unless `state` (as [`recover`] left it)
+/// says this green, as built now, already serves or was already rolled out, rolled back or
+/// aborted; `active_slot` and `serving` (its label) are the active workload's. The program's
+/// build counts: a binary rebuilt since the rollout that tried it is a new green (its SHA-256,
+/// hashed off the runtime's threads: a fraction of a second even for a large binary).
+///
+/// # Errors
+/// The service's refusal of the start request, as its admin API would say it.
+pub async fn start_green(
+    service: &ServiceHandle,
+    state: &ServiceState,
+    green: &WorkloadSpec,
+    active_slot: Slot,
+    serving: &str,
+) -> Result<GreenStart, String> {
+    let digest = match crate::image::program(green) {
+        Some(path) => tokio::task::spawn_blocking(move || crate::image::hash_file(&path))
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    if let Some(tried) = state.already_tried(green, digest.as_deref()) {
+        // An unnamed green is called by its slot: the active one once a rollout to it completed
+        // (the role swap put it there), else the one it ran in (recorded since session 33;
+        // before, the other one, which a `migrate` since may have made the active one:
+        // newuser32 H).
+        let slot = match tried {
+            AlreadyTried::Active { .. } => active_slot,
+            AlreadyTried::Ended { slot, .. } => slot.unwrap_or(active_slot.other()),
+        };
+        let label = green.label(slot).to_owned();
+        let why = tried.describe(&label, serving);
+        tracing::info!("{why}");
+        return Ok(GreenStart::AlreadyTried { tried, label, why });
+    }
+    if let Some(AlreadyTried::Ended { id, phase, slot }) = state.already_tried(green, None) {
+        let label = green.label(slot.unwrap_or(active_slot.other()));
+        let how = match phase {
+            Phase::Completed => "rolled out",
+            Phase::Aborted => "aborted",
+            _ => "rolled back",
+        };
+        tracing::info!(
+            "{label}'s program is another build than the one rollout {id} {how} ({}): rolling \
+             it out",
+            digest.as_deref().unwrap_or("?")
+        );
+    }
+    let id = service
+        .start(StartRequest {
+            green: Some(green.clone()),
+            rollout: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .id;
+    tracing::info!(rollout = id, "rollout started");
+    Ok(GreenStart::Started(id))
+}
+
+/// What a run without `state_file` whose runtime child journal cannot be kept logs after why.
+const NO_JOURNAL: &str = "serving without a child journal: if this run is killed, what it \
+                          started keeps running and the next run does not stop it";
+
+/// Where the child journal of a run without `state_file` goes ([`ChildJournal::runtime_path`]):
+/// keyed by the bound listen address `bound`, or none when `listen` asked for port 0 (the next run
+/// gets another port, so it could never find it) or the runtime directory is unfit (logged).
+fn runtime_journal_path(listen: SocketAddr, bound: SocketAddr) -> Option<PathBuf> {
+    if listen.port() == 0 {
+        return None;
+    }
+    ChildJournal::runtime_path(bound)
+        .inspect_err(|e| tracing::warn!("{e}; {NO_JOURNAL}"))
+        .ok()
+}
+
+/// The previous run's child journal at `path`: its entries, or none when there is no journal or
+/// it cannot be read (logged: only the state file's pids are stopped then). A journal whose
+/// content is damaged is set aside, since this run's journal would overwrite the only record of
+/// what the previous run started.
+fn read_journal(path: Option<&std::path::Path>) -> Vec<ChildEntry> {
+    let Some(path) = path else {
+        return Vec::new();
+    };
+    match ChildJournal::read(path) {
+        Ok(entries) => entries,
+        Err(JournalError::Content(e)) => {
+            // A process it names carries `CROSSFADE_CHILD=<token>`.
+            let kept = match ChildJournal::set_aside(path) {
+                Ok(aside) => format!("the file is kept as {}", aside.display()),
+                Err(why) => why,
+            };
+            tracing::error!(
+                "{e}; only the state file's pids are stopped; {kept} (a process the previous run \
+                 started that is still running has CROSSFADE_CHILD in its environment)"
+            );
+            Vec::new()
+        }
+        // Left where it is: writing this run's journal there fails the same way (refused then).
+        Err(JournalError::Io(e)) => {
+            tracing::error!("{e}; only the state file's pids are stopped");
+            Vec::new()
+        }
+    }
+}
+
+/// Adopts the active workload's instances that the previous run left running (`entries`, proven
+/// the same processes: [`adoptable`]) once each passes a readiness probe; the workload and the
+/// entries adopted. `None` when one fails its probe: the caller stops them with the other
+/// leftovers and starts the workload afresh, as after a crash with nothing left running.
+async fn adopt_active(
+    driver: &LocalDriver,
+    label: &str,
+    spec: &WorkloadSpec,
+    entries: Vec<ChildEntry>,
+) -> Option<(Workload, Vec<ChildEntry>)> {
+    match driver.adopt(label, spec, &entries).await {
+        Ok(workload) => Some((workload, entries)),
+        Err(e) => {
+            tracing::warn!(
+                "not adopting what the previous run left running: {e}; starting {label} afresh"
+            );
+            None
+        }
+    }
+}
+
+/// The workload the previous run left running when a recovery completed its rollout
+/// ([`ServiceState::recover`]): the one the promoted workload replaced, in `slot`, with its spec
+/// (`None`: the spec's `blue:`) and the pids saved for it. It serves again if the promoted one
+/// cannot start ([`ServiceState::fall_back`]).
+struct Fallback {
+    slot: Slot,
+    spec: Option<WorkloadSpec>,
+    pids: Vec<u32>,
+}
+
+/// Starts `spec` as the active workload in `slot`. A signal before it is ready cancels the start
+/// (`cancel`), which stops what it started: [`StartError::Stopped`] says so; any other failure is
+/// [`StartError::Workload`].
+async fn provision_active(
+    driver: &LocalDriver,
+    slot: Slot,
+    spec: &WorkloadSpec,
+    cancel: &CancellationToken,
+) -> Result<Workload, StartError> {
+    let label = spec.label(slot);
+    driver
+        .provision(label, spec, cancel.clone(), Default::default())
+        .await
+        .map_err(|e| match cancel.is_cancelled() {
+            true => StartError::Stopped(format!(
+                "stopped by a signal before {label} was ready; its instances were stopped ({e})"
+            )),
+            false => StartError::Workload(e.to_string()),
+        })
+}
+
+/// Stops the replaced workload's processes kept for a fallback (`kept`), once they are not
+/// needed or the start ends; what was stopped, logged and returned (`v1 instance 0 (pid 4242)`,
+/// comma-separated), `None` when nothing ran any more.
+fn stop_kept(kept: &[ChildEntry]) -> Option<String> {
+    let stopped: Vec<String> = stop_leftovers(kept)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if stopped.is_empty() {
+        return None;
+    }
+    let stopped = stopped.join(", ");
+    tracing::warn!("stopped what the previous run left running: {stopped}");
+    Some(stopped)
+}
+
+/// Saves the state at start once something already happened (processes stopped or adopted): a
+/// failed save is logged, and the next transition saves it all.
+fn save_started(store: Option<&StateFile>, state: &ServiceState) {
+    if let Some(Err(e)) = store.map(|store| store.save(state)) {
+        tracing::error!("{e}");
+    }
+}
+
+/// The `Adopted` event's note: `adopted v1 left running by the previous run (ready): instance 0
+/// (pid 4242, port 25100), ...`.
+fn adopted_note(label: &str, entries: &[ChildEntry]) -> String {
+    let instances: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let (pid, port) = (e.pid.unwrap_or_default(), e.port.unwrap_or_default());
+            format!("instance {} (pid {pid}, port {port})", e.instance)
+        })
+        .collect();
+    format!(
+        "adopted {label} left running by the previous run (ready): {}",
+        instances.join(", ")
+    )
+}
+
+/// The commands of every workload the spec or the state names: a pid recorded in the state file
+/// is stopped as an orphan only when its command line is one of them ([`stop_orphans`]: a pid
+/// reused by an unrelated process since is left alone).
+fn workload_commands(spec: &RunSpec, state: &ServiceState) -> Vec<String> {
+    let specs: [Option<&WorkloadSpec>; 4] = [
+        spec.blue.as_ref(),
+        spec.green.as_ref(),
+        state.active_workload.as_ref(),
+        state.rollout.as_ref().map(|r| &r.preview_workload),
+    ];
+    specs
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.command.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A spec for route `route` whose blue runs `script` under `sh -c`, with its state file in
+    /// `dir`.
+    fn spec(dir: &Path, route: &str, script: &str) -> RunSpec {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroute: {{ name: {route} }}\n\
+             blue:\n  name: v1\n  command: sh\n  args: [\"-c\", {script:?}]\n  \
+             env: {{ PORT: \"{{port}}\" }}\n  readiness: {{ deadline: 60s }}\n  stop_grace: 5s\n\
+             state_file: {}\n",
+            dir.join("state.json").display()
+        );
+        RunSpec::from_yaml(&yaml).expect("the test's spec is valid")
+    }
+
+    fn alive(pid: u32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        !matches!(state, None | Some('Z' | 'X'))
+    }
+
+    /// A state file written for another route is refused before anything is written or started:
+    /// the file keeps its bytes, and the error names both routes and the file.
+    #[tokio::test]
+    async fn another_routes_state_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = dir.path().join("started");
+        let spec = spec(
+            dir.path(),
+            "shop",
+            &format!("touch {}; exec sleep 1000", started.display()),
+        );
+        let store = StateFile::new(dir.path().join("state.json"));
+        let other = ServiceState {
+            route: "billing".into(),
+            ..ServiceState::default()
+        };
+        store.save(&other).unwrap();
+        let before = std::fs::read(store.path()).unwrap();
+        let listen = "127.0.0.1:1".parse().unwrap();
+        let error = match recover(&spec, listen, CancellationToken::new()).await {
+            Err(e) => e,
+            Ok(_) => panic!("another route's state file was accepted"),
+        };
+        let text = error.to_string();
+        assert!(matches!(error, StartError::Refused(_)), "{text}");
+        for word in ["billing", "shop", "state.json"] {
+            assert!(text.contains(word), "{word} in {text}");
+        }
+        assert_eq!(std::fs::read(store.path()).unwrap(), before);
+        assert!(!started.exists(), "nothing was started");
+    }
+
+    /// A signal (the cancelled token) while the active workload starts stops the start and what
+    /// it started: a requested stop, said as [`StartError::Stopped`], not as a failed workload.
+    #[tokio::test]
+    async fn a_cancelled_start_stops_the_starting_workload_and_says_it_was_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // Never ready: it binds nothing.
+        let spec = spec(
+            dir.path(),
+            "shop",
+            &format!("echo $$ >> {}; exec sleep 1000", pids.display()),
+        );
+        let cancel = CancellationToken::new();
+        let start = tokio::spawn({
+            let (spec, cancel) = (spec.clone(), cancel.clone());
+            async move { recover(&spec, "127.0.0.1:1".parse().unwrap(), cancel).await }
+        });
+        let pid = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let text = std::fs::read_to_string(&pids).unwrap_or_default();
+                if let Some(pid) = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.trim().parse::<u32>().ok())
+                {
+                    return pid;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the workload started");
+        cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(60), start)
+            .await
+            .expect("the start ends once cancelled")
+            .expect("the start does not panic");
+        match result {
+            Err(StartError::Stopped(why)) => assert!(why.contains("v1"), "{why}"),
+            Err(other) => panic!("said as {other:?}"),
+            Ok(_) => panic!("a cancelled start served"),
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(30), async {
+            while alive(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(stopped.is_ok(), "the starting instance {pid} was stopped");
+    }
+}
