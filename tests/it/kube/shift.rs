@@ -1023,3 +1023,90 @@ async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpo
     c.deployment_deleted("web-green").await;
     ctl.abort();
 }
+
+/// check33: the hold of a preview kept after its drain is persisted, but a restarted controller
+/// re-issued the drain with a deadline and ignored the cluster's next `RetireHeld` (already held),
+/// so `DeadlineExceeded` came back every drainTimeout + progressDeadline. After a restart during
+/// the hold, the hold is taken again from what the cluster shows (status message and Event once
+/// more), the preview stays, and the rollout completes once the target is ready.
+#[tokio::test]
+async fn a_preview_kept_after_its_drain_is_kept_again_by_a_restarted_controller() {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
+    let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    let id = super::pods::image_id_of("web:v2");
+    super::pods::run_pod(&pods, "web-new-0", &labels, &[("app", "web:v2", id)]).await;
+    let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
+    slices
+        .create(
+            &PostParams::default(),
+            &target_slice(&[("10.0.0.2", "web-new-0", true)]),
+        )
+        .await
+        .expect("create slice");
+    let fake = FakeProxies::start(c.client.clone());
+    fake.hold_green(1, 0);
+    let first = c.controller_with(fake.clone());
+    c.create_shift(
+        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "10m",
+        "progressDeadline": "20m", "analysis": { "minRequests": 5 } }),
+    )
+    .await;
+    c.status_until("Retiring", |s| s.phase == Some(Phase::Retiring))
+        .await;
+    let down = target_slice(&[("10.0.0.2", "web-new-0", false)]);
+    slices
+        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&down))
+        .await
+        .expect("patch slice");
+    fake.hold_green(0, 0);
+    let is_kept = |s: &crossfade_controller::kube::crd::TrafficShiftStatus| {
+        (s.message.as_deref()).is_some_and(|m| m.contains("kept as the route's backup"))
+    };
+    c.status_until("the preview kept as the backup", is_kept)
+        .await;
+    events_with(&c.client, &["Normal RetireHeld"]).await;
+
+    // The controller restarts during the hold.
+    first.abort();
+    let _ = first.await;
+    let second = c.controller_with(fake.clone());
+    let held = wait_until(WAIT, "a second RetireHeld after the restart", || async {
+        let held = notes(&c.client, "web", "RetireHeld").await;
+        (held.len() >= 2).then_some(held)
+    })
+    .await;
+    assert!(held.iter().all(|n| n.contains("backup")), "{held:?}");
+    let status = c
+        .status_until("still kept after the restart", is_kept)
+        .await;
+    assert_eq!(status.phase, Some(Phase::Retiring), "{status:?}");
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_some(),
+        "the preview was deleted after the restart while the target had no ready endpoint"
+    );
+    assert!(
+        !events(&c.client)
+            .await
+            .iter()
+            .any(|e| e.contains("DeadlineExceeded")),
+        "{:?}",
+        events(&c.client).await
+    );
+
+    let up = target_slice(&[("10.0.0.2", "web-new-0", true)]);
+    slices
+        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&up))
+        .await
+        .expect("patch slice");
+    c.status_until("Completed", completed).await;
+    c.deployment_deleted("web-green").await;
+    second.abort();
+}
