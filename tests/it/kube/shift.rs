@@ -943,26 +943,25 @@ async fn the_role_swap_waits_until_the_targets_slices_no_longer_list_its_old_pod
     ctl.abort();
 }
 
-/// DESIGN: a rollout never leaves a route with no healthy backend while one exists. After the
-/// role swap the preview drains and is deleted; when the target's pods have crashed meanwhile
-/// (its Service's slices list none ready), deleting the preview left the route with nothing that
-/// could serve. Now the preview is kept (and the proxies make it the route's backup while the
-/// TrafficShift is `Promoted` or `Retiring`) until the target has a ready endpoint again.
-#[tokio::test]
-async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpoint() {
+/// A rollout in `Retiring` whose preview is kept after its drain: the target's only pod
+/// (`web-new-0`, in slice `web-blue-0`) stopped being ready while a request held the drain, then
+/// the request ended. Returns the proxies, the running controller and the slices' API; the caller
+/// makes the target ready again with [`set_target_ready`].
+async fn a_preview_kept_after_its_drain(
+    c: &Cluster,
+) -> (
+    Arc<FakeProxies>,
+    tokio::task::JoinHandle<()>,
+    Api<k8s_openapi::api::discovery::v1::EndpointSlice>,
+) {
     use k8s_openapi::api::core::v1::Pod;
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use kube::api::{Patch, PatchParams};
 
-    let Some(c) = Cluster::start(&["web", "web-green"]) else {
-        return;
-    };
     c.create_target(&[]).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
     let id = super::pods::image_id_of("web:v2");
     super::pods::run_pod(&pods, "web-new-0", &labels, &[("app", "web:v2", id)]).await;
-    let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
+    let slices = Api::default_namespaced(c.client.clone());
     slices
         .create(
             &PostParams::default(),
@@ -983,22 +982,49 @@ async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpo
         .await;
 
     // The target's only pod stops being ready, then the preview's last request ends.
-    let down = target_slice(&[("10.0.0.2", "web-new-0", false)]);
-    slices
-        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&down))
-        .await
-        .expect("patch slice");
+    set_target_ready(&slices, false).await;
     fake.hold_green(0, 0);
     // The status and an Event say why the preview is still there (before, a WARN log line alone).
     let kept = c
-        .status_until("the preview kept as the backup", |s| {
-            s.message
-                .as_deref()
-                .is_some_and(|m| m.contains("kept as the route's backup"))
-        })
+        .status_until("the preview kept as the backup", preview_kept)
         .await;
     assert_eq!(kept.phase, Some(Phase::Retiring), "{kept:?}");
     events_with(&c.client, &["Normal RetireHeld"]).await;
+    (fake, ctl, slices)
+}
+
+/// Whether a status says the preview is kept as the route's backup after its drain.
+fn preview_kept(status: &TrafficShiftStatus) -> bool {
+    (status.message.as_deref()).is_some_and(|m| m.contains("kept as the route's backup"))
+}
+
+/// Marks the target's pod `web-new-0` ready or not in its slice `web-blue-0`.
+async fn set_target_ready(
+    slices: &Api<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    ready: bool,
+) {
+    use kube::api::{Patch, PatchParams};
+
+    let slice = target_slice(&[("10.0.0.2", "web-new-0", ready)]);
+    slices
+        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&slice))
+        .await
+        .expect("patch slice");
+}
+
+/// DESIGN: a rollout never leaves a route with no healthy backend while one exists. After the
+/// role swap the preview drains and is deleted; when the target's pods have crashed meanwhile
+/// (its Service's slices list none ready), deleting the preview left the route with nothing that
+/// could serve. Now the preview is kept (and the proxies make it the route's backup while the
+/// TrafficShift is `Promoted` or `Retiring`) until the target has a ready endpoint again.
+#[tokio::test]
+async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpoint() {
+    use kube::api::{Patch, PatchParams};
+
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    let (_fake, ctl, slices) = a_preview_kept_after_its_drain(&c).await;
     // An abort would delete the preview, the route's only backend that can serve: refused
     // (the target already runs the new images; there is no swap to undo).
     let abort = json!({ "metadata": { "annotations": { "crossfade.dev/abort": "held-1" } } });
@@ -1014,11 +1040,7 @@ async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpo
     );
     assert_eq!(c.status().await.phase, Some(Phase::Retiring));
 
-    let up = target_slice(&[("10.0.0.2", "web-new-0", true)]);
-    slices
-        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&up))
-        .await
-        .expect("patch slice");
+    set_target_ready(&slices, true).await;
     c.status_until("Completed", completed).await;
     c.deployment_deleted("web-green").await;
     ctl.abort();
@@ -1031,48 +1053,10 @@ async fn the_preview_is_kept_after_its_drain_while_the_target_has_no_ready_endpo
 /// more), the preview stays, and the rollout completes once the target is ready.
 #[tokio::test]
 async fn a_preview_kept_after_its_drain_is_kept_again_by_a_restarted_controller() {
-    use k8s_openapi::api::core::v1::Pod;
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use kube::api::{Patch, PatchParams};
-
     let Some(c) = Cluster::start(&["web", "web-green"]) else {
         return;
     };
-    c.create_target(&[]).await;
-    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
-    let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
-    let id = super::pods::image_id_of("web:v2");
-    super::pods::run_pod(&pods, "web-new-0", &labels, &[("app", "web:v2", id)]).await;
-    let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
-    slices
-        .create(
-            &PostParams::default(),
-            &target_slice(&[("10.0.0.2", "web-new-0", true)]),
-        )
-        .await
-        .expect("create slice");
-    let fake = FakeProxies::start(c.client.clone());
-    fake.hold_green(1, 0);
-    let first = c.controller_with(fake.clone());
-    c.create_shift(
-        json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "10m",
-        "progressDeadline": "20m", "analysis": { "minRequests": 5 } }),
-    )
-    .await;
-    c.status_until("Retiring", |s| s.phase == Some(Phase::Retiring))
-        .await;
-    let down = target_slice(&[("10.0.0.2", "web-new-0", false)]);
-    slices
-        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&down))
-        .await
-        .expect("patch slice");
-    fake.hold_green(0, 0);
-    let is_kept = |s: &crossfade_controller::kube::crd::TrafficShiftStatus| {
-        (s.message.as_deref()).is_some_and(|m| m.contains("kept as the route's backup"))
-    };
-    c.status_until("the preview kept as the backup", is_kept)
-        .await;
-    events_with(&c.client, &["Normal RetireHeld"]).await;
+    let (fake, first, slices) = a_preview_kept_after_its_drain(&c).await;
 
     // The controller restarts during the hold.
     first.abort();
@@ -1085,27 +1069,20 @@ async fn a_preview_kept_after_its_drain_is_kept_again_by_a_restarted_controller(
     .await;
     assert!(held.iter().all(|n| n.contains("backup")), "{held:?}");
     let status = c
-        .status_until("still kept after the restart", is_kept)
+        .status_until("still kept after the restart", preview_kept)
         .await;
     assert_eq!(status.phase, Some(Phase::Retiring), "{status:?}");
     assert!(
         c.deploys.get_opt("web-green").await.expect("get").is_some(),
         "the preview was deleted after the restart while the target had no ready endpoint"
     );
+    let events = events(&c.client).await;
     assert!(
-        !events(&c.client)
-            .await
-            .iter()
-            .any(|e| e.contains("DeadlineExceeded")),
-        "{:?}",
-        events(&c.client).await
+        !events.iter().any(|e| e.contains("DeadlineExceeded")),
+        "{events:?}"
     );
 
-    let up = target_slice(&[("10.0.0.2", "web-new-0", true)]);
-    slices
-        .patch("web-blue-0", &PatchParams::default(), &Patch::Merge(&up))
-        .await
-        .expect("patch slice");
+    set_target_ready(&slices, true).await;
     c.status_until("Completed", completed).await;
     c.deployment_deleted("web-green").await;
     second.abort();
