@@ -30,7 +30,7 @@ mod read_tests;
 pub mod startup;
 mod status;
 
-pub use clock::{HoldStatus, InstanceRestart};
+pub use clock::{HoldStatus, InstanceRestart, StartedAgain};
 
 /// A request to start a rollout: the preview workload and, optionally, changes to the rollout
 /// policy for this rollout only. This is the body of `POST /rollout` and the file `crossfade
@@ -397,7 +397,8 @@ struct Service<T, M> {
     metrics: RouteMetrics,
     /// Where supervised (serving) instances report exits and restarts.
     supervisor: mpsc::UnboundedSender<InstanceEvent>,
-    /// Supervised instances waiting out their restart backoff (shown by `crossfade status`).
+    /// Supervised instances from their exit until their restart is ready (shown by `crossfade
+    /// status`).
     restarting: Vec<InstanceRestart>,
 }
 
@@ -473,6 +474,13 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     /// state file (so that a crash of this controller still finds the restarted process).
     fn instance_event(&mut self, event: InstanceEvent) {
         self.track_restart(&event);
+        if event.kind == InstanceEventKind::Ready {
+            // Serving again: said by the route's endpoint (`up`), not by an event of its own.
+            tracing::info!(route = %self.config.route, backend = %event.backend, "active workload {}: instance {} ready again at {}", event.workload, event.instance, event.endpoint);
+            let running = self.status.borrow().running;
+            self.publish(running);
+            return;
+        }
         let (workload, i) = (&event.workload, event.instance);
         let (reason, message) = match &event.kind {
             InstanceEventKind::Exited { status, restart_in } => {
@@ -515,6 +523,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 tracing::warn!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveRestarted", message)
             }
+            InstanceEventKind::Ready => return,
         };
         self.metrics.event(None, reason);
         self.push_event(reason, &message);
@@ -526,11 +535,21 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 
     /// Keeps [`Service::restarting`] true: an exit (or a failed start) adds the instance with its
-    /// backoff, a restart removes it.
+    /// backoff, a restart marks it started again, and its readiness removes it.
     fn track_restart(&mut self, event: &InstanceEvent) {
         let key = (event.backend, event.instance, event.endpoint);
-        self.restarting
-            .retain(|r| (r.backend, r.instance) != (key.0, key.1));
+        let same = |r: &InstanceRestart| (r.backend, r.instance) == (key.0, key.1);
+        if let InstanceEventKind::Restarted { pid, .. } = &event.kind {
+            if let Some(entry) = self.restarting.iter_mut().find(|r| same(r)) {
+                entry.started = Some(StartedAgain {
+                    pid: *pid,
+                    endpoint: event.endpoint,
+                    started_at: crate::timeline::rfc3339_of(std::time::SystemTime::now()),
+                });
+            }
+            return;
+        }
+        self.restarting.retain(|r| !same(r));
         let (cause, restart_in) = match &event.kind {
             InstanceEventKind::Exited { status, restart_in } => {
                 (format!("exited ({status})"), *restart_in)
@@ -538,7 +557,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             InstanceEventKind::RestartFailed { error, restart_in } => {
                 (format!("cannot be started again ({error})"), *restart_in)
             }
-            InstanceEventKind::Restarted { .. } => return,
+            InstanceEventKind::Restarted { .. } | InstanceEventKind::Ready => return,
         };
         let now = (tokio::time::Instant::now(), std::time::SystemTime::now());
         self.restarting

@@ -586,3 +586,84 @@ async fn a_restart_whose_port_is_an_outgoing_connections_source_port_moves() {
     moved.serves_on_the_new_port().await;
     moved.run.terminate(PATIENCE).await;
 }
+
+/// portnew33's leftover: from a restart to its readiness, `crossfade status` showed the old
+/// endpoint `down` and nothing else (the supervisor's entry went with the restart), and
+/// `GET /rollout` listed nothing; a restart that moved off a taken port did not say where the new
+/// process listens. Instance 0 here is unready for 4 s after each start: the window is said as
+/// such (`started again as pid N on ... (its port was taken), not ready yet`) until it is ready,
+/// then the new endpoint reads `up` with nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_a_moved_restart_is_not_ready_yet_with_its_pid_and_new_port() {
+    let blue = App::version("v1").set(
+        "args",
+        json!([
+            "sample-app",
+            "--port",
+            "{port}",
+            "--version",
+            "v1",
+            "--unready-for",
+            "4s"
+        ]),
+    );
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new()
+        .blue(blue.set("instances", json!(2)))
+        .state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    let pids = wait_until(PATIENCE, "the active pids", || async {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    let before = blue_endpoints(&admin).await;
+    kill(Pid::from_raw(pids[0] as i32), Signal::SIGKILL).expect("kill instance 0");
+    let _imposter = Imposter::take(before[0].port()).await;
+    // GET /rollout: the entry stays through the restart, with the new process.
+    let started = wait_until(PATIENCE, "instance 0 started again", || async {
+        let rollout = admin.rollout().await;
+        let entry = rollout["restarting"].get(0).cloned()?;
+        entry["started"].is_object().then_some(entry)
+    })
+    .await;
+    let new: SocketAddr = started["started"]["endpoint"]
+        .as_str()
+        .and_then(|e| e.parse().ok())
+        .expect("the new process's endpoint");
+    assert_eq!(started["endpoint"], before[0].to_string(), "{started:#}");
+    assert_ne!(new, before[0], "{started:#}");
+    let pid = started["started"]["pid"].as_u64().expect("its pid");
+    let admin_addr = admin.addr.to_string();
+    let out = crate::support::run_to_end(
+        ["status", "--admin", admin_addr.as_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    let said = format!(
+        "{} down (process exited (signal: 9 (SIGKILL)); started again as pid {pid} on {new} (its \
+         port was taken), not ready yet)",
+        before[0]
+    );
+    assert!(out.stdout.contains(&said), "{said}\n{}", out.stdout);
+    // Ready: the entry goes, and the route serves the new endpoint.
+    wait_until(PATIENCE, "instance 0 ready on its new port", || async {
+        let rollout = admin.rollout().await;
+        let empty = rollout["restarting"]
+            .as_array()
+            .is_none_or(|entries| entries.is_empty());
+        (empty && blue_endpoints(&admin).await.contains(&new)).then_some(())
+    })
+    .await;
+    let out = crate::support::run_to_end(
+        ["status", "--admin", admin_addr.as_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(out.stdout.contains(&format!("{new} up")), "{}", out.stdout);
+    assert!(!out.stdout.contains("not ready yet"), "{}", out.stdout);
+    run.terminate(PATIENCE).await;
+}

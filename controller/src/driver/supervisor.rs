@@ -94,6 +94,9 @@ pub enum InstanceEventKind {
         /// instance moved to the event's `endpoint`; `None` when it kept its port.
         moved_from: Option<SocketAddr>,
     },
+    /// A restarted process passed its readiness probe: the event's `endpoint` serves again (the
+    /// route's endpoint restored, or replaced by it when the restart moved).
+    Ready,
 }
 
 /// What an instance is doing, as its supervisor publishes it.
@@ -276,6 +279,15 @@ async fn run(
                     }
                     routed = endpoint;
                     life.send_modify(|l| l.ready = true);
+                    if let Some((backend, events)) = sup.lock_events().clone() {
+                        let _ = events.send(InstanceEvent {
+                            backend,
+                            workload: launch.workload.clone(),
+                            instance: launch.index,
+                            endpoint,
+                            kind: InstanceEventKind::Ready,
+                        });
+                    }
                     wait.await
                 }
             }

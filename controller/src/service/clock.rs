@@ -34,16 +34,18 @@ pub struct HoldStatus {
     pub next_analysis_in_seconds: f64,
 }
 
-/// An active instance that exited on its own and waits out its restart backoff, as the driver
-/// knows it; the proxy may still list its endpoint as up until a request or health check fails
-/// there (field `restarting` of `GET /rollout`).
+/// An active instance that exited on its own, from its exit until its restart passed readiness,
+/// as the driver knows it: waiting out its restart backoff, then (`started`) started again and
+/// not ready yet. Its endpoint is withdrawn from the route meanwhile (field `restarting` of
+/// `GET /rollout`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRestart {
     /// The slot the instance serves in.
     pub backend: Slot,
     /// Which instance of the workload (0-based).
     pub instance: usize,
-    /// Its endpoint (the restarted process listens there again).
+    /// Its endpoint in the route (the restarted process listens there again, unless its port was
+    /// taken: `started.endpoint`).
     pub endpoint: SocketAddr,
     /// Why it is down: the exit status (`exit status: 1`), or why the last start failed.
     pub cause: String,
@@ -54,6 +56,22 @@ pub struct InstanceRestart {
     /// When the next start is due on the runtime's clock (in memory only).
     #[serde(skip)]
     pub(crate) due: Option<Instant>,
+    /// Once started again, until it passes readiness: the new process. Absent while the backoff
+    /// runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<StartedAgain>,
+}
+
+/// The process an [`InstanceRestart`] started again, not ready yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartedAgain {
+    /// Its process id.
+    pub pid: u32,
+    /// Where it listens: the instance's endpoint, or another port of the same host when that
+    /// port was taken by another process (the route moves to it once it is ready).
+    pub endpoint: SocketAddr,
+    /// When it was started, RFC 3339 in UTC with milliseconds.
+    pub started_at: String,
 }
 
 // === impl HoldStatus ===
@@ -92,6 +110,7 @@ impl InstanceRestart {
             restart_at: rfc3339_of(wall + restart_in),
             restart_in_seconds: seconds(restart_in),
             due: Some(now + restart_in),
+            started: None,
         }
     }
 }

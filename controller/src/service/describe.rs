@@ -278,9 +278,11 @@ fn hold_line(hold: &HoldStatus) -> String {
     )
 }
 
-/// `127.0.0.1:41001 up`, and for an instance waiting out its restart backoff what the driver
-/// knows: `127.0.0.1:41001 down (process exited (exit status: 1), restarting in 8s)` (its endpoint
-/// withdrawn meanwhile).
+/// `127.0.0.1:41001 up`, and for an instance from its exit until its restart is ready what the
+/// driver knows: `127.0.0.1:41001 down (process exited (exit status: 1), restarting in 8s)`, then
+/// `127.0.0.1:41001 down (process exited (exit status: 1); started again as pid 4242, not ready
+/// yet)`, with ` on 127.0.0.1:41007 (its port was taken)` after the pid when the restart moved
+/// (its endpoint withdrawn meanwhile).
 fn endpoint_text(
     backend: &SlotStatus,
     slot: Slot,
@@ -299,6 +301,18 @@ fn endpoint_text(
         .iter()
         .find(|r| r.backend == slot && r.endpoint == *endpoint);
     if let Some(r) = restart {
+        if let Some(s) = &r.started {
+            let moved = match s.endpoint == r.endpoint {
+                true => String::new(),
+                false => format!(" on {} (its port was taken)", s.endpoint),
+            };
+            let _ = write!(
+                text,
+                " (process {}; started again as pid {}{moved}, not ready yet)",
+                r.cause, s.pid
+            );
+            return text;
+        }
         let when = if r.restart_in_seconds > 0.0 {
             format!("restarting in {}", short(r.restart_in_seconds))
         } else {
@@ -673,6 +687,7 @@ mod tests {
             restart_at: "2026-12-01T22:31:13.000Z".into(),
             restart_in_seconds: 7.6,
             due: None,
+            started: None,
         }];
         // Through JSON, as the CLI gets it.
         let status: ServiceStatus =
@@ -692,6 +707,51 @@ mod tests {
         );
         // Only the slot and endpoint it belongs to.
         assert_eq!(text.matches("restarting in").count(), 1, "{text}");
+    }
+
+    /// portnew33's leftover: between a restart and its readiness the endpoint read `down` with
+    /// nothing said (the entry went with the restart); a restart that moved off a taken port did
+    /// not say where the new process listens.
+    #[test]
+    fn an_instance_started_again_and_not_ready_yet_is_said_with_its_pid_and_new_port() {
+        let mut status = second_rollout(Phase::Completed, false, Slot::Blue);
+        let endpoint: std::net::SocketAddr = "127.0.0.1:41001".parse().unwrap();
+        let entry = |started: std::net::SocketAddr| InstanceRestart {
+            backend: Slot::Blue,
+            instance: 0,
+            endpoint,
+            cause: "exited (signal: 9 (SIGKILL))".into(),
+            restart_at: "2026-12-01T22:31:13.000Z".into(),
+            restart_in_seconds: 0.0,
+            due: None,
+            started: Some(super::super::StartedAgain {
+                pid: 4242,
+                endpoint: started,
+                started_at: "2026-12-01T22:31:13.010Z".into(),
+            }),
+        };
+        status.restarting = vec![entry(endpoint)];
+        let through_json = |status: &ServiceStatus| -> ServiceStatus {
+            serde_json::from_value(serde_json::to_value(status).unwrap()).unwrap()
+        };
+        let text = through_json(&status).describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains(
+                "; 127.0.0.1:41001 up (process exited (signal: 9 (SIGKILL)); started again as \
+                 pid 4242, not ready yet)\n"
+            ),
+            "{text}"
+        );
+        status.restarting = vec![entry("127.0.0.1:41007".parse().unwrap())];
+        let text = through_json(&status).describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains(
+                "started again as pid 4242 on 127.0.0.1:41007 (its port was taken), not ready \
+                 yet)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("restarting"), "{text}");
     }
 
     #[test]
