@@ -57,5 +57,7 @@ extern crate self as crossfade_controller;
 mod fuzz_checks;
 #[cfg(test)]
 mod serde_fields;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{Error, Result};

@@ -490,6 +490,7 @@ async fn end_group(pid: u32, token: Option<&str>, grace: Duration, prefix: &str)
 mod tests {
     use super::*;
     use crate::spec::WorkloadSpec;
+    use crate::test_support::pid_written;
 
     /// Trial 13, N3: a start script that runs the server as a child (no `exec`) and dies leaves
     /// the child in the instance's process group, holding its port; the restart must first stop
@@ -512,21 +513,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         supervision.supervise(Slot::Blue, tx);
         let patience = Duration::from_secs(60);
-        let orphan = tokio::time::timeout(patience, async {
-            loop {
-                let text = std::fs::read_to_string(&pids).unwrap_or_default();
-                if let Some(pid) = text
-                    .lines()
-                    .next()
-                    .and_then(|l| l.trim().parse::<u32>().ok())
-                {
-                    return pid;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the script's child started");
+        let orphan = pid_written(&pids, "the script's child started", |_| true).await;
         assert!(group_alive(pid));
         // The main process alone dies (as `kill -9` of the script's shell); its child lives on.
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
@@ -585,25 +572,12 @@ mod tests {
                 .collect()
         };
         let patience = Duration::from_secs(60);
-        let escaped = tokio::time::timeout(patience, async {
-            loop {
-                let text = std::fs::read_to_string(&pids).unwrap_or_default();
-                let escaped = text
-                    .lines()
-                    .next()
-                    .and_then(|l| l.trim().parse::<u32>().ok());
-                // Out of the group once `setsid` has run (its pid is `sleep`'s).
-                if let Some(escaped) = escaped.filter(|&e| {
-                    let group = fields(e).get(2).cloned();
-                    group.is_some_and(|g| g != pid.to_string())
-                }) {
-                    return escaped;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        // Out of the group once `setsid` has run (its pid is `sleep`'s).
+        let escaped = pid_written(&pids, "the script's server left its process group", |e| {
+            let group = fields(e).get(2).cloned();
+            group.is_some_and(|g| g != pid.to_string())
         })
-        .await
-        .expect("the script's server left its process group");
+        .await;
 
         // As `Instances::stop`: no restart, SIGTERM to the instance's group.
         supervision.stop();

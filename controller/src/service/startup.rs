@@ -663,6 +663,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::test_support::pid_written;
 
     /// A spec for route `route` whose blue runs `script` under `sh -c`, with its state file in
     /// `dir`.
@@ -734,21 +735,7 @@ mod tests {
             let (spec, cancel) = (spec.clone(), cancel.clone());
             async move { recover(&spec, "127.0.0.1:1".parse().unwrap(), cancel).await }
         });
-        let pid = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                let text = std::fs::read_to_string(&pids).unwrap_or_default();
-                if let Some(pid) = text
-                    .lines()
-                    .next()
-                    .and_then(|l| l.trim().parse::<u32>().ok())
-                {
-                    return pid;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the workload started");
+        let pid = pid_written(&pids, "the workload started", |_| true).await;
         cancel.cancel();
         let result = tokio::time::timeout(Duration::from_secs(60), start)
             .await
