@@ -29,7 +29,7 @@ type Bodies = Arc<Mutex<Vec<Bytes>>>;
 /// `/body` (another body), `/status` (500), `/header` (another content-type), `/hang` (green
 /// never answers), `/slow` (green answers the same after 400 ms), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
 /// `/now` (a body that differs every time), `/echo` (the request body back), `/both-slow` (both
-/// answer after 800 ms). Every answer carries
+/// answer after 800 ms), `/paced` (blue answers after 50 ms, green the same after 200 ms). Every answer carries
 /// `x-pool`, never compared.
 async fn shadow_backend(green: bool) -> (SocketAddr, Seen) {
     let (addr, seen, _) = recording_backend(green).await;
@@ -76,6 +76,8 @@ async fn answer(
         (true, "/header") => content_type = "application/json",
         (true, "/hang") => tokio::time::sleep(Duration::from_secs(3600)).await,
         (true, "/slow") => tokio::time::sleep(Duration::from_millis(400)).await,
+        (false, "/paced") => tokio::time::sleep(Duration::from_millis(50)).await,
+        (true, "/paced") => tokio::time::sleep(Duration::from_millis(200)).await,
         (_, "/both-slow") => tokio::time::sleep(Duration::from_millis(800)).await,
         (_, "/big") => body = "x".repeat(5000),
         (g, "/big-status") => {
@@ -267,6 +269,49 @@ async fn a_slow_greens_mirrored_response_time_is_recorded_in_its_shadow_histogra
     assert!(!metrics.contains(&format!("{live} 3")), "{metrics}");
 }
 
+/// The shadow step compares green with blue on the very same requests: per mirrored request
+/// both answered, blue's time to its head (as the live histogram times it) and green's are
+/// recorded as a pair. Green 4× slower than blue on `/paced` shows in the pairs, and blue's live
+/// histogram is its own.
+#[tokio::test]
+async fn a_mirrored_request_records_blues_and_greens_times_as_a_pair() {
+    let Setup { running, .. } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for _ in 0..4 {
+        let (status, body) = get_blue(&client, &running, "/paced").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "/paced"));
+    }
+    let s = settle(&running, |s| s.compared() == 4).await;
+    assert_eq!(s.paired_active.count(), 4, "{:?}", s.paired_active.counts);
+    assert_eq!(s.paired_preview.count(), 4, "{:?}", s.paired_preview.counts);
+    let blue = s.paired_active.quantile(0.99).unwrap();
+    let green = s.paired_preview.quantile(0.99).unwrap();
+    // Blue sleeps 50 ms before its head, green 200 ms; the upper bounds only catch a wrong unit
+    // or the two swapped.
+    assert!((0.049..0.19).contains(&blue), "blue's paired p99 {blue}");
+    assert!((0.199..5.0).contains(&green), "green's paired p99 {green}");
+    assert!(green / blue > 1.0, "{green} / {blue}");
+
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let labels = "route=\"web\",backend=\"green\"";
+    let (active, preview) = (
+        "crossfade_shadow_paired_active_duration_seconds",
+        "crossfade_shadow_paired_preview_duration_seconds",
+    );
+    for line in [
+        format!("# TYPE {active} histogram"),
+        format!("# TYPE {preview} histogram"),
+        format!("{active}_bucket{{{labels},le=\"0.025\"}} 0"),
+        format!("{active}_bucket{{{labels},le=\"0.15\"}} 4"),
+        format!("{active}_count{{{labels}}} 4"),
+        format!("{preview}_bucket{{{labels},le=\"0.15\"}} 0"),
+        format!("{preview}_bucket{{{labels},le=\"0.25\"}} 4"),
+        format!("{preview}_count{{{labels}}} 4"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+}
+
 /// A green that never answers leaves no response to time, yet it must not look fast: its
 /// mirrored requests count as waiting while they wait, then as samples at the timeout.
 #[tokio::test]
@@ -292,6 +337,11 @@ async fn a_green_that_never_answers_is_timed_while_it_waits_and_at_the_timeout()
         "{:?}",
         s.latency.counts
     );
+    // Paired with blue's time to its head (blue had answered whole): green at the timeout, a
+    // lower bound, so the pairs do not leave out the slowest green of all.
+    assert_eq!(s.paired_preview.slower_than(1.45).at_least, 1);
+    assert_eq!(s.paired_active.slower_than(1.0).at_most, 0);
+    assert_eq!(s.paired_active.count(), 1);
     assert!(s.unanswered.is_empty(), "{:?}", s.unanswered);
 }
 
