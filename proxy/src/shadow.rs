@@ -73,8 +73,14 @@ pub struct ShadowRule {
 }
 
 /// A mirrored request's link to its comparison, until the active backend's response is attached.
+/// Boxed: every request's future holds an `Option<Mirror>`, one pointer wide, and only a
+/// mirrored request (which spawns a task and copies its head anyway) pays for the rest.
 #[derive(Debug)]
-pub(crate) struct Mirror {
+pub(crate) struct Mirror(Box<Pending>);
+
+/// What [`Mirror`] holds.
+#[derive(Debug)]
+struct Pending {
     rule: Arc<ShadowRule>,
     done: oneshot::Sender<Observed>,
     /// When the request was dispatched to the active backend (its first attempt), for the active
@@ -208,12 +214,12 @@ pub(crate) fn start(
         index,
     };
     tokio::spawn(task.run(request, request_body, active_answer));
-    Some(Mirror {
+    Some(Mirror(Box::new(Pending {
         rule: Arc::clone(rule),
         done,
         dispatched: Instant::now(),
         upload: crate::upload::of(body),
-    })
+    })))
 }
 
 /// The request sent to the preview: the client's request as prepared for the active backend,
@@ -290,18 +296,19 @@ impl RequestTee {
 impl Mirror {
     /// Hashes the active backend's response body as the client reads it, for the comparison.
     pub(crate) fn attach(self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let pending = *self.0;
         let (parts, body) = response.into_parts();
         let empty = http_body::Body::is_end_stream(&body);
         // The live path's reading of the same response time (`forward::attempted`), from the
         // first attempt on: what the client waited for the head.
-        let head = crate::upload::response_time(self.upload.as_deref(), self.dispatched);
+        let head = crate::upload::response_time(pending.upload.as_deref(), pending.dispatched);
         let tap = Tap::new(
             parts.status,
             &parts.headers,
-            &self.rule.headers,
-            self.rule.max_body_bytes,
+            &pending.rule.headers,
+            pending.rule.max_body_bytes,
             head,
-            self.done,
+            pending.done,
         );
         // An empty body (a HEAD answer, 204, 304) is never polled: it ends here.
         if empty {
