@@ -310,6 +310,16 @@ async fn a_mirrored_request_records_blues_and_greens_times_as_a_pair() {
     ] {
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
+    // `/status` shows the pairs in the duration buckets only, as `/metrics` has them: the fine
+    // buckets (2,561 counts each) are the analysis's.
+    let (_, _, status) = get(&client, &running.admin_url("/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let green = &status["routes"][0]["green"]["shadow"];
+    for paired in ["paired_active", "paired_preview"] {
+        let counts = green[paired]["counts"].as_array().map(Vec::len);
+        assert_eq!(counts, Some(19), "{paired}: {green}");
+        assert!(green[paired].get("fine").is_none(), "{paired}: {green}");
+    }
 }
 
 /// A green that never answers leaves no response to time, yet it must not look fast: its
