@@ -689,3 +689,42 @@ async fn a_request_retried_on_the_active_backend_is_compared_with_the_retry_answ
         .and_then(|n| n.parse::<u64>().ok());
     assert!(count.is_some_and(|n| n >= 5), "{retried} in\n{metrics}");
 }
+
+/// A mirrored upload's pair times blue from the end of the upload, as the live histogram does,
+/// and green from sending the whole body: a client that takes 400 ms to upload does not make
+/// blue look 400 ms slow next to green (which gets the body whole, at once), which would hide a
+/// slow green from `max_p99_ratio`.
+#[tokio::test]
+async fn a_slow_uploads_pair_times_blue_from_the_end_of_the_upload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (blue, _, _) = recording_backend(false).await;
+    let (green, _, _) = recording_backend(true).await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(ShadowConfig {
+        methods: vec!["POST".into()],
+        ..ShadowConfig::default()
+    });
+    let running = start(config(vec![route])).await;
+    let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let head = "POST /echo HTTP/1.1\r\nhost: shop.test\r\ncontent-length: 300\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..3 {
+        stream.write_all(&[b'u'; 100]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&"u".repeat(300)), "{answer}");
+    let s = settle(&running, |s| s.compared() == 1).await;
+    assert_eq!(s.matched, 1, "{s:?}");
+    assert_eq!(s.paired_active.count(), 1);
+    // The upload took at least 400 ms (its last frame 400 ms after the head); blue answered at
+    // once after it. The bound is far below the upload, far above an answer.
+    let blue = s.paired_active.quantile(0.99).unwrap();
+    assert!(blue < 0.3, "blue timed with the client's upload: {blue} s");
+    let green = s.paired_preview.quantile(0.99).unwrap();
+    assert!(green < 0.3, "green's paired time {green} s");
+}
