@@ -302,11 +302,7 @@ impl Scenario {
     pub(super) async fn start(setup: Setup) -> Option<(Scenario, Trace)> {
         let cluster = Cluster::start()?;
         let path = cluster.dir.path().to_owned();
-        let mut apps = Vec::new();
-        for i in 0..2 {
-            let instance = format!("blue-{i}");
-            apps.push(SampleApp::start(&path, "blue", &instance, &setup.blue_flags).await);
-        }
+        let mut apps = SampleApp::start_many_with(&path, "blue", 2, &setup.blue_flags).await;
         let green = vec![SampleApp::start(&path, "green", "green-0", &setup.green_flags).await];
         create_target(&cluster.client, &[]).await;
         cluster.publish("web-blue", &apps).await;
