@@ -609,10 +609,14 @@ fn the_paired_response_times_read_into_the_shadow_snapshot_and_add_up_over_scrap
         (total.paired_active.count(), total.paired_preview.count()),
         (15, 15)
     );
-    // Restarted: a paired histogram went down, so all of the reading is new.
+    // Restarted: either paired histogram going down alone (the other counters as they were)
+    // tells it, and all of the reading is new.
     let mut restarted = later.clone();
     restarted.paired_active.counts[4] = 1;
-    restarted.paired_preview.counts[5] = 1;
     assert!(accumulate_shadow(&mut total, Some(&later), &restarted));
     assert_eq!(total.paired_active.count(), 16);
+    let mut again = restarted.clone();
+    again.paired_preview.counts[5] = 2;
+    assert!(accumulate_shadow(&mut total, Some(&restarted), &again));
+    assert_eq!(total.paired_preview.count(), 15 + 15 + 2);
 }
