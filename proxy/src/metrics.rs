@@ -852,6 +852,18 @@ fn encode_shadow(
         ("shadow_unanswered_requests", SHADOW_UNANSWERED_HELP),
         &rows,
         |s| s.shadow().unanswered(),
+    )?;
+    encode_histogram(
+        encoder,
+        ("shadow_paired_active_duration", SHADOW_PAIRED_ACTIVE_HELP),
+        &rows,
+        shadow_paired_active,
+    )?;
+    encode_histogram(
+        encoder,
+        ("shadow_paired_preview_duration", SHADOW_PAIRED_PREVIEW_HELP),
+        &rows,
+        shadow_paired_preview,
     )
 }
 
@@ -860,8 +872,24 @@ fn shadow_latency(stats: &BackendStats) -> &crate::histogram::LatencyHistogram {
     stats.shadow().latency()
 }
 
+/// The active backend's response time to the paired mirrored requests.
+fn shadow_paired_active(stats: &BackendStats) -> &crate::histogram::LatencyHistogram {
+    stats.shadow().paired_active()
+}
+
+/// The mirror target's response time to the same requests.
+fn shadow_paired_preview(stats: &BackendStats) -> &crate::histogram::LatencyHistogram {
+    stats.shadow().paired_preview()
+}
+
 /// Help text of `crossfade_shadow_request_duration_seconds` (docs/metrics.md says the same).
 const SHADOW_DURATION_HELP: &str = "Time from sending a mirrored request to the backend's response head (or to the failure, or to shadow.timeout when none came); the shadow step's analysis holds it to max_p99";
+
+/// Help text of `crossfade_shadow_paired_active_duration_seconds` (docs/metrics.md says the same).
+const SHADOW_PAIRED_ACTIVE_HELP: &str = "The active backend's time to its response head on the requests mirrored to the backend whose two times are known (the pairs), from dispatch as crossfade_request_duration_seconds counts it; the shadow step holds the preview's p99 on the same requests to max_p99_ratio times its p99";
+
+/// Help text of `crossfade_shadow_paired_preview_duration_seconds` (docs/metrics.md says the same).
+const SHADOW_PAIRED_PREVIEW_HELP: &str = "The backend's time to its response head (or to shadow.timeout when none came) on the same paired mirrored requests, one sample per pair";
 
 /// Help text of `crossfade_shadow_unanswered_requests` (docs/metrics.md says the same).
 const SHADOW_UNANSWERED_HELP: &str = "Mirrored requests sent to the backend with no response head yet that have waited longer than longer_than seconds (0: all of them), known to within 31.25 ms; the shadow step's analysis counts those past max_p99 as slower than it";

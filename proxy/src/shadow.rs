@@ -73,10 +73,22 @@ pub struct ShadowRule {
 }
 
 /// A mirrored request's link to its comparison, until the active backend's response is attached.
+/// Boxed: every request's future holds an `Option<Mirror>`, one pointer wide, and only a
+/// mirrored request (which spawns a task and copies its head anyway) pays for the rest.
 #[derive(Debug)]
-pub(crate) struct Mirror {
+pub(crate) struct Mirror(Box<Pending>);
+
+/// What [`Mirror`] holds.
+#[derive(Debug)]
+struct Pending {
     rule: Arc<ShadowRule>,
     done: oneshot::Sender<Observed>,
+    /// When the request was dispatched to the active backend (its first attempt), for the active
+    /// backend's time to its response head, paired with the preview's ([`ShadowStats`]).
+    dispatched: Instant,
+    /// The request body's upload state: with a body, the active backend is timed from its end
+    /// when that came later, as the live request path times it.
+    upload: Option<Arc<crate::upload::Upload>>,
 }
 
 /// What the mirror task knows of its request, for the mismatch log (no query, no headers but its
@@ -202,10 +214,12 @@ pub(crate) fn start(
         index,
     };
     tokio::spawn(task.run(request, request_body, active_answer));
-    Some(Mirror {
+    Some(Mirror(Box::new(Pending {
         rule: Arc::clone(rule),
         done,
-    })
+        dispatched: Instant::now(),
+        upload: crate::upload::of(body),
+    })))
 }
 
 /// The request sent to the preview: the client's request as prepared for the active backend,
@@ -282,14 +296,19 @@ impl RequestTee {
 impl Mirror {
     /// Hashes the active backend's response body as the client reads it, for the comparison.
     pub(crate) fn attach(self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let pending = *self.0;
         let (parts, body) = response.into_parts();
         let empty = http_body::Body::is_end_stream(&body);
+        // The live path's reading of the same response time (`forward::attempted`), from the
+        // first attempt on: what the client waited for the head.
+        let head = crate::upload::response_time(pending.upload.as_deref(), pending.dispatched);
         let tap = Tap::new(
             parts.status,
             &parts.headers,
-            &self.rule.headers,
-            self.rule.max_body_bytes,
-            self.done,
+            &pending.rule.headers,
+            pending.rule.max_body_bytes,
+            head,
+            pending.done,
         );
         // An empty body (a HEAD answer, 204, 304) is never polled: it ends here.
         if empty {
@@ -332,19 +351,29 @@ impl Task {
         let deadline = Instant::now() + timeout;
         let preview = match self.fetch(request, bodiless, deadline).await {
             Ok(observed) => observed,
-            // The preview's answer did not come whole within `timeout`, and neither had the
-            // active backend's by then (an endpoint slow by nature, a long download, a slow
-            // client): no evidence against the preview, which is timed already
-            // (`ShadowStats::latency`). Counted as its error, it failed the shadow step's
-            // `max_error_rate` for answering exactly as blue does (check33).
-            Err(Some(ErrorKind::ResponseTimeout)) if active_answer.try_recv().is_err() => {
-                return stats.record_skip(SkipReason::PrimaryIncomplete)
+            Err((kind, head)) => {
+                // The active backend's answer, if it came whole by now (not waited for: the
+                // preview's exchange is over). With the preview's time to its head (or to the
+                // deadline, when none came), the two times pair.
+                let active = active_answer.try_recv().ok();
+                if let (Some(active), Some(head)) = (&active, head) {
+                    stats.record_pair(active.head, head);
+                }
+                // The preview's answer did not come whole within `timeout`, and neither had the
+                // active backend's by then (an endpoint slow by nature, a long download, a slow
+                // client): no evidence against the preview, which is timed already
+                // (`ShadowStats::latency`). Counted as its error, it failed the shadow step's
+                // `max_error_rate` for answering exactly as blue does (check33).
+                if kind == Some(ErrorKind::ResponseTimeout) && active.is_none() {
+                    return stats.record_skip(SkipReason::PrimaryIncomplete);
+                }
+                return stats.record_error(kind);
             }
-            Err(kind) => return stats.record_error(kind),
         };
         let Ok(Ok(active)) = tokio::time::timeout(timeout, active_answer).await else {
             return stats.record_skip(SkipReason::PrimaryIncomplete);
         };
+        stats.record_pair(active.head, preview.head);
         let path = self.context.path.as_ref().map_or("/", PathAndQuery::path);
         let compare_body = !ShadowRule::under(&self.rule.ignore_body_paths, path);
         match compare::compare(&active, &preview, compare_body) {
@@ -367,6 +396,11 @@ impl Task {
     /// head came, is the preview's latency sample ([`ShadowStats::latency`]), as the live request
     /// path records its own: a preview that fails or never answers is timed too, never left out.
     ///
+    /// The error carries the kind and the preview's time to its response head when one came (its
+    /// body failed or overran the deadline after it), or the time to the deadline when no head
+    /// came by it (at least `shadow.timeout`: a lower bound); `None` for a transport failure
+    /// before any head, which says nothing of the preview's speed.
+    ///
     /// A `bodiless` request of an idempotent method that fails with a reset before its response
     /// head (typically a pooled keep-alive connection that green closed just as it was reused,
     /// case C17) is sent once more, on a fresh connection, under the rule of the live request
@@ -378,7 +412,7 @@ impl Task {
         request: Request<UpstreamBody>,
         bodiless: bool,
         deadline: Instant,
-    ) -> Result<Observed, Option<ErrorKind>> {
+    ) -> Result<Observed, (Option<ErrorKind>, Option<Duration>)> {
         let timed_out = Some(ErrorKind::ResponseTimeout);
         let again =
             (bodiless && crate::forward::idempotent(request.method())).then(|| head_of(&request));
@@ -396,18 +430,20 @@ impl Task {
             }
         };
         let head = tokio::time::timeout_at(deadline, head).await;
-        wait.answered();
+        let took = wait.answered();
         let response = head
-            .map_err(|_elapsed| timed_out)?
-            .map_err(|e| Some(e.kind))?;
+            .map_err(|_elapsed| (timed_out, Some(took)))?
+            .map_err(|e| (Some(e.kind), None))?;
         let (parts, body) = response.into_parts();
         let body = tokio::time::timeout_at(deadline, self.hash(body))
             .await
-            .map_err(|_elapsed| timed_out)??;
+            .map_err(|_elapsed| (timed_out, Some(took)))?
+            .map_err(|kind| (kind, Some(took)))?;
         Ok(Observed {
             status: parts.status,
             headers: compare::pick_headers(&parts.headers, &self.rule.headers),
             body,
+            head: took,
         })
     }
 

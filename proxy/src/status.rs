@@ -287,8 +287,11 @@ fn shadow_status(
     stats: &crate::stats::BackendStats,
 ) -> Option<crate::shadow::ShadowSnapshot> {
     let mut snapshot = stats.shadow().snapshot();
-    // The duration buckets only, as `/metrics` has them: the fine ones are the analysis's.
+    // The duration buckets only, as `/metrics` has them: the fine ones (2,561 counts each) are
+    // the analysis's.
     snapshot.latency.fine = Vec::new();
+    snapshot.paired_active.fine = Vec::new();
+    snapshot.paired_preview.fine = Vec::new();
     (route.shadow().is_some() || snapshot.mirrored > 0).then_some(snapshot)
 }
 

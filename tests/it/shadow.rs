@@ -281,3 +281,104 @@ async fn a_green_within_max_p99_passes_the_shadow_step_with_its_p99_recorded() {
     assert!(p99.is_some_and(|s| (0.095..0.3).contains(&s)), "{passed:#}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// shadow34: blue and green each `--latency` late, `max_p99: 1s` (both well within it) and
+/// `max_p99_ratio: 2`, a 0% shadow step of 2 s (at least 5 comparisons) then 100%; `/slow` is
+/// never mirrored (`ignore.paths`).
+fn paced_spec(blue_ms: u64, green_ms: u64) -> Spec {
+    let (blue, green) = (blue_ms.to_string(), green_ms.to_string());
+    let mut spec = Spec::new()
+        .blue(App::version("v1").flags(["--latency", blue.as_str()]))
+        .green(App::version("v2").flags(["--latency", green.as_str()]));
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "2s" }, 100]);
+    spec.json["rollout"]["analysis"]["max_p99"] = json!("1s");
+    spec.json["rollout"]["analysis"]["max_p99_ratio"] = json!(2.0);
+    spec.json["rollout"]["analysis"]["shadow"] = json!({
+        "min_compared": 5,
+        "mirror": { "percent": 100, "ignore": { "paths": ["/slow"] } },
+    });
+    spec
+}
+
+/// A [`paced_spec`] rollout under `/chunked` (mirrored) at 40 requests per second, and with
+/// `slow` also `/slow?ms=400` (not mirrored) at 4 per second, to the rollout's end. Returns the
+/// still-serving run, the ended rollout and the `/chunked` load's report.
+async fn paced_rollout(
+    blue_ms: u64,
+    green_ms: u64,
+    slow: bool,
+) -> (tempfile::TempDir, Crossfade, Value, LoadReport) {
+    let dir = temp_dir();
+    let spec = paced_spec(blue_ms, green_ms);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut config = LoadConfig::new(spec.listen());
+    config.path = "/chunked".into();
+    config.rate = 40;
+    let load = Load::start(config);
+    let slow = slow.then(|| {
+        let mut config = LoadConfig::new(spec.listen());
+        config.path = "/slow?ms=400".into();
+        config.rate = 4;
+        Load::start(config)
+    });
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+    if let Some(slow) = slow {
+        slow.stop().await;
+    }
+    (dir, run, rollout, report)
+}
+
+/// shadow34: a green 3× slower than blue on the very requests mirrored to it (150 ms against
+/// 50 ms), well within `max_p99`, is rolled back at the shadow step by `max_p99_ratio`, read on
+/// the pairs. Blue's live p99 is not what green is held to: blue also serves `/slow` (never
+/// mirrored, 450 ms), so its live p99 is 3× green's, and the unpaired reading (green's p99
+/// against blue's live p99, all there was before pairs were kept) passed this green into 100%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_3x_slower_than_blue_on_the_same_requests_is_rolled_back_by_the_paired_ratio() {
+    let (_dir, mut run, rollout, report) = paced_rollout(50, 150, true).await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("step 1/2 at 0%") && reason.contains("shadow p99 ratio"),
+        "reason: {reason}"
+    );
+    let last = verdicts_at(&rollout, 0)
+        .pop()
+        .expect("a shadow step verdict");
+    let summary = last["verdict"]["summary"].as_str().unwrap_or_default();
+    eprintln!("shadow step verdict: {summary}");
+    assert_eq!(last["verdict"]["outcome"], "fail", "{last:#}");
+    assert!(summary.contains("(paired: p99 "), "{summary}");
+    let ratio = finding(&last, "shadow_p99_ratio");
+    // 150 ms over 50 ms: 3, less what the proxy adds to blue's time.
+    assert!(ratio.is_some_and(|r| (2.4..3.2).contains(&r)), "{last:#}");
+    let p99 = finding(&last, "shadow_p99_seconds");
+    assert!(p99.is_some_and(|s| s < 1.0), "within max_p99: {last:#}");
+    assert_eq!(report.ok_from("v2"), 0, "a client got green's answer");
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// shadow34: a green as fast as blue on the same requests (both 50 ms) passes the paired ratio
+/// and the rollout completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_as_fast_as_blue_on_the_same_requests_passes_the_paired_ratio() {
+    let (_dir, mut run, rollout, report) = paced_rollout(50, 50, false).await;
+
+    assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    let passed = verdicts_at(&rollout, 0)
+        .pop()
+        .expect("a shadow step verdict");
+    let summary = passed["verdict"]["summary"].as_str().unwrap_or_default();
+    eprintln!("shadow step verdict: {summary}");
+    assert_eq!(passed["verdict"]["outcome"], "pass", "{passed:#}");
+    assert!(summary.contains("(paired: p99 "), "{summary}");
+    let ratio = finding(&passed, "shadow_p99_ratio");
+    assert!(ratio.is_some_and(|r| (0.7..1.4).contains(&r)), "{passed:#}");
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}

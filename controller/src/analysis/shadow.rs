@@ -20,9 +20,14 @@
 //!    response head, or to the failure or `shadow.timeout` when none came, and the ones still
 //!    waiting past the bound); a window with comparisons but no response time (a data plane that
 //!    does not record them) is **inconclusive**, never a pass with the bound unchecked;
-//! 5. with `max_p99_ratio`, when the active backend served at least `min_requests` live requests
-//!    in the same window: the preview's p99 to mirrored requests above `ratio × max(active p99,
-//!    1ms)` → **fail** (the active backend's p99 over all its requests, as the live rule reads it);
+//! 5. with `max_p99_ratio`: on the **pairs** (per mirrored request both backends answered, the
+//!    active backend's time to its response head and the preview's, `ShadowSnapshot::paired_*`)
+//!    when the window holds at least `min_compared` of them: the preview's p99 on them above
+//!    `ratio × max(the active backend's p99 on the same requests, 1ms)` → **fail**. With fewer
+//!    pairs (a data plane that does not record them), as before pairs were kept: the preview's
+//!    p99 to all mirrored requests against the active backend's live p99 over the window, when it
+//!    served at least `min_requests` live requests; else not checked (a note says so). The
+//!    summary says which was read (`paired: …` or `unpaired: …`);
 //! 6. otherwise **pass**.
 //!
 //! The verdict records the comparisons, the rates and their bounds, the shadow p99 (and ratio) and
@@ -32,7 +37,7 @@
 
 use crossfade_proxy::ShadowSnapshot;
 
-use super::{Finding, Metric, Outcome, ThresholdJudge, Verdict, Window};
+use super::{millis, Finding, Metric, Outcome, ThresholdJudge, Verdict, Window};
 use crate::spec::AnalysisConfig;
 
 #[cfg(doc)]
@@ -94,11 +99,16 @@ pub fn judge(
     if let Some(p99) = max_p99.and_then(|max| Finding::p99_ceiling(&w.latency, max, late)) {
         findings.push(shadow(p99));
     }
+    // What the ratio was read from, shown after it.
+    let mut basis = None;
     if analysis.max_p99_ratio.is_some() && !w.latency.is_empty() {
-        let preview = Window::from_counters(w.compared(), 0, w.latency.clone());
-        match ThresholdJudge::new(analysis.clone()).ratio(&preview, active) {
-            Ok(ratio) => findings.extend(ratio.map(shadow)),
-            Err(skipped) => notes.push(format!("shadow {skipped}")),
+        match ratio(analysis, guard.min_compared, w, active) {
+            Ok(Some((finding, read))) => {
+                findings.push(shadow(finding));
+                basis = Some(read);
+            }
+            Ok(None) => {}
+            Err(skipped) => notes.push(skipped),
         }
     }
     let outcome = match (findings.iter().all(|f| f.ok), unchecked) {
@@ -109,13 +119,61 @@ pub fn judge(
     let shown: Vec<String> = findings[1..]
         .iter()
         .filter(|f| outcome != Outcome::Fail || !f.ok)
-        .map(ToString::to_string)
+        .map(|f| match (&basis, f.metric) {
+            (Some(basis), Metric::ShadowP99Ratio) => format!("{f} ({basis})"),
+            _ => f.to_string(),
+        })
         .collect();
     let mut summary = format!("{} ({} compared: {detail})", shown.join(", "), w.compared());
     if !notes.is_empty() {
         summary = format!("{summary}; {}", notes.join("; "));
     }
     verdict(outcome, findings, summary)
+}
+
+/// Rule 5: the `max_p99_ratio` finding (as [`Metric::P99Ratio`]) and what it was read from, or
+/// why it was not checked.
+///
+/// On the pairs when the window holds at least `min_compared` of them: the preview's p99 over
+/// the active backend's p99 on the very same mirrored requests (each timed by both, a moment
+/// apart), the strongest reading there is: the same requests, the same moment, the same mix.
+/// With fewer (a data plane that does not record pairs: a proxy older than the controller in
+/// Kubernetes mode), the preview's p99 over all its mirrored requests against the active
+/// backend's live p99 in the window, when it served at least `min_requests`, as before pairs
+/// were kept; otherwise not checked.
+fn ratio(
+    analysis: &AnalysisConfig,
+    min_compared: u64,
+    w: &ShadowSnapshot,
+    active: &Window,
+) -> Result<Option<(Finding, String)>, String> {
+    let pairs = w.paired_preview.count().min(w.paired_active.count());
+    if pairs >= min_compared {
+        let config = AnalysisConfig {
+            min_requests: min_compared,
+            ..analysis.clone()
+        };
+        let preview = Window::from_counters(pairs, 0, w.paired_preview.clone());
+        let blue = Window::from_counters(pairs, 0, w.paired_active.clone());
+        let finding = ThresholdJudge::new(config)
+            .ratio(&preview, &blue)
+            .map_err(|skipped| format!("shadow {skipped}"))?;
+        let p99 = |h: &crossfade_proxy::histogram::HistogramSnapshot| {
+            h.quantile(super::P99_QUANTILE).map_or("-".into(), millis)
+        };
+        let read = format!(
+            "paired: p99 {} vs active's {} on the same {pairs} mirrored requests",
+            p99(&w.paired_preview),
+            p99(&w.paired_active)
+        );
+        return Ok(finding.map(|f| (f, read)));
+    }
+    let preview = Window::from_counters(w.compared(), 0, w.latency.clone());
+    let unpaired = format!("unpaired: {pairs} pairs < {min_compared}");
+    match ThresholdJudge::new(analysis.clone()).ratio(&preview, active) {
+        Ok(finding) => Ok(finding.map(|f| (f, format!("{unpaired}, against active's live p99")))),
+        Err(skipped) => Err(format!("shadow {skipped} ({unpaired})")),
+    }
 }
 
 /// The note of a window with comparisons but no response time of them, under a latency bound.

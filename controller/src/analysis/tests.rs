@@ -550,6 +550,78 @@ mod shadow {
             v.summary
         );
     }
+
+    /// [`timed`] with `pairs` of the mirrored requests timed on both backends: the active
+    /// backend at `blue` and the preview at `green` each.
+    fn paired(green: Duration, blue: Duration, pairs: u64) -> ShadowSnapshot {
+        let (a, p) = (LatencyHistogram::default(), LatencyHistogram::default());
+        for _ in 0..pairs {
+            a.observe(blue);
+            p.observe(green);
+        }
+        ShadowSnapshot {
+            paired_active: a.snapshot(),
+            paired_preview: p.snapshot(),
+            ..timed(30, 0, green)
+        }
+    }
+
+    /// shadow34: the ratio is read on the pairs (both backends' times on the same mirrored
+    /// requests), not against blue's live p99 over other requests: a green 3× slower than blue
+    /// on the very requests it was sent fails though blue's live p99 (another mix of requests)
+    /// would let it pass, and a green as fast as blue on the same requests passes though blue's
+    /// live p99 is far lower.
+    #[test]
+    fn max_p99_ratio_is_read_on_the_pairs_when_there_are_min_compared_of_them() {
+        let bound = bounded(Duration::from_secs(5), Some(2.0));
+        let slow = paired(Duration::from_millis(30), Duration::from_millis(10), 30);
+        // Blue's live p99 is 30 ms: against it green's 30 ms is a ratio of 1.
+        let live = active(100, Duration::from_millis(30));
+        let v = judge(&bound, Some(&slow), &live);
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        let ratio = v.finding(Metric::ShadowP99Ratio).unwrap();
+        assert!((ratio.value - 3.0).abs() < 0.05, "{ratio:?}");
+        assert!(
+            v.summary.starts_with("shadow p99 ratio to active 3.0",)
+                && v.summary.contains(
+                    "(paired: p99 30ms vs active's 10ms on the same 30 mirrored requests)"
+                ),
+            "{}",
+            v.summary
+        );
+        // As fast as blue on the same requests: passes, though blue's live p99 is 2 ms.
+        let alike = paired(Duration::from_millis(30), Duration::from_millis(30), 30);
+        let v = judge(&bound, Some(&alike), &active(100, Duration::from_millis(2)));
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+        let ratio = v.finding(Metric::ShadowP99Ratio).unwrap();
+        assert!((ratio.value - 1.0).abs() < 0.02, "{ratio:?}");
+        assert!(v.summary.contains("(paired: "), "{}", v.summary);
+    }
+
+    /// Fewer pairs than `min_compared` (a proxy that does not record them): the ratio falls back
+    /// to blue's live p99, and the summary says so; with too little live traffic too, not checked.
+    #[test]
+    fn too_few_pairs_fall_back_to_the_active_backends_live_p99_and_say_so() {
+        let bound = bounded(Duration::from_secs(5), Some(2.0));
+        let few = paired(Duration::from_millis(50), Duration::from_millis(50), 5);
+        let v = judge(&bound, Some(&few), &active(100, Duration::from_millis(10)));
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("(unpaired: 5 pairs < 20, against active's live p99)"),
+            "{}",
+            v.summary
+        );
+        let v = judge(&bound, Some(&few), &active(3, Duration::from_millis(10)));
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+        assert!(
+            v.summary.contains(
+                "shadow p99 ratio not checked: active served 3 requests (< 50) (unpaired: 5 pairs < 20)"
+            ),
+            "{}",
+            v.summary
+        );
+    }
 }
 
 /// `w` with requests still unanswered at its end: `(count, seconds each has certainly waited)`.

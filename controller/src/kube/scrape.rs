@@ -26,7 +26,10 @@
 //! `crossfade_shadow_mismatches_total{kind}`, `crossfade_shadow_skipped_total{reason}` and
 //! `crossfade_shadow_errors_total{kind}` (every reason and kind added up),
 //! `crossfade_shadow_request_duration_seconds` (histogram: the preview's response times to
-//! mirrored requests, which the shadow step holds to `max_p99`), and the gauges
+//! mirrored requests, which the shadow step holds to `max_p99`),
+//! `crossfade_shadow_paired_active_duration_seconds` and
+//! `crossfade_shadow_paired_preview_duration_seconds` (histograms: both backends' times on the
+//! same mirrored requests, for `max_p99_ratio`), and the gauges
 //! `crossfade_shadow_in_flight` and `crossfade_shadow_unanswered_requests{longer_than}`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -331,6 +334,8 @@ pub fn accumulate_shadow(
             || now.skipped < l.skipped
             || now.errors < l.errors
             || went_down(&now.latency, &l.latency)
+            || went_down(&now.paired_active, &l.paired_active)
+            || went_down(&now.paired_preview, &l.paired_preview)
     });
     let base = match (reset, last) {
         (false, Some(last)) => last.clone(),
@@ -346,6 +351,8 @@ pub fn accumulate_shadow(
     total.skipped += d.skipped;
     total.errors += d.errors;
     add_window(&mut total.latency, &d.latency);
+    add_window(&mut total.paired_active, &d.paired_active);
+    add_window(&mut total.paired_preview, &d.paired_preview);
     reset
 }
 
@@ -425,6 +432,14 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 Field::Shadow(ShadowField::LatencySum)
             }
             "crossfade_shadow_request_duration_seconds" => Field::ShadowLatency,
+            "crossfade_shadow_paired_active_duration_seconds_sum" => {
+                Field::Shadow(ShadowField::PairedActiveSum)
+            }
+            "crossfade_shadow_paired_active_duration_seconds" => Field::ShadowPairedActive,
+            "crossfade_shadow_paired_preview_duration_seconds_sum" => {
+                Field::Shadow(ShadowField::PairedPreviewSum)
+            }
+            "crossfade_shadow_paired_preview_duration_seconds" => Field::ShadowPairedPreview,
             "crossfade_request_duration_seconds_sum" => Field::LatencySum,
             "crossfade_request_duration_seconds" => Field::Latency,
             "crossfade_client_abort_wait_seconds_sum" => Field::AbortedSum,
@@ -467,6 +482,8 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 let n = count(v);
                 match f {
                     ShadowField::LatencySum => shadow.latency.sum_seconds = v.max(0.0),
+                    ShadowField::PairedActiveSum => shadow.paired_active.sum_seconds = v.max(0.0),
+                    ShadowField::PairedPreviewSum => shadow.paired_preview.sum_seconds = v.max(0.0),
                     ShadowField::Unanswered(bound) => shadow_unanswered
                         .entry((route.to_owned(), slot))
                         .or_default()
@@ -499,6 +516,18 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 shadow.latency.counts = per_bucket(buckets).map_err(|e| {
                     format!("crossfade_shadow_request_duration_seconds of {route}/{backend}: {e}")
                 })?;
+            }
+            (field @ (Field::ShadowPairedActive | Field::ShadowPairedPreview), None) => {
+                let Value::Histogram(buckets) = &sample.value else {
+                    continue;
+                };
+                let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
+                let histogram = match field {
+                    Field::ShadowPairedActive => &mut shadow.paired_active,
+                    _ => &mut shadow.paired_preview,
+                };
+                histogram.counts = per_bucket(buckets)
+                    .map_err(|e| format!("{} of {route}/{backend}: {e}", sample.metric))?;
             }
             (Field::Aborted, None) => {
                 let Value::Histogram(buckets) = &sample.value else {
@@ -565,6 +594,10 @@ enum Field {
     Shadow(ShadowField),
     /// `crossfade_shadow_request_duration_seconds`'s buckets.
     ShadowLatency,
+    /// `crossfade_shadow_paired_active_duration_seconds`'s buckets.
+    ShadowPairedActive,
+    /// `crossfade_shadow_paired_preview_duration_seconds`'s buckets.
+    ShadowPairedPreview,
 }
 
 /// Which count of a [`ShadowSnapshot`] a `crossfade_shadow_*` sample is.
@@ -581,6 +614,10 @@ enum ShadowField {
     InFlight,
     /// `crossfade_shadow_request_duration_seconds_sum`.
     LatencySum,
+    /// `crossfade_shadow_paired_active_duration_seconds_sum`.
+    PairedActiveSum,
+    /// `crossfade_shadow_paired_preview_duration_seconds_sum`.
+    PairedPreviewSum,
     /// `crossfade_shadow_unanswered_requests` at `longer_than` (seconds).
     Unanswered(f64),
 }

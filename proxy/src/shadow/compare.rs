@@ -1,6 +1,8 @@
 //! What is compared of an answer ([`Observed`]: status, chosen headers, a bounded streaming body
 //! hash) and the comparison itself.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
@@ -15,6 +17,11 @@ pub(crate) struct Observed {
     /// The values of each of the rule's `compare_headers`, in rule order.
     pub(crate) headers: Vec<Vec<HeaderValue>>,
     pub(crate) body: Digest32,
+    /// The backend's time to its response head: for the active backend, from the request's
+    /// dispatch (for an upload, from its end when that came later) as the live
+    /// `crossfade_request_duration_seconds` counts it; for the preview, from sending the mirrored
+    /// request. Not compared: the shadow step pairs the two times ([`super::ShadowStats`]).
+    pub(crate) head: Duration,
 }
 
 /// A body's digest, or why there is none.
@@ -41,6 +48,7 @@ pub(crate) struct Tap {
     status: StatusCode,
     headers: Vec<Vec<HeaderValue>>,
     hash: BoundedHash,
+    head: Duration,
     done: oneshot::Sender<Observed>,
 }
 
@@ -85,12 +93,14 @@ impl Tap {
         headers: &HeaderMap,
         names: &[HeaderName],
         max: u64,
+        head: Duration,
         done: oneshot::Sender<Observed>,
     ) -> Tap {
         Tap {
             status,
             headers: pick_headers(headers, names),
             hash: BoundedHash::new(max),
+            head,
             done,
         }
     }
@@ -107,6 +117,7 @@ impl Tap {
             status: self.status,
             headers: self.headers,
             body: self.hash.finish(),
+            head: self.head,
         };
         let _ = self.done.send(observed);
     }

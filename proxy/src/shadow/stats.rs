@@ -84,6 +84,11 @@ struct Timing {
     latency: LatencyHistogram,
     /// Mirrored requests sent and without a response head (or failure) yet, by send tick.
     waiting: Waiting,
+    /// Per mirrored request whose two times are known ([`ShadowStats::record_pair`]): the
+    /// active backend's time to its response head, in seconds.
+    paired_active: LatencyHistogram,
+    /// The preview's time on the same requests, in seconds (a subset of `latency`'s samples).
+    paired_preview: LatencyHistogram,
 }
 
 /// A mirrored request waiting for the preview's response head: ends the wait when answered
@@ -129,6 +134,16 @@ pub struct ShadowSnapshot {
     /// analysis counts those past `max_p99` as slower than it.
     #[serde(default, skip_serializing_if = "Unanswered::is_empty")]
     pub unanswered: Unanswered,
+    /// The active backend's time to its response head, in seconds, on the mirrored requests
+    /// whose two times are known (the pairs, [`ShadowStats::record_pair`]): measured as the live
+    /// `crossfade_request_duration_seconds` is, from the first attempt. Empty from a data plane
+    /// that does not record pairs.
+    #[serde(default, skip_serializing_if = "HistogramSnapshot::is_empty")]
+    pub paired_active: HistogramSnapshot,
+    /// The preview's time on the same mirrored requests, in seconds (as [`Self::latency`]
+    /// measures it), one sample per pair.
+    #[serde(default, skip_serializing_if = "HistogramSnapshot::is_empty")]
+    pub paired_preview: HistogramSnapshot,
 }
 
 /// Holds one place under `shadow.max_in_flight` of a mirror target until dropped.
@@ -224,11 +239,35 @@ impl ShadowStats {
     /// The preview's response time to mirrored requests, in seconds: to the response head, or
     /// to the failure or timeout ([`ShadowSnapshot::latency`]). Empty before the first.
     pub fn latency(&self) -> &LatencyHistogram {
-        static NONE: OnceLock<LatencyHistogram> = OnceLock::new();
-        match self.timing.get() {
-            Some(timing) => &timing.latency,
-            None => NONE.get_or_init(LatencyHistogram::default),
+        self.timing.get().map_or_else(|| empty(), |t| &t.latency)
+    }
+
+    /// Records one pair: the active backend's time to its response head for a mirrored
+    /// request (`active`) and the preview's for the same request (`preview`: to its head, or to
+    /// `shadow.timeout` when none came by then). Made where both are known: once the preview's
+    /// exchange and the active backend's answer are over (the comparisons, and the preview's
+    /// exchanges that failed after their head or timed out while the active backend's answer
+    /// had come whole). Nothing before the first mirrored request was sent.
+    pub(crate) fn record_pair(&self, active: Duration, preview: Duration) {
+        if let Some(timing) = self.timing.get() {
+            timing.paired_active.observe(active);
+            timing.paired_preview.observe(preview);
         }
+    }
+
+    /// The active backend's time to its response head on the paired mirrored requests
+    /// ([`ShadowSnapshot::paired_active`]). Empty before the first pair.
+    pub fn paired_active(&self) -> &LatencyHistogram {
+        self.timing
+            .get()
+            .map_or_else(|| empty(), |t| &t.paired_active)
+    }
+
+    /// The preview's time on the same requests ([`ShadowSnapshot::paired_preview`]).
+    pub fn paired_preview(&self) -> &LatencyHistogram {
+        self.timing
+            .get()
+            .map_or_else(|| empty(), |t| &t.paired_preview)
     }
 
     /// Mirrored requests waiting for the preview's response head now, by how long they have
@@ -341,8 +380,16 @@ impl ShadowStats {
             in_flight: self.in_flight(),
             latency: self.latency().snapshot(),
             unanswered: self.unanswered(),
+            paired_active: self.paired_active().snapshot(),
+            paired_preview: self.paired_preview().snapshot(),
         }
     }
+}
+
+/// The empty histogram a backend never mirrored to reads.
+fn empty() -> &'static LatencyHistogram {
+    static NONE: OnceLock<LatencyHistogram> = OnceLock::new();
+    NONE.get_or_init(LatencyHistogram::default)
 }
 
 // === impl HeadWait ===
@@ -411,6 +458,8 @@ impl ShadowSnapshot {
             in_flight: self.in_flight,
             latency: self.latency.since(&earlier.latency),
             unanswered: self.unanswered.clone(),
+            paired_active: self.paired_active.since(&earlier.paired_active),
+            paired_preview: self.paired_preview.since(&earlier.paired_preview),
         }
     }
 }

@@ -29,7 +29,7 @@ type Bodies = Arc<Mutex<Vec<Bytes>>>;
 /// `/body` (another body), `/status` (500), `/header` (another content-type), `/hang` (green
 /// never answers), `/slow` (green answers the same after 400 ms), `/big` (5000 bytes, the same on both), `/big-status` (5000 bytes, green 500),
 /// `/now` (a body that differs every time), `/echo` (the request body back), `/both-slow` (both
-/// answer after 800 ms). Every answer carries
+/// answer after 800 ms), `/paced` (blue answers after 50 ms, green the same after 200 ms). Every answer carries
 /// `x-pool`, never compared.
 async fn shadow_backend(green: bool) -> (SocketAddr, Seen) {
     let (addr, seen, _) = recording_backend(green).await;
@@ -76,6 +76,8 @@ async fn answer(
         (true, "/header") => content_type = "application/json",
         (true, "/hang") => tokio::time::sleep(Duration::from_secs(3600)).await,
         (true, "/slow") => tokio::time::sleep(Duration::from_millis(400)).await,
+        (false, "/paced") => tokio::time::sleep(Duration::from_millis(50)).await,
+        (true, "/paced") => tokio::time::sleep(Duration::from_millis(200)).await,
         (_, "/both-slow") => tokio::time::sleep(Duration::from_millis(800)).await,
         (_, "/big") => body = "x".repeat(5000),
         (g, "/big-status") => {
@@ -267,6 +269,59 @@ async fn a_slow_greens_mirrored_response_time_is_recorded_in_its_shadow_histogra
     assert!(!metrics.contains(&format!("{live} 3")), "{metrics}");
 }
 
+/// The shadow step compares green with blue on the very same requests: per mirrored request
+/// both answered, blue's time to its head (as the live histogram times it) and green's are
+/// recorded as a pair. Green 4× slower than blue on `/paced` shows in the pairs, and blue's live
+/// histogram is its own.
+#[tokio::test]
+async fn a_mirrored_request_records_blues_and_greens_times_as_a_pair() {
+    let Setup { running, .. } = setup(ShadowConfig::default()).await;
+    let client = client();
+    for _ in 0..4 {
+        let (status, body) = get_blue(&client, &running, "/paced").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "/paced"));
+    }
+    let s = settle(&running, |s| s.compared() == 4).await;
+    assert_eq!(s.paired_active.count(), 4, "{:?}", s.paired_active.counts);
+    assert_eq!(s.paired_preview.count(), 4, "{:?}", s.paired_preview.counts);
+    let blue = s.paired_active.quantile(0.99).unwrap();
+    let green = s.paired_preview.quantile(0.99).unwrap();
+    // Blue sleeps 50 ms before its head, green 200 ms; the upper bounds only catch a wrong unit
+    // or the two swapped.
+    assert!((0.049..0.19).contains(&blue), "blue's paired p99 {blue}");
+    assert!((0.199..5.0).contains(&green), "green's paired p99 {green}");
+    assert!(green / blue > 1.0, "{green} / {blue}");
+
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let labels = "route=\"web\",backend=\"green\"";
+    let (active, preview) = (
+        "crossfade_shadow_paired_active_duration_seconds",
+        "crossfade_shadow_paired_preview_duration_seconds",
+    );
+    for line in [
+        format!("# TYPE {active} histogram"),
+        format!("# TYPE {preview} histogram"),
+        format!("{active}_bucket{{{labels},le=\"0.025\"}} 0"),
+        format!("{active}_bucket{{{labels},le=\"0.15\"}} 4"),
+        format!("{active}_count{{{labels}}} 4"),
+        format!("{preview}_bucket{{{labels},le=\"0.15\"}} 0"),
+        format!("{preview}_bucket{{{labels},le=\"0.25\"}} 4"),
+        format!("{preview}_count{{{labels}}} 4"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    // `/status` shows the pairs in the duration buckets only, as `/metrics` has them: the fine
+    // buckets (2,561 counts each) are the analysis's.
+    let (_, _, status) = get(&client, &running.admin_url("/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let green = &status["routes"][0]["green"]["shadow"];
+    for paired in ["paired_active", "paired_preview"] {
+        let counts = green[paired]["counts"].as_array().map(Vec::len);
+        assert_eq!(counts, Some(19), "{paired}: {green}");
+        assert!(green[paired].get("fine").is_none(), "{paired}: {green}");
+    }
+}
+
 /// A green that never answers leaves no response to time, yet it must not look fast: its
 /// mirrored requests count as waiting while they wait, then as samples at the timeout.
 #[tokio::test]
@@ -292,6 +347,11 @@ async fn a_green_that_never_answers_is_timed_while_it_waits_and_at_the_timeout()
         "{:?}",
         s.latency.counts
     );
+    // Paired with blue's time to its head (blue had answered whole): green at the timeout, a
+    // lower bound, so the pairs do not leave out the slowest green of all.
+    assert_eq!(s.paired_preview.slower_than(1.45).at_least, 1);
+    assert_eq!(s.paired_active.slower_than(1.0).at_most, 0);
+    assert_eq!(s.paired_active.count(), 1);
     assert!(s.unanswered.is_empty(), "{:?}", s.unanswered);
 }
 
@@ -628,4 +688,43 @@ async fn a_request_retried_on_the_active_backend_is_compared_with_the_retry_answ
         .find_map(|line| line.strip_prefix(retried))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(count.is_some_and(|n| n >= 5), "{retried} in\n{metrics}");
+}
+
+/// A mirrored upload's pair times blue from the end of the upload, as the live histogram does,
+/// and green from sending the whole body: a client that takes 400 ms to upload does not make
+/// blue look 400 ms slow next to green (which gets the body whole, at once), which would hide a
+/// slow green from `max_p99_ratio`.
+#[tokio::test]
+async fn a_slow_uploads_pair_times_blue_from_the_end_of_the_upload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (blue, _, _) = recording_backend(false).await;
+    let (green, _, _) = recording_backend(true).await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(ShadowConfig {
+        methods: vec!["POST".into()],
+        ..ShadowConfig::default()
+    });
+    let running = start(config(vec![route])).await;
+    let mut stream = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let head = "POST /echo HTTP/1.1\r\nhost: shop.test\r\ncontent-length: 300\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..3 {
+        stream.write_all(&[b'u'; 100]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&"u".repeat(300)), "{answer}");
+    let s = settle(&running, |s| s.compared() == 1).await;
+    assert_eq!(s.matched, 1, "{s:?}");
+    assert_eq!(s.paired_active.count(), 1);
+    // The upload took at least 400 ms (its last frame 400 ms after the head); blue answered at
+    // once after it. The bound is far below the upload, far above an answer.
+    let blue = s.paired_active.quantile(0.99).unwrap();
+    assert!(blue < 0.3, "blue timed with the client's upload: {blue} s");
+    let green = s.paired_preview.quantile(0.99).unwrap();
+    assert!(green < 0.3, "green's paired time {green} s");
 }

@@ -245,6 +245,8 @@ pub(super) struct Setup {
     pub(super) made_by: MadeBy,
     /// Flags of green's one sample-app instance (`--error-rate 0.5`).
     pub(super) green_flags: Vec<&'static str>,
+    /// Flags of each of blue's two sample-app instances (`--latency 50`).
+    pub(super) blue_flags: Vec<&'static str>,
     /// The path the load asks for.
     pub(super) path: &'static str,
     /// A bearer token the proxy's admin API asks for and the controller scrapes with.
@@ -271,6 +273,7 @@ impl Setup {
         Setup {
             made_by,
             green_flags: Vec::new(),
+            blue_flags: Vec::new(),
             path: "/",
             token: None,
             controller_token: ControllerToken::Given,
@@ -299,7 +302,7 @@ impl Scenario {
     pub(super) async fn start(setup: Setup) -> Option<(Scenario, Trace)> {
         let cluster = Cluster::start()?;
         let path = cluster.dir.path().to_owned();
-        let mut apps = SampleApp::start_many(&path, "blue", 2).await;
+        let mut apps = SampleApp::start_many_with(&path, "blue", 2, &setup.blue_flags).await;
         let green = vec![SampleApp::start(&path, "green", "green-0", &setup.green_flags).await];
         create_target(&cluster.client, &[]).await;
         cluster.publish("web-blue", &apps).await;

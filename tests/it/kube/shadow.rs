@@ -239,3 +239,60 @@ async fn a_green_that_answers_alike_but_slower_than_max_p99_is_rolled_back_at_th
     );
     s.stop().await;
 }
+
+/// shadow34 in the cluster: blue 50 ms, green the same answers 150 ms late (3×, within
+/// `maxP99: 1s`): the shadow step reads `maxP99Ratio` on the pairs (both backends' times on the
+/// same mirrored requests, scraped from the proxy's `crossfade_shadow_paired_*` histograms) and
+/// rolls green back before any live weight.
+#[tokio::test]
+async fn a_green_3x_slower_than_blue_on_the_same_requests_is_rolled_back_by_the_paired_ratio() {
+    let mut policy = shadow_policy();
+    policy["rollout"]["analysis"]["maxP99"] = json!("1s");
+    policy["rollout"]["analysis"]["maxP99Ratio"] = json!(2.0);
+    policy["rollout"]["analysis"]["shadow"]["minCompared"] = json!(5);
+    let setup = Setup {
+        path: "/chunked",
+        blue_flags: vec!["--latency", "50"],
+        green_flags: vec!["--latency", "150"],
+        ..Setup::new(MadeBy::Policy(policy))
+    };
+    let Some((s, trace)) = Scenario::start(setup).await else {
+        return;
+    };
+    let done = s
+        .cluster
+        .status_until("RolledBack", |s| s.phase == Some(Phase::RolledBack))
+        .await;
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(
+        verdict.outcome,
+        VerdictOutcome::Fail,
+        "{verdict:?}\ncontroller:\n{}",
+        s.controller.log()
+    );
+    assert!(
+        verdict.summary.contains("shadow p99 ratio to active")
+            && verdict.summary.contains("(paired: p99 "),
+        "{verdict:?}"
+    );
+    assert_eq!(done.step, Some(0), "rolled back at the shadow step");
+    assert!(
+        s.log.preview_weights().iter().all(|&bp| bp == 0),
+        "green got live weight: {:?}",
+        s.log.preview_weights()
+    );
+    let paired = shadow_count(
+        &s.admin,
+        "crossfade_shadow_paired_active_duration_seconds_count",
+        &[],
+    )
+    .await;
+    assert!(paired >= 5.0, "{paired} pairs");
+    let records = trace.stop().await;
+    assert_eq!(
+        from_pool(&records, "green"),
+        0,
+        "a client got green's answer"
+    );
+    s.stop().await;
+}

@@ -31,8 +31,18 @@ impl SampleApp {
 
     /// `n` instances of `pool`, named `POOL-0`, `POOL-1`..., started together.
     pub async fn start_many(dir: &Path, pool: &str, n: usize) -> Vec<SampleApp> {
+        SampleApp::start_many_with(dir, pool, n, &[]).await
+    }
+
+    /// [`SampleApp::start_many`], each instance with `flags` (`--latency 50`).
+    pub async fn start_many_with(
+        dir: &Path,
+        pool: &str,
+        n: usize,
+        flags: &[&str],
+    ) -> Vec<SampleApp> {
         let apps: Vec<_> = (0..n)
-            .map(|i| SampleApp::spawn(dir, pool, &format!("{pool}-{i}"), &[]))
+            .map(|i| SampleApp::spawn(dir, pool, &format!("{pool}-{i}"), flags))
             .collect();
         for app in &apps {
             app.wait_listening().await;

@@ -562,3 +562,61 @@ fn the_shadow_response_times_read_into_the_shadow_snapshot_and_add_up_over_scrap
     assert!(accumulate_shadow(&mut total, Some(&later), &restarted));
     assert_eq!(total.latency.count(), 21);
 }
+
+/// shadow34: the shadow step's `max_p99_ratio` reads both backends' times on the same mirrored
+/// requests, which the controller reads from every proxy replica's
+/// `crossfade_shadow_paired_active_duration_seconds` and
+/// `crossfade_shadow_paired_preview_duration_seconds`, summed over scrapes like the others.
+#[test]
+fn the_paired_response_times_read_into_the_shadow_snapshot_and_add_up_over_scrapes() {
+    let (mut blue, mut green) = (latency(0), latency(0));
+    blue[4] = 9; // (5 ms, 10 ms]
+    green[5] = 9; // (10 ms, 25 ms]
+    let histogram = |counts: &[u64], name: &str| {
+        let live = exposition("green", 0, 0, 0, counts);
+        let (_, histogram) = live
+            .split_once("# HELP crossfade_request_duration_seconds")
+            .unwrap();
+        format!(
+            "# HELP {name}{}",
+            histogram
+                .replace("crossfade_request_duration_seconds", name)
+                .replace("# EOF\n", "")
+        )
+    };
+    let text = format!(
+        "{}{}{}# EOF\n",
+        shadow_exposition(9, 0, (0, 0), 0).replace("# EOF\n", ""),
+        histogram(&blue, "crossfade_shadow_paired_active_duration_seconds"),
+        histogram(&green, "crossfade_shadow_paired_preview_duration_seconds"),
+    );
+    let readings = parse(&text).unwrap();
+    let shadow = readings[&("shop/web".to_owned(), Slot::Green)]
+        .shadow
+        .clone()
+        .expect("shadow counters");
+    assert_eq!(shadow.paired_active.counts, blue);
+    assert_eq!(shadow.paired_preview.counts, green);
+    assert!(shadow.latency.is_empty(), "{:?}", shadow.latency);
+
+    let mut total = ShadowSnapshot::default();
+    accumulate_shadow(&mut total, None, &shadow);
+    let mut later = shadow.clone();
+    later.paired_active.counts[4] = 15;
+    later.paired_preview.counts[5] = 15;
+    assert!(!accumulate_shadow(&mut total, Some(&shadow), &later));
+    assert_eq!(
+        (total.paired_active.count(), total.paired_preview.count()),
+        (15, 15)
+    );
+    // Restarted: either paired histogram going down alone (the other counters as they were)
+    // tells it, and all of the reading is new.
+    let mut restarted = later.clone();
+    restarted.paired_active.counts[4] = 1;
+    assert!(accumulate_shadow(&mut total, Some(&later), &restarted));
+    assert_eq!(total.paired_active.count(), 16);
+    let mut again = restarted.clone();
+    again.paired_preview.counts[5] = 2;
+    assert!(accumulate_shadow(&mut total, Some(&restarted), &again));
+    assert_eq!(total.paired_preview.count(), 15 + 15 + 2);
+}
