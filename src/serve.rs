@@ -10,7 +10,7 @@ use crossfade_controller::driver::children::ChildJournal;
 use crossfade_controller::driver::CancellationToken;
 use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
-use crossfade_controller::service::startup::{self, GreenStart, RuntimeJournal, StartError};
+use crossfade_controller::service::startup::{self, GreenStart, RuntimeJournal, StartupError};
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle};
 use crossfade_controller::spec::RunSpec;
 use crossfade_controller::state::{BlueCheck, ServiceState};
@@ -1230,11 +1230,11 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
     let recovered = startup::recover(spec, listen_addr, cancel)
         .await
         .map_err(|e| match e {
-            StartError::Load(e) => corrupt_hint(e),
-            StartError::Save(e) => unwritable(e),
-            StartError::Lock(e) => e.into(),
-            StartError::Stopped(why) => anyhow::Error::new(StoppedWhileStarting(why)),
-            e @ (StartError::Refused(_) | StartError::Workload(_)) => e.into(),
+            StartupError::Load(e) => corrupt_hint(e),
+            StartupError::Save(e) => unwritable(e),
+            StartupError::Lock(e) => e.into(),
+            StartupError::Stopped(why) => anyhow::Error::new(StoppedWhileStarting(why)),
+            e @ (StartupError::Refused(_) | StartupError::Workload(_)) => e.into(),
         })?;
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);

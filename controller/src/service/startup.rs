@@ -34,7 +34,7 @@ use crate::store::{StateFile, StateLock};
 /// Why a start of `crossfade run` did not get to serving. Each variant's text names the file or
 /// the workload concerned; nothing the previous run left was stopped when the variant says so.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum StartupError {
     /// The state file could not be read, or is corrupt with no usable backup
     /// ([`crate::Error::StateCorrupt`], [`crate::Error::StateIo`]); nothing was started.
     #[error(transparent)]
@@ -108,21 +108,21 @@ impl RuntimeJournal {
 /// Recovers the state of `spec`'s route and starts its active workload; `listen` is the proxy's
 /// bound address (keys the child journal of a run without `state_file`). A cancelled `cancel`
 /// (a signal) stops the start before the active workload is ready, and what it started:
-/// [`StartError::Stopped`].
+/// [`StartupError::Stopped`].
 ///
 /// # Errors
-/// [`StartError`]: each variant says what was (not) stopped or started.
+/// [`StartupError`]: each variant says what was (not) stopped or started.
 pub async fn recover(
     spec: &RunSpec,
     listen: SocketAddr,
     cancel: CancellationToken,
-) -> Result<Recovered, StartError> {
+) -> Result<Recovered, StartupError> {
     let store = spec.state_file.as_ref().map(StateFile::new);
-    let lock = (store.as_ref().map(StateFile::lock).transpose()).map_err(StartError::Lock)?;
+    let lock = (store.as_ref().map(StateFile::lock).transpose()).map_err(StartupError::Lock)?;
     let (state, damaged) = match &store {
         Some(s) => s
             .load_or_backup::<ServiceState>()
-            .map_err(StartError::Load)?,
+            .map_err(StartupError::Load)?,
         None => (None, None),
     };
     let file = || {
@@ -135,7 +135,7 @@ pub async fn recover(
     let mut state = state.unwrap_or_default();
     // Before recovery or any write: a refused start leaves the other route's state untouched.
     if let Err(message) = state.check_route(&spec.route.name) {
-        return Err(StartError::Refused(format!(
+        return Err(StartupError::Refused(format!(
             "state file {}: {message}",
             file()
         )));
@@ -183,7 +183,7 @@ pub async fn recover(
         start_events.push(RESTORED.to_owned());
     }
     let blue =
-        (spec.blue.clone()).ok_or_else(|| StartError::Refused("spec: blue is missing".into()))?;
+        (spec.blue.clone()).ok_or_else(|| StartupError::Refused("spec: blue is missing".into()))?;
     match state.check_blue(&blue) {
         BlueCheck::Serve | BlueCheck::ServeRecorded => {}
         BlueCheck::Edited(was) => {
@@ -200,7 +200,7 @@ pub async fn recover(
             start_events.push("BlueChanged".to_owned());
         }
         BlueCheck::Conflict(message) => {
-            return Err(StartError::Refused(format!("{message} ({})", file())));
+            return Err(StartupError::Refused(format!("{message} ({})", file())));
         }
     }
     state.spec_blue = Some(blue.clone());
@@ -218,7 +218,7 @@ pub async fn recover(
             true => &unrecovered,
             false => &state,
         };
-        store.save(saved).map_err(StartError::Save)?;
+        store.save(saved).map_err(StartupError::Save)?;
     }
     // Every process the previous run started, from its child journal (each spawn recorded before
     // it happened, so also a preview that was still provisioning) and from the state file's pids.
@@ -246,7 +246,7 @@ pub async fn recover(
                 None
             }
             Some(Err(e)) => {
-                return Err(StartError::Refused(format!(
+                return Err(StartupError::Refused(format!(
                 "state_file: {e}; refusing to start: nothing was started, and what the previous \
                  run left running (if anything) was neither stopped nor taken over; make the \
                  file's directory writable (or free space) and start again"
@@ -359,7 +359,7 @@ pub async fn recover(
             }
             workload
         }
-        (Err(StartError::Workload(e)), Some((slot, spec, kept))) if !cancel.is_cancelled() => {
+        (Err(StartupError::Workload(e)), Some((slot, spec, kept))) if !cancel.is_cancelled() => {
             // Promoted, but it cannot start: the workload it replaced serves again rather than
             // nothing (DESIGN: never leave a route with no healthy backend while one exists).
             let promoted = active_spec.label(active_slot).to_owned();
@@ -384,7 +384,7 @@ pub async fn recover(
                         .await
                         .map_err(|again| match again {
                             // A stop, not a failure of the workload: said as any stop is.
-                            StartError::Workload(again) => StartError::Workload(format!(
+                            StartupError::Workload(again) => StartupError::Workload(format!(
                                 "{promoted} could not start ({e}), nor could {label}, which \
                                  it replaced: {again}"
                             )),
@@ -580,23 +580,23 @@ struct Fallback {
 }
 
 /// Starts `spec` as the active workload in `slot`. A signal before it is ready cancels the start
-/// (`cancel`), which stops what it started: [`StartError::Stopped`] says so; any other failure is
-/// [`StartError::Workload`].
+/// (`cancel`), which stops what it started: [`StartupError::Stopped`] says so; any other failure is
+/// [`StartupError::Workload`].
 async fn provision_active(
     driver: &LocalDriver,
     slot: Slot,
     spec: &WorkloadSpec,
     cancel: &CancellationToken,
-) -> Result<Workload, StartError> {
+) -> Result<Workload, StartupError> {
     let label = spec.label(slot);
     driver
         .provision(label, spec, cancel.clone(), Default::default())
         .await
         .map_err(|e| match cancel.is_cancelled() {
-            true => StartError::Stopped(format!(
+            true => StartupError::Stopped(format!(
                 "stopped by a signal before {label} was ready; its instances were stopped ({e})"
             )),
-            false => StartError::Workload(e.to_string()),
+            false => StartupError::Workload(e.to_string()),
         })
 }
 
@@ -710,7 +710,7 @@ mod tests {
             Ok(_) => panic!("another route's state file was accepted"),
         };
         let text = error.to_string();
-        assert!(matches!(error, StartError::Refused(_)), "{text}");
+        assert!(matches!(error, StartupError::Refused(_)), "{text}");
         for word in ["billing", "shop", "state.json"] {
             assert!(text.contains(word), "{word} in {text}");
         }
@@ -719,7 +719,7 @@ mod tests {
     }
 
     /// A signal (the cancelled token) while the active workload starts stops the start and what
-    /// it started: a requested stop, said as [`StartError::Stopped`], not as a failed workload.
+    /// it started: a requested stop, said as [`StartupError::Stopped`], not as a failed workload.
     #[tokio::test]
     async fn a_cancelled_start_stops_the_starting_workload_and_says_it_was_stopped() {
         let dir = tempfile::tempdir().unwrap();
@@ -742,7 +742,7 @@ mod tests {
             .expect("the start ends once cancelled")
             .expect("the start does not panic");
         match result {
-            Err(StartError::Stopped(why)) => assert!(why.contains("v1"), "{why}"),
+            Err(StartupError::Stopped(why)) => assert!(why.contains("v1"), "{why}"),
             Err(other) => panic!("said as {other:?}"),
             Ok(_) => panic!("a cancelled start served"),
         }
