@@ -200,6 +200,15 @@ pub enum StartError {
     /// The service has stopped. 503 Service Unavailable (RFC 9110 §15.6.4).
     #[error("the service has stopped")]
     Stopped,
+    /// No rollout number is left: the state's `last_rollout_id` is already the largest there is
+    /// (`u64::MAX`, only reached by a state file edited by hand). 500 Internal Server Error
+    /// (RFC 9110 §15.6.1): the instance's state, not the request, is at fault.
+    #[error(
+        "no rollout number is left: the state file's last_rollout_id is {}, the largest there is \
+         (a state file edited by hand?); set it lower while crossfade run is stopped",
+        u64::MAX
+    )]
+    NoRolloutId,
 }
 
 impl StartError {
@@ -209,6 +218,7 @@ impl StartError {
             StartError::Invalid(_) => StatusCode::BAD_REQUEST,
             StartError::Busy(_) => StatusCode::CONFLICT,
             StartError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            StartError::NoRolloutId => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -618,7 +628,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             &green,
             "green.name",
         ));
-        let id = self.config.state.last_rollout_id + 1;
+        // Until newuser34 a `+ 1` here, which panicked the service at u64::MAX (its state file
+        // edited by hand) and so ended `crossfade run`.
+        let id = self
+            .config
+            .state
+            .last_rollout_id
+            .checked_add(1)
+            .ok_or(StartError::NoRolloutId)?;
         self.config.state.last_rollout_id = id;
         let mut machine = Rollout::new(id, rollout, self.config.active_slot);
         // Static endpoints are retired by draining only: Crossfade did not start them.

@@ -116,21 +116,54 @@ pub fn unix_now() -> f64 {
 }
 
 /// Unix seconds as RFC 3339 UTC with milliseconds (`2026-12-02T13:25:47.046Z`), as `GET
-/// /rollout`'s times; a time that is not finite or before 1970 reads as the epoch.
+/// /rollout`'s times; a time that is not finite or before 1970 reads as the epoch, one after the
+/// year 9999 as its last millisecond ([`rfc3339_of`]).
 pub fn rfc3339(unix_seconds: f64) -> String {
-    let since = std::time::Duration::try_from_secs_f64(unix_seconds).unwrap_or_default();
-    rfc3339_of(std::time::UNIX_EPOCH + since)
+    rfc3339_of(system_time(unix_seconds))
+}
+
+/// Unix seconds as RFC 3339 UTC to the second (`2026-12-02T13:25:47Z`), as the report's facts;
+/// out-of-range times as [`rfc3339`] reads them.
+pub fn rfc3339_seconds(unix_seconds: f64) -> String {
+    humantime::format_rfc3339_seconds(in_range(system_time(unix_seconds))).to_string()
+}
+
+/// Unix seconds as a wall-clock time: the epoch for a time before 1970 or not finite, and no
+/// later than [`LAST_RFC3339`]. Stored times (the state file, a TrafficShift's status) are read
+/// through it, so that one edited by hand (`1e300`, `1e12`) cannot stop a start, a status or a
+/// report (until newuser34, `crossfade run` panicked at start on an event time past the year
+/// 9999, and `crossfade report --state` on a rollout start time of `1e300`).
+fn system_time(unix_seconds: f64) -> std::time::SystemTime {
+    let since = match std::time::Duration::try_from_secs_f64(unix_seconds) {
+        Ok(since) => since.min(LAST_RFC3339),
+        // Too large for a duration, or +∞.
+        Err(_) if unix_seconds > 0.0 => LAST_RFC3339,
+        // Negative, or NaN.
+        Err(_) => std::time::Duration::ZERO,
+    };
+    std::time::UNIX_EPOCH + since
+}
+
+/// The last time [`rfc3339_of`] writes as it is: 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339: std::time::Duration = std::time::Duration::from_millis(253_402_300_799_999);
+
+/// `t` within what RFC 3339's four-digit year can write: the epoch at the earliest,
+/// [`LAST_RFC3339`] at the latest.
+fn in_range(t: std::time::SystemTime) -> std::time::SystemTime {
+    let since = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST_RFC3339);
+    std::time::UNIX_EPOCH + since
 }
 
 /// A wall-clock time as RFC 3339 UTC with milliseconds (`2026-12-02T13:25:47.046Z`), truncated
 /// to the millisecond: the one format of the times `GET /rollout` and `crossfade status` show
-/// ([`rfc3339`] for Unix seconds, the status's hold and restart times for clock readings).
-///
-/// # Panics
-/// For a time before 1970 (humantime's `format_rfc3339_millis`); callers pass the wall clock's
-/// readings and times after them.
+/// ([`rfc3339`] for Unix seconds, the status's hold and restart times for clock readings). A time
+/// before 1970 reads as the epoch and one after the year 9999 as 9999-12-31T23:59:59.999Z, which
+/// humantime cannot go past (its formatter fails there, and `to_string` panicked on it).
 pub fn rfc3339_of(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_millis(in_range(t)).to_string()
 }
 
 // === impl Timeline ===
@@ -276,6 +309,41 @@ mod tests {
             blue: backend.clone(),
             green: backend,
         }
+    }
+
+    /// Stored times come from files people edit: every f64 formats, none panics (newuser34:
+    /// past the year 9999 humantime's formatter fails, and `1e300` is no duration).
+    #[test]
+    fn every_unix_time_formats_within_rfc3339s_years() {
+        let last = "9999-12-31T23:59:59.999Z";
+        for (at, millis, seconds) in [
+            (
+                1_764_682_747.046,
+                "2025-12-02T13:39:07.046Z",
+                "2025-12-02T13:39:07Z",
+            ),
+            (0.0, "1970-01-01T00:00:00.000Z", "1970-01-01T00:00:00Z"),
+            (-5.0, "1970-01-01T00:00:00.000Z", "1970-01-01T00:00:00Z"),
+            (f64::NAN, "1970-01-01T00:00:00.000Z", "1970-01-01T00:00:00Z"),
+            (
+                f64::NEG_INFINITY,
+                "1970-01-01T00:00:00.000Z",
+                "1970-01-01T00:00:00Z",
+            ),
+            (
+                253_402_300_799.0,
+                "9999-12-31T23:59:59.000Z",
+                "9999-12-31T23:59:59Z",
+            ),
+            (1e12, last, "9999-12-31T23:59:59Z"),
+            (1e300, last, "9999-12-31T23:59:59Z"),
+            (f64::INFINITY, last, "9999-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(rfc3339(at), millis, "{at}");
+            assert_eq!(rfc3339_seconds(at), seconds, "{at}");
+        }
+        let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1 << 40);
+        assert_eq!(rfc3339_of(far), last);
     }
 
     #[test]

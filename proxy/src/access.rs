@@ -410,10 +410,19 @@ impl Pending {
         }
     }
 
-    /// The request failed with `error`, which the proxy answers itself.
+    /// The request failed with `error`, which the proxy answers itself. An error met after the
+    /// request was sent upstream that names no endpoint of its own (its client's body failed or
+    /// stalled: [`Error::RequestBodyFailed`], [`Error::RequestBodyTimeout`]) keeps the endpoint
+    /// and attempts of the attempt it was sent with ([`Pending::dispatched`]): that request
+    /// reached the backend (until newuser34 such a line said `attempts` 0, `endpoint` null).
     pub(crate) fn failed(&mut self, error: &Error) {
         if let Some(entry) = &mut self.0 {
-            entry.record.served = Served::of_error(error);
+            let mut served = Served::of_error(error);
+            if let Error::RequestBodyFailed { .. } | Error::RequestBodyTimeout { .. } = error {
+                served.endpoint = entry.record.served.endpoint;
+                served.attempts = entry.record.served.attempts;
+            }
+            entry.record.served = served;
         }
     }
 

@@ -108,6 +108,20 @@ pub enum Error {
         /// The backend the request was sent to.
         backend: Slot,
     },
+    /// The client's request body failed after the request was sent upstream: the client went
+    /// away mid-body (`malformed` false), or its chunked framing did not decode (RFC 9112 §7.1).
+    /// Answered 400; the upstream request was abandoned and nothing counts against the backend,
+    /// but the route and backend it was sent to are kept for the access log and
+    /// `crossfade_local_responses_total`, as for [`Error::RequestBodyTimeout`].
+    #[error("bad request: {}", body_failure(*.malformed))]
+    RequestBodyFailed {
+        /// The route's name.
+        route: String,
+        /// The backend the request was sent to.
+        backend: Slot,
+        /// True when the body's framing did not decode; false when the client went away.
+        malformed: bool,
+    },
     /// An HTTP/2 request whose HTTP/1.1 form breaks hyper's HTTP/1.1 head limits: more than 100
     /// header fields or more than `limits.max_header_bytes` (answered 431, RFC 6585 §5, as
     /// hyper answers such an HTTP/1.1 head; see `limits::head`).
@@ -258,6 +272,16 @@ fn successor_name(successor: &Option<u32>) -> String {
     }
 }
 
+/// What [`Error::RequestBodyFailed`] says of the body: malformed or aborted.
+fn body_failure(malformed: bool) -> &'static str {
+    match malformed {
+        true => {
+            "the request body is malformed (its chunked framing does not decode, RFC 9112 §7.1)"
+        }
+        false => "the client aborted the request body",
+    }
+}
+
 // === impl Error ===
 
 impl Error {
@@ -271,6 +295,7 @@ impl Error {
             }
             Error::BadRequest(_) | Error::BadOverride { .. } => StatusCode::BAD_REQUEST,
             Error::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::RequestBodyFailed { .. } => StatusCode::BAD_REQUEST,
             Error::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             Error::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::UnknownTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,

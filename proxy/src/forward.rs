@@ -1267,11 +1267,16 @@ impl Failure {
                     backend: slot,
                 }
             }
-            Failure::DownstreamAborted { malformed: true } => Error::BadRequest(
-                "the request body is malformed (its chunked framing does not decode, RFC 9112 §7.1)",
-            ),
-            Failure::DownstreamAborted { malformed: false } => {
-                Error::BadRequest("the client aborted the request body")
+            Failure::DownstreamAborted { malformed } => {
+                // Dispatched already: the answer is counted, never as the backend's error, and
+                // names the route and backend it was sent to (until newuser34 a `bad_request`
+                // of no route, `attempts` 0, as if the proxy had refused it before sending).
+                stats.record_local(StatusCode::BAD_REQUEST, false);
+                Error::RequestBodyFailed {
+                    route,
+                    backend: slot,
+                    malformed,
+                }
             }
             Failure::BodyTimeout => {
                 // Dispatched already: the answer is counted, never as the backend's error.
@@ -1298,7 +1303,12 @@ impl Failure {
                     attempts: attempt,
                 };
                 let path = line.path.as_ref().map_or("/", PathAndQuery::path);
-                crate::access::warn::upstream_failed(stats.warn_limit(), &error, &line.method, path);
+                crate::access::warn::upstream_failed(
+                    stats.warn_limit(),
+                    &error,
+                    &line.method,
+                    path,
+                );
                 error
             }
         }

@@ -101,6 +101,9 @@ impl LocalReason {
             Error::RequestBodyTimeout { route, backend } => {
                 (route, Some(*backend), LocalReason::RequestTimeout)
             }
+            Error::RequestBodyFailed { route, backend, .. } => {
+                (route, Some(*backend), LocalReason::BadRequest)
+            }
             Error::LoopDetected { route, .. } => (route, None, LocalReason::LoopDetected),
             Error::Upstream { route, backend, .. } => {
                 (route, Some(*backend), LocalReason::Upstream)

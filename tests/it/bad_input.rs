@@ -2176,3 +2176,74 @@ async fn a_bracketed_route_host_that_is_no_ipv6_address_is_refused_saying_what_t
     .await;
     assert_eq!(checked.code, Some(0), "{checked:?}");
 }
+
+/// A state file edited by hand with numbers at the edge of their types is served, not panicked
+/// on (newuser34): times past the year 9999 or too large for a duration (`1e12`, `1e300` Unix
+/// seconds) read as 9999-12-31T23:59:59.999Z in `GET /rollout`, `crossfade status` and the report,
+/// and a `last_rollout_id` of `u64::MAX` refuses the next rollout with a 500 that names it.
+/// Before: `crossfade report --state` panicked on the rollout's start time, `crossfade run`
+/// panicked at start on its end time, and a rollout request panicked the service, which ended
+/// `crossfade run`.
+#[tokio::test]
+async fn a_state_file_edited_with_out_of_range_times_and_ids_is_served_not_panicked_on() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new().state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let file = spec.write(dir.path(), "spec.yaml");
+    let mut run = Crossfade::run(dir.path(), &file);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let green = json!({ "green": App::version("v2").json });
+    let (status, body) = admin.json("POST", "/rollout", Some(&green)).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = admin.json("POST", "/rollout/abort", None).await;
+    assert_eq!(status, 200, "{body}");
+    wait_terminal(&admin, Duration::from_secs(20)).await;
+    assert!(run.terminate(Duration::from_secs(20)).await.success());
+
+    let mut edited: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    edited["last_rollout_id"] = json!(u64::MAX);
+    edited["rollout"]["timeline"]["started_at_unix_seconds"] = json!(1e300);
+    edited["rollout"]["timeline"]["ended_at_unix_seconds"] = json!(1e12);
+    for event in edited["events"].as_array_mut().unwrap() {
+        event["at_unix_seconds"] = json!(1e12);
+    }
+    write_json(dir.path(), "state.json", &edited);
+    let _ = std::fs::remove_file(dir.path().join("state.json.bak"));
+
+    let page = dir.path().join("report.html");
+    let (state_arg, page_arg) = (state.display().to_string(), page.display().to_string());
+    let out = run_to_end(
+        ["report", "--state", &state_arg, "-o", &page_arg],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("9999-12-31T23:59:59Z"), "the start time");
+
+    let mut run = Crossfade::run(dir.path(), &file);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    // The start's `Restored` event names the saved rollout's end time.
+    let rollout = admin.rollout().await.to_string();
+    assert!(
+        rollout.contains("ended Aborted at 9999-12-31T23:59:59.999Z"),
+        "{rollout}"
+    );
+    let (status, body) = admin.json("POST", "/rollout", Some(&green)).await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no rollout number is left") && error.contains("last_rollout_id"),
+        "{error}"
+    );
+    assert!(
+        run.try_exit().is_none(),
+        "crossfade run ended:\n{}",
+        run.log()
+    );
+    let (status, _) = admin.json("GET", "/rollout", None).await;
+    assert_eq!(status, 200);
+    assert!(run.terminate(Duration::from_secs(20)).await.success());
+}

@@ -2,7 +2,6 @@
 //! verdicts and events. Every text from the rollout is escaped.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
 
 use crossfade_proxy::weight::{Percent, Slot};
 
@@ -57,10 +56,11 @@ fn capitalised(text: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Unix seconds as RFC 3339 UTC, to the second.
+/// Unix seconds as RFC 3339 UTC, to the second (out-of-range times as
+/// [`crate::timeline::rfc3339_seconds`] reads them: a state file edited by hand cannot stop a
+/// report).
 fn utc(unix_seconds: f64) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs_f64(unix_seconds.max(0.0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    crate::timeline::rfc3339_seconds(unix_seconds)
 }
 
 fn facts(out: &mut String, data: &ReportData) {

@@ -324,7 +324,8 @@ fn endpoint_text(
 }
 
 /// `blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up,
-/// 127.0.0.1:41003 down`.
+/// 127.0.0.1:41003 down`, with `, 3 upgraded connections open` after the requests in flight
+/// when WebSockets (or other upgrades) are open to it.
 fn backend_line(
     route: &RouteStatus,
     slot: Slot,
@@ -343,6 +344,15 @@ fn backend_line(
         counted(backend.errors, "error"),
         backend.in_flight
     );
+    // What holds a retiring or stopping backend besides its requests (until newuser34 a drain
+    // held by WebSockets read `0 in flight` and nothing else, for up to its deadline).
+    if backend.upgraded > 0 {
+        let _ = write!(
+            line,
+            ", {} open",
+            counted(backend.upgraded, "upgraded connection")
+        );
+    }
     if backend.tripped {
         line.push_str(", circuit breaker tripped");
     }
@@ -452,6 +462,29 @@ mod tests {
             }]
         });
         serde_json::from_value(json).unwrap()
+    }
+
+    /// A retiring (or stopping) backend held by WebSockets says so: `0 in flight` alone left the
+    /// operator guessing what the drain waited for (newuser34).
+    #[test]
+    fn open_upgraded_connections_are_on_the_backend_line() {
+        let mut status = proxy((0, 10_000));
+        let route = &mut status.routes[0];
+        route.blue.upgraded = 3;
+        route.green.upgraded = 1;
+        let blue = backend_line(route, Slot::Blue, "v1, retiring", &[]);
+        assert_eq!(
+            blue,
+            "blue       0%  v1, retiring: 812 requests, 0 errors, 1 in flight, 3 upgraded connections open; 127.0.0.1:41001 up"
+        );
+        let green = backend_line(route, Slot::Green, "v2, active", &[]);
+        assert!(
+            green.contains("0 in flight, 1 upgraded connection open; "),
+            "{green}"
+        );
+        route.green.upgraded = 0;
+        let green = backend_line(route, Slot::Green, "v2, active", &[]);
+        assert!(!green.contains("upgraded"), "{green}");
     }
 
     #[test]

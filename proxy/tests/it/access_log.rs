@@ -405,3 +405,61 @@ async fn without_request_id_nothing_is_added() {
     let lines = lines(&path, 1).await;
     assert_eq!(lines[0]["request_id"], Value::Null, "{lines:?}");
 }
+
+/// A request whose client's body fails after the request went upstream (a chunked body cut
+/// short by a half-close; a client that sent part of a `Content-Length` body and closed its
+/// connection, as a mobile client leaving mid-upload does) is logged with the route, backend,
+/// endpoint and attempt it was sent with, and counted as blue's 400 in
+/// `crossfade_local_responses_total` (newuser34: both lines said `route` null, `attempts` 0,
+/// as if the proxy had refused the request before sending it, and the metric had no route).
+#[tokio::test]
+async fn a_request_body_that_fails_after_dispatch_is_logged_with_its_route_backend_and_endpoint() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.access_log = AccessLogConfig::File(path.clone());
+    let running = start(config).await;
+
+    // Cut short: the client half-closes mid-chunk and reads the 400.
+    let mut cut = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    cut.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        .await
+        .unwrap();
+    cut.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), cut.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "not closed");
+    assert!(answer.starts_with(b"HTTP/1.1 400 "), "{answer:?}");
+
+    // Gone: part of a Content-Length body, then the connection closed once blue has it.
+    let mut gone = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    gone.write_all(b"PUT /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let in_flight = r#"crossfade_in_flight_requests{route="web",backend="blue"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while crate::limits::metric(&running, in_flight).await != Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "never sent to blue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(gone);
+
+    let lines = lines(&path, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let endpoint = blue.addr.to_string();
+    for (line, method) in lines.iter().zip(["POST", "PUT"]) {
+        assert_eq!(line["method"], method, "{line}");
+        assert_eq!(line["status"], 400, "{line}");
+        assert_eq!(line["error"], "bad_request", "{line}");
+        assert_eq!(line["route"], "web", "{line}");
+        assert_eq!(line["backend"], "blue", "{line}");
+        assert_eq!(line["endpoint"], endpoint.as_str(), "{line}");
+        assert_eq!(line["attempts"], 1, "{line}");
+    }
+    let series = r#"crossfade_local_responses_total{route="web",backend="blue",class="4xx",reason="bad_request"}"#;
+    assert_eq!(crate::limits::metric(&running, series).await, Some(2.0));
+    let series = r#"crossfade_requests_total{route="web",backend="blue",class="4xx"}"#;
+    assert_eq!(crate::limits::metric(&running, series).await, Some(2.0));
+}

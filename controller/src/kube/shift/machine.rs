@@ -102,13 +102,16 @@ impl Machine {
         }
     }
 
-    /// A new rollout of spec `generation`, after rollout `previous` if there was one.
+    /// A new rollout of spec `generation`, after rollout `previous` if there was one: numbered
+    /// one above it, or 1 after `u64::MAX` (only reached by a status edited by hand; a
+    /// TrafficShift keeps no earlier rollout that a number could be mistaken for). Until
+    /// newuser34 a `+ 1` that panicked the controller there.
     pub(super) fn start(
         config: crate::spec::RolloutConfig,
         generation: i64,
         previous: Option<&ShiftRecord>,
     ) -> Machine {
-        let id = previous.map_or(1, |p| p.rollout.id + 1);
+        let id = previous.map_or(1, |p| p.rollout.id.checked_add(1).unwrap_or(1));
         Machine::new(ShiftRecord {
             generation,
             rollout: Rollout::new(id, config, Slot::Blue),

@@ -555,3 +555,16 @@ fn condition_messages_stay_within_the_schemas_bound_and_still_count_as_shown() {
     assert!(status::shows_invalid(&shift, &long), "shown, cut");
     assert!(!status::shows_invalid(&shift, "another problem"));
 }
+
+/// A status edited by hand to the last rollout number: the next rollout is numbered 1, not a
+/// panic of the controller (newuser34: `id + 1` overflowed).
+#[test]
+fn the_rollout_after_the_largest_number_is_numbered_one() {
+    let mut previous = record(Phase::Completed, 10_000);
+    previous.rollout.id = u64::MAX;
+    let next = machine::Machine::start(RolloutConfig::default(), 3, Some(&previous));
+    assert_eq!(next.record.rollout.id, 1);
+    previous.rollout.id = 41;
+    let next = machine::Machine::start(RolloutConfig::default(), 3, Some(&previous));
+    assert_eq!(next.record.rollout.id, 42);
+}
