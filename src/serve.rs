@@ -145,8 +145,17 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
         anyhow::bail!("state file {}: {message}", path.display());
     }
     state.recover();
-    if let Some(BlueCheck::Conflict(message)) = spec.blue.as_ref().map(|b| state.check_blue(b)) {
-        anyhow::bail!("{message} ({})", path.display());
+    if let Some(blue) = &spec.blue {
+        match state.check_blue(blue) {
+            BlueCheck::Conflict(message) => anyhow::bail!("{message} ({})", path.display()),
+            // The edited blue: serves, and `check` has looked at it with the spec.
+            BlueCheck::Edited(_) => {}
+            // What the state file records as serving starts, not the spec's blue (newuser34 A).
+            BlueCheck::Serve | BlueCheck::ServeRecorded => {
+                startup::check_recorded_active(&state, blue, file.path())
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
     }
     Ok(lines)
 }

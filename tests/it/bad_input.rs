@@ -2247,3 +2247,51 @@ async fn a_state_file_edited_with_out_of_range_times_and_ids_is_served_not_panic
     assert_eq!(status, 200);
     assert!(run.terminate(Duration::from_secs(20)).await.success());
 }
+
+/// newuser34 A: the version a completed rollout made active can no longer start (its program, a
+/// copy of the binary, was removed). `crossfade check` said `ok`, and `crossfade run` exited 1
+/// with `workload v2: cannot start ...`, naming a version in no file the operator wrote. Both now
+/// name the field, the version, the state file it comes from, and what to do.
+#[tokio::test]
+async fn an_active_version_from_the_state_file_that_cannot_start_is_named_with_its_file() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let copy = dir.path().join("crossfade-v2");
+    std::fs::copy(crate::support::BIN, &copy).expect("copy the binary");
+    let spec = Spec::new()
+        .blue(App::version("v1").set("name", json!("v1")))
+        .state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let file = spec.write(dir.path(), "spec.yaml");
+    let mut run = Crossfade::run(dir.path(), &file);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let v2 = App::version("v2").set("name", json!("v2"));
+    let green = json!({ "green": v2.set("command", json!(copy)).json });
+    let (status, body) = admin.json("POST", "/rollout", Some(&green)).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = admin.json("POST", "/rollout/promote", None).await;
+    assert_eq!(status, 200, "{body}");
+    let ended = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(ended["phase"], "Completed", "{ended:#}");
+    assert!(run.terminate(Duration::from_secs(20)).await.success());
+    std::fs::remove_file(&copy).expect("remove the copy");
+
+    let file_arg = file.display().to_string();
+    let out = run_to_end(["check", file_arg.as_str()], Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    let said = format!(
+        "v2 is the version state file {} records as serving",
+        state.display()
+    );
+    for words in [
+        "state_file's active workload.command",
+        said.as_str(),
+        "remove the state file",
+    ] {
+        assert!(out.stderr.contains(words), "{words}\n{}", out.stderr);
+    }
+    let mut run = Crossfade::run(dir.path(), &file);
+    let code = run.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code.code(), Some(1), "{}", run.log());
+    assert!(run.log().contains(&said), "{}", run.log());
+}

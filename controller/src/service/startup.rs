@@ -18,7 +18,7 @@
 //!    start ([`ServiceState::fall_back`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossfade_proxy::weight::Slot;
@@ -408,7 +408,13 @@ pub async fn recover(
             // the fallback is stopped with it, as a stop stops every workload of the run, rather
             // than left running with no run supervising it.
             stop_kept(&fallback.map(|(_, _, kept)| kept).unwrap_or_default());
-            return Err(e);
+            let recorded = (store.as_ref()).and_then(|s| recorded_active(&state, &blue, s.path()));
+            return Err(match (e, recorded) {
+                (StartupError::Workload(e), Some(note)) => {
+                    StartupError::Workload(format!("{e}; {note}"))
+                }
+                (e, _) => e,
+            });
         }
     };
     let runtime_journal = journal.as_ref().and(runtime_journal).map(RuntimeJournal);
@@ -424,6 +430,53 @@ pub async fn recover(
         driver: Arc::new(driver),
         runtime_journal,
     })
+}
+
+/// Where the workload `state` records as serving comes from, when it is not the spec's `blue`
+/// (a rollout made it active since): words for an error about it, naming the version and the state
+/// file at `path` (newuser34 A: `workload v6: cannot start ...` named a version in no file the
+/// operator wrote). `None` when the spec's `blue:` serves.
+pub fn recorded_active(state: &ServiceState, blue: &WorkloadSpec, path: &Path) -> Option<String> {
+    let active = state.active_workload.as_ref().filter(|w| *w != blue)?;
+    let slot = state.active.unwrap_or(Slot::Blue);
+    // An unnamed workload by what it runs: its slot's name alone says little.
+    let named = |w: &WorkloadSpec, slot: Slot| match &w.name {
+        Some(name) => name.clone(),
+        None => format!("{slot}'s {}", w.describe()),
+    };
+    Some(format!(
+        "{} is the version state file {} records as serving (a rollout made it active; the \
+         spec's blue: is {}): make it startable again (its command, workdir), or remove the \
+         state file and its .bak to serve the spec's blue: (the rollout history is lost)",
+        named(active, slot),
+        path.display(),
+        named(blue, Slot::Blue),
+    ))
+}
+
+/// `crossfade check`'s look at the workload `state` records as serving (after
+/// [`ServiceState::recover`]) when it is not the spec's `blue`: the problems a start would meet on
+/// this machine (`command` not found, `workdir` missing), worded as [`recorded_active`].
+///
+/// # Errors
+/// The problems, one line each, then where the version comes from.
+pub fn check_recorded_active(
+    state: &ServiceState,
+    blue: &WorkloadSpec,
+    path: &Path,
+) -> Result<(), String> {
+    let Some(note) = recorded_active(state, blue, path) else {
+        return Ok(());
+    };
+    let Some(active) = &state.active_workload else {
+        return Ok(());
+    };
+    let problems = active.check_machine("state_file's active workload");
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Err(format!("{}\n{note}", lines.join("\n")))
 }
 
 /// How the spec's green fared at a start ([`start_green`]).
