@@ -315,7 +315,7 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
 
 /// The keys of a spec that a migrate file does not take (a `RunSpec`'s fields but `green` and
 /// `rollout`).
-const SPEC_ONLY_KEYS: [&str; 15] = [
+const SPEC_ONLY_KEYS: [&str; 16] = [
     "listen",
     "admin",
     "route",
@@ -323,6 +323,7 @@ const SPEC_ONLY_KEYS: [&str; 15] = [
     "state_file",
     "via",
     "port_range",
+    "drain_timeout",
     "drain_grace",
     "upstream",
     "trust_forwarded_for",

@@ -95,11 +95,18 @@ pub struct RunSpec {
     /// port from the kernel's ephemeral range.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port_range: Option<PortRange>,
+    /// The proxy's `drain_timeout`, as a proxy config's: on SIGTERM (or once `run
+    /// --exit-after-rollout` lingered), how long requests in flight may finish before they are
+    /// cut, and how long upgraded connections (WebSockets) to an endpoint that left the route
+    /// get to end on their own. Default 30 s
+    /// ([`DRAIN_TIMEOUT`](crossfade_proxy::config::DRAIN_TIMEOUT)). Not `rollout.drain_timeout`,
+    /// the retiring backend's drain at the end of a rollout.
+    #[serde(with = "crossfade_proxy::duration::serde")]
+    pub drain_timeout: Duration,
     /// The proxy's `drain_grace`: once it drains (SIGTERM, a binary upgrade), how long idle
     /// HTTP/1.x keep-alive client connections are still served, each response with `Connection:
     /// close`, before they are closed; `0s` closes them at once. Default 1 s
-    /// ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)), at most half of the proxy's
-    /// shutdown drain (30 s in `crossfade run`, so at most 15 s).
+    /// ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)), at most half of `drain_timeout`.
     #[serde(with = "crossfade_proxy::duration::serde")]
     pub drain_grace: Duration,
     /// The proxy's upstream settings (see
@@ -541,7 +548,7 @@ impl RunSpec {
     }
 
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin`, `via`,
-    /// `drain_grace`, `upstream`, `trust_forwarded_for`, `proxy_protocol`, `limits`, `tls`,
+    /// `drain_timeout`, `drain_grace`, `upstream`, `trust_forwarded_for`, `proxy_protocol`, `limits`, `tls`,
     /// `access_log` and `request_id`, and one
     /// route named `route.name` (hosts, path prefix, health, outlier, breaker, fail_open, sticky
     /// and response_timeout from `route:`) with
@@ -592,6 +599,7 @@ impl RunSpec {
                 ..RouteConfig::default()
             }],
             via: self.via.clone(),
+            drain_timeout: self.drain_timeout,
             drain_grace: self.drain_grace,
             upstream: self.upstream.clone(),
             trust_forwarded_for: self.trust_forwarded_for,
@@ -627,6 +635,7 @@ impl Default for RunSpec {
             state_file: None,
             via: crossfade_proxy::config::ViaConfig::default(),
             port_range: None,
+            drain_timeout: crossfade_proxy::config::DRAIN_TIMEOUT,
             drain_grace: crossfade_proxy::config::DRAIN_GRACE,
             upstream: crossfade_proxy::config::UpstreamConfig::default(),
             trust_forwarded_for: true,

@@ -101,6 +101,10 @@ pub struct ProxyConfig {
 /// as the connection closes.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// The default `drain_timeout`: how long a shutdown waits for requests in flight (Kubernetes'
+/// default `terminationGracePeriodSeconds`, so a pod's drain fits its grace).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of the upstream connections, shared by every backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -348,7 +352,7 @@ impl Default for ProxyConfig {
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             trust_forwarded_for: true,
             proxy_protocol: false,
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: DRAIN_TIMEOUT,
             drain_grace: DRAIN_GRACE,
             limits: LimitsConfig::default(),
             tls: None,

@@ -279,3 +279,38 @@ async fn a_second_sigterm_while_a_cancelled_start_stops_is_logged_with_what_it_d
         let _ = nix::sys::signal::killpg(Pid::from_raw(workload as i32), Signal::SIGKILL);
     }
 }
+
+/// newuser34 D: `crossfade run`'s drain on SIGTERM was the proxy's fixed 30 s, which no spec
+/// could set (a 20 s request in flight was waited for with `rollout.drain_timeout: 8s`). The
+/// spec's top-level `drain_timeout` is the proxy's: here 2 s cuts a 60 s request, and the run
+/// exits well before the 30 s default would have let it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossfade_runs_drain_on_sigterm_is_the_specs_drain_timeout() {
+    let dir = temp_dir();
+    let mut spec = Spec::new().blue(App::version("v1").set("stop_grace", json!("2s")));
+    spec.json["drain_timeout"] = json!("2s");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, PATIENCE).await;
+    let mut slow = tokio::net::TcpStream::connect(spec.listen()).await.unwrap();
+    let head = b"GET /slow?ms=60000 HTTP/1.1\r\nHost: web\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut slow, head)
+        .await
+        .unwrap();
+    wait_until(PATIENCE, "the slow request in flight", || async {
+        let (_, metrics) = admin.get_text("/metrics").await.ok()?;
+        metrics
+            .contains("\ncrossfade_client_requests_in_flight 1\n")
+            .then_some(())
+    })
+    .await;
+    let signalled = tokio::time::Instant::now();
+    kill(Pid::from_raw(run.pid() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = run.wait_exit(Duration::from_secs(60)).await;
+    let took = signalled.elapsed();
+    println!("DRAIN_TIMEOUT run exited {took:?} after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", run.log());
+    // 2 s of drain, then blue's stop (at most its 2 s stop_grace): far from the 30 s default.
+    assert!(took < Duration::from_secs(20), "{took:?}\n{}", run.log());
+    assert!(run.log().contains("drain timeout passed"), "{}", run.log());
+}

@@ -1265,6 +1265,54 @@ fn a_small_latency_increase_survives_a_round_trip() {
     }
 }
 
+/// newuser34 D: `crossfade run`'s shutdown drain was the proxy's fixed 30 s, which no spec could
+/// set (`rollout.drain_timeout` is the retiring backend's). The spec's top-level `drain_timeout`
+/// is the proxy config's, with its default and rules, and `drain_grace` is held to half of it.
+#[test]
+fn drain_timeout_reaches_the_proxy_and_bounds_drain_grace() {
+    let spec = |extra: &str| {
+        RunSpec::from_yaml(&format!("blue: {{ endpoints: [127.0.0.1:9000] }}\n{extra}"))
+    };
+    let endpoints = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9000))];
+    for (extra, drain) in [
+        ("", Duration::from_secs(30)),
+        // The default grace (1 s) is at most half of it.
+        ("drain_timeout: 2s", Duration::from_secs(2)),
+        (
+            "drain_timeout: 2m\ndrain_grace: 45s",
+            Duration::from_secs(120),
+        ),
+        ("drain_timeout: 0s\ndrain_grace: 0s", Duration::ZERO),
+    ] {
+        let read = spec(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert_eq!(read.drain_timeout, drain, "{extra}");
+        let config = read.proxy_config(Slot::Blue, endpoints.clone(), read.blue_protocol());
+        assert_eq!(config.drain_timeout, drain, "{extra}");
+        // Not the retiring backend's drain.
+        assert_eq!(
+            read.rollout.drain_timeout,
+            RolloutConfig::default().drain_timeout
+        );
+    }
+    for (extra, expected) in [
+        (
+            "drain_timeout: 4s\ndrain_grace: 3s",
+            "drain_grace: 3s is above 2s, half of drain_timeout (4s)",
+        ),
+        ("drain_timeout: 5", "drain_timeout: \"5\" needs a unit"),
+        (
+            "drain_timeout: 400days",
+            "drain_timeout: \"400days\" is above the maximum of 366 days",
+        ),
+    ] {
+        let message = spec(extra).expect_err(extra).to_string();
+        assert!(
+            message.contains(expected),
+            "{extra}:\n  got  {message}\n  want {expected}"
+        );
+    }
+}
+
 /// `drain_grace` is set from a run spec as a proxy config sets it, and held to the rule the proxy
 /// would otherwise apply unsaid: at most half of its shutdown drain.
 #[test]
@@ -1288,7 +1336,7 @@ fn drain_grace_reaches_the_proxy_and_is_held_to_half_its_drain() {
     for (extra, expected) in [
         (
             "drain_grace: 16s",
-            "drain_grace: 16s is above 15s, half of the proxy's 30s drain on shutdown",
+            "drain_grace: 16s is above 15s, half of drain_timeout (30s), the proxy's drain on shutdown",
         ),
         ("drain_grace: 5", "drain_grace: \"5\" needs a unit"),
         (

@@ -207,7 +207,7 @@ fn drain_grace(r: &mut Report, spec: &RunSpec) {
         r.add(
             "drain_grace",
             format!(
-                "{} is above {}, half of the proxy's {} drain on shutdown",
+                "{} is above {}, half of drain_timeout ({}), the proxy's drain on shutdown",
                 human(spec.drain_grace),
                 human(drain / 2),
                 human(drain)
