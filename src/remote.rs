@@ -29,6 +29,9 @@ pub struct AdminArgs {
     pub token: TokenArgs,
 }
 
+/// How long `crossfade migrate` waits for the instance's answer before it says why it waits.
+const MIGRATE_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `crossfade migrate FILE`: sends the file's `green:` (and optional `rollout:`, the keys it
 /// writes only) to `POST /rollout`, once [`validated_rollout_file`] finds no problem in it. The
 /// machine checks (green's command and workdir) are made here only when `--admin` is a loopback
@@ -43,7 +46,23 @@ pub async fn migrate(file: &Path, args: &AdminArgs, json: bool) -> anyhow::Resul
     let body = serde_json::to_vec(&request)?;
     // No `POST` to an address that is not the admin API of `crossfade run` (trial 13, N12).
     run_admin_rollout(args).await?;
-    let (status, reply) = call(args, http::Method::POST, "/rollout", body, Answer::Rollout).await?;
+    let post = call(args, http::Method::POST, "/rollout", body, Answer::Rollout);
+    tokio::pin!(post);
+    // The instance holds a start while the last rollout's preview stops (newuser34 C: the command
+    // sat silent for up to twice its `stop_grace`, and Ctrl-C meanwhile does not take it back).
+    let answer = tokio::select! {
+        answer = &mut post => answer,
+        () = tokio::time::sleep(MIGRATE_QUIET) => {
+            crate::print_err(&format!(
+                "crossfade: waiting for {}: a start waits while the last rollout's preview stops \
+                 (up to twice its stop_grace); interrupting this command does not cancel the \
+                 start (`crossfade abort` does, once it began)",
+                args.admin
+            ));
+            post.await
+        }
+    };
+    let (status, reply) = answer?;
     let started = reply.get("started").and_then(serde_json::Value::as_u64);
     let (Some(id), false, true) = (started, json, status.is_success()) else {
         return print_reply(status, &reply);

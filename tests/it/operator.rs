@@ -368,13 +368,13 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
     let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
     run.wait_ready(&admin, Duration::from_secs(15)).await;
     let load = Load::start(LoadConfig::new(spec.listen()));
-    // Never ready (nothing listens on its port), deaf to SIGTERM: killed after its 3 s grace.
+    // Never ready (nothing listens on its port), deaf to SIGTERM: killed after its 5 s grace.
     let stubborn = json!({
         "name": "stubborn",
         "command": "sh",
         "args": ["-c", "trap '' TERM; while :; do sleep 0.2; done # stubborn {port}"],
         "readiness": { "interval": "100ms", "deadline": "30m" },
-        "stop_grace": "3s",
+        "stop_grace": "5s",
     });
     let green = abort_while_provisioning(dir.path(), &admin, run.pid(), stubborn, "stubborn").await;
     let ended = wait_until(Duration::from_secs(10), "shown ended", || async {
@@ -398,7 +398,12 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
         operator("report", &admin, &report_args),
     );
     assert_eq!(code, Some(0), "taken, not refused: {out}");
-    assert!(out.starts_with("rollout 2 started"), "{out}");
+    assert!(out.contains("rollout 2 started"), "{out}");
+    // newuser34 C: the held command said nothing while it waited (up to the preview's grace).
+    assert!(
+        out.contains("waiting for") && out.contains("the last rollout's preview stops"),
+        "{out}"
+    );
     assert_eq!(reported.0, Some(0), "{}", reported.1);
     assert!(std::fs::read_to_string(&report).is_ok_and(|h| h.contains("Aborted")));
     assert!(
@@ -409,7 +414,7 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
     let log = run.log();
     let killed = log
         .lines()
-        .find(|l| l.contains("after SIGTERM (stop_grace 3s): SIGKILL"))
+        .find(|l| l.contains("after SIGTERM (stop_grace 5s): SIGKILL"))
         .unwrap_or_else(|| panic!("the stubborn preview's SIGKILL is logged:\n{log}"));
     let waited = killed
         .split("still running ")
@@ -417,7 +422,7 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
         .and_then(|rest| rest.split(" after SIGTERM").next())
         .unwrap_or_default();
     assert!(
-        waited.starts_with("3s") && !waited.contains("us") && !waited.contains("ns"),
+        waited.starts_with("5s") && !waited.contains("us") && !waited.contains("ns"),
         "the time waited is told to the millisecond: {killed}"
     );
     let rollout = wait_terminal(&admin, Duration::from_secs(60)).await;
