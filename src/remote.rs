@@ -54,9 +54,9 @@ pub async fn migrate(file: &Path, args: &AdminArgs, json: bool) -> anyhow::Resul
         answer = &mut post => answer,
         () = tokio::time::sleep(MIGRATE_QUIET) => {
             crate::print_err(&format!(
-                "crossfade: waiting for {}: a start waits while the last rollout's preview stops \
-                 (up to twice its stop_grace); interrupting this command does not cancel the \
-                 start (`crossfade abort` does, once it began)",
+                "crossfade: waiting for the answer of {} (a start is held while the last \
+                 rollout's preview is still stopping, up to twice its stop_grace); interrupting \
+                 this command does not cancel the start (`crossfade abort` does, once it began)",
                 args.admin
             ));
             post.await

@@ -401,7 +401,7 @@ async fn a_migrate_and_a_report_right_after_an_abort_wait_for_the_stopping_previ
     assert!(out.contains("rollout 2 started"), "{out}");
     // newuser34 C: the held command said nothing while it waited (up to the preview's grace).
     assert!(
-        out.contains("waiting for") && out.contains("the last rollout's preview stops"),
+        out.contains("waiting for the answer") && out.contains("preview is still stopping"),
         "{out}"
     );
     assert_eq!(reported.0, Some(0), "{}", reported.1);
