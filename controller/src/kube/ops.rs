@@ -525,8 +525,9 @@ fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
 }
 
 /// When the rollout in status is of an older spec generation than the header's (a new spec
-/// that waits for a rollout superseded after its promotion, which finishes first): which
-/// generation and images the phase below belongs to (trial 10, K18: the header showed v4 and the
+/// that waits for a rollout superseded after its promotion, which finishes first; or one that
+/// started none once it had ended: invalid, or up to date): which generation and images the
+/// phase below belongs to, and whether it has ended (trial 10, K18: the header showed v4 and the
 /// phase was v3's). Read from `status.rolloutState`'s `generation` and `images`, this crate's own
 /// record ([`super::store::ShiftRecord`]).
 fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<String> {
@@ -550,9 +551,19 @@ fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<St
     } else {
         format!(" ({})", images.join(", "))
     };
-    Some(format!(
-        "rolling out spec generation {rolling}{images}: generation {spec} waits for it to end"
-    ))
+    let ended = matches!(
+        status.phase,
+        Some(Phase::Completed | Phase::RolledBack | Phase::Aborted)
+    );
+    Some(if ended {
+        // No rollout of the newer generation started: it is invalid, or has nothing to roll
+        // out (its conditions say which); trial 34.
+        format!("last rollout: spec generation {rolling}{images}, ended; generation {spec} started none")
+    } else {
+        format!(
+            "rolling out spec generation {rolling}{images}: generation {spec} waits for it to end"
+        )
+    })
 }
 
 /// A TrafficShift for people: target and images, phase, step, weights, message, conditions,
