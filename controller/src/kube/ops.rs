@@ -141,6 +141,17 @@ pub enum OpsError {
         /// The condition's message, naming the TrafficShift that owns the Deployment.
         message: String,
     },
+    /// The TrafficShift does not decode (a field of the wrong type, a duration over 366 days):
+    /// no controller acts on a command for it until it is fixed (`InvalidSpec`).
+    #[error("trafficshift {namespace}/{name} does not decode: {problem}; no controller acts on a command for it until the field is fixed (kubectl edit trafficshift {name} -n {namespace})")]
+    Undecodable {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The field and what is wrong with it.
+        problem: super::crd::DecodeError,
+    },
     /// The controller did not record the command in time.
     #[error("{annotations} written on deployment {deployment}, but no controller acted on it within {waited:?}; is `crossfade controller --kube` running and watching namespace {namespace}?")]
     NotActed {
@@ -221,8 +232,9 @@ pub fn nonce(now: SystemTime) -> String {
 /// Deployment of TrafficShift `namespace/name`, with a fresh [`nonce`].
 ///
 /// # Errors
-/// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Api`] when a request fails
-/// (the Deployment missing included).
+/// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Undecodable`] for one that
+/// does not decode (nothing is written), [`OpsError::Api`] when a request fails (the Deployment
+/// missing included).
 pub async fn send(
     client: &Client,
     namespace: &str,
@@ -364,13 +376,20 @@ pub fn outcome<'a>(shift: &'a TrafficShift, sent: &Sent) -> Option<&'a CommandOu
         .then_some(last)
 }
 
-/// TrafficShift `namespace/name`.
+/// TrafficShift `namespace/name`, read untyped and decoded here, so that one that does not decode
+/// is named by its field (a typed read failed with kube's `Error deserializing response`, after a
+/// WARN line holding the whole object; trial 34).
 ///
 /// # Errors
-/// [`OpsError::NotFound`] or [`OpsError::Api`].
+/// [`OpsError::NotFound`], [`OpsError::Undecodable`] or [`OpsError::Api`].
 pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<TrafficShift, OpsError> {
-    let api: Api<TrafficShift> = Api::namespaced(client.clone(), namespace);
-    found(api.get_opt(name).await, namespace, name)
+    let api = super::shift::invalid::api(client.clone(), namespace);
+    let object = found(api.get_opt(name).await, namespace, name)?;
+    super::shift::invalid::typed(&object).map_err(|problem| OpsError::Undecodable {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        problem,
+    })
 }
 
 /// A `get_opt` of TrafficShift `namespace/name` as [`get`] answers it: the object, or
