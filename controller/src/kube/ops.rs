@@ -141,6 +141,17 @@ pub enum OpsError {
         /// The condition's message, naming the TrafficShift that owns the Deployment.
         message: String,
     },
+    /// The TrafficShift does not decode (a field of the wrong type, a duration over 366 days):
+    /// no controller acts on a command for it until it is fixed (`InvalidSpec`).
+    #[error("trafficshift {namespace}/{name} does not decode: {problem}; no controller acts on a command for it until the field is fixed (kubectl edit trafficshift {name} -n {namespace})")]
+    Undecodable {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The field and what is wrong with it.
+        problem: super::crd::DecodeError,
+    },
     /// The controller did not record the command in time.
     #[error("{annotations} written on deployment {deployment}, but no controller acted on it within {waited:?}; is `crossfade controller --kube` running and watching namespace {namespace}?")]
     NotActed {
@@ -221,8 +232,9 @@ pub fn nonce(now: SystemTime) -> String {
 /// Deployment of TrafficShift `namespace/name`, with a fresh [`nonce`].
 ///
 /// # Errors
-/// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Api`] when a request fails
-/// (the Deployment missing included).
+/// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Undecodable`] for one that
+/// does not decode (nothing is written), [`OpsError::Api`] when a request fails (the Deployment
+/// missing included).
 pub async fn send(
     client: &Client,
     namespace: &str,
@@ -364,13 +376,20 @@ pub fn outcome<'a>(shift: &'a TrafficShift, sent: &Sent) -> Option<&'a CommandOu
         .then_some(last)
 }
 
-/// TrafficShift `namespace/name`.
+/// TrafficShift `namespace/name`, read untyped and decoded here, so that one that does not decode
+/// is named by its field (a typed read failed with kube's `Error deserializing response`, after a
+/// WARN line holding the whole object; trial 34).
 ///
 /// # Errors
-/// [`OpsError::NotFound`] or [`OpsError::Api`].
+/// [`OpsError::NotFound`], [`OpsError::Undecodable`] or [`OpsError::Api`].
 pub async fn get(client: &Client, namespace: &str, name: &str) -> Result<TrafficShift, OpsError> {
-    let api: Api<TrafficShift> = Api::namespaced(client.clone(), namespace);
-    found(api.get_opt(name).await, namespace, name)
+    let api = super::shift::invalid::api(client.clone(), namespace);
+    let object = found(api.get_opt(name).await, namespace, name)?;
+    super::shift::invalid::typed(&object).map_err(|problem| OpsError::Undecodable {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        problem,
+    })
 }
 
 /// A `get_opt` of TrafficShift `namespace/name` as [`get`] answers it: the object, or
@@ -525,8 +544,9 @@ fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
 }
 
 /// When the rollout in status is of an older spec generation than the header's (a new spec
-/// that waits for a rollout superseded after its promotion, which finishes first): which
-/// generation and images the phase below belongs to (trial 10, K18: the header showed v4 and the
+/// that waits for a rollout superseded after its promotion, which finishes first; or one that
+/// started none once it had ended: invalid, or up to date): which generation and images the
+/// phase below belongs to, and whether it has ended (trial 10, K18: the header showed v4 and the
 /// phase was v3's). Read from `status.rolloutState`'s `generation` and `images`, this crate's own
 /// record ([`super::store::ShiftRecord`]).
 fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<String> {
@@ -550,9 +570,19 @@ fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<St
     } else {
         format!(" ({})", images.join(", "))
     };
-    Some(format!(
-        "rolling out spec generation {rolling}{images}: generation {spec} waits for it to end"
-    ))
+    let ended = matches!(
+        status.phase,
+        Some(Phase::Completed | Phase::RolledBack | Phase::Aborted)
+    );
+    Some(if ended {
+        // No rollout of the newer generation started: it is invalid, or has nothing to roll
+        // out (its conditions say which); trial 34.
+        format!("last rollout: spec generation {rolling}{images}, ended; generation {spec} started none")
+    } else {
+        format!(
+            "rolling out spec generation {rolling}{images}: generation {spec} waits for it to end"
+        )
+    })
 }
 
 /// A TrafficShift for people: target and images, phase, step, weights, message, conditions,

@@ -324,8 +324,8 @@ pub async fn reconcile_finalized(
                         .map(crate::kube::crd::unknown_fields)
                     {
                         Some(unknown) if !unknown.is_empty() => {
-                            exec::Exec::new(&ctx, Arc::new(shift))
-                                .refuse(unknown.join("; "))
+                            let unknown = unknown.join("; ");
+                            Box::pin(reconcile_with(Arc::new(shift), ctx.clone(), Some(unknown)))
                                 .await
                         }
                         _ => Box::pin(reconcile(Arc::new(shift), ctx.clone())).await,
@@ -427,6 +427,19 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
 /// # Errors
 /// [`ShiftError`] when the API fails; the rollout resumes from status at the next attempt.
 pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Action, ShiftError> {
+    reconcile_with(shift, ctx, None).await
+}
+
+/// [`reconcile`], with `unknown`: the `spec` fields the schema does not have, in words, when
+/// there are any. An invalid spec (these, or what [`crate::kube::crd::TrafficShiftSpec::check`]
+/// and the policy's validation refuse) supersedes a rollout of an earlier generation still
+/// running (aborted before promotion, finished after it); the problem is shown (`InvalidSpec`)
+/// once none runs.
+async fn reconcile_with(
+    shift: Arc<TrafficShift>,
+    ctx: Arc<Context>,
+    unknown: Option<String>,
+) -> Result<Action, ShiftError> {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let in_memory = ctx.take(&uid);
     // A rollout not in memory is loaded from the API, not from the watch cache, which may not have
@@ -480,17 +493,45 @@ pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Ac
             return exec.conflict(message, seen).await;
         }
     }
-    let checked = shift
-        .spec
-        .check()
-        .and_then(|()| shift.spec.rollout.to_config().map_err(|e| e.to_string()));
+    let checked = match unknown {
+        Some(unknown) => Err(unknown),
+        None => shift
+            .spec
+            .check()
+            .and_then(|()| shift.spec.rollout.to_config().map_err(|e| e.to_string())),
+    };
     let config = match checked {
         Ok(config) => config,
         Err(e) => {
-            if let Some(machine) = in_memory {
-                ctx.put(uid, machine);
-            }
-            return exec.refuse(e).await;
+            // A rollout of an earlier generation still running is superseded (or finishes,
+            // after promotion) rather than left standing at its weights (trial 34).
+            return match machine::load_superseded(in_memory, &shift) {
+                machine::Earlier::Running(machine, inputs) => {
+                    let target = ctx.driver.target(&shift).await?;
+                    let annotations = target
+                        .as_ref()
+                        .and_then(|t| t.metadata.annotations.clone())
+                        .unwrap_or_default();
+                    let config = machine.record.rollout.config.clone();
+                    let generation = machine.record.generation;
+                    let (machine, inputs, notes) =
+                        commands::apply(machine, inputs, &annotations, &config, generation);
+                    let exec = exec.target(target.as_ref()).invalid_spec(e);
+                    for (reason, note) in notes {
+                        exec.event(reason, &note).await;
+                    }
+                    let (action, machine) = exec.run(machine, inputs).await?;
+                    ctx.backoff.succeeded(&uid);
+                    ctx.put(uid, machine);
+                    Ok(action)
+                }
+                machine::Earlier::Ended(machine) => {
+                    if let Some(machine) = machine {
+                        ctx.put(uid, machine);
+                    }
+                    exec.refuse(e).await
+                }
+            };
         }
     };
     let generation = shift.metadata.generation.unwrap_or(1);

@@ -88,6 +88,12 @@ pub struct ShiftRecord {
     /// before provisioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_replicas: Option<i32>,
+    /// The spec generation that superseded this rollout while that spec was invalid
+    /// (`kube/shift/machine.rs`, `load_superseded`): the rollout was aborted because of the
+    /// invalid edit, not because its own spec changed, so a valid spec after it starts a new
+    /// rollout even when it asks for what this one did. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<i64>,
 }
 
 /// Why the status could not be written.

@@ -327,6 +327,49 @@ async fn status_kube_shows_an_undecodable_trafficshift_as_invalid_naming_the_fie
     );
 }
 
+/// Trial 34: `crossfade pause|resume|promote|abort|retry --kube` read the TrafficShift typed: for
+/// one that does not decode they printed kube-client's WARN line holding the whole object, then
+/// `Error deserializing response` without the field. Now each names the field, says that no
+/// controller acts on a command for it, and writes nothing on the Deployment.
+#[tokio::test]
+async fn commands_on_an_undecodable_trafficshift_name_the_field_and_write_nothing() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    create(&c.client, "web", spec(json!({ "hold": "9000h" }))).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = c.kubeconfig(dir.path());
+    for verb in ["pause", "resume", "promote", "abort", "retry"] {
+        let ran = crate::support::run_to_end(
+            [
+                std::ffi::OsStr::new(verb),
+                "--kube".as_ref(),
+                "--kubeconfig".as_ref(),
+                kubeconfig.as_os_str(),
+                "--wait".as_ref(),
+                "2s".as_ref(),
+                "web".as_ref(),
+            ],
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(ran.code, Some(1), "{verb}: {ran:?}");
+        assert_eq!(
+            ran.stderr,
+            "crossfade: trafficshift default/web does not decode: spec.rollout.hold: \"9000h\" is \
+             above the maximum of 366 days (31622400s) for a duration; no controller acts on a \
+             command for it until the field is fixed (kubectl edit trafficshift web -n default)\n",
+            "{verb}"
+        );
+    }
+    let target = c.deploys.get("web").await.expect("get deployment");
+    let annotations = target.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.keys().any(|k| k.starts_with("crossfade.dev/")),
+        "{annotations:?}"
+    );
+}
+
 /// Trial 10, K11: unknown fields were accepted silently, so a misspelled policy key ran the
 /// defaults. Each is named; the fixed spec is rolled out.
 #[tokio::test]

@@ -3,16 +3,19 @@
 //! left (K5), a `spec.route` edit keeps the rollout where it is (K12), and a missing or deleted
 //! target is said at once (K17).
 
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
+use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
 use crossfade_controller::kube::ops;
 use crossfade_controller::kube::shift::PROGRESSING;
 use crossfade_controller::kube::store::ShiftRecord;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, ResourceExt};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ResourceExt,
+};
 use serde_json::json;
 
 use super::cluster::Cluster;
-use super::shift::{condition, events, events_with, notes};
+use super::shift::{condition, events, events_with, notes, WAIT};
+use crate::support::wait_until;
 
 /// A first step that holds long enough for the test to find the rollout there.
 fn slow_policy() -> serde_json::Value {
@@ -189,6 +192,96 @@ async fn editing_only_the_route_keeps_the_rollout_where_it_is() {
         .await
         .expect("patch images");
     events_with(&c.client, &["Normal Superseded"]).await;
+    ctl.abort();
+}
+
+/// Trial 34: a spec edited into an invalid one mid-rollout (a real API server lets in steps that
+/// do not increase, and keeps the schema's fields only) left the rollout standing at its weights
+/// for ever: no analysis, no progress deadline, no operator command acted on (`crossfade abort
+/// --kube` timed out asking whether a controller runs). It is superseded as by any new spec:
+/// traffic back to blue, the preview deleted, a `Superseded` Event naming the problem, then
+/// `InvalidSpec`; a fixed spec starts a new rollout. Both kinds of invalid spec that decode:
+/// rules across fields, and a field the schema does not have (an API server without the schema
+/// keeps it). One that does not decode still stands still (see docs/kubernetes.md).
+#[tokio::test]
+async fn a_spec_made_invalid_mid_rollout_supersedes_it_and_none_starts_until_fixed() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    let invalid_edits = [
+        (
+            json!({ "spec": { "rollout": { "steps": [{ "weight": 50 }, { "weight": 20 }, { "weight": 100 }] } } }),
+            "spec.rollout.steps[1]: 20% is not above the previous step (50%)",
+        ),
+        (
+            json!({ "spec": { "rollout": { "steps": slow_policy()["steps"], "holdd": "1m" } } }),
+            "spec.rollout.holdd: unknown field",
+        ),
+    ];
+    // Read raw, as `kubectl` does: the typed API cannot read a policy that does not decode.
+    let raw: Api<DynamicObject> =
+        Api::default_namespaced_with(c.client.clone(), &ApiResource::erase::<TrafficShift>(&()));
+    let status_until = |what: &'static str, check: fn(&TrafficShiftStatus) -> bool| {
+        let raw = raw.clone();
+        async move {
+            wait_until(WAIT, what, || async {
+                let object = raw.get("web").await.expect("get trafficshift");
+                let status = object.data.get("status").cloned()?;
+                let status: TrafficShiftStatus = serde_json::from_value(status).ok()?;
+                let id = status
+                    .rollout_state
+                    .as_ref()
+                    .and_then(|r| r["rollout"]["id"].as_u64());
+                check(&status).then_some((status, id))
+            })
+            .await
+        }
+    };
+    for (rollout, (edit, problem)) in (1..).zip(invalid_edits) {
+        let (_, id) = status_until("step 1 at 10%", at_step_one).await;
+        assert_eq!(id, Some(rollout));
+        raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+            .await
+            .expect("patch an invalid spec");
+        let (shown, _) = status_until("Aborted, then Progressing=False InvalidSpec", |s| {
+            s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
+        })
+        .await;
+        assert!(
+            shown
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains(problem)),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown.weights.as_ref().map(|w| w.preview.bp()),
+            Some(0),
+            "all traffic back to blue: {shown:?}"
+        );
+        c.deployment_deleted("web-green").await;
+        let superseded = notes(&c.client, "web", "Superseded").await;
+        assert!(
+            superseded
+                .last()
+                .is_some_and(|n| n.contains("but is invalid: ") && n.contains(problem)),
+            "{superseded:?}"
+        );
+        // Fixed (the policy the aborted rollout had): a new rollout starts, not the old one
+        // shown as ended.
+        let steps = slow_policy()["steps"].clone();
+        let fix = json!({ "spec": { "rollout": { "steps": steps, "hold": null, "holdd": null } } });
+        raw.patch("web", &PatchParams::default(), &Patch::Merge(&fix))
+            .await
+            .expect("patch the spec back");
+    }
+    let (_, id) = status_until("step 1 at 10%", at_step_one).await;
+    assert_eq!(id, Some(3));
     ctl.abort();
 }
 

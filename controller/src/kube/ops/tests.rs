@@ -109,6 +109,17 @@ fn status_says_when_the_phase_belongs_to_an_older_spec_generation() {
         text.contains("  rolling out spec generation 1 (app=web:v3): generation 2 waits for it to end\n  phase: Promoted (step 1/4)\n"),
         "{text}"
     );
+    // Ended (aborted when an invalid generation 2 superseded it): nothing waits (trial 34).
+    let mut ended = shift_with(Phase::Aborted, Some(0));
+    ended.metadata.generation = Some(2);
+    if let Some(status) = ended.status.as_mut() {
+        status.rollout_state = Some(record(1));
+    }
+    let text = describe(&ended);
+    assert!(
+        text.contains("  last rollout: spec generation 1 (app=web:v3), ended; generation 2 started none\n  phase: Aborted"),
+        "{text}"
+    );
     if let Some(status) = shift.status.as_mut() {
         status.rollout_state = Some(record(2));
     }

@@ -83,6 +83,7 @@ fn progressing() -> ShiftRecord {
         preview_images: None,
         active_ready_most: None,
         preview_replicas: None,
+        superseded_by: None,
     }
 }
 

@@ -87,6 +87,9 @@ pub(super) struct Exec<'a> {
     /// Whether the preview was compared with what the rollout made this reconcile (read at most
     /// once per reconcile: `observe_preview_unchanged`).
     preview_checked: bool,
+    /// The TrafficShift's spec is invalid (these are its problems) while a rollout of an earlier
+    /// generation runs: that rollout is superseded and no new one starts ([`Exec::invalid_spec`]).
+    invalid: Option<String>,
 }
 
 impl Drop for Exec<'_> {
@@ -113,7 +116,17 @@ impl<'a> Exec<'a> {
             target_images: None,
             target: None,
             preview_checked: false,
+            invalid: None,
         }
+    }
+
+    /// The spec is invalid (`problems`, as `InvalidSpec` words them) while a rollout of an
+    /// earlier generation runs: that rollout is superseded as by any new spec (aborted before
+    /// promotion, finished after it), the `Superseded` Event names the problems, and no rollout
+    /// of the invalid spec starts once it has ended (the next reconcile shows `InvalidSpec`).
+    pub(super) fn invalid_spec(mut self, problems: String) -> Exec<'a> {
+        self.invalid = Some(problems);
+        self
     }
 
     /// Remembers the target Deployment's container images, for `crossfade_backend_info`.
@@ -253,10 +266,16 @@ impl<'a> Exec<'a> {
             _ => None,
         });
         if let Some(generation) = superseding {
-            let note = format!(
-                "spec generation {generation} supersedes the rollout of generation {}: aborting it, then starting over",
-                m.record.generation
-            );
+            let note = match &self.invalid {
+                None => format!(
+                    "spec generation {generation} supersedes the rollout of generation {}: aborting it, then starting over",
+                    m.record.generation
+                ),
+                Some(problems) => format!(
+                    "spec generation {generation} supersedes the rollout of generation {} but is invalid: {problems}; aborting the rollout, and none starts until the spec is fixed",
+                    m.record.generation
+                ),
+            };
             self.event("Superseded", &note).await;
         }
         // The capacity first: a rollback this reconcile starts (or resumes, after a restart)
@@ -298,6 +317,7 @@ impl<'a> Exec<'a> {
             if self.inputs.is_empty()
                 && m.record.generation != self.generation()
                 && m.record.rollout.is_terminal()
+                && self.invalid.is_none()
             {
                 let config = self.shift.spec.rollout.to_config().unwrap_or_default();
                 m = Machine::start(config, self.generation(), Some(&m.record));
@@ -319,7 +339,14 @@ impl<'a> Exec<'a> {
         self.meter_transition(&m);
         self.meter_backends(&m);
         m.written = Some(self.store.current().clone());
-        Ok((next_action(&m), m))
+        // The rollout an invalid spec superseded has ended: the next reconcile shows why no
+        // new one starts (`InvalidSpec`), which no watch event would otherwise bring.
+        let action = if self.invalid.is_some() && m.record.rollout.is_terminal() {
+            Action::requeue(std::time::Duration::from_millis(10))
+        } else {
+            next_action(&m)
+        };
+        Ok((action, m))
     }
 
     /// Gives the machine the words of promotion in a cluster ([`promotion_of`]): the target

@@ -130,6 +130,7 @@ impl Machine {
             preview_images: None,
             active_ready_most: None,
             preview_replicas: None,
+            superseded_by: None,
         })
     }
 }
@@ -158,7 +159,7 @@ pub(super) fn load(
     // A new generation that changes neither the images nor the rollout policy (a `spec.route`
     // edit, which the proxies read from the TrafficShift itself) is the same rollout: it carries
     // on where it is, and an ended one stays ended (trial 10, K12).
-    if same_rollout(&machine.record, shift, &config) {
+    if same_rollout(&machine.record, shift, &config) && machine.record.superseded_by.is_none() {
         let mut machine = machine;
         machine.record.generation = generation;
         machine.unsaved = true;
@@ -176,6 +177,50 @@ pub(super) fn load(
         inputs.push(Input::Abort(AbortCause::Superseded { generation }));
     }
     (machine, inputs)
+}
+
+/// The machine of the rollout `shift` had before its spec became invalid, when one of an earlier
+/// generation is still running (not ended), with the inputs to start this reconcile with: before
+/// promotion it is superseded ([`AbortCause::Superseded`], traffic back to the target), as by a
+/// valid new spec; after promotion it finishes. [`Earlier::Ended`] with the machine in memory,
+/// if any, when no such rollout runs: the invalid spec is then only shown (`InvalidSpec`). Without this, a rollout whose spec was edited into an
+/// invalid one mid-rollout stood still at its weights, with no analysis, no progress deadline and
+/// no operator command acted on (trial 34).
+pub(super) fn load_superseded(in_memory: Option<Machine>, shift: &TrafficShift) -> Earlier {
+    let generation = shift.metadata.generation.unwrap_or(1);
+    let running =
+        |record: &ShiftRecord| !record.rollout.is_terminal() && record.generation != generation;
+    let (machine, mut inputs) = match in_memory {
+        Some(m) if running(&m.record) => (m, vec![Input::Tick]),
+        Some(m) => return Earlier::Ended(Some(m)),
+        None => match ShiftRecord::from_status(shift).filter(running) {
+            Some(record) => {
+                let inputs = initial(Some(&record), unix_ms_now());
+                (Machine::new(record), inputs)
+            }
+            None => return Earlier::Ended(None),
+        },
+    };
+    let mut machine = machine;
+    if matches!(
+        machine.record.rollout.phase,
+        Phase::Provisioning | Phase::Progressing | Phase::Paused
+    ) {
+        inputs.push(Input::Abort(AbortCause::Superseded { generation }));
+        if machine.record.superseded_by != Some(generation) {
+            machine.record.superseded_by = Some(generation);
+            machine.unsaved = true;
+        }
+    }
+    Earlier::Running(machine, inputs)
+}
+
+/// What [`load_superseded`] found.
+pub(super) enum Earlier {
+    /// A rollout of an earlier generation runs: its machine and the inputs to start with.
+    Running(Machine, Vec<Input>),
+    /// None runs; the machine that was in memory, if any, to keep.
+    Ended(Option<Machine>),
 }
 
 /// Whether `record`'s rollout is the one `shift`'s spec asks for: the same images and the same

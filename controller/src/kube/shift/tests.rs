@@ -33,6 +33,7 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         preview_images: None,
         active_ready_most: None,
         preview_replicas: None,
+        superseded_by: None,
     }
 }
 
