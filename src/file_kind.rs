@@ -302,6 +302,14 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
             )
         }
         _ => match unknown_field(&error).filter(|f| SPEC_ONLY_KEYS.contains(f)) {
+            // Two drains share the name: the spec's top-level one is the proxy's, and the one a
+            // migrate file most likely meant is the retiring backend's, which it takes under
+            // `rollout:` (check34: the hint below sent it to the spec's proxy drain alone).
+            Some("drain_timeout") if wanted == Kind::Rollout => format!(
+                "{error}\n(a migrate file takes the retiring backend's drain for this rollout as \
+                 `rollout: {{ drain_timeout: ... }}`; a top-level `drain_timeout` is the spec's, \
+                 the proxy's drain on shutdown, which `crossfade run` reads at its start)"
+            ),
             // A rollout file with one of the spec's own keys (`port_range:`): say where it goes.
             Some(field) if wanted == Kind::Rollout => format!(
                 "{error}\n(`{field}` is a key of the spec, which `crossfade run` reads at its \
@@ -525,6 +533,17 @@ mod tests {
             ),
             "{hinted}"
         );
+        // A top-level drain_timeout in a migrate file is pointed at `rollout.drain_timeout`, the
+        // retiring backend's drain a migrate file takes, not only at the spec's proxy drain.
+        let error =
+            "unknown field `drain_timeout`, expected `green` or `rollout` at line 2".to_owned();
+        let text = "green: {}\ndrain_timeout: 10s\n";
+        let hinted = with_hint(error.clone(), text, Kind::Rollout);
+        assert!(
+            hinted.contains("`rollout: { drain_timeout: ... }`"),
+            "{hinted}"
+        );
+        assert!(hinted.contains("the proxy's drain on shutdown"), "{hinted}");
         let typo = "unknown field `gren`, expected `green` or `rollout`".to_owned();
         assert_eq!(with_hint(typo.clone(), "gren: {}", Kind::Rollout), typo);
         let other = "blue.instances: 0 is below 1".to_owned();
