@@ -565,7 +565,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 (format!("exited ({status})"), *restart_in)
             }
             InstanceEventKind::RestartFailed { error, restart_in } => {
-                (format!("cannot be started again ({error})"), *restart_in)
+                (format!("{} ({error})", clock::START_FAILED), *restart_in)
             }
             InstanceEventKind::Restarted { .. } | InstanceEventKind::Ready => return,
         };

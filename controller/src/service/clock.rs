@@ -34,6 +34,10 @@ pub struct HoldStatus {
     pub next_analysis_in_seconds: f64,
 }
 
+/// How an [`InstanceRestart`]'s `cause` begins when the instance's last start failed (`cannot be
+/// started again (No such file or directory (os error 2))`), rather than its process exited.
+pub(crate) const START_FAILED: &str = "cannot be started again";
+
 /// An active instance that exited on its own, from its exit until its restart passed readiness,
 /// as the driver knows it: waiting out its restart backoff, then (`started`) started again and
 /// not ready yet. Its endpoint is withdrawn from the route meanwhile (field `restarting` of

@@ -7,7 +7,7 @@ use crossfade_proxy::status::{RouteStatus, SlotStatus};
 use crossfade_proxy::weight::{Percent, Slot};
 use crossfade_proxy::Status;
 
-use super::clock::short;
+use super::clock::{short, START_FAILED};
 use super::{HoldStatus, InstanceRestart, ServiceStatus};
 use crate::rollout::Phase;
 use crate::state::{StatusEvent, RESTART_REASONS};
@@ -281,7 +281,8 @@ fn hold_line(hold: &HoldStatus) -> String {
 /// `127.0.0.1:41001 up`, and for an instance from its exit until its restart is ready what the
 /// driver knows: `127.0.0.1:41001 down (process exited (exit status: 1), restarting in 8s)`, then
 /// `127.0.0.1:41001 down (process exited (exit status: 1); started again as pid 4242, not ready
-/// yet)`, with ` on 127.0.0.1:41007 (its port was taken)` after the pid when the restart moved
+/// yet)` (`a start failed (...); started again ...` when the start before this one
+/// failed), with ` on 127.0.0.1:41007 (its port was taken)` after the pid when the restart moved
 /// (its endpoint withdrawn meanwhile).
 fn endpoint_text(
     backend: &SlotStatus,
@@ -306,10 +307,16 @@ fn endpoint_text(
                 true => String::new(),
                 false => format!(" on {} (its port was taken)", s.endpoint),
             };
+            // After a failed start the cause is that failure, which the start since has undone:
+            // `process cannot be started again (...); started again as pid 4242` said both.
+            let before = match r.cause.strip_prefix(START_FAILED) {
+                Some(why) => format!("a start failed{why}"),
+                None => format!("process {}", r.cause),
+            };
             let _ = write!(
                 text,
-                " (process {}; started again as pid {}{moved}, not ready yet)",
-                r.cause, s.pid
+                " ({before}; started again as pid {}{moved}, not ready yet)",
+                s.pid
             );
             return text;
         }
@@ -785,6 +792,21 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("restarting"), "{text}");
+        // check34: started again after a start that failed, the failure is the last start's,
+        // not the process's state now (it read `process cannot be started again (...); started
+        // again as pid 4242`).
+        let mut failed = entry(endpoint);
+        failed.cause = format!("{START_FAILED} (No such file or directory (os error 2))");
+        status.restarting = vec![failed];
+        let text = through_json(&status).describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains(
+                "127.0.0.1:41001 up (a start failed (No such file or directory (os error \
+                 2)); started again as pid 4242, not ready yet)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("cannot be started again"), "{text}");
     }
 
     #[test]
