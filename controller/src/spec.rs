@@ -105,10 +105,16 @@ pub struct RunSpec {
     pub drain_timeout: Duration,
     /// The proxy's `drain_grace`: once it drains (SIGTERM, a binary upgrade), how long idle
     /// HTTP/1.x keep-alive client connections are still served, each response with `Connection:
-    /// close`, before they are closed; `0s` closes them at once. Default 1 s
-    /// ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)), at most half of `drain_timeout`.
-    #[serde(with = "crossfade_proxy::duration::serde")]
-    pub drain_grace: Duration,
+    /// close`, before they are closed; `0s` closes them at once. At most half of
+    /// `drain_timeout`. Unset (`None`): 1 s ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)),
+    /// or half of `drain_timeout` when that is less ([`RunSpec::drain_grace`]), so that a short
+    /// `drain_timeout` alone is a valid spec (check34: `drain_timeout: 1s` was refused for a
+    /// `drain_grace` nobody wrote).
+    #[serde(
+        with = "crossfade_proxy::duration::serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub drain_grace: Option<Duration>,
     /// The proxy's upstream settings (see
     /// [`UpstreamConfig`](crossfade_proxy::config::UpstreamConfig)): connect, response and idle
     /// timeouts, idle connections kept per endpoint, the retry budget and the endpoint pick, as a
@@ -547,6 +553,13 @@ impl RunSpec {
         SpecError::check(problems)
     }
 
+    /// The proxy's `drain_grace`: the spec's, else 1 s
+    /// ([`DRAIN_GRACE`](crossfade_proxy::config::DRAIN_GRACE)) held to half of `drain_timeout`.
+    pub fn drain_grace(&self) -> Duration {
+        (self.drain_grace)
+            .unwrap_or(crossfade_proxy::config::DRAIN_GRACE.min(self.drain_timeout / 2))
+    }
+
     /// The proxy config `crossfade run` serves this spec with: its `listen`, `admin`, `via`,
     /// `drain_timeout`, `drain_grace`, `upstream`, `trust_forwarded_for`, `proxy_protocol`, `limits`, `tls`,
     /// `access_log` and `request_id`, and one
@@ -600,7 +613,7 @@ impl RunSpec {
             }],
             via: self.via.clone(),
             drain_timeout: self.drain_timeout,
-            drain_grace: self.drain_grace,
+            drain_grace: self.drain_grace(),
             upstream: self.upstream.clone(),
             trust_forwarded_for: self.trust_forwarded_for,
             proxy_protocol: self.proxy_protocol,
@@ -636,7 +649,7 @@ impl Default for RunSpec {
             via: crossfade_proxy::config::ViaConfig::default(),
             port_range: None,
             drain_timeout: crossfade_proxy::config::DRAIN_TIMEOUT,
-            drain_grace: crossfade_proxy::config::DRAIN_GRACE,
+            drain_grace: None,
             upstream: crossfade_proxy::config::UpstreamConfig::default(),
             trust_forwarded_for: true,
             proxy_protocol: false,

@@ -76,7 +76,7 @@ fn a_full_spec_parses_with_every_field() {
         Some(std::path::Path::new("/var/lib/crossfade/state.json"))
     );
     assert_eq!(spec.port_range.and_then(|r| r.ports()), Some(25100..=25199));
-    assert_eq!(spec.drain_grace, secs(2));
+    assert_eq!(spec.drain_grace, Some(secs(2)));
 }
 
 #[test]
@@ -1283,11 +1283,20 @@ fn drain_timeout_reaches_the_proxy_and_bounds_drain_grace() {
             Duration::from_secs(120),
         ),
         ("drain_timeout: 0s\ndrain_grace: 0s", Duration::ZERO),
+        // check34: a drain_timeout below 2 s alone was refused for the default drain_grace (1 s)
+        // nobody wrote; unset, the grace is held to half of it.
+        ("drain_timeout: 0s", Duration::ZERO),
+        ("drain_timeout: 1s", Duration::from_secs(1)),
     ] {
         let read = spec(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
         assert_eq!(read.drain_timeout, drain, "{extra}");
         let config = read.proxy_config(Slot::Blue, endpoints.clone(), read.blue_protocol());
         assert_eq!(config.drain_timeout, drain, "{extra}");
+        assert!(config.drain_grace <= drain / 2, "{extra}");
+        assert!(config.validate().is_ok(), "{extra}");
+        let grace_warned =
+            (config.warnings().iter()).any(|w| w.to_string().contains("drain_grace"));
+        assert!(!grace_warned, "{extra}: the proxy cuts no grace");
         // Not the retiring backend's drain.
         assert_eq!(
             read.rollout.drain_timeout,
@@ -1328,7 +1337,7 @@ fn drain_grace_reaches_the_proxy_and_is_held_to_half_its_drain() {
         ("drain_grace: 15s", Duration::from_secs(15)),
     ] {
         let read = spec(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
-        assert_eq!(read.drain_grace, grace, "{extra}");
+        assert_eq!(read.drain_grace(), grace, "{extra}");
         let config = read.proxy_config(Slot::Blue, endpoints.clone(), read.blue_protocol());
         assert_eq!(config.drain_grace, grace, "{extra}");
         assert!(config.validate().is_ok(), "{extra}");

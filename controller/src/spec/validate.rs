@@ -198,17 +198,21 @@ fn proxy_rules(r: &mut Report, spec: &RunSpec) {
 }
 
 /// `drain_grace` at most half of the drain it is part of, the proxy's shutdown `drain_timeout`
-/// (which the proxy would otherwise cut it to, unsaid).
+/// (which the proxy would otherwise cut it to, unsaid). An unset one is held to it
+/// ([`RunSpec::drain_grace`]).
 fn drain_grace(r: &mut Report, spec: &RunSpec) {
     let drain = spec
         .proxy_config(Slot::Blue, Vec::new(), spec.blue_protocol())
         .drain_timeout;
-    if spec.drain_grace > drain / 2 {
+    let Some(grace) = spec.drain_grace else {
+        return;
+    };
+    if grace > drain / 2 {
         r.add(
             "drain_grace",
             format!(
                 "{} is above {}, half of drain_timeout ({}), the proxy's drain on shutdown",
-                human(spec.drain_grace),
+                human(grace),
                 human(drain / 2),
                 human(drain)
             ),
