@@ -144,7 +144,13 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
     if let Err(message) = state.check_route(&spec.route.name) {
         anyhow::bail!("state file {}: {message}", path.display());
     }
-    state.recover();
+    // The workload serving before the recovery: served again if one it completes promoted a
+    // workload that cannot start (`startup::recover`'s fallback).
+    let before = (
+        state.active.unwrap_or(Slot::Blue),
+        state.active_workload.clone(),
+    );
+    let recovery = state.recover();
     if let Some(blue) = &spec.blue {
         match state.check_blue(blue) {
             BlueCheck::Conflict(message) => anyhow::bail!("{message} ({})", path.display()),
@@ -152,8 +158,30 @@ fn check_spec_state_file(spec: &RunSpec) -> anyhow::Result<Vec<String>> {
             BlueCheck::Edited(_) => {}
             // What the state file records as serving starts, not the spec's blue (newuser34 A).
             BlueCheck::Serve | BlueCheck::ServeRecorded => {
-                startup::check_recorded_active(&state, blue, file.path())
-                    .map_err(anyhow::Error::msg)?;
+                let checked = startup::check_recorded_active(&state, blue, file.path());
+                match (checked, recovery.ended) {
+                    (Ok(()), _) => {}
+                    // Completing a rollout, `run` falls back rather than refuse (check34: `check`
+                    // refused a start that `run` served).
+                    (Err(problems), Some(Phase::Completed)) => {
+                        let replaced = before.1.as_ref().unwrap_or(blue).label(before.0);
+                        let promoted = (state.active_workload.as_ref())
+                            .map_or("the promoted workload", |w| {
+                                w.label(state.active.unwrap_or(before.0.other()))
+                            });
+                        // The problems, without the note that says to remove the state file.
+                        let problems = problems.rsplit_once('\n').map_or(&*problems, |(p, _)| p);
+                        let problems = problems.replace('\n', "; ");
+                        lines.push(format!(
+                            "warning: {problems}: state file {} records a rollout that \
+                             promoted {promoted} and did not end; a start completes it, and as \
+                             {promoted} cannot start here, {replaced}, which it replaced, serves \
+                             again and the rollout is recorded rolled back",
+                            path.display()
+                        ));
+                    }
+                    (Err(problems), _) => anyhow::bail!(problems),
+                }
             }
         }
     }

@@ -9,10 +9,11 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::rollout::wait_terminal;
+use crate::support::spec::write_json;
 use crate::support::trace::{self, TraceConfig};
 use crate::support::{
-    pid_alive, pids_of, read_json, temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig,
-    Spec,
+    pid_alive, pids_of, read_json, run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load,
+    LoadConfig, Spec,
 };
 
 /// Kills `victim` (SIGKILL, as a crash) and waits until the state file lists a live replacement
@@ -1037,6 +1038,45 @@ impl Restarted {
         assert_eq!(report.ok_from("v1"), report.total(), "{}", report.summary());
         log
     }
+}
+
+/// check34: a state file whose unfinished rollout promoted a green that cannot start here (its
+/// `workdir` gone) is one `crossfade run` starts on, serving blue again (the fallback above);
+/// `crossfade check` refused it (`state_file's active workload.workdir: ...`, exit 1). It now
+/// says so as a warning, and `run` serves blue as it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_of_a_promoted_green_that_cannot_start_as_run_falls_back() {
+    let held = stop_during_a_held_retirement(true, GREEN_EXITS, &[]).await;
+    let state = held.dir.path().join("state.json");
+    let mut doc = read_json(&state);
+    let gone = held.dir.path().join("gone");
+    doc["rollout"]["preview_workload"]["workdir"] = json!(gone);
+    write_json(held.dir.path(), "state.json", &doc);
+    let _ = std::fs::remove_file(held.dir.path().join("state.json.bak"));
+    let spec_arg = held.spec_path.display().to_string();
+    let out = run_to_end(["check", spec_arg.as_str()], Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    for words in [
+        "warning: state_file's active workload.workdir",
+        "blue, which it replaced, serves again",
+    ] {
+        assert!(out.stdout.contains(words), "{words}\n{}", out.stdout);
+    }
+    // Served by blue, as `check` said. (The spec's green, without the edited workdir, is another
+    // green than the one rolled back, so the start rolls it out anew.)
+    let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
+    again.wait_ready(&held.admin, Duration::from_secs(30)).await;
+    let load = Load::start(LoadConfig::new(held.listen));
+    load.wait_requests(20, Duration::from_secs(20)).await;
+    let report = load.stop().await;
+    let log = again.log();
+    again.terminate(Duration::from_secs(15)).await;
+    assert!(
+        log.contains("green could not start") && log.contains("blue serves again"),
+        "{log}"
+    );
+    assert!(report.ok_from("v1") >= 20, "{}", report.summary());
+    assert_eq!(report.errors(), 0, "{}", report.summary());
 }
 
 /// DESIGN: a rollout never leaves a route with no healthy backend while one exists (session 32's
