@@ -276,10 +276,13 @@ fn state_document(text: &str) -> bool {
 /// optional `rollout:`)`; a state file given for any of them is called one. Any other error is
 /// returned as it is.
 pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
-    // A proxy config without routes is refused naming `routes`, not an unknown field.
+    // A proxy config without routes is refused naming `routes`, not an unknown field; a spec
+    // without `blue:` (the settings' keys are all a spec's since it took `drain_timeout`), for
+    // the `blue` it lacks.
     if kube_settings(text)
         && (error.contains("unknown field")
-            || (wanted == Kind::ProxyConfig && error.contains("routes: no route")))
+            || (wanted == Kind::ProxyConfig && error.contains("routes: no route"))
+            || (wanted == Kind::Spec && error.contains("blue: missing")))
     {
         return format!("{error}\n{}", kube_settings_hint(wanted));
     }
