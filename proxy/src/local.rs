@@ -109,6 +109,7 @@ impl LocalReason {
             | Error::UnknownRoute(_)
             | Error::Owned { .. }
             | Error::Handover { .. }
+            | Error::HandoverRefused { .. }
             | Error::HandingOver { .. }
             | Error::WeightsNotSaved(_)
             | Error::Rejected(_) => return None,
