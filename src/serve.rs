@@ -838,7 +838,8 @@ impl Signals {
             caught,
             user,
             usr2_why:
-                "this command has no binary upgrade (only crossfade proxy --upgrade-socket has)",
+                "this command has no binary upgrade (crossfade proxy and crossfade run have one with \
+                 --upgrade-socket)",
         }
     }
 
@@ -1443,7 +1444,8 @@ pub async fn run(
     token: &TokenArgs,
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
-    let mut signals = Signals::install();
+    let mut signals =
+        Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
     let (spec, auth, warnings) = validated_spec(path, token)?;
     // The outcome line is what a CI job reads from standard output: an access log there would
     // bury it among a JSON line per request (also after it, from the drain).
