@@ -246,6 +246,12 @@ async fn run_upgraded_by_sigusr2_under_load_loses_no_request_and_keeps_its_workl
     }
     let state = read_json(&setup.state);
     assert_eq!(pids_of(&state["active_pids"]), setup.pids, "{state:#}");
+    // The child journal is kept (the new process records its spawns there) and names them.
+    let journal = std::fs::read_to_string(setup.dir.path().join("state.json.children"))
+        .expect("the child journal is kept");
+    for pid in &setup.pids {
+        assert!(journal.contains(&format!("\"pid\": {pid}")), "{journal}");
+    }
     assert!(reasons(&state).iter().any(|r| r == "Upgraded"), "{state:#}");
     let status = setup.admin.rollout().await;
     assert_eq!(status["active_version"], "v1-up", "{status:#}");
@@ -431,4 +437,79 @@ async fn a_broken_spec_leaves_the_old_process_serving() {
         .await;
     assert_eq!(code, 202, "rollouts are accepted");
     setup.old.terminate(PATIENCE).await;
+}
+
+/// While a new process holds the handover (connected, the sockets and routes received, not ready
+/// yet: a fake one here, this test on the upgrade socket), the old process starts no rollout and
+/// takes no command (503 with `Retry-After`, naming the handover) and restarts no instance that
+/// exits; once it goes away without saying ready, rollouts are accepted and the instance held
+/// meanwhile is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_handover_rollouts_and_restarts_wait_and_come_back_when_it_fails() {
+    let setup = Setup::start().await;
+    let socket = setup.dir.path().join("upgrade.sock");
+    // Blocking reads on a thread of their own, bounded by a read timeout.
+    let (stream, line) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let stream = std::os::unix::net::UnixStream::connect(&socket)
+            .expect("connect to the upgrade socket");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map(|_| line);
+        (reader.into_inner(), read)
+    })
+    .await
+    .expect("the reading thread");
+    // The sockets' byte (their descriptors are dropped with it), then the routes' line: by then
+    // the old process has frozen its controller.
+    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
+    assert!(line.contains("\"routes\""), "{line:?}");
+
+    let body = json!({ "green": green() });
+    for (path, body) in [("/rollout", Some(&body)), ("/rollout/pause", None)] {
+        let (status, headers, answer) = setup
+            .admin
+            .request_with("POST", path, body, &[])
+            .await
+            .expect("the admin API answers");
+        assert_eq!(status, 503, "POST {path}: {answer}");
+        assert_eq!(
+            headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "POST {path}"
+        );
+        assert!(answer.contains("binary upgrade"), "POST {path}: {answer}");
+    }
+    let victim = setup.pids[0];
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill blue instance 0");
+    // Not restarted while held: its pid stays in the state file.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        pids_of(&read_json(&setup.state)["active_pids"]).contains(&victim),
+        "restarted during the handover: {}",
+        setup.log()
+    );
+
+    // The new process goes away without saying ready: all comes back.
+    drop(stream);
+    let restarted = wait_state(&setup.state, PATIENCE, "instance 0 restarted", |s| {
+        let pids = pids_of(&s["active_pids"]);
+        (pids.len() == 2 && !pids.contains(&victim)).then_some(pids)
+    })
+    .await;
+    assert!(restarted.contains(&setup.pids[1]), "{restarted:?}");
+    let traffic = Traffic::start(setup.spec.listen(), 2);
+    setup.admin.start_rollout(&green()).await;
+    let done = wait_until(PATIENCE, "the rollout to end", || async {
+        let status = setup.admin.rollout().await;
+        (status["running"] == false && status["rollout"]["phase"] != Value::Null).then_some(status)
+    })
+    .await;
+    assert_eq!(done["rollout"]["phase"], "Completed", "{done:#}");
+    traffic.stop_without_errors().await;
+    let mut old = setup.old;
+    old.terminate(PATIENCE).await;
 }
