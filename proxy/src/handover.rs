@@ -41,6 +41,12 @@
 //! Until it reads `ready`, the old process serves as before (but for route changes, refused from
 //! step 1): a successor that fails to start, or dies after it received the sockets, leaves it
 //! serving (and its copies of the sockets close with it), route changes accepted again. A successor that does not get ready within [`READY_TIMEOUT`] is given up on.
+//!
+//! Before step 1 the old process may refuse a successor ([`HandoverListener::successor_admitting`]
+//! with an [`Admission`]: `crossfade run` while a rollout is in progress): it then sends the byte
+//! `R` with no descriptor and one JSON line `{"version": 1, "refused": "<reason>"}`, and the
+//! successor's [`take_over`] fails with [`Error::HandoverRefused`] naming the reason. A successor
+//! of an older version reads it as a malformed exchange and exits all the same.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
