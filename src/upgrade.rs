@@ -937,14 +937,21 @@ pub async fn run(
         usr2: Some(signals.upgrade),
     };
     let stack = running.stack;
-    let workloads = match handed_to {
-        Some(_) => "the workloads run on under the new process",
-        None => "then each workload gets its stop_grace before SIGKILL",
+    // Stopped (SIGTERM, SIGINT) while a new process is taking over: it has the sockets and adopts
+    // (or adopted) the workloads, and serves on once this one is gone (as the proxy's does), so
+    // they are left to it rather than stopped under it.
+    let left_to_successor = handed_to.is_some() || proxy.handing_over_to().is_some();
+    if handed_to.is_none() && left_to_successor {
+        service.hand_over().await;
+    }
+    let workloads = match left_to_successor {
+        true => "the workloads run on under the new process",
+        false => "then each workload gets its stop_grace before SIGKILL",
     };
     let stopping = async {
         stack.stop().await;
         // After a handover this stops nothing: the service writes and stops nothing any more.
-        if handed_to.is_none() {
+        if !left_to_successor {
             service.shutdown().await;
         }
     };

@@ -879,6 +879,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 
     async fn stop_active(&mut self) {
+        // A stop during a binary upgrade's handover that is not left to the new process: the
+        // held supervisors must see their instance's exit, or the stop would wait for ever.
+        self.config.active.hold(Hold::Off);
         let active = std::mem::replace(&mut self.config.active, Workload::detached());
         active.stop(self.config.active_spec.stop_grace).await;
     }

@@ -513,3 +513,47 @@ async fn during_a_handover_rollouts_and_restarts_wait_and_come_back_when_it_fail
     let mut old = setup.old;
     old.terminate(PATIENCE).await;
 }
+
+/// SIGTERM to the old process while a new one holds the handover (a fake one here: it took the
+/// sockets and routes): the new process adopts the workload and serves on once the old one is
+/// gone, as the proxy's does, so the old one drains and exits without stopping the workload
+/// under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_process_stopped_during_the_handover_leaves_the_workload_to_the_new_one() {
+    let mut setup = Setup::start().await;
+    let socket = setup.dir.path().join("upgrade.sock");
+    let (stream, line) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let stream = std::os::unix::net::UnixStream::connect(&socket)
+            .expect("connect to the upgrade socket");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map(|_| line);
+        (reader.into_inner(), read)
+    })
+    .await
+    .expect("the reading thread");
+    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
+    assert!(line.contains("\"routes\""), "{line:?}");
+
+    let exit = setup.old.terminate(PATIENCE).await;
+    assert!(exit.success(), "{exit}: {}", setup.log());
+    for pid in &setup.pids {
+        assert!(
+            pid_alive(*pid),
+            "instance {pid} left running: {}",
+            setup.log()
+        );
+    }
+    let log = setup.log();
+    assert!(logged(&log, &["SIGTERM during a binary upgrade"]), "{log}");
+    // No new process adopts them here: stopped by the test.
+    drop(stream);
+    for pid in &setup.pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    }
+    wait_gone(&setup.pids, Duration::from_secs(10)).await;
+}
