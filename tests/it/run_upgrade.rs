@@ -268,6 +268,13 @@ async fn run_upgraded_by_sigusr2_under_load_loses_no_request_and_keeps_its_workl
     for pid in &setup.pids {
         assert!(note.contains(&format!("pid {pid}")), "{note}");
     }
+    // `crossfade status`, as an operator reads it from the new process.
+    let admin = setup.spec.admin().to_string();
+    let shown = crate::support::child::run_to_end(["status", "--admin", &admin], PATIENCE).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    for word in ["v1-up", "Upgraded"] {
+        assert!(shown.stdout.contains(word), "{word} in {}", shown.stdout);
+    }
     let log = setup.log();
     assert!(logged(&log, &["binary upgrade", "took over from"]), "{log}");
     assert!(
