@@ -1249,6 +1249,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth, upgradable: bool) -> anyhow:
         first_probes: false,
         green,
         upgradable,
+        handed: None,
     };
     serve_recovered(spec, auth, (listener, admin), recovered, start).await
 }
@@ -1265,6 +1266,23 @@ pub struct Start<'a> {
     /// Keep duplicates of the listening sockets and the state file's lock for a binary
     /// upgrade's handover ([`Running::listeners`]).
     pub upgradable: bool,
+    /// The health view a binary upgrade's old process handed over, taken on as
+    /// `crossfade proxy`'s new process takes it ([`HandedHealth`]).
+    pub handed: Option<&'a HandedHealth>,
+}
+
+/// What a binary upgrade's old process knew of its endpoints' health and handed over with the
+/// sockets: the endpoints that passed a check (a route failing open still fails open to them),
+/// the tripped breakers (they stay tripped) and the ejected endpoints (out for the rest of their
+/// backoff).
+#[derive(Debug, Default)]
+pub struct HandedHealth {
+    /// [`crossfade_proxy::handover::Inherited::passed`].
+    pub passed: Vec<crossfade_proxy::health::PassedCheck>,
+    /// [`crossfade_proxy::handover::Inherited::tripped`].
+    pub tripped: Vec<crossfade_proxy::health::TrippedBreaker>,
+    /// [`crossfade_proxy::handover::Inherited::ejected`].
+    pub ejected: Vec<crossfade_proxy::health::EjectedEndpoint>,
 }
 
 /// [`startup::StartError`] as `crossfade run` reports it.
@@ -1320,6 +1338,7 @@ pub async fn serve_recovered(
         first_probes,
         green,
         upgradable,
+        handed,
     } = start;
     let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let (active_slot, active_spec) = (recovered.active_slot, recovered.active_spec);
@@ -1329,6 +1348,11 @@ pub async fn serve_recovered(
         active_spec.protocol,
     );
     let (proxy, mut registry) = build_proxy(&config)?;
+    if let Some(handed) = handed {
+        proxy.inherit_passed_checks(&handed.passed);
+        proxy.inherit_tripped_breakers(&handed.tripped);
+        proxy.inherit_ejections(&handed.ejected);
+    }
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
     // What the log says when the spec's green is not rolled out again.

@@ -798,11 +798,17 @@ pub async fn run(
             let recovered = startup::take_over(&spec, lock, predecessor.pid())
                 .await
                 .map_err(crate::serve::start_error)?;
+            let handed = crate::serve::HandedHealth {
+                passed: inherited.passed,
+                tripped: inherited.tripped,
+                ejected: inherited.ejected,
+            };
             let sockets = (inherited.listen, inherited.admin);
             let start = crate::serve::Start {
                 first_probes: true,
                 green: None,
                 upgradable: true,
+                handed: Some(&handed),
             };
             let running =
                 crate::serve::serve_recovered(&spec, auth, sockets, recovered, start).await?;
