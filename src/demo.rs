@@ -165,7 +165,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..spec.clone()
     };
     let auth = AdminAuth::for_listener(serving_only.admin, None)?;
-    let running = serve::start(&serving_only, auth).await?;
+    let running = serve::start(&serving_only, auth, false).await?;
     let target = running.listen;
     let load = Load::start(target, 6, 2, args.rate);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -112,6 +112,26 @@ enum Command {
         /// With --exit-after-rollout: print the outcome as one JSON object instead of a line.
         #[arg(long, requires = "exit_after_rollout")]
         json: bool,
+        /// Unix socket for in-place upgrades of the binary, as `crossfade proxy --upgrade-socket`:
+        /// a new `crossfade run` started with the same path (or by SIGUSR2 to this one, which
+        /// starts its own executable again with the same arguments) takes over the listening
+        /// sockets and the state file's lock, adopts the active workload's running instances
+        /// (each must pass readiness) and serves; this one then stops accepting, drains
+        /// (`drain_timeout`) and exits, leaving the workloads running. Refused while a rollout is
+        /// in progress (the new process says why and exits 1). Needs the spec's `state_file`.
+        /// Not with --exit-after-rollout.
+        #[arg(
+            long,
+            env = "CROSSFADE_UPGRADE_SOCKET",
+            value_name = "PATH",
+            conflicts_with = "exit_after_rollout"
+        )]
+        upgrade_socket: Option<PathBuf>,
+        /// With --upgrade-socket: how long a process that SIGUSR2 starts gets to connect to the
+        /// upgrade socket; one that has not by then is stopped with SIGKILL and logged. At least 1s.
+        #[arg(long, value_name = "DURATION", default_value = "60s", requires = "upgrade_socket",
+              value_parser = flags::upgrade_timeout)]
+        upgrade_timeout: std::time::Duration,
         #[command(flatten)]
         token: token::TokenArgs,
     },
@@ -393,8 +413,17 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             exit_after_rollout,
             linger,
             json,
+            upgrade_socket,
+            upgrade_timeout,
             token,
         } => {
+            if let Some(socket) = upgrade_socket.as_deref() {
+                let upgrade = upgrade::Upgrade {
+                    socket,
+                    start_timeout: upgrade_timeout,
+                };
+                return upgrade::run(&spec, &token, upgrade).await;
+            }
             let exit = exit_after_rollout.then_some(serve::ExitAfter { linger, json });
             serve::run(&spec, exit, &token).await
         }

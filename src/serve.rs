@@ -12,12 +12,13 @@ use crossfade_controller::metrics::RolloutMetrics;
 use crossfade_controller::rollout::Phase;
 use crossfade_controller::service::startup::{self, GreenStart, RuntimeJournal, StartupError};
 use crossfade_controller::service::{self, ServiceConfig, ServiceHandle};
-use crossfade_controller::spec::RunSpec;
+use crossfade_controller::spec::{RunSpec, WorkloadSpec};
 use crossfade_controller::state::{BlueCheck, ServiceState};
 use crossfade_controller::store::{StateFile, StateLock};
 use crossfade_proxy::admin::{serve_admin, AdminAuth, AdminExtension};
 use crossfade_proxy::config::{one_line, ProxyConfig};
 use crossfade_proxy::files;
+use crossfade_proxy::handover::Listeners;
 use crossfade_proxy::reload::{not_reloaded, RouteReload, WeightDecision};
 use crossfade_proxy::saved::{Restored, SavedWeights, WeightStore, SAVED_WEIGHTS_VERSION};
 use crossfade_proxy::weight::Slot;
@@ -874,7 +875,8 @@ impl Signals {
             caught,
             user,
             usr2_why:
-                "this command has no binary upgrade (only crossfade proxy --upgrade-socket has)",
+                "this command has no binary upgrade (crossfade proxy and crossfade run have one with \
+                 --upgrade-socket)",
         }
     }
 
@@ -1248,6 +1250,15 @@ pub struct Running {
     /// The child journal of a run without `state_file`, to [`RuntimeJournal::forget`] once every
     /// workload is stopped.
     pub runtime_journal: Option<RuntimeJournal>,
+    /// Duplicates of the listening sockets and the state file's lock, kept for a binary upgrade's
+    /// handover (`--upgrade-socket`).
+    pub listeners: Option<Listeners>,
+    /// The state as recovered at start (what [`roll_out_green`] judges the spec's green by).
+    state: ServiceState,
+    /// The slot the active workload served in at start.
+    active_slot: Slot,
+    /// The active workload's label at start.
+    serving: String,
     /// The state file's lock, held while this instance runs.
     _state_lock: Option<StateLock>,
 }
@@ -1256,25 +1267,117 @@ pub struct Running {
 /// says this green workload is already active or was already rolled back). `auth` guards the admin
 /// API. The recovery of the previous run's state and processes, and the start of the active
 /// workload, are [`startup::recover`]'s; this binds, wires and serves.
-pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
+pub async fn start(spec: &RunSpec, auth: AdminAuth, upgradable: bool) -> anyhow::Result<Running> {
     let listener = bind(spec.listen, "listen").await?;
     let admin = bind(spec.admin, "admin").await?;
-    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+    let listen_addr = listener.local_addr()?;
     // SIGTERM or SIGINT before the active workload is ready cancels the start, which stops what
     // it started (as a green's provisioning is stopped), rather than leaving its processes behind.
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
     let recovered = startup::recover(spec, listen_addr, cancel)
         .await
-        .map_err(|e| match e {
-            StartupError::Load(e) => corrupt_hint(e),
-            StartupError::Save(e) => unwritable(e),
-            StartupError::Lock(e) => e.into(),
-            StartupError::Stopped(why) => anyhow::Error::new(StoppedWhileStarting(why)),
-            e @ (StartupError::Refused(_) | StartupError::Workload(_)) => e.into(),
-        })?;
+        .map_err(start_error)?;
     // Ready: from here the command's own wait handles a signal.
     drop(cancel_on_signal);
+    // The spec's own warnings are logged by `run` as it loads the file.
+    let green = spec.green.as_ref();
+    let start = Start {
+        first_probes: false,
+        green,
+        upgradable,
+        handed: None,
+    };
+    serve_recovered(spec, auth, (listener, admin), recovered, start).await
+}
+
+/// How [`serve_recovered`] starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Start<'a> {
+    /// Await the first health probe round before serving (a binary upgrade's new process: the
+    /// old one serves meanwhile).
+    pub first_probes: bool,
+    /// The workload to roll out to before serving (the spec's `green:`, unless the state file
+    /// says it was tried: [`startup::start_green`]).
+    pub green: Option<&'a WorkloadSpec>,
+    /// Keep duplicates of the listening sockets and the state file's lock for a binary
+    /// upgrade's handover ([`Running::listeners`]).
+    pub upgradable: bool,
+    /// The health view a binary upgrade's old process handed over, taken on as
+    /// `crossfade proxy`'s new process takes it ([`HandedHealth`]).
+    pub handed: Option<&'a HandedHealth>,
+}
+
+/// What a binary upgrade's old process knew of its endpoints' health and handed over with the
+/// sockets: the endpoints that passed a check (a route failing open still fails open to them),
+/// the tripped breakers (they stay tripped) and the ejected endpoints (out for the rest of their
+/// backoff).
+#[derive(Debug, Default)]
+pub struct HandedHealth {
+    /// [`crossfade_proxy::handover::Inherited::passed`].
+    pub passed: Vec<crossfade_proxy::health::PassedCheck>,
+    /// [`crossfade_proxy::handover::Inherited::tripped`].
+    pub tripped: Vec<crossfade_proxy::health::TrippedBreaker>,
+    /// [`crossfade_proxy::handover::Inherited::ejected`].
+    pub ejected: Vec<crossfade_proxy::health::EjectedEndpoint>,
+}
+
+/// [`startup::StartupError`] as `crossfade run` reports it.
+pub fn start_error(e: StartupError) -> anyhow::Error {
+    match e {
+        StartupError::Load(e) => corrupt_hint(e),
+        StartupError::Save(e) => unwritable(e),
+        StartupError::Lock(e) => e.into(),
+        StartupError::Stopped(why) => anyhow::Error::new(StoppedWhileStarting(why)),
+        e @ (StartupError::Refused(_) | StartupError::Workload(_)) => e.into(),
+    }
+}
+
+/// Starts the rollout to the spec's `green` on `running` unless the state file says this green
+/// already serves or was already tried ([`startup::start_green`]); sets `running.started` or
+/// `running.earlier`.
+///
+/// # Errors
+/// The service's refusal of the start, as its admin API would say it.
+pub async fn roll_out_green(running: &mut Running, green: &WorkloadSpec) -> anyhow::Result<()> {
+    // The state as this process started with it: a new process that took over has not started a
+    // rollout since (the old one refused the handover during one).
+    let (state, active_slot, serving) = (&running.state, running.active_slot, &running.serving);
+    match startup::start_green(&running.service, state, green, active_slot, serving).await {
+        Ok(GreenStart::Started(id)) => running.started = Some(id),
+        Ok(GreenStart::AlreadyTried { tried, label, why }) => {
+            running.earlier = Some(Earlier::of(state, &tried, &label, &why));
+        }
+        Err(e) => anyhow::bail!(e),
+    }
+    Ok(())
+}
+
+/// Wires and serves what [`startup::recover`] (or, in a binary upgrade's new process,
+/// [`startup::take_over`]) left, on `listener` and `admin`: builds the proxy over the active
+/// workload's endpoints, spawns the controller service, starts the rollout to `green` (the
+/// spec's, unless the state file says it was tried: [`roll_out_green`]) and only then serves, so
+/// that nobody who saw `/readyz` answer 200 is told that no rollout has run yet. With
+/// `first_probes`, the first health probe round of routes with active checks is awaited before
+/// serving (a binary upgrade's new process: the old one serves meanwhile).
+///
+/// # Errors
+/// A proxy config that cannot be built, an address that cannot be read, the service's refusal
+/// of the rollout to `green`, a descriptor that cannot be duplicated.
+pub async fn serve_recovered(
+    spec: &RunSpec,
+    auth: AdminAuth,
+    (listener, admin): (TcpListener, TcpListener),
+    recovered: startup::Recovered,
+    start: Start<'_>,
+) -> anyhow::Result<Running> {
+    let Start {
+        first_probes,
+        green,
+        upgradable,
+        handed,
+    } = start;
+    let (listen_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
     let (active_slot, active_spec) = (recovered.active_slot, recovered.active_spec);
     let config = spec.proxy_config(
         active_slot,
@@ -1282,9 +1385,14 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         active_spec.protocol,
     );
     let (proxy, mut registry) = build_proxy(&config)?;
+    if let Some(handed) = handed {
+        proxy.inherit_passed_checks(&handed.passed);
+        proxy.inherit_tripped_breakers(&handed.tripped);
+        proxy.inherit_ejections(&handed.ejected);
+    }
     let rollout_metrics = RolloutMetrics::register(&mut registry);
     let shared = Arc::new(proxy.clone());
-    // What the log says when the spec's green is not rolled out again (below).
+    // What the log says when the spec's green is not rolled out again.
     let serving = active_spec.label(active_slot).to_owned();
     let state = recovered.state.clone();
     let service = service::spawn(ServiceConfig {
@@ -1305,12 +1413,18 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         admin: admin_addr,
         port_range: spec.port_range,
     });
-    // The spec's rollout is started before the admin API and the proxy serve, so that nobody
-    // who saw `/readyz` answer 200 is told that no rollout has run yet.
+    if first_probes {
+        first_probe_round(
+            &proxy,
+            "binary upgrade",
+            "before taking over the traffic (the old process serves meanwhile)",
+            "taking over all the same",
+        )
+        .await;
+    }
     let mut started = None;
     let mut earlier = None;
-    if let Some(green) = &spec.green {
-        // The spec's own warnings are logged by `run` as it loads the file.
+    if let Some(green) = green {
         match startup::start_green(&service, &state, green, active_slot, &serving).await {
             Ok(GreenStart::Started(id)) => started = Some(id),
             Ok(GreenStart::AlreadyTried { tried, label, why }) => {
@@ -1319,9 +1433,20 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
             Err(e) => anyhow::bail!(e),
         }
     }
+    let listeners = match upgradable {
+        true => {
+            let listeners = Listeners::of(&listener, &admin)?;
+            Some(match &recovered.lock {
+                Some(lock) => listeners.with_state_lock(std::os::fd::AsFd::as_fd(lock))?,
+                None => listeners,
+            })
+        }
+        false => None,
+    };
     let extension: Arc<dyn AdminExtension> = Arc::new(service.clone());
     let stack = Stack::serve(proxy, registry, Some(extension), auth, listener, admin);
     Ok(Running {
+        listeners,
         listen: listen_addr,
         admin: admin_addr,
         route: spec.route.name.clone(),
@@ -1330,6 +1455,9 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth) -> anyhow::Result<Running> {
         started,
         earlier,
         runtime_journal: recovered.runtime_journal,
+        state,
+        active_slot,
+        serving,
         _state_lock: recovered.lock,
     })
 }
@@ -1377,7 +1505,8 @@ pub async fn run(
     token: &TokenArgs,
 ) -> anyhow::Result<ExitCode> {
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
-    let mut signals = Signals::install();
+    let mut signals =
+        Signals::install().usr2_ignored_because("binary upgrade needs --upgrade-socket");
     let (spec, auth, warnings) = validated_spec(path, token)?;
     // The outcome line is what a CI job reads from standard output: an access log there would
     // bury it among a JSON line per request (also after it, from the drain).
@@ -1395,7 +1524,7 @@ pub async fn run(
         Some(_) => ExitCode::from(EXIT_ROLLED_BACK),
         None => ExitCode::SUCCESS,
     };
-    let running = match start(&spec, auth).await {
+    let running = match start(&spec, auth, false).await {
         Ok(running) => running,
         Err(e) if e.is::<StoppedWhileStarting>() => {
             tracing::info!("{e}");
@@ -1411,20 +1540,7 @@ pub async fn run(
     let proxy = running.stack.proxy.clone();
     // SIGHUP reloads what the spec's proxy settings name: the TLS files (a bad pair keeps the
     // old one) and the access log's file (reopened, for logrotate); else it is ignored.
-    let hangup = || {
-        let (tls, log) = (spec.tls.is_some(), proxy.reopen_access_log());
-        if tls {
-            reload_tls(&proxy);
-        }
-        if log {
-            tracing::info!("SIGHUP: access log file to be reopened");
-        }
-        if !tls && !log {
-            tracing::info!(
-                "SIGHUP ignored: there is nothing to reload (no tls, no access_log file)"
-            );
-        }
-    };
+    let hangup = || run_hangup(&spec, &proxy);
     let serve = async {
         let Some(exit) = exit_after else {
             signals.wait_or(hangup).await;
@@ -1500,6 +1616,22 @@ pub async fn run(
         journal.forget();
     }
     Ok(code)
+}
+
+/// A SIGHUP to `crossfade run`: reloads what the spec's proxy settings name, the TLS files (a bad
+/// pair keeps the old one) and the access log's file (reopened, for logrotate); else it is
+/// ignored, and said so.
+pub fn run_hangup(spec: &RunSpec, proxy: &Proxy) {
+    let (tls, log) = (spec.tls.is_some(), proxy.reopen_access_log());
+    if tls {
+        reload_tls(proxy);
+    }
+    if log {
+        tracing::info!("SIGHUP: access log file to be reopened");
+    }
+    if !tls && !log {
+        tracing::info!("SIGHUP ignored: there is nothing to reload (no tls, no access_log file)");
+    }
 }
 
 /// `run --exit-after-rollout`'s outcome on stdout: `rollout 2 RolledBack (v1 -> v2), exit 3: step

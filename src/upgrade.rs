@@ -1,4 +1,5 @@
-//! `crossfade proxy --upgrade-socket PATH`: the proxy binary upgraded in place with no request lost.
+//! `crossfade proxy --upgrade-socket PATH` and `crossfade run SPEC --upgrade-socket PATH`: the
+//! binary upgraded in place with no request lost.
 //!
 //! The serving process listens at PATH. A new process started with the same PATH (by an operator,
 //! a service manager, or the serving process itself on SIGUSR2, which starts its own executable
@@ -11,13 +12,26 @@
 //! gets 503 with `Retry-After` (the new process, on the same admin address, takes it), a SIGHUP
 //! reload is refused and logged; both are accepted again if the handover fails. These are the
 //! only writers of a `crossfade proxy CONFIG` process (`--kube`, whose routes come from the
-//! cluster, has no `--upgrade-socket`, and `crossfade run` no in-place upgrade). The new process
-//! numbers its routing tables on from the old one's generation.
+//! cluster, has no `--upgrade-socket`). The new process numbers its routing tables on from the
+//! old one's generation.
 //!
-//! `crossfade run` has no in-place upgrade: its workloads are child processes of the controller,
-//! which a new process cannot adopt (a restarted `run` stops them and starts the active workload
-//! afresh, see docs/architecture.md), so handing over the sockets alone would still drop the
-//! requests the old workloads hold.
+//! `crossfade run SPEC --upgrade-socket PATH` ([`run`]) uses the same handover. Its workloads are
+//! child processes of the old process, which a new one adopts as a restart after a crash does
+//! (the child journal and the state file: `crossfade_controller::service::startup::take_over`):
+//! 1. when a new process connects, the old one refuses it while a rollout is in progress (the new
+//!    one prints the reason and exits 1); otherwise its controller is frozen: `POST /rollout` and
+//!    the operator commands answer 503 with `Retry-After`, and an active instance that exits is
+//!    not restarted by it any more (the supervisors hold, `crossfade_controller::driver::Hold`);
+//!    the state is saved, and the listeners and the state file's lock are handed over;
+//! 2. the new process reads the state file, adopts the active workload's running instances (each
+//!    must pass readiness), stopping and starting nothing, serves and says ready; the old one then
+//!    stops accepting, drains and exits, leaving the workloads running (released: never killed,
+//!    not even by its exit) and writing nothing more to the state file or the child journal;
+//! 3. a new process that fails before it serves (a bad spec, an instance not adoptable) leaves the
+//!    old one serving, its controller thawed: rollouts accepted, instances supervised again (one
+//!    that exited meanwhile is restarted then).
+//!
+//! It needs the spec's `state_file` (adoption reads the pids there).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -28,8 +42,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use crossfade_controller::service::startup;
+use crossfade_controller::service::ServiceHandle;
 use crossfade_proxy::admin::AdminAuth;
-use crossfade_proxy::handover::{take_over, HandoverListener, Listeners, Predecessor, Successor};
+use crossfade_proxy::handover::{
+    take_over, Admission, HandoverListener, Listeners, Predecessor, Successor,
+};
 use crossfade_proxy::ProxyConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
@@ -733,4 +751,265 @@ fn warn_if_moved(
         }
     }
     in_force
+}
+
+/// `crossfade run SPEC --upgrade-socket PATH`: serves the spec as `crossfade run` does, and can be
+/// upgraded in place through `upgrade.socket` as `crossfade proxy` is (the same handover: the
+/// listening sockets and the state file's lock pass to a new process, which adopts the active
+/// workload's running instances; see the module docs). Until SIGINT or SIGTERM (the proxy drains,
+/// then the workloads stop), or until a successor took over and this process has drained (the
+/// workloads run on, supervised by the successor).
+pub async fn run(
+    path: &Path,
+    token: &crate::token::TokenArgs,
+    upgrade: Upgrade<'_>,
+) -> anyhow::Result<ExitCode> {
+    let socket = upgrade.socket;
+    let exe = std::env::current_exe().context("cannot tell this program's own path")?;
+    crossfade_proxy::handover::check_socket_path(socket)?;
+    // Before anything binds: `/readyz` may answer before this task is scheduled again.
+    let mut signals = Signals::install()?;
+    let (spec, auth, warnings) = crate::serve::validated_spec(path, token)?;
+    if spec.state_file.is_none() {
+        anyhow::bail!(
+            "--upgrade-socket: the spec {} has no state_file: a new process takes the running \
+             workload over from the state file and its child journal, so an in-place upgrade of \
+             `crossfade run` needs one (state_file: state.json, beside the spec)",
+            path.display()
+        );
+    }
+    for warning in &warnings {
+        tracing::warn!("spec {}: {warning}", path.display());
+    }
+    // Fails, refused, when the serving process runs a rollout: it serves on.
+    let inherited = take_over(socket).await?;
+    if inherited.is_none() && successor_of_sigusr2() {
+        anyhow::bail!(
+            "binary upgrade: --upgrade-socket {}: no process listens there (the socket file is \
+             gone or stale: removed by a temporary-file cleaner?), so the serving process cannot \
+             hand its sockets over; restart it to upgrade",
+            socket.display()
+        );
+    }
+    let (mut running, predecessor) = match inherited {
+        Some((mut inherited, predecessor)) => {
+            let lock = inherited.state_lock.take();
+            // Nothing stopped or started: a failure here leaves the old process serving.
+            let recovered = startup::take_over(&spec, lock, predecessor.pid())
+                .await
+                .map_err(crate::serve::start_error)?;
+            let handed = crate::serve::HandedHealth {
+                passed: inherited.passed,
+                tripped: inherited.tripped,
+                ejected: inherited.ejected,
+            };
+            let sockets = (inherited.listen, inherited.admin);
+            let start = crate::serve::Start {
+                first_probes: true,
+                green: None,
+                upgradable: true,
+                handed: Some(&handed),
+            };
+            let running =
+                crate::serve::serve_recovered(&spec, auth, sockets, recovered, start).await?;
+            (running, Some(predecessor))
+        }
+        None => match crate::serve::start(&spec, auth, true).await {
+            Ok(running) => (running, None),
+            Err(e) if e.is::<crate::serve::StoppedWhileStarting>() => {
+                tracing::info!("{e}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let proxy = running.stack.proxy.clone();
+    let listeners = running
+        .listeners
+        .take()
+        .context("the listening sockets were not kept for a handover")?;
+    let took_over = predecessor.is_some();
+    let manager = ServiceManager::from_env();
+    let mut unclaimed = None;
+    if let Some(predecessor) = predecessor {
+        unclaimed = claim(predecessor, None, &manager).await;
+    }
+    let handover = match unclaimed {
+        Some(_) => None,
+        None if took_over => bind_after_takeover(socket, None),
+        None => match HandoverListener::bind(socket) {
+            Ok(handover) => Some(handover),
+            Err(e) => {
+                running.stack.stop().await;
+                running.service.shutdown().await;
+                return Err(e.into());
+            }
+        },
+    };
+    tracing::info!(version = crossfade_proxy::process::VERSION, pid = std::process::id(), listen = %running.listen, admin = %running.admin, upgrade_socket = %socket.display(), "serving route {}", running.route);
+    // The spec's green, as a fresh start rolls it out, once this process is the one that serves.
+    if let (true, Some(green)) = (took_over, &spec.green) {
+        if let Err(e) = crate::serve::roll_out_green(&mut running, green).await {
+            tracing::error!("spec {}: green: not rolled out: {e:#}", path.display());
+        }
+    }
+    let ready = manager.ready_after_first_probes(&proxy);
+    tokio::pin!(ready);
+    let admission = RunAdmission(running.service.clone());
+    let mut successor = await_admitted(handover, &listeners, &proxy, &admission);
+    let mut old_gone: Pin<Box<dyn Future<Output = ()> + Send>> = match unclaimed {
+        Some(pid) => Box::pin(exited(pid)),
+        None => Box::pin(std::future::pending()),
+    };
+    let handed_over = Arc::new(AtomicBool::new(false));
+    let mut starting: Option<Starting> = None;
+    let service = running.service.clone();
+    let handed_to = loop {
+        tokio::select! {
+            never = &mut ready, if !took_over => match never {},
+            // A controller task that dies (a panic) must not leave a process that serves but
+            // cannot be steered (as `crossfade run` without an upgrade socket).
+            () = service.stopped() => {
+                running.stack.stop().await;
+                anyhow::bail!(
+                    "the rollout controller of route {} stopped unexpectedly (see the error \
+                     above); the rollout can no longer be steered, so crossfade stops (the state \
+                     file keeps the last recorded phase for the next start)",
+                    running.route
+                );
+            }
+            Some(()) = signals.interrupt.recv() => {
+                stopped_during_handover(&proxy, "SIGINT");
+                if let Some(started) = &mut starting {
+                    started.stop_with_this_one(&proxy, "SIGINT");
+                }
+                break None;
+            }
+            Some(()) = signals.terminate.recv() => {
+                stopped_during_handover(&proxy, "SIGTERM");
+                if let Some(started) = &mut starting {
+                    started.stop_with_this_one(&proxy, "SIGTERM");
+                }
+                break None;
+            }
+            () = &mut old_gone => {
+                old_gone = Box::pin(std::future::pending());
+                let pid = unclaimed.take().unwrap_or_default();
+                tracing::info!(pid, "binary upgrade: the old process exited; this one claims the service (service manager, upgrade socket)");
+                claim_service(None, &manager);
+                successor = await_admitted(bind_after_takeover(socket, None), &listeners, &proxy, &admission);
+            }
+            Some(()) = signals.hangup.recv() => crate::serve::run_hangup(&spec, &proxy),
+            Some(()) = signals.upgrade.recv() => match &starting {
+                Some(started) => started.ignore_another_sigusr2(),
+                None => starting = start_successor(&exe, &handed_over, None, upgrade.start_timeout),
+            },
+            event = next_event(&mut starting) => match event {
+                StartEvent::Exited => starting = None,
+                StartEvent::Deadline => {
+                    if let Some(started) = &mut starting {
+                        started.deadline_passed(&proxy);
+                    }
+                }
+            },
+            Some(()) = signals.user1.recv() => {
+                tracing::warn!("SIGUSR1 ignored: crossfade gives it no meaning (SIGUSR2 upgrades)");
+            }
+            successor = &mut successor => {
+                manager.handed_over();
+                handed_over.store(true, Ordering::Relaxed);
+                proxy.hand_over();
+                running.stack.stop_accepting();
+                let mut successor = successor;
+                successor.draining().await;
+                // The new process adopted the active instances: they are its own from now on.
+                service.hand_over().await;
+                break Some(successor);
+            }
+        }
+    };
+    drop(successor);
+    if let Some(started) = starting.filter(|_| handed_to.is_none()) {
+        started.stopped().await;
+    }
+    if handed_to.is_none() {
+        tracing::info!("shutting down: draining in-flight requests");
+    }
+    manager.stopping();
+    let drain_signals = crate::serve::DrainSignals {
+        term: Some(signals.terminate),
+        int: Some(signals.interrupt),
+        hup: Some(signals.hangup),
+        usr2: Some(signals.upgrade),
+    };
+    let stack = running.stack;
+    // Stopped (SIGTERM, SIGINT) while a new process is taking over: it has the sockets and adopts
+    // (or adopted) the workloads, and serves on once this one is gone (as the proxy's does), so
+    // they are left to it rather than stopped under it.
+    let left_to_successor = handed_to.is_some() || proxy.handing_over_to().is_some();
+    if handed_to.is_none() && left_to_successor {
+        service.hand_over().await;
+    }
+    let workloads = match left_to_successor {
+        true => "the workloads run on under the new process",
+        false => "then each workload gets its stop_grace before SIGKILL",
+    };
+    let stopping = async {
+        stack.stop().await;
+        // After a handover this stops nothing: the service writes and stops nothing any more.
+        if !left_to_successor {
+            service.shutdown().await;
+        }
+    };
+    crate::serve::noting_signals(stopping, drain_signals, |name| {
+        tracing::warn!(
+            signal = name,
+            "{name} ignored: already stopping (the proxy drains, {workloads}); SIGKILL stops \
+             crossfade at once, and the next `crossfade run` takes over or stops what it leaves \
+             running"
+        );
+    })
+    .await;
+    if let Some(successor) = handed_to {
+        successor.released().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `crossfade run`'s answer to a successor that connects: refused while a rollout is in
+/// progress; else the controller is frozen (no rollout starts, the active instances are held)
+/// until the handover ends, and thawed if it fails ([`ServiceHandle::freeze_for_upgrade`]).
+struct RunAdmission(ServiceHandle);
+
+impl Admission for RunAdmission {
+    fn admit(
+        &self,
+        pid: Option<u32>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.0.freeze_for_upgrade(pid))
+    }
+
+    fn undo(&self) {
+        let service = self.0.clone();
+        tokio::spawn(async move { service.thaw().await });
+    }
+}
+
+/// Waits for the next successor on `handover` that `admission` admits (never, without one).
+fn await_admitted<'a>(
+    handover: Option<HandoverListener>,
+    listeners: &'a Listeners,
+    proxy: &'a crossfade_proxy::Proxy,
+    admission: &'a RunAdmission,
+) -> Pin<Box<dyn Future<Output = Successor> + Send + 'a>> {
+    Box::pin(async move {
+        match handover {
+            Some(handover) => {
+                handover
+                    .successor_admitting(listeners, proxy, admission)
+                    .await
+            }
+            None => std::future::pending().await,
+        }
+    })
 }

@@ -100,7 +100,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 42] = [
+pub const EVENT_REASONS: [&str; 43] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -136,6 +136,7 @@ pub const EVENT_REASONS: [&str; 42] = [
     "BlueChanged",
     "LeftoversStopped",
     "Adopted",
+    "Upgraded",
     "StateNotSaved",
     "StateSaved",
     "CapacityChanged",

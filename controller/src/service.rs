@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::analysis::judge_for;
-use crate::driver::{InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
+use crate::driver::{Hold, InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
 use crate::report::ReportData;
 use crate::rollout::{Decision, OperatorCommand, Phase, Rollout};
@@ -209,6 +209,11 @@ pub enum StartError {
         u64::MAX
     )]
     NoRolloutId,
+    /// A binary upgrade hands the service over to a new process (its pid, when known): no
+    /// rollout starts here; the new process, on the same admin address, takes the request once
+    /// it has taken over. 503 Service Unavailable with `Retry-After`.
+    #[error("{}", crossfade_proxy::Error::HandingOver { successor: *.0 })]
+    HandingOver(Option<u32>),
 }
 
 impl StartError {
@@ -217,7 +222,7 @@ impl StartError {
         match self {
             StartError::Invalid(_) => StatusCode::BAD_REQUEST,
             StartError::Busy(_) => StatusCode::CONFLICT,
-            StartError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            StartError::Stopped | StartError::HandingOver(_) => StatusCode::SERVICE_UNAVAILABLE,
             StartError::NoRolloutId => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -304,6 +309,22 @@ enum Request {
     Operator(OperatorCommand, oneshot::Sender<Result<Decision, String>>),
     Shutdown(oneshot::Sender<()>),
     Report(oneshot::Sender<Result<ReportData, String>>),
+    Upgrade(UpgradeStep, oneshot::Sender<Result<(), String>>),
+}
+
+/// A step of `crossfade run`'s binary upgrade, as the serving (old) process takes it
+/// ([`ServiceHandle::freeze_for_upgrade`], [`ServiceHandle::thaw`],
+/// [`ServiceHandle::hand_over`]).
+#[derive(Clone, Copy, Debug)]
+enum UpgradeStep {
+    /// A new process (this pid, when known) asks to take over: refused while a rollout is in
+    /// progress; else no rollout starts and the active instances are held from now on.
+    Freeze(Option<u32>),
+    /// It failed before it served: all goes on as before.
+    Thaw,
+    /// It took over: the active workload is its own; this service writes the state file no
+    /// more and stops nothing.
+    HandOver,
 }
 
 /// A handle to a running service; cheap to clone. Also the admin API extension for `/rollout`.
@@ -311,6 +332,9 @@ enum Request {
 pub struct ServiceHandle {
     tx: mpsc::Sender<Request>,
     status: watch::Receiver<ServiceStatus>,
+    /// `Some(successor's pid)` while a binary upgrade hands this service over (and after it
+    /// did): the admin API's writes answer 503 with `Retry-After` then.
+    handing_over: Arc<std::sync::Mutex<Option<Option<u32>>>>,
 }
 
 /// Everything a service is started with.
@@ -385,6 +409,7 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
     // Its endpoints are in the route: an instance that exits is withdrawn until it is back.
     let gate = RouteGate::shared(config.traffic.clone(), &config.route, config.active_slot);
     config.active.attach(gate);
+    let handing_over = Arc::new(std::sync::Mutex::new(None));
     tokio::spawn(
         Service {
             config,
@@ -392,12 +417,15 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
             metrics,
             supervisor,
             restarting: Vec::new(),
+            handing_over: Arc::clone(&handing_over),
+            handed_over: false,
         }
         .run(rx, instance_events),
     );
     ServiceHandle {
         tx,
         status: status_rx,
+        handing_over,
     }
 }
 
@@ -410,6 +438,10 @@ struct Service<T, M> {
     /// Supervised instances from their exit until their restart is ready (shown by `crossfade
     /// status`).
     restarting: Vec<InstanceRestart>,
+    /// Shared with the handles: `Some` while a binary upgrade hands this service over.
+    handing_over: Arc<std::sync::Mutex<Option<Option<u32>>>>,
+    /// A binary upgrade's new process took over: nothing is written or stopped any more.
+    handed_over: bool,
 }
 
 /// Supervised instances' exits and restarts.
@@ -436,6 +468,13 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 },
             };
             match request {
+                Some(Request::Start(_, reply)) if self.frozen().is_some() => {
+                    let successor = self.frozen().unwrap_or_default();
+                    let _ = reply.send(Err(StartError::HandingOver(successor)));
+                }
+                Some(Request::Upgrade(step, reply)) => {
+                    let _ = reply.send(self.upgrade(step));
+                }
                 Some(Request::Start(req, reply)) => {
                     match self.prepare(*req) {
                         Ok((rollout, spec, warnings)) => {
@@ -463,7 +502,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         reply.send(Err(format!("cannot {}: no rollout in progress", verb(cmd))));
                 }
                 Some(Request::Shutdown(reply)) => {
-                    self.stop_active().await;
+                    if !self.handed_over {
+                        self.stop_active().await;
+                    }
                     let _ = reply.send(());
                     return;
                 }
@@ -473,11 +514,59 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     let _ = reply.send(data);
                 }
                 None => {
-                    self.stop_active().await;
+                    if !self.handed_over {
+                        self.stop_active().await;
+                    }
                     return;
                 }
             }
         }
+    }
+
+    /// The successor's pid (`None` when unknown) while a binary upgrade hands this service over.
+    fn frozen(&self) -> Option<Option<u32>> {
+        *self
+            .handing_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a binary upgrade's `step` while no rollout runs ([`UpgradeStep`]).
+    fn upgrade(&mut self, step: UpgradeStep) -> Result<(), String> {
+        let shared = Arc::clone(&self.handing_over);
+        let mut handing_over = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match step {
+            UpgradeStep::Freeze(successor) => {
+                if self.handed_over {
+                    return Err("this process has already handed over".to_owned());
+                }
+                // Its last state, as the new process will read it.
+                if let Err(e) = self.try_persist() {
+                    return Err(format!(
+                        "the state cannot be saved for the new process: {e}"
+                    ));
+                }
+                *handing_over = Some(successor);
+                self.config.active.hold(Hold::Held);
+                tracing::info!(route = %self.config.route, "binary upgrade: no rollout starts and the active instances are not restarted until the new process has taken over (or failed)");
+            }
+            UpgradeStep::Thaw => {
+                if self.handed_over || handing_over.is_none() {
+                    return Ok(());
+                }
+                *handing_over = None;
+                self.config.active.hold(Hold::Off);
+                tracing::info!(route = %self.config.route, "binary upgrade failed: rollouts accepted again, the active instances supervised again");
+            }
+            UpgradeStep::HandOver => {
+                self.handed_over = true;
+                self.config.active.hold(Hold::Released);
+                tracing::info!(route = %self.config.route, "binary upgrade: the new process supervises the active workload now; this one leaves it running and writes the state file no more");
+            }
+        }
+        Ok(())
     }
 
     /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the
@@ -731,6 +820,17 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                             shutdown_reply = Some(reply);
                             let _ = itx.send(Interrupt::Shutdown).await;
                         }
+                        Some(Request::Upgrade(UpgradeStep::Freeze(_), reply)) => {
+                            let rollout = published.borrow().rollout.clone();
+                            let why = match published.borrow().running {
+                                true => busy_message(rollout.as_ref()),
+                                false => format!("rollout {} has ended and is stopping its preview", rollout.as_ref().map_or(0, |r| r.id)),
+                            };
+                            let _ = reply.send(Err(format!("{why}; upgrade once it has ended (`crossfade status`)")));
+                        }
+                        Some(Request::Upgrade(_, reply)) => {
+                            let _ = reply.send(Ok(()));
+                        }
                         None => { let _ = itx.send(Interrupt::Shutdown).await; }
                     },
                 }
@@ -796,6 +896,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 
     async fn stop_active(&mut self) {
+        // A stop during a binary upgrade's handover that is not left to the new process: the
+        // held supervisors must see their instance's exit, or the stop would wait for ever.
+        self.config.active.hold(Hold::Off);
         let active = std::mem::replace(&mut self.config.active, Workload::detached());
         active.stop(self.config.active_spec.stop_grace).await;
     }
@@ -842,6 +945,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     /// # Errors
     /// The store's [`crate::Error::StateIo`] naming the file and the OS error.
     fn try_persist(&mut self) -> crate::error::Result<()> {
+        if self.handed_over {
+            return Ok(());
+        }
         let state = &mut self.config.state;
         state.route = self.config.route.clone();
 
@@ -987,6 +1093,49 @@ impl ServiceHandle {
         }
     }
 
+    /// A binary upgrade's new process (`successor`, its pid when known) asks to take over: when no
+    /// rollout is in progress, no rollout starts from now on (`POST /rollout` and the operator
+    /// commands answer 503 with `Retry-After`) and the active instances are held (one that
+    /// exits is not restarted) until [`ServiceHandle::thaw`] or [`ServiceHandle::hand_over`].
+    /// The state is saved first, as the new process will read it.
+    ///
+    /// # Errors
+    /// Why the handover is refused: a rollout in progress (which, in what phase, what the
+    /// operator can do), or the state cannot be saved.
+    pub async fn freeze_for_upgrade(&self, successor: Option<u32>) -> Result<(), String> {
+        self.upgrade_step(UpgradeStep::Freeze(successor)).await
+    }
+
+    /// The new process failed before it served: rollouts are accepted and the active instances
+    /// supervised again (an instance that exited meanwhile is restarted now).
+    pub async fn thaw(&self) {
+        if let Err(e) = self.upgrade_step(UpgradeStep::Thaw).await {
+            tracing::warn!("binary upgrade: {e}");
+        }
+    }
+
+    /// The new process took over: it supervises the active workload, which this process leaves
+    /// running from now on (also when it exits), and this service writes the state file no
+    /// more; [`ServiceHandle::shutdown`] then stops nothing.
+    pub async fn hand_over(&self) {
+        if let Err(e) = self.upgrade_step(UpgradeStep::HandOver).await {
+            tracing::warn!("binary upgrade: {e}");
+        }
+    }
+
+    async fn upgrade_step(&self, step: UpgradeStep) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Upgrade(step, reply)).await?;
+        rx.await.map_err(|_| "the service has stopped".to_owned())?
+    }
+
+    fn handing_over_to(&self) -> Option<Option<u32>> {
+        *self
+            .handing_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// What the report of the last rollout is drawn from ([`ReportData`]).
     ///
     /// # Errors
@@ -1049,6 +1198,15 @@ impl AdminExtension for ServiceHandle {
             // The query plays no part in these endpoints (as for the proxy's own `/status`):
             // `POST /rollout/abort?x=1` is `POST /rollout/abort`, not an unknown endpoint.
             let (path, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
+            // During a binary upgrade's handover nothing starts or steers a rollout here: the new
+            // process, on the same admin address, takes the request once it has taken over.
+            if method == Method::POST && path.starts_with("/rollout") {
+                if let Some(successor) = this.handing_over_to() {
+                    return Some(AdminReply::from_error(
+                        &crossfade_proxy::Error::HandingOver { successor },
+                    ));
+                }
+            }
             let command = match (method.clone(), path) {
                 (Method::GET, "/rollout") => {
                     return reply(StatusCode::OK, serde_json::to_value(this.status()).unwrap_or_default())
@@ -1068,6 +1226,9 @@ impl AdminExtension for ServiceHandle {
                                 tracing::warn!(rollout = id, "{warning}");
                             }
                             reply(StatusCode::ACCEPTED, serde_json::json!({ "started": id, "warnings": warnings }))
+                        }
+                        Err(StartError::HandingOver(successor)) => {
+                            Some(AdminReply::from_error(&crossfade_proxy::Error::HandingOver { successor }))
                         }
                         Err(e) => error(e.status(), e.to_string()),
                     };

@@ -45,6 +45,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The serving process refused a binary upgrade's handover for `reason` (`crossfade run`
+    /// while a rollout is in progress): it serves on, and this process must exit.
+    #[error(
+        "binary upgrade refused by the serving process{}: {reason}; it serves on, unchanged",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    HandoverRefused {
+        /// The serving process's ID, when the kernel said.
+        pid: Option<u32>,
+        /// Why, as it said.
+        reason: String,
+    },
     /// A change of the routes refused because a binary upgrade is handing the routes in force to
     /// a successor process ([`crate::handover`]): a change made here now would not be in the
     /// successor's routes. Answered 503 with `Retry-After` on the admin API; once the successor
@@ -304,7 +316,9 @@ impl Error {
             Error::Config(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
             Error::Owned { .. } => StatusCode::CONFLICT,
             Error::HandingOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Handover { .. } | Error::WeightsNotSaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Handover { .. } | Error::HandoverRefused { .. } | Error::WeightsNotSaved(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 

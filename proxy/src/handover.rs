@@ -41,6 +41,12 @@
 //! Until it reads `ready`, the old process serves as before (but for route changes, refused from
 //! step 1): a successor that fails to start, or dies after it received the sockets, leaves it
 //! serving (and its copies of the sockets close with it), route changes accepted again. A successor that does not get ready within [`READY_TIMEOUT`] is given up on.
+//!
+//! Before step 1 the old process may refuse a successor ([`HandoverListener::successor_admitting`]
+//! with an [`Admission`]: `crossfade run` while a rollout is in progress): it then sends the byte
+//! `R` with no descriptor and one JSON line `{"version": 1, "refused": "<reason>"}`, and the
+//! successor's [`take_over`] fails with [`Error::HandoverRefused`] naming the reason. A successor
+//! of an older version reads it as a malformed exchange and exits all the same.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -239,7 +245,17 @@ pub async fn take_over(path: &Path) -> Result<Option<(Inherited, Predecessor)>> 
         .and_then(|credentials| credentials.pid())
         .and_then(|pid| u32::try_from(pid).ok());
     let step = "receiving the listening sockets";
-    let fds = within(step, receive_sockets(&stream)).await?;
+    let (byte, fds) = within(step, receive_sockets(&stream)).await?;
+    if byte == REFUSED && fds.is_empty() {
+        let mut stream = BufReader::new(stream);
+        let step = "reading why the serving process refused";
+        let line = within(step, read_line(&mut stream)).await?;
+        let refusal: Refusal = serde_json::from_str(&line).map_err(|e| invalid(step, e))?;
+        return Err(Error::HandoverRefused {
+            pid,
+            reason: refusal.refused,
+        });
+    }
     let mut fds = fds.into_iter();
     let (Some(listen), Some(admin), state_lock, None) =
         (fds.next(), fds.next(), fds.next(), fds.next())
@@ -341,6 +357,20 @@ impl HandoverListener {
     /// changes again ([`Proxy::keep_routes`]), and the next is awaited. Once one is ready,
     /// `proxy`'s routes stay as handed over: the successor serves them.
     pub async fn successor(self, listeners: &Listeners, proxy: &Proxy) -> Successor {
+        self.successor_admitting(listeners, proxy, &AdmitAll).await
+    }
+
+    /// As [`HandoverListener::successor`], with `admission` asked first about each successor
+    /// that connects: one it refuses gets the reason (its [`take_over`] fails with
+    /// [`Error::HandoverRefused`]) and nothing else; one it admits is undone
+    /// ([`Admission::undo`]) when its exchange fails before `ready`. `crossfade run` refuses a
+    /// handover while a rollout is in progress, and freezes its controller meanwhile.
+    pub async fn successor_admitting(
+        self,
+        listeners: &Listeners,
+        proxy: &Proxy,
+        admission: &dyn Admission,
+    ) -> Successor {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -360,15 +390,95 @@ impl HandoverListener {
                 pid,
                 "binary upgrade: a new process asks for the listening sockets"
             );
+            if let Err(reason) = admission.admit(pid).await {
+                tracing::warn!(
+                    pid,
+                    "binary upgrade refused: {reason}; still serving (the new process exits)"
+                );
+                if let Err(error) = refuse(&stream, &reason).await {
+                    tracing::warn!("binary upgrade: {error}");
+                }
+                continue;
+            }
             match offer(stream, listeners, proxy, pid, self.via.clone()).await {
                 Ok(successor) => return successor,
                 Err(error) => {
                     proxy.keep_routes();
+                    admission.undo();
                     tracing::warn!("{error}; still serving, route changes accepted again");
                 }
             }
         }
     }
+}
+
+/// What a serving process says about a successor that connects, before anything is handed to
+/// it ([`HandoverListener::successor_admitting`]).
+pub trait Admission: Send + Sync {
+    /// Whether the successor (`pid`, when the kernel said) may take over: `Err` with the reason,
+    /// which it is sent, refuses it. Admitting may change the serving process (`crossfade run`
+    /// freezes its controller), which [`Admission::undo`] reverts.
+    fn admit(
+        &self,
+        pid: Option<u32>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>,
+    >;
+    /// The admitted successor's exchange failed before it said `ready`: the serving process
+    /// goes on as before it was admitted.
+    fn undo(&self);
+}
+
+/// Admits every successor ([`HandoverListener::successor`]).
+struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(
+        &self,
+        _: Option<u32>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>,
+    > {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn undo(&self) {}
+}
+
+/// The byte a refusal is sent with (no descriptors), before its line.
+const REFUSED: u8 = b'R';
+
+/// The line that follows a refusal's byte.
+#[derive(Debug, Serialize, Deserialize)]
+struct Refusal {
+    version: u32,
+    refused: String,
+}
+
+/// Tells a successor that it may not take over, and why: the [`REFUSED`] byte without
+/// descriptors, then a [`Refusal`] line.
+async fn refuse(stream: &UnixStream, reason: &str) -> Result<()> {
+    let step = "refusing the new process";
+    within(step, send_sockets(stream, &[], REFUSED)).await?;
+    let mut line = serde_json::to_vec(&Refusal {
+        version: VERSION,
+        refused: reason.to_owned(),
+    })
+    .map_err(|e| invalid(step, e))?;
+    line.push(b'\n');
+    let writer = stream;
+    within(step, async move {
+        loop {
+            writer.writable().await?;
+            match writer.try_write(&line) {
+                Ok(n) if n == line.len() => return Ok(()),
+                Ok(n) => line.drain(..n).for_each(drop),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
 }
 
 impl Successor {
@@ -524,7 +634,11 @@ async fn offer(
 ) -> Result<Successor> {
     let mut fds = vec![listeners.listen.as_fd(), listeners.admin.as_fd()];
     fds.extend(listeners.state_lock.as_ref().map(AsFd::as_fd));
-    within("sending the listening sockets", send_sockets(&stream, &fds)).await?;
+    within(
+        "sending the listening sockets",
+        send_sockets(&stream, &fds, b'S'),
+    )
+    .await?;
     let HandedRoutes {
         routes,
         file_weights,
@@ -565,17 +679,18 @@ async fn offer(
     Ok(Successor { stream })
 }
 
-/// Sends one byte carrying `fds` (`SCM_RIGHTS`), at most [`MAX_FDS`].
-async fn send_sockets(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+/// Sends `byte` carrying `fds` (`SCM_RIGHTS`), at most [`MAX_FDS`]; none: the byte alone.
+async fn send_sockets(stream: &UnixStream, fds: &[BorrowedFd<'_>], byte: u8) -> io::Result<()> {
     loop {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
             let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
                 return Err(io::Error::other("ancillary buffer too small"));
             }
-            let iov = [IoSlice::new(b"S")];
+            let byte = [byte];
+            let iov = [IoSlice::new(&byte)];
             Ok(sendmsg(stream, &iov, &mut control, SendFlags::NOSIGNAL)?)
         });
         match sent {
@@ -587,9 +702,9 @@ async fn send_sockets(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result
     }
 }
 
-/// Receives the one byte carrying the sockets (and a lock file); the descriptors arrive
-/// close-on-exec.
-async fn receive_sockets(stream: &UnixStream) -> io::Result<Vec<OwnedFd>> {
+/// Receives the one byte carrying the sockets (and a lock file), with the byte; the descriptors
+/// arrive close-on-exec.
+async fn receive_sockets(stream: &UnixStream) -> io::Result<(u8, Vec<OwnedFd>)> {
     loop {
         stream.readable().await?;
         let received = stream.try_io(Interest::READABLE, || {
@@ -607,7 +722,7 @@ async fn receive_sockets(stream: &UnixStream) -> io::Result<Vec<OwnedFd>> {
                     fds.extend(received);
                 }
             }
-            Ok(fds)
+            Ok((byte[0], fds))
         });
         match received {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -112,6 +112,7 @@ impl LocalReason {
             | Error::UnknownRoute(_)
             | Error::Owned { .. }
             | Error::Handover { .. }
+            | Error::HandoverRefused { .. }
             | Error::HandingOver { .. }
             | Error::WeightsNotSaved(_)
             | Error::Rejected(_) => return None,

@@ -309,7 +309,8 @@ fn unit_settings(unit: &str) -> Vec<(String, String)> {
 /// spec, ExecStart= says READY=1 once it serves; the main process killed alone (what
 /// KillMode=process does to a crashed `run`: systemd's default control-group mode would kill blue
 /// too, which no test here can show) leaves blue running, and ExecStart= again adopts it (same pid)
-/// and says READY=1; SIGTERM stops blue and says STOPPING=1.
+/// and says READY=1; the documented upgrade (SIGUSR2) hands over to a new process that sends
+/// MAINPID= and READY=1 and serves the same blue; SIGTERM to it stops blue and says STOPPING=1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
     use crate::notify::{env, next, queued};
@@ -335,9 +336,15 @@ async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
     );
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("StateDirectory"), "crossfade");
+    assert_eq!(
+        one("NotifyAccess"),
+        "all",
+        "a binary upgrade's new process sends MAINPID="
+    );
 
     let dir = temp_dir();
     let spec_path = dir.path().join("run.yaml");
+    let socket = dir.path().join("upgrade.sock");
     let state = dir.path().join("run.state.json");
     let blue = App::version("v1-unit").set(
         "readiness",
@@ -357,13 +364,18 @@ async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
         words
             .map(|w| match w {
                 "/etc/crossfade/run.yaml" => spec_path.display().to_string(),
+                "/run/crossfade-run/upgrade.sock" => socket.display().to_string(),
                 _ => w.to_owned(),
             })
             .collect()
     };
     let (pre, start) = (command("ExecStartPre"), command("ExecStart"));
-    assert_eq!(pre, ["check", &spec_path.display().to_string()]);
-    assert_eq!(start, ["run", &spec_path.display().to_string()]);
+    let (spec_text, socket_text) = (
+        spec_path.display().to_string(),
+        socket.display().to_string(),
+    );
+    assert_eq!(pre, ["check", &spec_text]);
+    assert_eq!(start, ["run", &spec_text, "--upgrade-socket", &socket_text]);
 
     let checked = std::process::Command::new(BIN)
         .args(&pre)
@@ -393,10 +405,24 @@ async fn the_run_units_commands_start_say_ready_and_restart_adopting_blue() {
         second.log()
     );
 
-    let exit = second.terminate(PATIENCE).await;
+    // The upgrade command the unit documents (SIGUSR2 to the main process): the new process
+    // says MAINPID= and READY=1 once the old one drains; the old one exits 0 and says nothing
+    // more (a STOPPING=1 would stop the unit); the same blue serves.
+    crate::notify::signal(second.pid(), Signal::SIGUSR2);
+    let claimed = next(&notify, &second, "MAINPID").await;
+    let third: u32 = (claimed.strip_prefix("MAINPID="))
+        .and_then(|rest| rest.strip_suffix("\nREADY=1\n"))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("MAINPID=<pid>\\nREADY=1\\n, not {claimed:?}"));
+    let exit = second.wait_exit(PATIENCE).await;
     assert!(exit.success(), "{exit}\n{}", second.log());
+    assert!(queued(&notify).is_empty(), "{}", second.log());
+    serves_at_once(&spec, "v1-unit").await;
+    assert!(pid_alive(blue_pid), "the same blue serves: pid {blue_pid}");
+
+    kill(Pid::from_raw(third as i32), Signal::SIGTERM).expect("SIGTERM the new process");
+    wait_gone(&[third, blue_pid], PATIENCE).await;
     assert_eq!(queued(&notify), ["STOPPING=1\n"], "{}", second.log());
-    wait_gone(&[blue_pid], Duration::from_secs(5)).await;
 }
 
 /// A run without `state_file` keeps its child journal in its runtime directory, keyed by its

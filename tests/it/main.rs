@@ -93,6 +93,7 @@ mod report;
 mod restart;
 mod rollback;
 mod rollout;
+mod run_upgrade;
 mod sample_app;
 mod saved_weights;
 mod shadow;

@@ -148,7 +148,7 @@ impl Setup {
 /// Clients that no one here wrote the connection handling of: hyper-util's pooled client, one over
 /// HTTP/1.1 keep-alive and one over h2c (prior knowledge), `tasks` loops each, every request
 /// counted.
-struct Traffic {
+pub(crate) struct Traffic {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ok: Arc<AtomicU64>,
@@ -193,7 +193,7 @@ fn refused_by_goaway(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl Traffic {
-    fn start(target: SocketAddr, tasks: usize) -> Traffic {
+    pub(crate) fn start(target: SocketAddr, tasks: usize) -> Traffic {
         let (stop, rx) = watch::channel(false);
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
@@ -259,7 +259,7 @@ impl Traffic {
         self.ok.load(Ordering::Relaxed)
     }
 
-    async fn more(&self, n: u64) {
+    pub(crate) async fn more(&self, n: u64) {
         let target = self.ok() + n;
         wait_until(
             Duration::from_secs(20),
@@ -283,7 +283,7 @@ impl Traffic {
 
     /// [`Traffic::stop`], asserting that no request failed (the first five errors are shown);
     /// returns how many were answered.
-    async fn stop_without_errors(self) -> u64 {
+    pub(crate) async fn stop_without_errors(self) -> u64 {
         let (answered, errors) = self.stop().await;
         assert!(
             errors.is_empty(),

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 /// The cancellation signal [`WorkloadDriver::provision`] takes (tokio-util's).
 pub use tokio_util::sync::CancellationToken;
 
-pub use supervisor::{EndpointGate, InstanceEvent, InstanceEventKind};
+pub use supervisor::{EndpointGate, Hold, InstanceEvent, InstanceEventKind};
 
 use crate::spec::WorkloadSpec;
 
@@ -187,6 +187,15 @@ impl Workload {
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         if let Kind::Processes(p) = &self.kind {
             p.supervise(backend, events);
+        }
+    }
+
+    /// Holds, lifts or releases its instances for a binary upgrade ([`supervisor::Hold`]): held,
+    /// an instance that exits is not acted on until the hold is lifted; released, this process
+    /// leaves it running for good, also when it exits. Static endpoints: nothing happens.
+    pub fn hold(&self, hold: supervisor::Hold) {
+        if let Kind::Processes(p) = &self.kind {
+            p.hold(hold);
         }
     }
 

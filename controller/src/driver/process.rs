@@ -537,6 +537,13 @@ impl Instances {
         }
     }
 
+    /// Holds, lifts or releases every instance ([`supervisor::Hold`]).
+    pub fn hold(&self, hold: supervisor::Hold) {
+        for inst in &self.instances {
+            inst.supervision.hold(hold);
+        }
+    }
+
     /// From now on each instance's endpoint is withdrawn through `gate` when its process exits
     /// on its own, and restored when its restart passed readiness ([`Supervision::attach`]).
     pub fn attach(&self, gate: &Arc<dyn supervisor::EndpointGate>) {

@@ -113,6 +113,23 @@ pub struct Life {
     pub finished: bool,
 }
 
+/// Whether a supervisor acts on its instance's exit: `crossfade run`'s binary upgrade holds its
+/// instances while a new process takes them over, and releases them to it once it has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hold {
+    /// As usual: an exit is acted on (endpoint withdrawn, process group ended, journal entry
+    /// dropped, restart while supervised).
+    #[default]
+    Off,
+    /// A new process is taking the instance over: an exit is acted on only once the hold is
+    /// lifted (the takeover failed); released meanwhile, not at all.
+    Held,
+    /// A new process took the instance over (it supervises it now): this process lets it run
+    /// and is done with it. Its exit is not acted on, and the process is not killed when this one
+    /// exits (its `kill_on_drop` is disarmed).
+    Released,
+}
+
 /// Where an instance's endpoint is taken out of its route's traffic while the instance cannot
 /// serve, and put back once it can: the route's [`crate::traffic::TrafficSetter`] bound to the
 /// route and the backend's slot ([`crate::traffic::RouteGate`]). Attached to a workload once its
@@ -138,6 +155,8 @@ pub struct Supervision {
     events: Mutex<Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)>>,
     /// Where the instance's endpoint is withdrawn and restored: set once it is in a route.
     gate: Mutex<Option<Arc<dyn EndpointGate>>>,
+    /// Whether an exit is acted on ([`Hold`]).
+    hold: watch::Sender<Hold>,
 }
 
 impl Supervision {
@@ -167,6 +186,11 @@ impl Supervision {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Holds, lifts or releases the instance ([`Hold`]).
+    pub fn hold(&self, hold: Hold) {
+        self.hold.send_replace(hold);
     }
 
     /// Never restart again; the caller signals the process.
@@ -203,6 +227,15 @@ pub(super) enum Proc {
 // === impl Proc ===
 
 impl Proc {
+    /// Lets the process run on after this one exits (a binary upgrade's new process supervises
+    /// it now): a spawned child is forgotten, so that its `kill_on_drop` never fires.
+    fn release(self, prefix: &str) {
+        tracing::info!(target: "crossfade::workload", "[{prefix}] handed over to the new process; left running");
+        if let Proc::Spawned(child) = self {
+            std::mem::forget(child);
+        }
+    }
+
     /// Waits until the process exits; its status as text. An adopted process's status is not
     /// ours to read (only its parent's `waitpid` gets it).
     async fn wait(&mut self) -> String {
@@ -221,6 +254,16 @@ impl Proc {
     }
 }
 
+/// What a restarted instance's supervisor saw first.
+enum Restarted {
+    /// It exited, with this status.
+    Exited(String),
+    /// A binary upgrade's new process took it over ([`Hold::Released`]).
+    Released,
+    /// It passed its readiness probe.
+    Ready,
+}
+
 /// Starts the supervisor task of an instance: a freshly spawned one, or one adopted.
 pub(super) fn start(
     launch: Launch,
@@ -233,6 +276,7 @@ pub(super) fn start(
         stopping: watch::Sender::new(false),
         events: Mutex::new(None),
         gate: Mutex::new(None),
+        hold: watch::Sender::new(Hold::Off),
     });
     let (life_tx, life) = watch::channel(Life {
         running: true,
@@ -251,6 +295,7 @@ async fn run(
 ) {
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
+    let mut hold = sup.hold.subscribe();
     let mut backoff = INITIAL_BACKOFF;
     let mut restarts = 0;
     // The instance's endpoint in the route: its first one until a restart that moved is ready.
@@ -259,17 +304,28 @@ async fn run(
     let mut ready_since = Some(Instant::now());
     loop {
         let status = if ready_since.is_some() {
-            child.wait().await
+            tokio::select! {
+                status = child.wait() => status,
+                _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(&prefix),
+            }
         } else {
             // Restarted: ready once its probe passes (a rollback counts it as down until then).
-            let wait = child.wait();
-            tokio::pin!(wait);
-            tokio::select! {
-                // An exit first: a probe that passed after the process died (another server
-                // answering on the port) does not make it ready.
-                biased;
-                status = &mut wait => status,
-                () = launch.until_ready() => {
+            let step = {
+                let wait = child.wait();
+                tokio::pin!(wait);
+                tokio::select! {
+                    // An exit first: a probe that passed after the process died (another server
+                    // answering on the port) does not make it ready.
+                    biased;
+                    status = &mut wait => Restarted::Exited(status),
+                    _ = hold.wait_for(|h| *h == Hold::Released) => Restarted::Released,
+                    () = launch.until_ready() => Restarted::Ready,
+                }
+            };
+            match step {
+                Restarted::Exited(status) => status,
+                Restarted::Released => return child.release(&prefix),
+                Restarted::Ready => {
                     ready_since = Some(Instant::now());
                     let endpoint = launch.endpoint();
                     match sup.gate() {
@@ -288,10 +344,20 @@ async fn run(
                             kind: InstanceEventKind::Ready,
                         });
                     }
-                    wait.await
+                    tokio::select! {
+                        status = child.wait() => status,
+                        _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(&prefix),
+                    }
                 }
             }
         };
+        // Held by a binary upgrade: the new process may be adopting it (or has): nothing is
+        // done before the hold is lifted, and nothing at all once it is released.
+        let lifted = hold.wait_for(|h| *h != Hold::Held).await.map(|h| *h);
+        if !matches!(lifted, Ok(Hold::Off)) {
+            tracing::info!(target: "crossfade::workload", "[{prefix}] exited ({status}) after its handover to a new process; left to it");
+            return;
+        }
         // First of all: another server may take the port at any moment from now on. A stop
         // needs none: the instance's endpoints left the route before it.
         if let (Some(gate), false) = (sup.gate(), *stopping.borrow()) {
@@ -355,6 +421,7 @@ async fn run(
             tokio::select! {
                 () = tokio::time::sleep(restart_in) => {}
                 _ = stopping.wait_for(|s| *s) => break None,
+                _ = hold.wait_for(|h| *h == Hold::Released) => break None,
             }
             let before = launch.endpoint();
             match launch.keep_or_move_port() {

@@ -115,8 +115,8 @@ impl RouteMetrics {
     }
 
     /// Counts an event recorded while starting, before the service ran (`Recovered`,
-    /// `StateFileCorrupt`, `BlueChanged`, `LeftoversStopped`, `Adopted`), after the first scrape
-    /// ([`RouteMetrics::count_after_first_scrape`]).
+    /// `StateFileCorrupt`, `BlueChanged`, `LeftoversStopped`, `Adopted`, `Upgraded`), after the
+    /// first scrape ([`RouteMetrics::count_after_first_scrape`]).
     pub fn start_event(&self, reason: &str) {
         let known = EVENT_REASONS.contains(&reason);
         let labels = ReasonLabels {

@@ -479,6 +479,140 @@ pub fn check_recorded_active(
     Err(format!("{}\n{note}", lines.join("\n")))
 }
 
+/// The start of a `crossfade run` that takes over from a serving one in a binary upgrade (the
+/// old process froze its controller: no rollout runs, its instances are held, and it handed over
+/// the state file's lock, `handed_lock`). Unlike [`recover`] it never stops or starts anything,
+/// so that a failure leaves the old process serving exactly as before: the state file is read
+/// (not written: the service saves it once it runs), the active workload's instances are adopted
+/// from the child journal once each passes readiness, and the journal is carried on with them.
+/// `predecessor` is the old process's pid, for the `Upgraded` event.
+///
+/// # Errors
+/// [`StartupError::Lock`] when the lock handed over is not this state file's (another
+/// `state_file:` in the new spec) and the file is locked (by the old process);
+/// [`StartupError::Load`]; [`StartupError::Refused`] without `state_file`, for another route's
+/// state, a `blue:` changed since the old process started, a rollout in progress, or an active
+/// workload that cannot be adopted (its instances not all running as recorded, or one not ready),
+/// each naming what and saying that the old process serves on.
+pub async fn take_over(
+    spec: &RunSpec,
+    handed_lock: Option<std::os::fd::OwnedFd>,
+    predecessor: Option<u32>,
+) -> Result<Recovered, StartupError> {
+    let refused = |why: String| {
+        StartupError::Refused(format!(
+            "binary upgrade: {why}; nothing was stopped or started, and the serving process \
+             serves on"
+        ))
+    };
+    let Some(path) = &spec.state_file else {
+        return Err(refused(
+            "the spec has no state_file: a new process adopts the running workload from the \
+             state file and its child journal, so `crossfade run --upgrade-socket` needs one"
+                .into(),
+        ));
+    };
+    let store = StateFile::new(path);
+    let lock = match handed_lock.map(|fd| store.adopt_lock(fd)).transpose() {
+        Ok(Some(Some(lock))) => lock,
+        Ok(_) => store.lock().map_err(StartupError::Lock)?,
+        Err(e) => return Err(StartupError::Lock(e)),
+    };
+    let (state, damaged) = store
+        .load_or_backup::<ServiceState>()
+        .map_err(StartupError::Load)?;
+    if let Some(note) = damaged {
+        return Err(refused(format!("state file {}: {note}", path.display())));
+    }
+    let Some(mut state) = state else {
+        return Err(refused(format!(
+            "state file {}: empty or missing, so the running workload cannot be adopted",
+            path.display()
+        )));
+    };
+    if let Err(message) = state.check_route(&spec.route.name) {
+        return Err(refused(format!("state file {}: {message}", path.display())));
+    }
+    if let Some(record) = state.rollout.as_ref().filter(|r| !r.rollout.is_terminal()) {
+        return Err(refused(format!(
+            "rollout {} is in progress ({})",
+            record.rollout.id,
+            record.rollout.phase.words()
+        )));
+    }
+    let blue =
+        (spec.blue.clone()).ok_or_else(|| StartupError::Refused("spec: blue is missing".into()))?;
+    match state.check_blue(&blue) {
+        BlueCheck::Serve | BlueCheck::ServeRecorded => {}
+        BlueCheck::Edited(was) => {
+            return Err(refused(format!(
+                "the spec's blue: changed since the serving process started ({}, was {}): an \
+                 upgrade keeps the running workload; put blue: back, or restart crossfade to \
+                 serve the new one",
+                blue.describe(),
+                was.describe()
+            )))
+        }
+        BlueCheck::Conflict(message) => return Err(refused(message)),
+    }
+    state.spec_blue = Some(blue.clone());
+    let active_slot = state.active.unwrap_or(Slot::Blue);
+    let active_spec = state
+        .active_workload
+        .clone()
+        .unwrap_or_else(|| blue.clone());
+    let label = active_spec.label(active_slot).to_owned();
+    let journal_path = ChildJournal::path_for(store.path());
+    let recorded = read_journal(Some(&journal_path));
+    let entries = (active_spec.command.is_some())
+        .then(|| {
+            adoptable(
+                &recorded,
+                &label,
+                active_spec.instances as usize,
+                &state.active_pids,
+            )
+        })
+        .flatten()
+        .ok_or_else(|| {
+            refused(format!(
+                "{label}'s instances (pids {:?}) are not all running as the child journal {} \
+                 records them, so they cannot be adopted",
+                state.active_pids,
+                journal_path.display()
+            ))
+        })?;
+    let journal = ChildJournal::create_keeping(journal_path, recorded)
+        .map_err(|e| refused(format!("state_file: {e}")))?;
+    let journal = Arc::new(journal);
+    let ports = spec.port_range.and_then(|range| range.ports());
+    let driver = LocalDriver::new(ports).with_journal(Arc::clone(&journal));
+    let active = driver
+        .adopt(&label, &active_spec, &entries)
+        .await
+        .map_err(|e| refused(format!("not adopting {label}: {e}")))?;
+    journal.drop_previous(&entries);
+    let from = predecessor.map_or_else(|| "the old process".to_owned(), |p| format!("pid {p}"));
+    let note = format!(
+        "binary upgrade: took over from {from}; {}",
+        adopted_note(&label, &entries)
+    );
+    tracing::info!("{note}");
+    state.push_event(StatusEvent::now("Upgraded", &note));
+    Ok(Recovered {
+        store: Some(store),
+        lock: Some(lock),
+        state,
+        start_events: vec!["Upgraded".to_owned()],
+        recovered: None,
+        active_slot,
+        active_spec,
+        active,
+        driver: Arc::new(driver),
+        runtime_journal: None,
+    })
+}
+
 /// How the spec's green fared at a start ([`start_green`]).
 pub enum GreenStart {
     /// The rollout to it was started, with this id.

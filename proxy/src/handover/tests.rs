@@ -349,3 +349,92 @@ async fn the_successor_gets_the_state_files_lock_and_it_outlives_the_old_side() 
         .try_lock()
         .expect("free once the successor's copy closed");
 }
+
+/// Refuses the first successor with a reason, admits the next; counts the undos.
+struct RefuseOnce {
+    refused: std::sync::atomic::AtomicBool,
+    undone: std::sync::atomic::AtomicUsize,
+}
+
+impl Admission for RefuseOnce {
+    fn admit(
+        &self,
+        _: Option<u32>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>,
+    > {
+        let first = !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(std::future::ready(match first {
+            true => Err("rollout 3 is in progress (progressing)".to_owned()),
+            false => Ok(()),
+        }))
+    }
+
+    fn undo(&self) {
+        self.undone
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A successor the old process refuses gets the reason and no socket ([`Error::HandoverRefused`]),
+/// and the routes stay writable; the next one is admitted. One that goes away before `ready` is
+/// undone.
+#[tokio::test]
+async fn a_refused_successor_hears_why_and_the_next_one_is_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(dir.path());
+    let (listen, admin) = bound().await;
+    let listeners = Listeners::of(&listen, &admin).unwrap();
+    let handover = HandoverListener::bind(&path).unwrap();
+    let state = proxy();
+    let admission = std::sync::Arc::new(RefuseOnce {
+        refused: false.into(),
+        undone: 0.into(),
+    });
+    let old = tokio::spawn({
+        let (state, admission) = (state.clone(), std::sync::Arc::clone(&admission));
+        async move {
+            let mut successor = handover
+                .successor_admitting(&listeners, &state, &*admission)
+                .await;
+            successor.draining().await;
+            successor.released().await;
+        }
+    });
+    match take_over(&path).await {
+        Err(Error::HandoverRefused { pid, reason }) => {
+            assert_eq!(pid, Some(std::process::id()));
+            assert_eq!(reason, "rollout 3 is in progress (progressing)");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    assert_eq!(
+        state.handing_over_to(),
+        None,
+        "a refusal hands nothing over"
+    );
+    // Admitted, then gone before `ready`: undone, and the next one takes over.
+    drop(take_over(&path).await.unwrap().expect("admitted"));
+    let (_inherited, mut predecessor) = loop {
+        match take_over(&path).await.unwrap() {
+            Some(taken) => break taken,
+            None => tokio::task::yield_now().await,
+        }
+    };
+    assert!(predecessor.ready().await.unwrap());
+    predecessor.release();
+    old.await.unwrap();
+    assert_eq!(
+        admission.undone.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let text = Error::HandoverRefused {
+        pid: Some(42),
+        reason: "why".into(),
+    }
+    .to_string();
+    assert!(
+        text.contains("pid 42") && text.contains("why") && text.contains("serves on"),
+        "{text}"
+    );
+}

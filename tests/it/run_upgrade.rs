@@ -1,0 +1,566 @@
+//! `crossfade run SPEC --upgrade-socket PATH`: `run` upgraded in place (README "Upgrading the
+//! binary in place"). SIGUSR2 starts the binary again; the new process takes the listening
+//! sockets and the state file's lock over the upgrade socket, adopts the active workload's running
+//! instances, serves, and the old one drains and exits leaving the workloads running. Refused
+//! while a rollout is in progress; a new process that fails leaves the old one serving and
+//! supervising.
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::support::child::wait_state;
+use crate::support::{
+    pid_alive, pids_of, read_json, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Spec,
+};
+use crate::upgrade::Traffic;
+
+/// The bound on a wait for an event (ready, exited, restarted): each returns as soon as it happens.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A `crossfade run` with an upgrade socket, its blue (two instances) ready.
+struct Setup {
+    dir: tempfile::TempDir,
+    spec: Spec,
+    spec_path: PathBuf,
+    state: PathBuf,
+    admin: Admin,
+    old: Crossfade,
+    /// Blue's pids once ready, as the state file saved them.
+    pids: Vec<u32>,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let dir = temp_dir();
+        let state = dir.path().join("state.json");
+        let socket = dir.path().join("upgrade.sock");
+        let blue = App::version("v1-up")
+            .set("name", json!("v1-up"))
+            .set("instances", json!(2));
+        let spec = Spec::new().blue(blue).state_file(&state);
+        let spec_path = spec.write(dir.path(), "spec.yaml");
+        let args = [
+            OsStr::new("run"),
+            spec_path.as_os_str(),
+            OsStr::new("--upgrade-socket"),
+            socket.as_os_str(),
+        ];
+        let mut old = Crossfade::spawn(dir.path(), "run.log", args);
+        let admin = Admin::new(spec.admin());
+        old.wait_ready(&admin, PATIENCE).await;
+        let pids = wait_state(&state, PATIENCE, "blue's two pids", |s| {
+            let pids = pids_of(&s["active_pids"]);
+            (pids.len() == 2).then_some(pids)
+        })
+        .await;
+        wait_until(Duration::from_secs(10), "the upgrade socket", || async {
+            socket.exists().then_some(())
+        })
+        .await;
+        Setup {
+            dir,
+            spec,
+            spec_path,
+            state,
+            admin,
+            old,
+            pids,
+        }
+    }
+
+    /// SIGUSR2 to the old process; the new process it started (stopped with SIGKILL when the
+    /// returned guard drops, should the test fail before it stops it).
+    async fn sigusr2(&self) -> Reap {
+        let old = self.old.pid();
+        kill(Pid::from_raw(old as i32), Signal::SIGUSR2).expect("SIGUSR2");
+        // As the old process logs it (it may be gone, or not its child any more, by the time a
+        // poll of its children would see it).
+        let new = wait_until(Duration::from_secs(10), "the new process", || async {
+            let log = self.old.log();
+            let line = log.lines().find(|l| l.contains("SIGUSR2: started"))?;
+            let pid = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("pid="))?;
+            pid.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+        })
+        .await;
+        Reap(new)
+    }
+
+    fn log(&self) -> String {
+        self.old.log()
+    }
+}
+
+/// Stops a process this test started indirectly (SIGUSR2's new process), and what it runs, when
+/// dropped.
+struct Reap(u32);
+
+impl Reap {
+    /// SIGTERM, then waits until it has exited (it stops its workloads first).
+    async fn terminate(&self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGTERM);
+        wait_gone(&[self.0], PATIENCE).await;
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if pid_alive(self.0) {
+            let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGTERM);
+        }
+    }
+}
+
+/// Requests each on a new connection (HTTP/1.1, `Connection: close`), one after the other on
+/// each of `tasks` tasks: a listener closed or not accepted for a moment fails them.
+struct Fresh {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fresh {
+    fn start(target: SocketAddr, tasks: usize) -> Fresh {
+        let (stop, rx) = watch::channel(false);
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..tasks)
+            .map(|_| {
+                let (ok, errors, stop) = (ok.clone(), errors.clone(), rx.clone());
+                tokio::spawn(async move {
+                    while !*stop.borrow() {
+                        match one_request(target).await {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                errors.lock().unwrap().push(e);
+                                0
+                            }
+                        };
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        Fresh {
+            stop,
+            tasks,
+            ok,
+            errors,
+        }
+    }
+
+    /// Stops, asserting that every request was answered 200; returns how many were.
+    async fn stop_without_errors(self) -> u64 {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.expect("a request task panicked");
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        assert!(
+            errors.is_empty(),
+            "{} failed: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+/// One GET on a new connection; `Err` unless it is answered 200.
+async fn one_request(target: SocketAddr) -> Result<(), String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(b"GET /api HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned();
+        match head.starts_with("HTTP/1.1 200") {
+            true => Ok(()),
+            false => Err(format!("answered {head:?}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+}
+
+/// The workload rolled out to: `v2-up`.
+fn green() -> Value {
+    App::version("v2-up").set("name", json!("v2-up")).json
+}
+
+/// The reasons of the run's events, in order.
+fn reasons(status: &Value) -> Vec<String> {
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Whether `log` has a line holding every one of `words`.
+fn logged(log: &str, words: &[&str]) -> bool {
+    log.lines().any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_upgraded_by_sigusr2_under_load_loses_no_request_and_keeps_its_workload() {
+    let mut setup = Setup::start().await;
+    let listen = setup.spec.listen();
+    // Keep-alive HTTP/1.1 and h2c clients, and requests each on a new connection.
+    let traffic = Traffic::start(listen, 2);
+    let fresh = Fresh::start(listen, 2);
+    traffic.more(50).await;
+
+    let new = setup.sigusr2().await;
+    let exited = setup.old.wait_exit(PATIENCE).await;
+    assert!(exited.success(), "the old process exits 0: {exited:?}");
+    assert!(pid_alive(new.0), "the new process serves");
+    traffic.more(100).await;
+    let fresh = fresh.stop_without_errors().await;
+    assert!(fresh > 0, "requests on new connections were sent");
+
+    // The same instances serve: adopted, not started again, and not stopped by the old process.
+    for pid in &setup.pids {
+        assert!(pid_alive(*pid), "blue instance {pid} runs on");
+    }
+    let state = read_json(&setup.state);
+    assert_eq!(pids_of(&state["active_pids"]), setup.pids, "{state:#}");
+    // The child journal is kept (the new process records its spawns there) and names them.
+    let journal = std::fs::read_to_string(setup.dir.path().join("state.json.children"))
+        .expect("the child journal is kept");
+    for pid in &setup.pids {
+        assert!(journal.contains(&format!("\"pid\": {pid}")), "{journal}");
+    }
+    assert!(reasons(&state).iter().any(|r| r == "Upgraded"), "{state:#}");
+    let status = setup.admin.rollout().await;
+    assert_eq!(status["active_version"], "v1-up", "{status:#}");
+    assert_eq!(status["running"], false, "{status:#}");
+    let upgraded: Vec<&Value> = (status["events"].as_array().into_iter().flatten())
+        .filter(|e| e["reason"] == "Upgraded")
+        .collect();
+    assert_eq!(upgraded.len(), 1, "{status:#}");
+    let note = upgraded[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("pid {}", setup.old.pid())),
+        "names the old process: {note}"
+    );
+    for pid in &setup.pids {
+        assert!(note.contains(&format!("pid {pid}")), "{note}");
+    }
+    // `crossfade status`, as an operator reads it from the new process.
+    let admin = setup.spec.admin().to_string();
+    let shown = crate::support::child::run_to_end(["status", "--admin", &admin], PATIENCE).await;
+    assert_eq!(shown.code, Some(0), "{shown:?}");
+    for word in ["v1-up", "Upgraded"] {
+        assert!(shown.stdout.contains(word), "{word} in {}", shown.stdout);
+    }
+    let log = setup.log();
+    assert!(logged(&log, &["binary upgrade", "took over from"]), "{log}");
+    assert!(
+        !log.contains("stopped v1-up"),
+        "the old one stopped nothing: {log}"
+    );
+
+    // The new process supervises and steers: a rollout started now completes.
+    setup.admin.start_rollout(&green()).await;
+    let done = wait_until(PATIENCE, "the rollout to v2-up to end", || async {
+        let status = setup.admin.rollout().await;
+        (status["running"] == false && status["rollout"]["phase"] != Value::Null).then_some(status)
+    })
+    .await;
+    assert_eq!(done["rollout"]["phase"], "Completed", "{done:#}");
+    assert_eq!(done["active_version"], "v2-up", "{done:#}");
+    // Not one request lost from before the upgrade to the end of the rollout.
+    let answered = traffic.stop_without_errors().await;
+    println!("RUN UPGRADE answered {answered} keep-alive/h2c requests, {fresh} on new connections");
+    new.terminate().await;
+    wait_gone(&setup.pids, Duration::from_secs(10)).await;
+    drop(setup.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_during_a_rollout_is_refused_and_the_rollout_goes_on() {
+    let mut setup = Setup::start().await;
+    // A rollout that takes a while: its steps hold 2 s each.
+    let body = json!({ "green": green(), "rollout": { "hold": "2s" } });
+    let (code, answer) = setup.admin.json("POST", "/rollout", Some(&body)).await;
+    assert_eq!(code, 202, "{answer}");
+    let traffic = Traffic::start(setup.spec.listen(), 1);
+    wait_until(PATIENCE, "the rollout to progress", || async {
+        let status = setup.admin.rollout().await;
+        (status["rollout"]["phase"] == "Progressing").then_some(())
+    })
+    .await;
+
+    let new = setup.sigusr2().await;
+    wait_gone(&[new.0], PATIENCE).await;
+    let log = setup.log();
+    assert!(
+        logged(&log, &["binary upgrade refused", "rollout 1"]),
+        "the old process says why: {log}"
+    );
+    assert!(
+        logged(
+            &log,
+            &["the new process cannot start", "refused", "rollout 1"]
+        ),
+        "the new process says why it exits: {log}"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the old process to say it serves on",
+        || async {
+            logged(&setup.log(), &["the new process exited", "keeps serving"]).then_some(())
+        },
+    )
+    .await;
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+    let done = wait_until(PATIENCE, "the rollout to end", || async {
+        let status = setup.admin.rollout().await;
+        (status["running"] == false).then_some(status)
+    })
+    .await;
+    assert_eq!(done["rollout"]["phase"], "Completed", "{done:#}");
+    traffic.stop_without_errors().await;
+    setup.old.terminate(PATIENCE).await;
+}
+
+/// A new process with the same arguments, run by hand (not by SIGUSR2): it prints why it
+/// refuses on stderr and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_started_by_hand_during_a_rollout_says_why_and_exits_1() {
+    let mut setup = Setup::start().await;
+    let body = json!({ "green": green(), "rollout": { "hold": "2s" } });
+    let (code, answer) = setup.admin.json("POST", "/rollout", Some(&body)).await;
+    assert_eq!(code, 202, "{answer}");
+    let socket = setup.dir.path().join("upgrade.sock");
+    let finished = crate::support::child::run_to_end(
+        [
+            OsStr::new("run"),
+            setup.spec_path.as_os_str(),
+            OsStr::new("--upgrade-socket"),
+            socket.as_os_str(),
+        ],
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(finished.code, Some(1), "{finished:?}");
+    assert!(
+        finished.stderr.contains("refused") && finished.stderr.contains("rollout 1"),
+        "{}",
+        finished.stderr
+    );
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+    setup.old.terminate(PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_leaves_the_old_process_serving_and_supervising() {
+    let mut setup = Setup::start().await;
+    // The new process reads a spec whose blue changed: it refuses after it connected (the old
+    // process froze its controller for it), before it serves.
+    let mut edited = setup.spec.clone();
+    edited.json["blue"]["args"]
+        .as_array_mut()
+        .expect("blue's args")
+        .extend([json!("--error-rate"), json!("0")]);
+    edited.write(setup.dir.path(), "spec.yaml");
+    let traffic = Traffic::start(setup.spec.listen(), 2);
+    let new = setup.sigusr2().await;
+    wait_gone(&[new.0], PATIENCE).await;
+    let log = setup.log();
+    assert!(
+        logged(&log, &["the new process cannot start", "blue"]),
+        "{log}"
+    );
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+
+    // Supervision is back: an instance killed now is started again.
+    let victim = setup.pids[0];
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill blue instance 0");
+    let restarted = wait_state(&setup.state, PATIENCE, "instance 0 restarted", |s| {
+        let pids = pids_of(&s["active_pids"]);
+        (pids.len() == 2 && !pids.contains(&victim)).then_some(pids)
+    })
+    .await;
+    assert!(restarted.contains(&setup.pids[1]), "{restarted:?}");
+    let log = setup.log();
+    assert!(
+        logged(&log, &["binary upgrade failed", "supervised again"]),
+        "{log}"
+    );
+    // And rollouts start again.
+    setup.admin.start_rollout(&green()).await;
+    let done = wait_until(PATIENCE, "the rollout to end", || async {
+        let status = setup.admin.rollout().await;
+        (status["running"] == false && status["rollout"]["phase"] != Value::Null).then_some(status)
+    })
+    .await;
+    assert_eq!(done["rollout"]["phase"], "Completed", "{done:#}");
+    traffic.stop_without_errors().await;
+    setup.old.terminate(PATIENCE).await;
+}
+
+/// A spec that does not parse: the new process fails before it connects; the old one serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_spec_leaves_the_old_process_serving() {
+    let mut setup = Setup::start().await;
+    std::fs::write(&setup.spec_path, "listen: [broken\n").expect("break the spec");
+    let new = setup.sigusr2().await;
+    wait_gone(&[new.0], PATIENCE).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the old process to say it serves on",
+        || async {
+            logged(&setup.log(), &["the new process exited", "keeps serving"]).then_some(())
+        },
+    )
+    .await;
+    assert!(setup.old.try_exit().is_none(), "the old process serves on");
+    let (code, _) = setup
+        .admin
+        .json("POST", "/rollout", Some(&json!({ "green": green() })))
+        .await;
+    assert_eq!(code, 202, "rollouts are accepted");
+    setup.old.terminate(PATIENCE).await;
+}
+
+/// While a new process holds the handover (connected, the sockets and routes received, not ready
+/// yet: a fake one here, this test on the upgrade socket), the old process starts no rollout and
+/// takes no command (503 with `Retry-After`, naming the handover) and restarts no instance that
+/// exits; once it goes away without saying ready, rollouts are accepted and the instance held
+/// meanwhile is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_handover_rollouts_and_restarts_wait_and_come_back_when_it_fails() {
+    let setup = Setup::start().await;
+    let socket = setup.dir.path().join("upgrade.sock");
+    // Blocking reads on a thread of their own, bounded by a read timeout.
+    let (stream, line) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let stream = std::os::unix::net::UnixStream::connect(&socket)
+            .expect("connect to the upgrade socket");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map(|_| line);
+        (reader.into_inner(), read)
+    })
+    .await
+    .expect("the reading thread");
+    // The sockets' byte (their descriptors are dropped with it), then the routes' line: by then
+    // the old process has frozen its controller.
+    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
+    assert!(line.contains("\"routes\""), "{line:?}");
+
+    let body = json!({ "green": green() });
+    for (path, body) in [("/rollout", Some(&body)), ("/rollout/pause", None)] {
+        let (status, headers, answer) = setup
+            .admin
+            .request_with("POST", path, body, &[])
+            .await
+            .expect("the admin API answers");
+        assert_eq!(status, 503, "POST {path}: {answer}");
+        assert_eq!(
+            headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "POST {path}"
+        );
+        assert!(answer.contains("binary upgrade"), "POST {path}: {answer}");
+    }
+    let victim = setup.pids[0];
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill blue instance 0");
+    // Not restarted while held: its pid stays in the state file.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        pids_of(&read_json(&setup.state)["active_pids"]).contains(&victim),
+        "restarted during the handover: {}",
+        setup.log()
+    );
+
+    // The new process goes away without saying ready: all comes back.
+    drop(stream);
+    let restarted = wait_state(&setup.state, PATIENCE, "instance 0 restarted", |s| {
+        let pids = pids_of(&s["active_pids"]);
+        (pids.len() == 2 && !pids.contains(&victim)).then_some(pids)
+    })
+    .await;
+    assert!(restarted.contains(&setup.pids[1]), "{restarted:?}");
+    let traffic = Traffic::start(setup.spec.listen(), 2);
+    setup.admin.start_rollout(&green()).await;
+    let done = wait_until(PATIENCE, "the rollout to end", || async {
+        let status = setup.admin.rollout().await;
+        (status["running"] == false && status["rollout"]["phase"] != Value::Null).then_some(status)
+    })
+    .await;
+    assert_eq!(done["rollout"]["phase"], "Completed", "{done:#}");
+    traffic.stop_without_errors().await;
+    let mut old = setup.old;
+    old.terminate(PATIENCE).await;
+}
+
+/// SIGTERM to the old process while a new one holds the handover (a fake one here: it took the
+/// sockets and routes): the new process adopts the workload and serves on once the old one is
+/// gone, as the proxy's does, so the old one drains and exits without stopping the workload
+/// under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_process_stopped_during_the_handover_leaves_the_workload_to_the_new_one() {
+    let mut setup = Setup::start().await;
+    let socket = setup.dir.path().join("upgrade.sock");
+    let (stream, line) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let stream = std::os::unix::net::UnixStream::connect(&socket)
+            .expect("connect to the upgrade socket");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map(|_| line);
+        (reader.into_inner(), read)
+    })
+    .await
+    .expect("the reading thread");
+    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
+    assert!(line.contains("\"routes\""), "{line:?}");
+
+    let exit = setup.old.terminate(PATIENCE).await;
+    assert!(exit.success(), "{exit}: {}", setup.log());
+    for pid in &setup.pids {
+        assert!(
+            pid_alive(*pid),
+            "instance {pid} left running: {}",
+            setup.log()
+        );
+    }
+    let log = setup.log();
+    assert!(logged(&log, &["SIGTERM during a binary upgrade"]), "{log}");
+    // No new process adopts them here: stopped by the test.
+    drop(stream);
+    for pid in &setup.pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    }
+    wait_gone(&setup.pids, Duration::from_secs(10)).await;
+}
