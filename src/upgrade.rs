@@ -229,17 +229,11 @@ pub async fn proxy(
         tokio::select! {
             never = &mut ready, if !took_over => match never {},
             Some(()) = signals.interrupt.recv() => {
-                stopped_during_handover(&proxy, "SIGINT");
-                if let Some(started) = &mut starting {
-                    started.stop_with_this_one(&proxy, "SIGINT");
-                }
+                stop_signal(&proxy, &mut starting, "SIGINT");
                 break None;
             }
             Some(()) = signals.terminate.recv() => {
-                stopped_during_handover(&proxy, "SIGTERM");
-                if let Some(started) = &mut starting {
-                    started.stop_with_this_one(&proxy, "SIGTERM");
-                }
+                stop_signal(&proxy, &mut starting, "SIGTERM");
                 break None;
             }
             () = &mut old_gone => {
@@ -460,6 +454,16 @@ fn stopped_during_handover(proxy: &crossfade_proxy::Proxy, name: &str) {
              on and takes the pid file once this one has exited (send it SIGTERM to stop the \
              service)"
         );
+    }
+}
+
+/// A SIGTERM or SIGINT (`name`) to a process that serves with upgrades (`proxy` or `run`): said
+/// as [`stopped_during_handover`] says it, and the process the last SIGUSR2 started, if it is
+/// still starting, is stopped with this one rather than left to take over a stopping service.
+fn stop_signal(proxy: &crossfade_proxy::Proxy, starting: &mut Option<Starting>, name: &str) {
+    stopped_during_handover(proxy, name);
+    if let Some(started) = starting {
+        started.stop_with_this_one(proxy, name);
     }
 }
 
@@ -879,17 +883,11 @@ pub async fn run(
                 );
             }
             Some(()) = signals.interrupt.recv() => {
-                stopped_during_handover(&proxy, "SIGINT");
-                if let Some(started) = &mut starting {
-                    started.stop_with_this_one(&proxy, "SIGINT");
-                }
+                stop_signal(&proxy, &mut starting, "SIGINT");
                 break None;
             }
             Some(()) = signals.terminate.recv() => {
-                stopped_during_handover(&proxy, "SIGTERM");
-                if let Some(started) = &mut starting {
-                    started.stop_with_this_one(&proxy, "SIGTERM");
-                }
+                stop_signal(&proxy, &mut starting, "SIGTERM");
                 break None;
             }
             () = &mut old_gone => {
