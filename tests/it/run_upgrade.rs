@@ -454,26 +454,7 @@ async fn a_broken_spec_leaves_the_old_process_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_handover_rollouts_and_restarts_wait_and_come_back_when_it_fails() {
     let setup = Setup::start().await;
-    let socket = setup.dir.path().join("upgrade.sock");
-    // Blocking reads on a thread of their own, bounded by a read timeout.
-    let (stream, line) = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let stream = std::os::unix::net::UnixStream::connect(&socket)
-            .expect("connect to the upgrade socket");
-        stream
-            .set_read_timeout(Some(PATIENCE))
-            .expect("a read timeout");
-        let mut reader = std::io::BufReader::new(stream);
-        let mut line = String::new();
-        let read = reader.read_line(&mut line).map(|_| line);
-        (reader.into_inner(), read)
-    })
-    .await
-    .expect("the reading thread");
-    // The sockets' byte (their descriptors are dropped with it), then the routes' line: by then
-    // the old process has frozen its controller.
-    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
-    assert!(line.contains("\"routes\""), "{line:?}");
+    let stream = fake_successor(&setup).await;
 
     let body = json!({ "green": green() });
     for (path, body) in [("/rollout", Some(&body)), ("/rollout/pause", None)] {
@@ -528,23 +509,7 @@ async fn during_a_handover_rollouts_and_restarts_wait_and_come_back_when_it_fail
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_process_stopped_during_the_handover_leaves_the_workload_to_the_new_one() {
     let mut setup = Setup::start().await;
-    let socket = setup.dir.path().join("upgrade.sock");
-    let (stream, line) = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let stream = std::os::unix::net::UnixStream::connect(&socket)
-            .expect("connect to the upgrade socket");
-        stream
-            .set_read_timeout(Some(PATIENCE))
-            .expect("a read timeout");
-        let mut reader = std::io::BufReader::new(stream);
-        let mut line = String::new();
-        let read = reader.read_line(&mut line).map(|_| line);
-        (reader.into_inner(), read)
-    })
-    .await
-    .expect("the reading thread");
-    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
-    assert!(line.contains("\"routes\""), "{line:?}");
+    let stream = fake_successor(&setup).await;
 
     let exit = setup.old.terminate(PATIENCE).await;
     assert!(exit.success(), "{exit}: {}", setup.log());
@@ -563,4 +528,29 @@ async fn an_old_process_stopped_during_the_handover_leaves_the_workload_to_the_n
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
     wait_gone(&setup.pids, Duration::from_secs(10)).await;
+}
+
+/// A fake new process on `setup`'s upgrade socket: connected, it has read the sockets' byte
+/// (their descriptors dropped with it) and the routes' line, so the old process has frozen its
+/// controller; the connection, held open until dropped. Blocking reads on a thread of their own,
+/// bounded by a read timeout (an async read here hung about one run in three, cause not found).
+async fn fake_successor(setup: &Setup) -> std::os::unix::net::UnixStream {
+    let socket = setup.dir.path().join("upgrade.sock");
+    let (stream, line) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let stream = std::os::unix::net::UnixStream::connect(&socket)
+            .expect("connect to the upgrade socket");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map(|_| line);
+        (reader.into_inner(), read)
+    })
+    .await
+    .expect("the reading thread");
+    let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
+    assert!(line.contains("\"routes\""), "{line:?}");
+    stream
 }
