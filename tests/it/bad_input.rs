@@ -2295,3 +2295,50 @@ async fn an_active_version_from_the_state_file_that_cannot_start_is_named_with_i
     assert_eq!(code.code(), Some(1), "{}", run.log());
     assert!(run.log().contains(&said), "{}", run.log());
 }
+
+/// newuser34 B: a state file whose recorded active workload was edited into one that cannot
+/// serve (`instances: 0`) made `crossfade run` fail with `invalid config: routes[0].green.
+/// endpoints: green has weight 100% but no endpoints`, naming neither the file nor the field. It
+/// is refused before anything is written or started, naming both.
+#[tokio::test]
+async fn a_state_files_active_workload_edited_to_no_instance_is_refused_naming_file_and_field() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new().state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let file = spec.write(dir.path(), "spec.yaml");
+    let mut run = Crossfade::run(dir.path(), &file);
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    assert!(run.terminate(Duration::from_secs(20)).await.success());
+    let mut edited: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    edited["active_workload"]["instances"] = json!(0);
+    write_json(dir.path(), "state.json", &edited);
+    let _ = std::fs::remove_file(dir.path().join("state.json.bak"));
+    let before = std::fs::read(&state).unwrap();
+
+    let file_arg = file.display().to_string();
+    let out = run_to_end(["check", file_arg.as_str()], Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("active_workload.instances: 0"),
+        "{}",
+        out.stderr
+    );
+    let mut run = Crossfade::run(dir.path(), &file);
+    let code = run.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code.code(), Some(1), "{}", run.log());
+    let log = run.log();
+    for words in [
+        state.display().to_string().as_str(),
+        "active_workload.instances: 0",
+        "fix the field",
+    ] {
+        assert!(log.contains(words), "{words}\n{log}");
+    }
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "the file is left as it was"
+    );
+}

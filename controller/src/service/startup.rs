@@ -204,6 +204,19 @@ pub async fn recover(
         }
     }
     state.spec_blue = Some(blue.clone());
+    // A recorded workload that cannot serve as written (a state file edited by hand): refused
+    // before anything is written, stopped or started, naming the file and the field; after a
+    // completing recovery it is the promoted workload failing to start, and the one it replaced
+    // serves again (below).
+    let unfit = (state.active_workload.as_ref()).and_then(recorded_workload_problem);
+    if let (Some(problem), None) = (&unfit, &fallback) {
+        return Err(StartupError::Refused(format!(
+            "state file {}: {problem}: the version it records as serving cannot start as written \
+             (a state file edited by hand?); fix the field while crossfade run is stopped, or \
+             remove the state file and its .bak to serve the spec's blue:",
+            file()
+        )));
+    }
     if let Some(store) = &store {
         // Fail now, before anything is stopped or started, when the state cannot be persisted:
         // a start that stopped the previous run's processes (or rolled its rollout back) on a
@@ -337,9 +350,10 @@ pub async fn recover(
         let spared: Vec<ChildEntry> = adopted_entries.iter().chain(kept).cloned().collect();
         journal.drop_previous(&spared);
     }
-    let provisioned = match adopted {
-        Some((workload, _)) => Ok(workload),
-        None => provision_active(&driver, active_slot, &active_spec, &cancel).await,
+    let provisioned = match (adopted, unfit) {
+        (_, Some(problem)) => Err(StartupError::Workload(format!("state file: {problem}"))),
+        (Some((workload, _)), None) => Ok(workload),
+        (None, None) => provision_active(&driver, active_slot, &active_spec, &cancel).await,
     };
     let active = match (provisioned, fallback) {
         (Ok(workload), fallback) => {
@@ -455,8 +469,9 @@ pub fn recorded_active(state: &ServiceState, blue: &WorkloadSpec, path: &Path) -
 }
 
 /// `crossfade check`'s look at the workload `state` records as serving (after
-/// [`ServiceState::recover`]) when it is not the spec's `blue`: the problems a start would meet on
-/// this machine (`command` not found, `workdir` missing), worded as [`recorded_active`].
+/// [`ServiceState::recover`]) when it is not the spec's `blue`: what it lacks to serve at all
+/// ([`recorded_workload_problem`]) and the problems a start would meet on this machine (`command`
+/// not found, `workdir` missing), worded as [`recorded_active`].
 ///
 /// # Errors
 /// The problems, one line each, then where the version comes from.
@@ -471,11 +486,13 @@ pub fn check_recorded_active(
     let Some(active) = &state.active_workload else {
         return Ok(());
     };
+    // What it lacks to serve at all (a state file edited by hand), then what this machine lacks.
+    let mut lines: Vec<String> = recorded_workload_problem(active).into_iter().collect();
     let problems = active.check_machine("state_file's active workload");
-    if problems.is_empty() {
+    lines.extend(problems.iter().map(ToString::to_string));
+    if lines.is_empty() {
         return Ok(());
     }
-    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
     Err(format!("{}\n{note}", lines.join("\n")))
 }
 
@@ -611,6 +628,23 @@ pub async fn take_over(
         driver: Arc::new(driver),
         runtime_journal: None,
     })
+}
+
+/// What the workload a state file records as serving (`active_workload`) lacks to serve at all, by
+/// the start's own rules rather than the spec's (a rule added to the spec later must not refuse
+/// older state files): a process workload needs an instance, a static one an endpoint.
+/// `None` when it has them.
+pub fn recorded_workload_problem(workload: &WorkloadSpec) -> Option<String> {
+    match &workload.command {
+        Some(_) if workload.instances == 0 => {
+            Some("active_workload.instances: 0, and a process workload needs at least 1".to_owned())
+        }
+        None if workload.endpoints.is_empty() => Some(
+            "active_workload.endpoints: none, and a workload without `command` needs at least one"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 /// How the spec's green fared at a start ([`start_green`]).
