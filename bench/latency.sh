@@ -15,7 +15,9 @@
 # repeated, the targets interleaved in each round, and the report gives each round's p50, p90, p99
 # and p99.9, their medians, and each proxy's added p99 (its median p99 less the backend's own,
 # `direct`, reached with no proxy) with its ratio to nginx's and HAProxy's: issue 3's "p99 added
-# latency no worse than either". run.sh takes one
+# latency no worse than either". It also pairs the rounds: crossfade's p99 less each peer's in
+# the same round, the median difference and its distribution-free 95 % interval, so that enough
+# rounds (20 or more) say whether a difference is there at all. run.sh takes one
 # pass per target, and one pass's p99 moves by a quarter from run to run on a shared machine.
 #
 # h2load's clients fire together: requests come in bursts of RATE_CONNS. The report also gives, for

@@ -13,6 +13,25 @@ def pct(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))] / 1000
 
 
+def median_interval(sorted_values, level=0.95):
+    """The distribution-free interval for the median of `sorted_values`: (x_(k), x_(n-k+1)) with
+    the largest k whose coverage, 1 - 2 P(Binomial(n, 1/2) < k), is still at least `level`; None
+    when n is too small for any (n < 6 at 95 %)."""
+    n = len(sorted_values)
+    from math import comb
+    best = None
+    tail = 0.0
+    for k in range(1, n // 2 + 1):
+        tail += comb(n, k - 1) / 2 ** n   # P(Bin < k)
+        if 1 - 2 * tail >= level:
+            best = k
+        else:
+            break
+    if best is None:
+        return None
+    return sorted_values[best - 1], sorted_values[n - best]
+
+
 def main(directory, burst):
     runs = {}
     for path in glob.glob(os.path.join(directory, "latency-*-*.log")):
@@ -54,6 +73,31 @@ def main(directory, burst):
         add = "n/a" if t == "direct" or added[t] is None else f"{added[t]:.3f}"
         print(f"| {t} | " + " | ".join("n/a" if md[m] is None else f"{md[m]:.3f}" for m in marks)
               + f" | {add} | {ratio('nginx')} | {ratio('haproxy')} |")
+    # Paired by round: within a round the targets ran one after the other, so a round's p99 of one
+    # proxy less another's cancels what the machine did that round more than the medians above do
+    # (direct cancels too: the difference of two added p99s is the difference of the two p99s).
+    print("\nPaired by round: crossfade's p99 less the peer's in the same round, in µs; the median"
+          " difference with its distribution-free 95 % interval (order statistics of the rounds,"
+          " binomial(n, 1/2)), and the rounds where crossfade's p99 was the higher.\n")
+    print("| pair | rounds | median µs | 95 % interval µs | crossfade higher |")
+    print("|---|---:|---:|---|---:|")
+    for peer in ("nginx", "haproxy", "b"):
+        if peer not in runs or "crossfade" not in runs:
+            continue
+        diffs = []
+        for r in sorted(set(runs["crossfade"]) & set(runs[peer])):
+            a = sorted(d for _, _, d in runs["crossfade"][r])
+            b = sorted(d for _, _, d in runs[peer][r])
+            if a and b:
+                diffs.append((pct(a, 99) - pct(b, 99)) * 1000)
+        diffs.sort()
+        n = len(diffs)
+        if n == 0:
+            continue
+        interval = median_interval(diffs)
+        cell = "n/a (too few rounds)" if interval is None else f"{interval[0]:+.0f} to {interval[1]:+.0f}"
+        higher = sum(1 for d in diffs if d > 0)
+        print(f"| crossfade − {peer} | {n} | {statistics.median(diffs):+.0f} | {cell} | {higher} of {n} |")
     # Within a burst: the median time from the burst's first request to its k-th completion.
     print(f"\nWithin a burst of {burst} (µs from the burst's first request to its k-th completion, median over bursts of all rounds):\n")
     print("| target | bursts | " + " | ".join(f"k={k + 1}" for k in range(burst)) + " |")
