@@ -516,7 +516,7 @@ async fn an_old_process_stopped_during_the_handover_leaves_the_workload_to_the_n
     for pid in &setup.pids {
         assert!(
             pid_alive(*pid),
-            "instance {pid} left running: {}",
+            "instance {pid} was stopped; it must be left to the new process: {}",
             setup.log()
         );
     }

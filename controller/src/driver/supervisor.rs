@@ -231,6 +231,12 @@ impl Proc {
     /// it now): a spawned child is forgotten, so that its `kill_on_drop` never fires.
     fn release(self, prefix: &str) {
         tracing::info!(target: "crossfade::workload", "[{prefix}] handed over to the new process; left running");
+        self.forget();
+    }
+
+    /// [`Proc::release`] without a word: a process dropped after its release, whether it still
+    /// runs or already exited (then reaped: nothing to kill either way).
+    fn forget(self) {
         if let Proc::Spawned(child) = self {
             std::mem::forget(child);
         }
@@ -249,6 +255,55 @@ impl Proc {
                     tokio::time::sleep(ADOPTED_POLL).await;
                 }
                 "exit status unknown: an adopted process, not this run's child".to_owned()
+            }
+        }
+    }
+}
+
+/// The process a supervisor task owns, with the instance's hold: dropped while the hold is
+/// [`Hold::Released`], a spawned child is let run ([`Proc::release`]) rather than killed by its
+/// `kill_on_drop`. So the release takes effect when [`Supervision::hold`] is called, not when the
+/// task next runs: the old process of a binary upgrade may exit, and its runtime drop the task,
+/// before the task saw the release (a race that killed an instance the new process had adopted).
+struct Owned {
+    /// `None` once released.
+    proc: Option<Proc>,
+    hold: watch::Receiver<Hold>,
+    prefix: String,
+}
+
+// === impl Owned ===
+
+impl Owned {
+    fn new(proc: Proc, hold: watch::Receiver<Hold>, prefix: &str) -> Self {
+        Self {
+            proc: Some(proc),
+            hold,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// [`Proc::wait`]; never ready once released.
+    async fn wait(&mut self) -> String {
+        match self.proc.as_mut() {
+            Some(proc) => proc.wait().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// [`Proc::release`].
+    fn release(mut self) {
+        if let Some(proc) = self.proc.take() {
+            proc.release(&self.prefix);
+        }
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if *self.hold.borrow() == Hold::Released {
+            if let Some(proc) = self.proc.take() {
+                proc.forget();
             }
         }
     }
@@ -283,13 +338,15 @@ pub(super) fn start(
         ready: true,
         ..Life::default()
     });
+    // Owned from here, so that a release holds even for a task that never ran.
+    let child = Owned::new(child, supervision.hold.subscribe(), &launch.prefix());
     tokio::spawn(run(launch, child, Arc::clone(&supervision), life_tx));
     (supervision, life)
 }
 
 async fn run(
     mut launch: Launch,
-    mut child: Proc,
+    mut child: Owned,
     sup: Arc<Supervision>,
     life: watch::Sender<Life>,
 ) {
@@ -306,7 +363,7 @@ async fn run(
         let status = if ready_since.is_some() {
             tokio::select! {
                 status = child.wait() => status,
-                _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(&prefix),
+                _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(),
             }
         } else {
             // Restarted: ready once its probe passes (a rollback counts it as down until then).
@@ -324,7 +381,7 @@ async fn run(
             };
             match step {
                 Restarted::Exited(status) => status,
-                Restarted::Released => return child.release(&prefix),
+                Restarted::Released => return child.release(),
                 Restarted::Ready => {
                     ready_since = Some(Instant::now());
                     let endpoint = launch.endpoint();
@@ -346,7 +403,7 @@ async fn run(
                     }
                     tokio::select! {
                         status = child.wait() => status,
-                        _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(&prefix),
+                        _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(),
                     }
                 }
             }
@@ -447,7 +504,7 @@ async fn run(
             return;
         };
         let pid = next.id().unwrap_or_default();
-        child = Proc::Spawned(next);
+        child = Owned::new(Proc::Spawned(next), sup.hold.subscribe(), &prefix);
         let previous_pid = sup.pid.swap(pid, Ordering::SeqCst);
         if *stopping.borrow() {
             // A stop that read the previous pid missed this process: stop it here.
@@ -721,6 +778,65 @@ mod tests {
             };
             assert_eq!(told, expected, "{script}");
         }
+    }
+
+    /// CI rehearsal 0 of session 35 (`run_upgrade::an_old_process_stopped_during_the_handover_...`):
+    /// the old process of a binary upgrade released its instances and exited before one of their
+    /// supervisor tasks ran again; the runtime dropped that task, and its child's `kill_on_drop`
+    /// killed an instance the new process had adopted. A release holds from the call: here no
+    /// supervisor task ever runs before the runtime is dropped.
+    #[test]
+    fn a_released_instance_survives_its_supervisor_task_dropped_before_it_ran() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let spawn = |supervisions: &mut Vec<(Arc<Supervision>, u32)>| {
+            let spec = WorkloadSpec {
+                command: Some("sleep".into()),
+                args: vec!["1000".into()],
+                ..WorkloadSpec::default()
+            };
+            let launch = Launch::new("blue", supervisions.len(), 1, spec);
+            let child = launch.spawn().expect("sleep starts");
+            let pid = child.id().unwrap_or_default();
+            let (supervision, _life) = start(launch, Proc::Spawned(child), pid);
+            supervisions.push((supervision, pid));
+        };
+        let mut released = Vec::new();
+        let mut kept = Vec::new();
+        runtime.block_on(async {
+            spawn(&mut released);
+            spawn(&mut kept);
+            released[0].0.hold(Hold::Released);
+        });
+        drop(runtime);
+        let (released, kept) = (released[0].1, kept[0].1);
+        // Running: a `/proc` entry that is not a zombie (the one killed below is reaped by no
+        // one until this test process exits).
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+                })
+                .unwrap_or(false)
+        };
+        // The one not released was killed by its `kill_on_drop`, as before.
+        for _ in 0..1000 {
+            if !alive(kept) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !alive(kept),
+            "an instance not released is killed with its supervisor"
+        );
+        assert!(alive(released), "the released instance was killed");
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(released as i32), Signal::SIGKILL);
     }
 
     #[tokio::test(start_paused = true)]
