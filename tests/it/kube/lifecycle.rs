@@ -369,6 +369,43 @@ async fn a_spec_made_undecodable_mid_rollout_is_superseded_from_its_record() {
     ctl.abort();
 }
 
+/// The same edit after promotion: the rollout finishes from its record (the target takes the
+/// rollout's images, the preview is deleted, `Completed`), then `InvalidSpec` is shown. The
+/// target is held unavailable until the edit is in, so that the edit lands while the role swap
+/// waits for it. Before, the status writes failed and the rollout stood at `Promoted`.
+#[tokio::test]
+async fn a_spec_made_undecodable_after_promotion_lets_the_rollout_finish_from_its_record() {
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let fast = json!({ "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
+    c.create_shift(fast).await;
+    let ctl = c.controller();
+    raw_status_until(&c.client, "Promoted", |s| s.phase == Some(Phase::Promoted)).await;
+    let raw = raw_shifts(&c.client);
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+    super::cluster::promoted_target(&c.deploys).await;
+    let _kubelet = super::cluster::Kubelet::start(c.client.clone(), &["web"]);
+    let (shown, _) = raw_status_until(&c.client, "Completed, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Completed) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    assert!(
+        shown
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("spec.rollout.hold: ")),
+        "{shown:?}"
+    );
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}
+
 /// A TrafficShift that does not decode, deleted mid-rollout: its rollout ends from the record
 /// (traffic back to blue, the preview deleted) and the finalizer goes. Before, the finalizer
 /// stayed for ever (until the object was fixed), since ending the rollout needed the spec.
