@@ -507,6 +507,54 @@ async fn a_deployment_changed_mid_rollout_supersedes_it_and_the_next_rollout_tar
     ctl.abort();
 }
 
+/// `spec.deployment` edited to another Deployment after promotion: the rollout finishes on the
+/// Deployment it started on (which takes the new images), then a rollout of the new Deployment
+/// runs. The first target is held unavailable until the edit is in, so that the edit lands while
+/// the role swap waits for it.
+#[tokio::test]
+async fn a_deployment_changed_after_promotion_finishes_on_the_old_one_then_rolls_out_the_new_one() {
+    let Some(c) = Cluster::start(&["web2", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    c.deploys
+        .create(
+            &PostParams::default(),
+            &super::objects::deployment("web2", &[]),
+        )
+        .await
+        .expect("create deployment web2");
+    let fast = json!({ "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
+    c.create_shift(fast).await;
+    let ctl = c.controller();
+    c.status_until("Promoted", |s| s.phase == Some(Phase::Promoted))
+        .await;
+    super::cluster::promoted_target(&c.deploys).await;
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    let _kubelet = super::cluster::Kubelet::start(c.client.clone(), &["web"]);
+    c.status_until("rollout 2 completed", |s| {
+        s.phase == Some(Phase::Completed)
+            && s.rollout_state
+                .as_ref()
+                .is_some_and(|r| r["rollout"]["id"] == 2)
+    })
+    .await;
+    for name in ["web", "web2"] {
+        let d = c.deploys.get(name).await.expect("deployment");
+        let image = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].image.clone());
+        assert_eq!(image, Some(Some("web:v2".to_owned())), "{name} promoted");
+    }
+    ctl.abort();
+}
+
 #[tokio::test]
 async fn a_trafficshift_applied_before_its_deployment_waits_for_it_then_rolls_out() {
     let Some(c) = Cluster::start(&["web", "web-green"]) else {
