@@ -24,7 +24,6 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use super::backoff::Backoff;
-use super::crd::TrafficShift;
 use super::template::{observe, Images};
 use super::trigger::{desired_shift, managed, TriggerError};
 use super::FIELD_MANAGER;
@@ -163,7 +162,9 @@ pub async fn reconcile(
     };
     let namespace = shift.namespace().unwrap_or_else(|| "default".into());
     let name = shift.name_any();
-    let api: Api<TrafficShift> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The answer is read untyped: a TrafficShift whose policy was edited into one that does not
+    // decode (the fields this apply does not own stay) still takes the images asked for.
+    let api = super::shift::invalid::api(ctx.client.clone(), &namespace);
     let apply_error = |source| ReconcileError::Apply {
         namespace: namespace.clone(),
         name: name.clone(),

@@ -138,15 +138,6 @@ pub enum ShiftError {
         /// `namespace/name`.
         shift: String,
     },
-    /// A deleted TrafficShift with a rollout under way does not decode: the rollout cannot be
-    /// ended without its spec, so the finalizer stays until the object is fixed.
-    #[error("trafficshift {shift} is being deleted but does not decode ({problem}); its rollout cannot be ended until the object is fixed")]
-    Undecodable {
-        /// `namespace/name`.
-        shift: String,
-        /// The field and what is wrong with it.
-        problem: crate::kube::crd::DecodeError,
-    },
     /// The TrafficShift could not be read.
     #[error("trafficshift {shift}: read: {}", crate::kube::api_error_words(source))]
     Read {
@@ -330,11 +321,11 @@ pub async fn reconcile_finalized(
                         }
                         _ => Box::pin(reconcile(Arc::new(shift), ctx.clone())).await,
                     },
-                    Err(problem) => invalid::refuse(&object, &problem, &ctx).await,
+                    Err(_) => Box::pin(reconcile_undecodable(&object, &ctx)).await,
                 },
                 Finalized::Cleanup(object) => match invalid::typed(&object) {
-                    Ok(shift) => cleanup(Arc::new(shift), &ctx).await,
-                    Err(problem) => cleanup_undecodable(&object, problem, &ctx).await,
+                    Ok(shift) => Box::pin(cleanup(Arc::new(shift), &ctx)).await,
+                    Err(problem) => Box::pin(cleanup_undecodable(&object, problem, &ctx)).await,
                 },
             }
         };
@@ -370,6 +361,17 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
             }
         },
     };
+    Box::pin(end_deleted(shift, in_memory, ctx)).await
+}
+
+/// [`cleanup`] of `shift` as read (decoded, or built from its record when it does not decode),
+/// with the machine that was in memory, if any.
+async fn end_deleted(
+    shift: Arc<TrafficShift>,
+    in_memory: Option<Machine>,
+    ctx: &Context,
+) -> Result<Action, ShiftError> {
+    let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let (machine, mut inputs) = match in_memory {
         Some(m) => (m, vec![crate::rollout::Input::Tick]),
         None => match super::store::ShiftRecord::from_status(&shift) {
@@ -384,7 +386,9 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
             }
         },
     };
-    let mut pinned = (*shift).clone();
+    // What the rollout rolls out (its target Deployment, not one a newer spec names), at its own
+    // generation, so that no new rollout starts.
+    let mut pinned = machine.record.rolled_out(&shift);
     pinned.metadata.generation = Some(machine.record.generation);
     let pinned = Arc::new(pinned);
     let exec = exec::Exec::new(ctx, pinned.clone());
@@ -399,7 +403,7 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
         let note = format!(
             "trafficshift deleted {}: aborting the rollout, all traffic back to deployment {}, then the preview is deleted and the finalizer removed",
             phase.words(),
-            shift.spec.deployment
+            pinned.spec.deployment
         );
         exec.event("Deleting", &note).await;
         inputs.push(crate::rollout::Input::Abort(
@@ -449,8 +453,8 @@ async fn reconcile_with(
         None => match fresh(&ctx, &shift).await? {
             Fresh::Shift(fresh) => Arc::from(fresh),
             Fresh::Gone => return Ok(Action::await_change()), // deleted meanwhile
-            Fresh::Undecodable(object, problem) => {
-                return invalid::refuse(&object, &problem, &ctx).await
+            Fresh::Undecodable(object, _) => {
+                return Box::pin(reconcile_undecodable(&object, &ctx)).await
             }
         },
     };
@@ -507,23 +511,7 @@ async fn reconcile_with(
             // after promotion) rather than left standing at its weights (trial 34).
             return match machine::load_superseded(in_memory, &shift) {
                 machine::Earlier::Running(machine, inputs) => {
-                    let target = ctx.driver.target(&shift).await?;
-                    let annotations = target
-                        .as_ref()
-                        .and_then(|t| t.metadata.annotations.clone())
-                        .unwrap_or_default();
-                    let config = machine.record.rollout.config.clone();
-                    let generation = machine.record.generation;
-                    let (machine, inputs, notes) =
-                        commands::apply(machine, inputs, &annotations, &config, generation);
-                    let exec = exec.target(target.as_ref()).invalid_spec(e);
-                    for (reason, note) in notes {
-                        exec.event(reason, &note).await;
-                    }
-                    let (action, machine) = exec.run(machine, inputs).await?;
-                    ctx.backoff.succeeded(&uid);
-                    ctx.put(uid, machine);
-                    Ok(action)
+                    Box::pin(supersede_invalid(exec, machine, inputs, e, uid, &ctx)).await
                 }
                 machine::Earlier::Ended(machine) => {
                     if let Some(machine) = machine {
@@ -545,8 +533,10 @@ async fn reconcile_with(
     // for it (kube/command.rs, `stale`).
     let first = in_memory.is_none() && super::store::ShiftRecord::from_status(&shift).is_none();
     let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
-    // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh.
-    let target = ctx.driver.target(&shift).await?;
+    // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh:
+    // the rollout's own, which a newer spec naming another supersedes.
+    let rolled_out = machine.record.rolled_out(&shift);
+    let target = ctx.driver.target(&rolled_out).await?;
     let exec = exec.target(target.as_ref());
     // A rollout about to start (a new TrafficShift, or a new spec after an ended rollout) that
     // has nothing to roll out, or no Deployment to roll out yet, does not start (trial 10, K5
@@ -596,7 +586,7 @@ async fn reconcile_with(
         }
     }
     let (mut machine, inputs, notes) =
-        commands::apply(machine, inputs, &annotations, &config, generation);
+        commands::apply(machine, inputs, &annotations, &config, &shift);
     if machine.record.images.is_none() && machine.record.generation == generation {
         machine.record.images = Some(shift.spec.images.clone());
     }
@@ -615,7 +605,7 @@ async fn reconcile_with(
     if target_deleted {
         let reason = format!(
             "spec.deployment: deployment {} was deleted during the rollout; the preview cannot be promoted into it",
-            shift.spec.deployment
+            rolled_out.spec.deployment
         );
         inputs.push(crate::rollout::Input::TargetChanged { reason });
     }
@@ -628,6 +618,143 @@ async fn reconcile_with(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Runs a rollout of an earlier generation that an invalid spec (`problems`, in words)
+/// supersedes: aborted before promotion, finished after it ([`machine::load_superseded`] gave
+/// `machine` and `inputs`), acting on the rollout's own target Deployment and taking the command
+/// annotations on it; `exec` is for the TrafficShift as read.
+async fn supersede_invalid(
+    exec: exec::Exec<'_>,
+    machine: Machine,
+    inputs: Vec<crate::rollout::Input>,
+    problems: String,
+    uid: String,
+    ctx: &Context,
+) -> Result<Action, ShiftError> {
+    let shift = machine.record.rolled_out(exec.live());
+    let target = ctx.driver.target(&shift).await?;
+    let annotations = target
+        .as_ref()
+        .and_then(|t| t.metadata.annotations.clone())
+        .unwrap_or_default();
+    let config = machine.record.rollout.config.clone();
+    let mut own = shift.clone();
+    own.metadata.generation = Some(machine.record.generation);
+    let (machine, inputs, notes) = commands::apply(machine, inputs, &annotations, &config, &own);
+    let exec = exec.target(target.as_ref()).invalid_spec(problems);
+    for (reason, note) in notes {
+        exec.event(reason, &note).await;
+    }
+    let (action, machine) = exec.run(machine, inputs).await?;
+    ctx.backoff.succeeded(&uid);
+    ctx.put(uid, machine);
+    Ok(action)
+}
+
+/// A TrafficShift that does not decode (watched as `object`; read again here). A rollout of an earlier
+/// generation still under way (in memory, else in `status.rolloutState`) is superseded as by a
+/// spec that decodes but is invalid ([`supersede_invalid`]): aborted before promotion, finished
+/// after it, from its record alone; the object's status is written all the same
+/// ([`crate::kube::store::StatusStore`] reads the answers untyped). Otherwise, and once that
+/// rollout has ended, the problem is shown ([`invalid::refuse`]) until the object changes.
+/// Before, such a rollout stood at its weights with no analysis, no progress deadline and no
+/// command acted on until the object was fixed (`spec.rollout.hold: 9000h`, which the schema's
+/// pattern lets in).
+///
+/// # Errors
+/// API errors; the rollout resumes from status at the retry.
+async fn reconcile_undecodable(
+    object: &DynamicObject,
+    ctx: &Arc<Context>,
+) -> Result<Action, ShiftError> {
+    // As the API server has it now: the watch cache may not have seen this controller's last
+    // status write, whose resourceVersion guards the next.
+    let (object, problem) = match fresh_object(ctx, object).await? {
+        None => return Ok(Action::await_change()),
+        Some(fresh) => match invalid::typed(&fresh) {
+            Ok(shift) => return Box::pin(reconcile(Arc::new(shift), ctx.clone())).await,
+            Err(problem) => (fresh, problem),
+        },
+    };
+    let uid = object.uid().unwrap_or_else(|| object.name_any());
+    let in_memory = ctx.take(&uid);
+    let record = match &in_memory {
+        Some(m) => Some(m.record.clone()),
+        None => record_in(&object),
+    };
+    let Some(record) = record else {
+        return invalid::refuse(&object, &problem, ctx).await;
+    };
+    let shift = Arc::new(of_record(&object, &record));
+    match machine::load_superseded(in_memory, &shift) {
+        machine::Earlier::Running(machine, inputs) => {
+            let exec = exec::Exec::new(ctx, shift);
+            let problems = problem.to_string();
+            Box::pin(supersede_invalid(exec, machine, inputs, problems, uid, ctx)).await
+        }
+        machine::Earlier::Ended(machine) => {
+            if let Some(machine) = machine {
+                ctx.put(uid, machine);
+            }
+            invalid::refuse(&object, &problem, ctx).await
+        }
+    }
+}
+
+/// The rollout record in a TrafficShift's `status.rolloutState` read untyped, if one decodes.
+fn record_in(object: &DynamicObject) -> Option<super::store::ShiftRecord> {
+    let state = object.data.get("status")?.get("rolloutState")?;
+    serde_json::from_value(state.clone()).ok()
+}
+
+/// A TrafficShift that does not decode, as its rollout `record` rolls it out: `object`'s
+/// metadata and status (as far as it decodes; at least the record), and a spec of the record's
+/// target Deployment, images and `unreadyGrace` (the policy is in the record), with `object`'s
+/// `spec.route` when that decodes (and its `spec.deployment` for a record that names none).
+fn of_record(object: &DynamicObject, record: &super::store::ShiftRecord) -> TrafficShift {
+    let route = object
+        .data
+        .pointer("/spec/route")
+        .and_then(|r| serde_json::from_value(r.clone()).ok());
+    // A record of an older version may not name its target: the object's own, if it is a name.
+    let deployment = object
+        .data
+        .pointer("/spec/deployment")
+        .and_then(|d| d.as_str());
+    let spec = crate::kube::crd::TrafficShiftSpec {
+        deployment: deployment.unwrap_or_default().to_owned(),
+        images: Default::default(),
+        rollout: Default::default(),
+        route,
+    };
+    let mut base = TrafficShift::new(&object.name_any(), spec);
+    base.metadata = object.metadata.clone();
+    let status = object.data.get("status");
+    base.status = status
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .or_else(|| {
+            Some(crate::kube::crd::TrafficShiftStatus {
+                rollout_state: serde_json::to_value(record).ok(),
+                ..Default::default()
+            })
+        });
+    record.rolled_out(&base)
+}
+
+/// `object` as the API server has it now, untyped; `None` when it is gone.
+async fn fresh_object(
+    ctx: &Context,
+    object: &DynamicObject,
+) -> Result<Option<DynamicObject>, ShiftError> {
+    let ns = object.namespace().unwrap_or_else(|| "default".into());
+    invalid::api(ctx.client.clone(), &ns)
+        .get_opt(&object.name_any())
+        .await
+        .map_err(|source| ShiftError::Read {
+            shift: invalid::key(object),
+            source,
+        })
 }
 
 /// A TrafficShift as the API server has it now.
@@ -659,41 +786,57 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError>
     })
 }
 
-/// A deleted TrafficShift that does not decode. With no rollout under way in
-/// `status.rolloutState` (none, or one that ended) the preview, if one is left, is deleted and the
-/// finalizer goes; otherwise the problem is shown ([`invalid::refuse`]) and the finalizer stays
-/// until the object is fixed, since ending a rollout needs its spec (the target Deployment).
+/// A deleted TrafficShift that does not decode (`problem`). A rollout under way (in memory, else
+/// in `status.rolloutState` as the API server has it now) ends from its record as for one that
+/// decodes ([`cleanup`]: aborted before promotion, finished after it, then the preview deleted
+/// and the finalizer removed); before, the finalizer stayed until the object was fixed. With
+/// none under way the preview, if one is left, is deleted and the finalizer goes.
 ///
 /// # Errors
-/// [`ShiftError::Undecodable`] while a rollout is under way, or API errors.
+/// [`ShiftError::Finalizing`] while the rollout has not ended or the preview is not gone yet, or
+/// API errors.
 async fn cleanup_undecodable(
     object: &DynamicObject,
     problem: crate::kube::crd::DecodeError,
     ctx: &Context,
 ) -> Result<Action, ShiftError> {
-    let record = object
-        .data
-        .get("status")
-        .and_then(|s| s.get("rolloutState"))
-        .and_then(|r| serde_json::from_value::<super::store::ShiftRecord>(r.clone()).ok());
-    if record.is_none_or(|r| r.rollout.is_terminal()) {
-        // The preview is found by name and owner uid only: the spec is not needed.
-        let spec = crate::kube::crd::TrafficShiftSpec {
-            deployment: String::new(),
-            images: Default::default(),
-            rollout: Default::default(),
-            route: None,
-        };
-        let mut owner = TrafficShift::new(&object.name_any(), spec);
-        owner.metadata = object.metadata.clone();
-        if ctx.driver.delete_preview(&owner).await? {
-            return Ok(Action::await_change());
-        }
+    let uid = object.uid().unwrap_or_else(|| object.name_any());
+    let in_memory = ctx.take(&uid);
+    let fresh = match &in_memory {
+        Some(_) => None,
+        None => match fresh_object(ctx, object).await? {
+            None => return Ok(Action::await_change()),
+            Some(fresh) => match invalid::typed(&fresh) {
+                Ok(shift) => return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await,
+                Err(_) => Some(fresh),
+            },
+        },
+    };
+    let object = fresh.as_ref().unwrap_or(object);
+    let record = match &in_memory {
+        Some(m) => Some(m.record.clone()),
+        None => record_in(object),
+    };
+    if let Some(record) = record.filter(|r| !r.rollout.is_terminal()) {
+        tracing::info!(trafficshift = %invalid::key(object), "deleted while it does not decode ({problem}): ending its rollout from the record");
+        let shift = Arc::new(of_record(object, &record));
+        return Box::pin(end_deleted(shift, in_memory, ctx)).await;
     }
-    invalid::refuse(object, &problem, ctx).await?;
-    Err(ShiftError::Undecodable {
+    // The preview is found by name and owner uid only: the spec is not needed.
+    let spec = crate::kube::crd::TrafficShiftSpec {
+        deployment: String::new(),
+        images: Default::default(),
+        rollout: Default::default(),
+        route: None,
+    };
+    let mut owner = TrafficShift::new(&object.name_any(), spec);
+    owner.metadata = object.metadata.clone();
+    if ctx.driver.delete_preview(&owner).await? {
+        return Ok(Action::await_change());
+    }
+    Err(ShiftError::Finalizing {
         shift: invalid::key(object),
-        problem,
+        phase: "ended; deleting the preview",
     })
 }
 

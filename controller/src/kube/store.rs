@@ -6,7 +6,7 @@
 #[cfg(test)]
 mod tests;
 
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +94,19 @@ pub struct ShiftRecord {
     /// rollout even when it asks for what this one did. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<i64>,
+    /// The target Deployment this rollout rolls out (`spec.deployment` of generation
+    /// [`Self::generation`]): the rollout reads, aborts into and promotes this one, even when a
+    /// newer spec names another (which supersedes it) or does not decode. Absent in records of
+    /// older versions: the target named in the rollout's promotion words, else the spec's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// `spec.rollout.unreadyGrace` of generation [`Self::generation`], in milliseconds, or the
+    /// default (30 s) when the spec had none: how long the preview may have no ready pod before
+    /// promotion (`kube/shift/exec.rs`, `observe_ready_pods`). An edit of it is a new policy,
+    /// which supersedes the rollout as any `spec.rollout` edit does. Absent in records of older
+    /// versions: the spec's as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unready_grace_ms: Option<u64>,
 }
 
 /// Why the status could not be written.
@@ -129,8 +142,13 @@ pub enum StoreError {
 }
 
 /// Writes one TrafficShift's status, guarded by the resourceVersion of the last read or write.
+///
+/// The API server's answers are read as dynamic objects: a TrafficShift whose spec was edited
+/// into one that does not decode (`spec.rollout.hold: 9000h`, over the 366-day bound) still has
+/// its status written, so that a rollout under way can end from its record (before, every write
+/// failed decoding the answer, and the rollout stood still until the spec was fixed).
 pub struct StatusStore {
-    api: Api<TrafficShift>,
+    api: Api<DynamicObject>,
     current: TrafficShift,
 }
 
@@ -154,26 +172,62 @@ impl ShiftRecord {
 }
 
 impl ShiftRecord {
-    /// `shift` with the images this rollout rolls out (its own `spec.images` when the record has
-    /// none: a record of an older version).
+    /// `shift` as this rollout rolls it out: with the rollout's target Deployment
+    /// ([`Self::target`]), its images (`shift`'s own when the record has none: a record of an
+    /// older version) and its `unreadyGrace`, whatever a newer spec says.
     pub fn rolled_out(&self, shift: &TrafficShift) -> TrafficShift {
         let mut shift = shift.clone();
         if let Some(images) = &self.images {
             shift.spec.images.clone_from(images);
         }
+        shift.spec.deployment = self.target(&shift).to_owned();
+        if let Some(ms) = self.unready_grace_ms {
+            let grace = std::time::Duration::from_millis(ms);
+            shift.spec.rollout.unready_grace = Some(super::crd::Span(grace));
+        }
         shift
+    }
+
+    /// The target Deployment of this rollout: [`Self::deployment`], else (a record of an older
+    /// version) the one its promotion words name, else `shift`'s `spec.deployment`.
+    pub fn target<'a>(&'a self, shift: &'a TrafficShift) -> &'a str {
+        match (&self.deployment, &self.rollout.promotion) {
+            (Some(deployment), _) => deployment,
+            (None, crate::rollout::Promotion::InPlace { target, .. }) => target,
+            (None, crate::rollout::Promotion::Swap) => &shift.spec.deployment,
+        }
     }
 }
 
 // === impl StatusStore ===
 
 impl StatusStore {
-    /// A store for `shift`, as last read (its resourceVersion guards the first write).
+    /// A store for `shift`, as last read (its resourceVersion guards the first write), writing
+    /// through `api`'s client in `shift`'s namespace.
     pub fn new(api: Api<TrafficShift>, shift: TrafficShift) -> StatusStore {
+        let ns = shift.namespace().unwrap_or_else(|| "default".into());
+        let resource = ApiResource::erase::<TrafficShift>(&());
         StatusStore {
-            api,
+            api: Api::namespaced_with(api.into(), &ns, &resource),
             current: shift,
         }
+    }
+
+    /// The object the API server answered, as this store keeps it: decoded when it decodes;
+    /// else (a spec that does not decode) the spec last kept, with the answer's metadata (its
+    /// resourceVersion guards the next write) and status (`sent` when even that does not decode).
+    fn kept_of(&self, answer: &DynamicObject, sent: Option<&TrafficShiftStatus>) -> TrafficShift {
+        let value = serde_json::to_value(answer).unwrap_or_default();
+        if let Ok(shift) = super::crd::decode(&value) {
+            return shift;
+        }
+        let mut shift = self.current.clone();
+        shift.metadata = answer.metadata.clone();
+        let status = answer.data.get("status").cloned();
+        shift.status = status
+            .and_then(|s| serde_json::from_value(s).ok())
+            .or_else(|| sent.cloned());
+        shift
     }
 
     /// Starts the next write from `shift` (the object this controller's last write returned), whose
@@ -204,17 +258,22 @@ impl StatusStore {
         for _ in 0..CONFLICT_RETRIES {
             let mut next = self.current.clone();
             next.status = Some(status.clone());
+            // The API server takes only the status from a write of `/status`.
+            let body: DynamicObject = serde_json::to_value(&next)
+                .and_then(serde_json::from_value)
+                .map_err(|e| api_error(kube::Error::SerdeError(e)))?;
             match self
                 .api
-                .replace_status(&name, &PostParams::default(), &next)
+                .replace_status(&name, &PostParams::default(), &body)
                 .await
             {
                 Ok(written) => {
-                    self.current = written;
+                    self.current = self.kept_of(&written, Some(&status));
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => {
                     let fresh = self.api.get_status(&name).await.map_err(api_error)?;
+                    let fresh = self.kept_of(&fresh, None);
                     if state(&fresh) != state(&self.current) {
                         return Err(StoreError::Superseded { shift });
                     }

@@ -275,7 +275,11 @@ impl FakeProxies {
         let seen = routes.clone();
         let leases: Api<Lease> = Api::namespaced(client.clone(), lease_namespace);
         let task = tokio::spawn(async move {
-            let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+            // Read raw, as a proxy reads them (`proxy_source::translate::ShiftView`): a policy
+            // that does not decode breaks no route.
+            let resource = kube::api::ApiResource::erase::<TrafficShift>(&());
+            let shifts: Api<kube::api::DynamicObject> =
+                Api::default_namespaced_with(client.clone(), &resource);
             loop {
                 if let Ok(list) = shifts.list(&ListParams::default()).await {
                     let mut applied = BTreeMap::new();
@@ -284,7 +288,11 @@ impl FakeProxies {
                             "default/{}",
                             shift.metadata.name.as_deref().unwrap_or_default()
                         );
-                        let weights = shift.status.as_ref().and_then(|s| s.weights.as_ref());
+                        let weights: Option<crossfade_controller::kube::crd::WeightsStatus> = shift
+                            .data
+                            .pointer("/status/weights")
+                            .and_then(|w| serde_json::from_value(w.clone()).ok());
+                        let weights = weights.as_ref();
                         let (bp, generation) =
                             weights.map_or((0, 0), |w| (w.preview.bp(), w.generation));
                         seen.lock()

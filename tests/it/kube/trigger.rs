@@ -249,3 +249,60 @@ async fn annotating_a_preview_crossfade_made_starts_no_rollout_of_it() {
         "{annotations:?}"
     );
 }
+
+/// A TrafficShift the trigger made, whose policy was then edited into one that does not decode
+/// (`spec.rollout.hold: 9000h`, which the schema's pattern lets in), takes the next image asked
+/// for: the apply's answer is read untyped. Before, the apply was made but decoding its answer
+/// failed (`Error deserializing response`), so the reconcile failed and was retried with backoff
+/// for as long as the policy stayed so, and no `RolloutRequested` was published.
+#[tokio::test]
+async fn a_new_image_is_applied_to_a_trafficshift_whose_policy_does_not_decode() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let raw: Api<kube::api::DynamicObject> = Api::default_namespaced_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<TrafficShift>(&()),
+    );
+    let ctx = Arc::new(Context::new(client.clone()));
+    let reconcile_until = |image: &'static str| {
+        let (deploys, raw, ctx) = (deploys.clone(), raw.clone(), ctx.clone());
+        async move {
+            // The first sight of a managed Deployment records its images first (one reconcile).
+            for _ in 0..3 {
+                let current = Arc::new(deploys.get("web").await.expect("get deployment"));
+                reconcile::reconcile(current, ctx.clone())
+                    .await
+                    .expect("reconcile");
+                let shift = raw.get_opt("web").await.expect("get trafficshift");
+                let asked = shift
+                    .as_ref()
+                    .and_then(|s| s.data.pointer("/spec/images/app"));
+                if asked == Some(&json!(image)) {
+                    return;
+                }
+            }
+            panic!("trafficshift web never asked for {image}");
+        }
+    };
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", &[(ENABLED, "true"), (IMAGE, "web:v2")]),
+        )
+        .await
+        .expect("create deployment");
+    reconcile_until("web:v2").await;
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a policy that does not decode");
+    deploys
+        .patch("web", &PatchParams::default(), &annotate("web:v3"))
+        .await
+        .expect("annotate v3");
+    reconcile_until("web:v3").await;
+    let events = events_about(&client, "web").await;
+    let v3 = "RolloutRequested: trafficshift web: app=web:v3";
+    assert!(events.iter().any(|e| e == v3), "{events:?}");
+}

@@ -84,6 +84,8 @@ fn progressing() -> ShiftRecord {
         active_ready_most: None,
         preview_replicas: None,
         superseded_by: None,
+        deployment: None,
+        unready_grace_ms: None,
     }
 }
 
@@ -140,6 +142,8 @@ impl Cluster {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 written["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+                // A write of `/status` changes only the status, as on an API server.
+                written["spec"] = self.shift["spec"].clone();
                 self.shift = written.clone();
                 Answer::Reply(200, written)
             }),
@@ -428,34 +432,62 @@ async fn a_deleted_trafficshift_that_does_not_decode_whose_rollout_ended_deletes
     );
 }
 
+/// Deleted mid-rollout while its spec does not decode: the rollout is aborted from its record
+/// (all traffic back to the record's target, the preview deleted), the status written although
+/// the API server's answers do not decode, and the finalizer removed. Before, the finalizer stayed
+/// until the object was fixed, the rollout standing at its weights.
 #[tokio::test(start_paused = true)]
-async fn a_deleted_trafficshift_that_does_not_decode_mid_rollout_keeps_its_finalizer_and_says_why()
-{
+async fn a_deleted_trafficshift_that_does_not_decode_mid_rollout_is_aborted_from_its_record() {
     let (ctx, mut server) = context();
     let mut object = shift_json(Some(&progressing()));
     object["metadata"]["deletionTimestamp"] = json!("2026-11-30T10:00:00Z");
     undecodable(&mut object);
     let mut cluster = Cluster::new(object.clone());
-    let task = tokio::spawn(reconcile_finalized(object_of(&object), ctx.clone()));
-    let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
-    let err = result.expect_err("the finalizer stays");
+    cluster.preview = Some(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web-green", "namespace": "shop", "uid": "p-1",
+                      "ownerReferences": [{ "apiVersion": "crossfade.dev/v1alpha1",
+                          "kind": "TrafficShift", "name": "web", "uid": "u-1",
+                          "controller": true }] },
+    }));
+    let mut all = Vec::new();
+    let mut ended = None;
+    for _ in 0..5 {
+        let task = tokio::spawn(reconcile_finalized(object_of(&cluster.shift), ctx.clone()));
+        let (result, seen) = server.serve(task, |c| cluster.answer(c)).await;
+        all.extend(seen);
+        match result {
+            Ok(action) => {
+                ended = Some(action);
+                break;
+            }
+            Err(FinalizerError::CleanupFailed(ShiftError::Finalizing { .. })) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ended, Some(Action::await_change()), "{:?}", lines(&all));
+    let phases: Vec<&str> = all
+        .iter()
+        .filter(|s| s.line == format!("PUT {STATUS}"))
+        .filter_map(|s| s.body["status"]["rolloutState"]["rollout"]["phase"].as_str())
+        .collect();
+    assert!(phases.contains(&"Aborting"), "{phases:?}");
+    assert_eq!(phases.last(), Some(&"Aborted"), "{phases:?}");
+    let deleting = all
+        .iter()
+        .find(|s| s.line == format!("POST {EVENTS}") && s.body["reason"] == "Deleting")
+        .expect("a Deleting event");
+    let note = deleting.body["note"].as_str().unwrap_or_default();
     assert!(
-        matches!(
-            err,
-            FinalizerError::CleanupFailed(ShiftError::Undecodable { .. })
-        ),
-        "{err:?}"
+        note.contains("all traffic back to deployment web"),
+        "{note}"
     );
+    assert!(all.iter().any(|s| s.line == format!("DELETE {PREVIEW}")));
     assert_eq!(
-        lines(&seen),
-        [format!("PATCH {STATUS}"), format!("POST {EVENTS}")],
-        "the problem shown, nothing else touched"
+        all.last().map(|s| s.line.as_str()),
+        Some(&*format!("PATCH {SHIFT}")),
+        "the finalizer removed"
     );
-    let status = &seen[0].body["status"];
-    assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
-    let message = status["message"].as_str().unwrap_or_default();
-    assert!(message.contains("spec.rollout.hold: "), "{message}");
-    assert_eq!(seen[0].body["metadata"]["resourceVersion"], "10");
 }
 
 /// Trial 30: two Events of one reason with different notes about the same resourceVersion (blue's

@@ -18,12 +18,13 @@ pub(super) type Note = (&'static str, String);
 /// machine (a new one after an accepted retry) and its inputs, plus the Events to publish
 /// (`Retried`, `CommandRejected` for a refused retry, `InvalidAnnotation` when the problems
 /// change). Operator commands are appended after `inputs`, so a new rollout is started first.
+/// An accepted retry starts a rollout of `shift` (its spec, generation and `config`).
 pub(super) fn apply(
     mut m: Machine,
     mut inputs: Vec<Input>,
     annotations: &BTreeMap<String, String>,
     config: &RolloutConfig,
-    generation: i64,
+    shift: &TrafficShift,
 ) -> (Machine, Vec<Input>, Vec<Note>) {
     let mut notes = Vec::new();
     let mut decision = decide(annotations, &m.record.commands);
@@ -44,7 +45,7 @@ pub(super) fn apply(
                 );
                 m.record.commands.retry.clone_from(&decision.seen.retry);
                 notes.push(("Retried", note.clone()));
-                let next = Machine::start(config.clone(), generation, Some(&m.record));
+                let next = Machine::start(config.clone(), shift, Some(&m.record));
                 m = Machine {
                     written: m.written.take(),
                     ..next

@@ -73,6 +73,14 @@ const WARNINGS: &[&str] = &[
 /// The state of one reconcile.
 pub(super) struct Exec<'a> {
     ctx: &'a Context,
+    /// The TrafficShift as read: its generation and status; its spec may be newer than the
+    /// rollout in hand (which it then supersedes).
+    live: Arc<TrafficShift>,
+    /// The TrafficShift as the rollout in hand rolls it out ([`ShiftRecord::rolled_out`]: its
+    /// target Deployment, images and `unreadyGrace` from the record), which every action reads;
+    /// `live` until [`Exec::run`] has the machine.
+    ///
+    /// [`ShiftRecord::rolled_out`]: crate::kube::store::ShiftRecord::rolled_out
     shift: Arc<TrafficShift>,
     store: StatusStore,
     inputs: VecDeque<Input>,
@@ -108,6 +116,7 @@ impl<'a> Exec<'a> {
         let metrics = Some(ctx.take_route_metrics(&key(&*shift)));
         Exec {
             ctx,
+            live: shift.clone(),
             shift,
             store,
             inputs: VecDeque::new(),
@@ -127,6 +136,11 @@ impl<'a> Exec<'a> {
     pub(super) fn invalid_spec(mut self, problems: String) -> Exec<'a> {
         self.invalid = Some(problems);
         self
+    }
+
+    /// The TrafficShift as read (see the field `live`).
+    pub(super) fn live(&self) -> &TrafficShift {
+        &self.live
     }
 
     /// Remembers the target Deployment's container images, for `crossfade_backend_info`.
@@ -195,9 +209,9 @@ impl<'a> Exec<'a> {
     /// A spec that cannot be rolled out: `Progressing=False` reason `InvalidSpec` and a Warning
     /// Event, once per spec generation and message; then wait for the spec to change.
     pub(super) async fn refuse(mut self, message: String) -> Result<Action, ShiftError> {
-        if !shows_invalid(&self.shift, &message) {
-            let generation = self.shift.metadata.generation.unwrap_or(1);
-            let status = invalid_spec(self.shift.status.as_ref(), generation, &message, &now());
+        if !shows_invalid(&self.live, &message) {
+            let generation = self.generation();
+            let status = invalid_spec(self.live.status.as_ref(), generation, &message, &now());
             self.store.save(status).await?;
             self.event("InvalidSpec", &message).await;
         }
@@ -213,17 +227,17 @@ impl<'a> Exec<'a> {
         message: String,
         seen: crate::kube::crd::CommandsSeen,
     ) -> Result<Action, ShiftError> {
-        let shown = shows_not_progressing(&self.shift, "Conflict", &message);
-        let recorded = self.shift.status.as_ref().and_then(|s| s.commands.as_ref());
+        let shown = shows_not_progressing(&self.live, "Conflict", &message);
+        let recorded = self.live.status.as_ref().and_then(|s| s.commands.as_ref());
         if !shown || recorded != Some(&seen) {
             let generation = self.generation();
-            let previous = self.shift.status.as_ref();
+            let previous = self.live.status.as_ref();
             let mut status = not_progressing(previous, generation, "Conflict", &message, &now());
             status.commands = Some(seen);
             self.store.save(status).await?;
         }
         if !shown {
-            tracing::warn!(trafficshift = %key(&*self.shift), "{message}");
+            tracing::warn!(trafficshift = %key(&*self.live), "{message}");
             self.event("Conflict", &message).await;
         }
         Ok(Action::requeue(CONFLICT_POLL))
@@ -238,12 +252,12 @@ impl<'a> Exec<'a> {
         message: String,
         action: Action,
     ) -> Result<Action, ShiftError> {
-        if !shows_not_progressing(&self.shift, reason, &message) {
+        if !shows_not_progressing(&self.live, reason, &message) {
             let generation = self.generation();
-            let previous = self.shift.status.as_ref();
+            let previous = self.live.status.as_ref();
             let status = not_progressing(previous, generation, reason, &message, &now());
             self.store.save(status).await?;
-            tracing::info!(trafficshift = %key(&*self.shift), "{message}");
+            tracing::info!(trafficshift = %key(&*self.live), "{message}");
             self.event(reason, &message).await;
         }
         Ok(action)
@@ -258,7 +272,7 @@ impl<'a> Exec<'a> {
         if let Some(written) = m.written.take() {
             self.store.rebase(written);
         }
-        self.name_promotion(&mut m);
+        self.pin(&mut m);
         self.meter_transition(&m);
         // Only a new spec generation supersedes (an operator's abort does not start over).
         let superseding = inputs.iter().find_map(|i| match i {
@@ -319,9 +333,17 @@ impl<'a> Exec<'a> {
                 && m.record.rollout.is_terminal()
                 && self.invalid.is_none()
             {
-                let config = self.shift.spec.rollout.to_config().unwrap_or_default();
-                m = Machine::start(config, self.generation(), Some(&m.record));
-                self.name_promotion(&mut m);
+                let config = self.live.spec.rollout.to_config().unwrap_or_default();
+                let before = self.shift.spec.deployment.clone();
+                m = Machine::start(config, &self.live, Some(&m.record));
+                self.pin(&mut m);
+                // The new spec names another target Deployment: its template and annotations
+                // from here on.
+                if self.shift.spec.deployment != before {
+                    let target = self.ctx.driver.target(&self.shift).await?;
+                    self.target_images = target.as_ref().map(container_images);
+                    self.target = target;
+                }
                 self.inputs.extend(initial(None, 0));
             }
             if self.inputs.is_empty() || fed >= MAX_INPUTS {
@@ -349,19 +371,28 @@ impl<'a> Exec<'a> {
         Ok((action, m))
     }
 
+    /// Pins what this reconcile acts on to `m`'s rollout ([`Exec::shift`]): its target
+    /// Deployment, images and `unreadyGrace`, not a newer spec's (a `spec.deployment` edited
+    /// mid-rollout supersedes the rollout, whose abort must return traffic to the Deployment it
+    /// started on: before, an abort, a promotion and the readiness checks acted on the new one).
     /// Gives the machine the words of promotion in a cluster ([`promotion_of`]): the target
     /// Deployment, the preview's and the images of this rollout. A rollout read from a record
     /// written before they were kept gets them here; its status message shows them from its next
     /// write on (no write of its own: a reattach writes anyway).
-    fn name_promotion(&self, m: &mut Machine) {
-        let promotion = promotion_of(&m.record.rolled_out(&self.shift));
+    fn pin(&mut self, m: &mut Machine) {
+        if m.record.deployment.is_none() {
+            m.record.deployment = Some(m.record.target(&self.live).to_owned());
+        }
+        let pinned = m.record.rolled_out(&self.live);
+        let promotion = promotion_of(&pinned);
         if m.record.rollout.promotion != promotion {
             m.record.rollout.set_promotion(promotion);
         }
+        self.shift = Arc::new(pinned);
     }
 
     fn generation(&self) -> i64 {
-        self.shift.metadata.generation.unwrap_or(1)
+        self.live.metadata.generation.unwrap_or(1)
     }
 
     /// Turns what the cluster shows into the input the machine waits for, if it is there.

@@ -102,15 +102,18 @@ impl Machine {
         }
     }
 
-    /// A new rollout of spec `generation`, after rollout `previous` if there was one: numbered
-    /// one above it, or 1 after `u64::MAX` (only reached by a status edited by hand; a
-    /// TrafficShift keeps no earlier rollout that a number could be mistaken for). Until
-    /// newuser34 a `+ 1` that panicked the controller there.
+    /// A new rollout of `shift`'s spec (`config`, validated from it; its generation), after
+    /// rollout `previous` if there was one: numbered one above it, or 1 after `u64::MAX` (only
+    /// reached by a status edited by hand; a TrafficShift keeps no earlier rollout that a number
+    /// could be mistaken for). Until newuser34 a `+ 1` that panicked the controller there. Its
+    /// record keeps the spec's target Deployment and `unreadyGrace`, which it acts on from then
+    /// on ([`ShiftRecord::rolled_out`]).
     pub(super) fn start(
         config: crate::spec::RolloutConfig,
-        generation: i64,
+        shift: &TrafficShift,
         previous: Option<&ShiftRecord>,
     ) -> Machine {
+        let generation = shift.metadata.generation.unwrap_or(1);
         let id = previous.map_or(1, |p| p.rollout.id.checked_add(1).unwrap_or(1));
         Machine::new(ShiftRecord {
             generation,
@@ -131,8 +134,16 @@ impl Machine {
             active_ready_most: None,
             preview_replicas: None,
             superseded_by: None,
+            deployment: Some(shift.spec.deployment.clone()),
+            unready_grace_ms: Some(grace_ms(shift)),
         })
     }
+}
+
+/// `shift`'s `spec.rollout.unreadyGrace` (or the default) in milliseconds, as a record keeps it.
+pub(super) fn grace_ms(shift: &TrafficShift) -> u64 {
+    let grace = shift.spec.rollout.unready_grace().as_millis();
+    u64::try_from(grace).unwrap_or(u64::MAX)
 }
 
 /// The machine for `shift` and the inputs to start this reconcile with: the one in memory, else
@@ -150,15 +161,15 @@ pub(super) fn load(
                 let inputs = initial(Some(&record), unix_ms_now());
                 (Machine::new(record), inputs)
             }
-            None => return (Machine::start(config, generation, None), initial(None, 0)),
+            None => return (Machine::start(config, shift, None), initial(None, 0)),
         },
     };
     if machine.record.generation == generation {
         return (machine, inputs);
     }
-    // A new generation that changes neither the images nor the rollout policy (a `spec.route`
-    // edit, which the proxies read from the TrafficShift itself) is the same rollout: it carries
-    // on where it is, and an ended one stays ended (trial 10, K12).
+    // A new generation that changes neither the target Deployment, the images nor the rollout
+    // policy (a `spec.route` edit, which the proxies read from the TrafficShift itself) is the
+    // same rollout: it carries on where it is, and an ended one stays ended (trial 10, K12).
     if same_rollout(&machine.record, shift, &config) && machine.record.superseded_by.is_none() {
         let mut machine = machine;
         machine.record.generation = generation;
@@ -167,7 +178,7 @@ pub(super) fn load(
     }
     let r = &machine.record.rollout;
     if r.is_terminal() {
-        let next = Machine::start(config, generation, Some(&machine.record));
+        let next = Machine::start(config, shift, Some(&machine.record));
         return (next, initial(None, 0));
     }
     if matches!(
@@ -223,15 +234,21 @@ pub(super) enum Earlier {
     Ended(Option<Machine>),
 }
 
-/// Whether `record`'s rollout is the one `shift`'s spec asks for: the same images and the same
-/// rollout policy (`config`, validated from `spec.rollout`), whatever else changed (`spec.route`).
-/// A record without its images (written by an older version) is not.
+/// Whether `record`'s rollout is the one `shift`'s spec asks for: the same target Deployment,
+/// the same images and the same rollout policy (`config`, validated from `spec.rollout`, and
+/// `unreadyGrace`), whatever else changed (`spec.route`). A record without its images (written
+/// by an older version) is not; one without its `unreadyGrace` is compared on the rest.
 pub(super) fn same_rollout(
     record: &ShiftRecord,
     shift: &TrafficShift,
     config: &RolloutConfig,
 ) -> bool {
-    record.images.as_ref() == Some(&shift.spec.images) && record.rollout.config == *config
+    record.images.as_ref() == Some(&shift.spec.images)
+        && record.rollout.config == *config
+        && record.target(shift) == shift.spec.deployment
+        && record
+            .unready_grace_ms
+            .is_none_or(|ms| ms == grace_ms(shift))
 }
 
 /// How `shift`'s rollout is promoted, for the words of its messages: the target Deployment takes

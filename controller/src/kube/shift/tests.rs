@@ -34,6 +34,8 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
         active_ready_most: None,
         preview_replicas: None,
         superseded_by: None,
+        deployment: None,
+        unready_grace_ms: None,
     }
 }
 
@@ -333,6 +335,76 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
     }
 }
 
+/// A record of the rollout `shift_at` asks for at generation 2 (`deployment` web, images
+/// `app=web:v2`, default policy), with `unreadyGrace` 30s, at step 1.
+fn running_as_asked() -> machine::Machine {
+    let mut m = in_memory(Phase::Progressing);
+    m.record.images = shift_at(2, None).spec.images.into();
+    m.record.deployment = Some("web".into());
+    m.record.unready_grace_ms = Some(30_000);
+    m
+}
+
+/// What each spec edit does to a rollout under way: a `spec.route` edit is the same rollout; an
+/// edit of `spec.deployment` or of `spec.rollout.unreadyGrace` supersedes it (aborted before
+/// promotion) as edits of `spec.images` and the rest of `spec.rollout` do. Before, both were
+/// taken as the same rollout: the rollout carried on against the new Deployment, and the new
+/// grace applied from the next reading (`exec.rs` read it from the live spec).
+#[test]
+fn a_deployment_or_unready_grace_edit_supersedes_the_rollout_and_a_route_edit_does_not() {
+    use crate::kube::crd::{RouteSpec, Span};
+    use crate::rollout::AbortCause;
+    let superseded = [
+        Input::Tick,
+        Input::Abort(AbortCause::Superseded { generation: 3 }),
+    ];
+    let mut route = shift_at(3, None);
+    route.spec.route = Some(RouteSpec {
+        path_prefix: Some("/shop".into()),
+        ..Default::default()
+    });
+    let (m, inputs) = machine::load(Some(running_as_asked()), &route, RolloutConfig::default());
+    assert_eq!(inputs, [Input::Tick], "a route edit");
+    assert_eq!(
+        m.record.generation, 3,
+        "the same rollout, at the new generation"
+    );
+
+    let mut deployment = shift_at(3, None);
+    deployment.spec.deployment = "web2".into();
+    let (m, inputs) = machine::load(
+        Some(running_as_asked()),
+        &deployment,
+        RolloutConfig::default(),
+    );
+    assert_eq!(inputs, superseded, "a deployment edit");
+    assert_eq!(
+        m.record.rolled_out(&deployment).spec.deployment,
+        "web",
+        "the rollout ends on the Deployment it started on"
+    );
+
+    let mut grace = shift_at(3, None);
+    grace.spec.rollout.unready_grace = Some(Span(Duration::from_secs(5)));
+    let (m, inputs) = machine::load(Some(running_as_asked()), &grace, RolloutConfig::default());
+    assert_eq!(inputs, superseded, "an unreadyGrace edit");
+    assert_eq!(
+        m.record.rolled_out(&grace).spec.rollout.unready_grace(),
+        Duration::from_secs(30),
+        "the rollout ends with the grace it started with"
+    );
+}
+
+/// A new rollout keeps what it acts on from its spec: the target Deployment and `unreadyGrace`.
+#[test]
+fn a_new_rollout_records_its_deployment_and_unready_grace() {
+    let mut shift = shift_at(3, None);
+    shift.spec.rollout.unready_grace = Some(crate::kube::crd::Span(Duration::from_secs(7)));
+    let (m, _) = machine::load(None, &shift, RolloutConfig::default());
+    assert_eq!(m.record.deployment.as_deref(), Some("web"));
+    assert_eq!(m.record.unready_grace_ms, Some(7_000));
+}
+
 #[test]
 fn weights_waiting_for_the_proxies_and_a_drain_are_looked_at_every_ack_poll() {
     use kube::runtime::controller::Action;
@@ -563,9 +635,17 @@ fn condition_messages_stay_within_the_schemas_bound_and_still_count_as_shown() {
 fn the_rollout_after_the_largest_number_is_numbered_one() {
     let mut previous = record(Phase::Completed, 10_000);
     previous.rollout.id = u64::MAX;
-    let next = machine::Machine::start(RolloutConfig::default(), 3, Some(&previous));
+    let next = machine::Machine::start(
+        RolloutConfig::default(),
+        &shift_at(3, None),
+        Some(&previous),
+    );
     assert_eq!(next.record.rollout.id, 1);
     previous.rollout.id = 41;
-    let next = machine::Machine::start(RolloutConfig::default(), 3, Some(&previous));
+    let next = machine::Machine::start(
+        RolloutConfig::default(),
+        &shift_at(3, None),
+        Some(&previous),
+    );
     assert_eq!(next.record.rollout.id, 42);
 }
