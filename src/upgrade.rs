@@ -504,6 +504,24 @@ pub fn successor_of_sigusr2() -> bool {
     std::env::var_os(SUCCESSOR_ENV).is_some()
 }
 
+/// The environment variable that gives `crossfade proxy` its `--upgrade-socket`. `crossfade run`
+/// does not read it: exported for a proxy on the same machine (or in the same unit's
+/// environment), it made `run` take the proxy's socket path, refuse `--exit-after-rollout` as
+/// if the flag had been given, and refuse a spec without `state_file`.
+pub const SOCKET_ENV: &str = "CROSSFADE_UPGRADE_SOCKET";
+
+/// `crossfade run` started without `--upgrade-socket` while [`SOCKET_ENV`] is set: logged at
+/// INFO, so that whoever exported it for `run` learns why SIGUSR2 does not upgrade it.
+pub fn note_proxy_socket_variable() {
+    if let Some(path) = std::env::var_os(SOCKET_ENV) {
+        tracing::info!(
+            "{SOCKET_ENV}={} is ignored: it is `crossfade proxy`'s; `crossfade run` is upgraded \
+             in place only with --upgrade-socket PATH",
+            Path::new(&path).display()
+        );
+    }
+}
+
 /// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
 /// Its exit is logged: before this process handed over (`handed_over` unset), as a failed
 /// upgrade after which this one keeps serving; after it, as what it is, since this process then

@@ -554,3 +554,34 @@ async fn fake_successor(setup: &Setup) -> std::os::unix::net::UnixStream {
     assert!(line.contains("\"routes\""), "{line:?}");
     stream
 }
+
+/// `CROSSFADE_UPGRADE_SOCKET` is `crossfade proxy`'s. Until session 35 `run` read it too: a
+/// user who had exported it for a proxy got `run --exit-after-rollout` refused as a usage error
+/// (`--exit-after-rollout cannot be used with --upgrade-socket`, a flag never given), and a
+/// plain `run` of a spec without `state_file` refused for want of one. Now `run` ignores it,
+/// says so in its log, and binds nothing at that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_upgrade_socket_variable_does_not_change_run() {
+    let dir = temp_dir();
+    let socket = dir.path().join("proxy-upgrade.sock");
+    let spec = Spec::new();
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let socket_text = socket.to_string_lossy().into_owned();
+    let env = [("CROSSFADE_UPGRADE_SOCKET", socket_text.as_str())];
+    let args = [
+        OsStr::new("run"),
+        spec_path.as_os_str(),
+        OsStr::new("--exit-after-rollout"),
+    ];
+    let finished = crate::support::child::run_to_end_with(args, &env, PATIENCE).await;
+    assert_eq!(finished.code, Some(0), "{finished:?}");
+    assert!(
+        finished.stdout.contains("no rollout ran, exit 0"),
+        "{finished:?}"
+    );
+    assert!(
+        logged(&finished.stderr, &["CROSSFADE_UPGRADE_SOCKET", "ignored"]),
+        "{finished:?}"
+    );
+    assert!(!socket.exists(), "nothing bound at the proxy's socket path");
+}
