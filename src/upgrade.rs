@@ -24,7 +24,8 @@
 //!    not restarted by it any more (the supervisors hold, `crossfade_controller::driver::Hold`);
 //!    the state is saved, and the listeners and the state file's lock are handed over;
 //! 2. the new process reads the state file, adopts the active workload's running instances (each
-//!    must pass readiness), stopping and starting nothing, serves and says ready; the old one then
+//!    must pass readiness), stopping and starting nothing, takes on the old one's health view and
+//!    numbers its routing tables on from its generation, serves and says ready; the old one then
 //!    stops accepting, drains and exits, leaving the workloads running (released: never killed,
 //!    not even by its exit) and writing nothing more to the state file or the child journal;
 //! 3. a new process that fails before it serves (a bad spec, an instance not adoptable) leaves the
@@ -820,7 +821,8 @@ pub async fn run(
             let recovered = startup::take_over(&spec, lock, predecessor.pid())
                 .await
                 .map_err(crate::serve::start_error)?;
-            let handed = crate::serve::HandedHealth {
+            let handed = crate::serve::Handed {
+                generation: inherited.generation,
                 passed: inherited.passed,
                 tripped: inherited.tripped,
                 ejected: inherited.ejected,

@@ -231,11 +231,32 @@ async fn run_upgraded_by_sigusr2_under_load_loses_no_request_and_keeps_its_workl
     let traffic = Traffic::start(listen, 2);
     let fresh = Fresh::start(listen, 2);
     traffic.more(50).await;
+    // A few routing-table generations in the old process (each write publishes one), so that a
+    // new process numbering from 1 again would be seen going back.
+    let all_blue = json!({ "blue": "100%", "green": "0%" });
+    for _ in 0..5 {
+        let (code, answer) = setup.admin.put("/routes/web/weights", &all_blue).await;
+        assert_eq!(code, 200, "{answer}");
+    }
+    let old_generation = setup.admin.status().await["generation"].as_u64();
+    assert!(old_generation >= Some(6), "{old_generation:?}");
 
     let new = setup.sigusr2().await;
     let exited = setup.old.wait_exit(PATIENCE).await;
     assert!(exited.success(), "the old process exits 0: {exited:?}");
     assert!(pid_alive(new.0), "the new process serves");
+    // Session 35: generations keep rising across the upgrade (they started at 1 again).
+    let status = setup.admin.status().await;
+    assert_eq!(
+        status["pid"],
+        json!(new.0),
+        "the new process answers: {status}"
+    );
+    assert!(
+        status["generation"].as_u64() > old_generation,
+        "generation {} after the old process's {old_generation:?}",
+        status["generation"]
+    );
     traffic.more(100).await;
     let fresh = fresh.stop_without_errors().await;
     assert!(fresh > 0, "requests on new connections were sent");
