@@ -595,6 +595,19 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveExited", message)
             }
+            InstanceEventKind::NotReady {
+                deadline,
+                last_probe,
+                restart_in,
+            } => {
+                let message = format!(
+                    "active workload {workload}: instance {i} {}; stopped, restarting in {}",
+                    not_ready_cause(*deadline, last_probe),
+                    crate::spec::human(*restart_in)
+                );
+                tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
+                ("ActiveNotReady", message)
+            }
             InstanceEventKind::Restarted {
                 pid,
                 previous_pid,
@@ -656,6 +669,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             InstanceEventKind::RestartFailed { error, restart_in } => {
                 (format!("{} ({error})", clock::START_FAILED), *restart_in)
             }
+            InstanceEventKind::NotReady {
+                deadline,
+                last_probe,
+                restart_in,
+            } => (not_ready_cause(*deadline, last_probe), *restart_in),
             InstanceEventKind::Restarted { .. } | InstanceEventKind::Ready => return,
         };
         let now = (tokio::time::Instant::now(), std::time::SystemTime::now());
@@ -963,6 +981,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             None => Ok(()),
         }
     }
+}
+
+/// Why a restarted active instance was stopped, as its event and `crossfade status` say it:
+/// `not ready within its readiness deadline 30s after its restart (last probe: ...)`.
+fn not_ready_cause(deadline: std::time::Duration, last_probe: &str) -> String {
+    format!(
+        "not ready within its readiness deadline {} after its restart (last probe: {last_probe})",
+        crate::spec::human(deadline)
+    )
 }
 
 /// Records transitions and events into the service's state, status and store.

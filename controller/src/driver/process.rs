@@ -337,18 +337,20 @@ impl Launch {
     }
 
     /// Resolves once the instance answers its readiness probe (`spec.readiness`: `GET path` in
-    /// `spec.protocol` answered 2xx within `timeout`, tried every `interval`); never gives up: the supervisor
-    /// drops it when the process exits first.
-    pub(super) async fn until_ready(&self) {
-        let endpoint = self.endpoint();
-        let readiness = &self.spec.readiness;
-        let protocol = self.spec.protocol;
-        while probe::get(endpoint, protocol, &readiness.path, readiness.timeout)
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(readiness.interval).await;
-        }
+    /// `spec.protocol` answered 2xx within `timeout`, tried every `interval`), as its first start
+    /// waits ([`probe::wait_ready`]); the supervisor drops it when the process exits first.
+    ///
+    /// # Errors
+    /// The last probe's failure once `readiness.deadline` has passed since the call.
+    pub(super) async fn ready_within_deadline(&self) -> Result<(), String> {
+        let log = probe::ProbeLog::default();
+        let (protocol, readiness) = (self.spec.protocol, &self.spec.readiness);
+        probe::wait_ready(self.endpoint(), protocol, readiness, &log).await
+    }
+
+    /// The workload's `readiness.deadline`: how long a started instance has to pass readiness.
+    pub(super) fn readiness_deadline(&self) -> Duration {
+        self.spec.readiness.deadline
     }
 
     /// The workload's `stop_grace`: SIGTERM to SIGKILL.
