@@ -785,7 +785,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             active,
             preview_spec.clone(),
         );
-        let (itx, mut irx) = mpsc::channel(8);
+        // Unbounded: an instance event is never dropped. Until session 35 a channel of 8 took
+        // them with `try_send` and dropped (warned about) what did not fit, which lost a
+        // `Restarted` (the state file kept the dead pid) or a `Ready` (a stale `restarting`
+        // entry) whenever the service loop forwarded more than 8 before the run read them (a
+        // burst of exits: several instances killed at once, or while the run waited for a
+        // stopping preview). Their number is bounded by the instances' exits, each at least a
+        // restart backoff apart; operator commands are bounded by the admin API's callers, each
+        // waiting for its answer.
+        let (itx, mut irx) = mpsc::unbounded_channel();
         let route = self.config.route.clone();
         let mut shutdown_reply = None;
         // What the run publishes, read when a start request must be refused.
@@ -799,16 +807,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     result = &mut run_fut => break result,
                     Some(event) = instances.recv() => {
                         // The run holds the service's state meanwhile: it hands the event back.
-                        if let Err(e) = itx.try_send(Interrupt::Instance(event)) {
-                            tracing::warn!(route = %route, "instance event not recorded: {e}");
-                        }
+                        // Its receiver lives until after the drain below, so this cannot fail.
+                        let _ = itx.send(Interrupt::Instance(event));
                     }
                     request = rx.recv() => match request {
                         Some(Request::Operator(cmd, reply)) => {
                             // The decision comes back from inside the run, which `run_fut` drives:
                             // wait for it on a task of its own, never here.
                             let (dtx, drx) = oneshot::channel();
-                            let sent = itx.send(Interrupt::Operator(cmd, dtx)).await.is_ok();
+                            let sent = itx.send(Interrupt::Operator(cmd, dtx)).is_ok();
                             tokio::spawn(async move {
                                 let decision = match (sent, drx.await) {
                                     (true, Ok(decision)) => Ok(decision),
@@ -836,7 +843,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         }
                         Some(Request::Shutdown(reply)) => {
                             shutdown_reply = Some(reply);
-                            let _ = itx.send(Interrupt::Shutdown).await;
+                            let _ = itx.send(Interrupt::Shutdown);
                         }
                         Some(Request::Upgrade(UpgradeStep::Freeze(_), reply)) => {
                             let rollout = published.borrow().rollout.clone();
@@ -849,7 +856,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         Some(Request::Upgrade(_, reply)) => {
                             let _ = reply.send(Ok(()));
                         }
-                        None => { let _ = itx.send(Interrupt::Shutdown).await; }
+                        None => { let _ = itx.send(Interrupt::Shutdown); }
                     },
                 }
             }
