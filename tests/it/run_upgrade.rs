@@ -606,3 +606,94 @@ async fn the_proxys_upgrade_socket_variable_does_not_change_run() {
     );
     assert!(!socket.exists(), "nothing bound at the proxy's socket path");
 }
+
+/// The health view over a `crossfade run` upgrade (session 35; the proxy's own upgrade tests
+/// cover the calls, `upgrade::an_ejected_endpoint_stays_ejected_after_an_upgrade`). Blue's first
+/// instance answers every request but `/healthz` with 500 (its readiness passes, so it is
+/// adopted); outlier detection ejects it for 5 minutes. Requests on new connections before,
+/// during and after a SIGUSR2 upgrade all get 200: the new process, which adopts the same two
+/// instances, takes the ejection over (its time left and its count) and sends the ejected
+/// instance nothing in the gap; before the old process handed its health view to `run`'s new
+/// process, that one sent it its share again until it was ejected anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let socket = dir.path().join("upgrade.sock");
+    let role = dir.path().join("broken-instance");
+    let bin = crate::support::BIN;
+    let script = format!(
+        "if mkdir '{r}' 2>/dev/null; then exec '{bin}' sample-app --port \"$0\" --version v1 \
+         --error-rate 100%; fi; exec '{bin}' sample-app --port \"$0\" --version v1",
+        r = role.display()
+    );
+    let blue = App::version("v1")
+        .set("command", json!("sh"))
+        .set("args", json!(["-c", script, "{port}"]))
+        .set("instances", json!(2));
+    let mut spec = Spec::new().blue(blue).state_file(&state);
+    spec.json["route"]["outlier"] =
+        json!({ "consecutive_5xx": 3, "base_ejection": "5m", "max_ejection": "10m" });
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let args = [
+        OsStr::new("run"),
+        spec_path.as_os_str(),
+        OsStr::new("--upgrade-socket"),
+        socket.as_os_str(),
+    ];
+    let mut old = Crossfade::spawn(dir.path(), "run.log", args);
+    let admin = Admin::new(spec.admin());
+    old.wait_ready(&admin, PATIENCE).await;
+    let listen = spec.listen();
+    let ejected = |status: Value| {
+        let health = status["routes"][0]["blue"]["health"].as_array().cloned();
+        (health.into_iter().flatten()).find(|h| h["ejected_for_ms"].as_u64().is_some())
+    };
+    let before = wait_until(PATIENCE, "the broken instance ejected", || async {
+        let _ = one_request(listen).await;
+        ejected(admin.status().await)
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "the upgrade socket", || async {
+        socket.exists().then_some(())
+    })
+    .await;
+
+    let fresh = Fresh::start(listen, 2);
+    kill(Pid::from_raw(old.pid() as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    let exited = old.wait_exit(PATIENCE).await;
+    assert!(exited.success(), "the old process exits 0: {exited:?}");
+    let new = admin.status().await["pid"].as_u64().unwrap_or_default() as u32;
+    let new = Reap(new);
+    assert_ne!(new.0, old.pid(), "the new process serves");
+    // Requests to the new process, on top of those during the handover.
+    let answered = fresh.ok.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(30), "50 more answers", || async {
+        (fresh.ok.load(Ordering::Relaxed) >= answered + 50).then_some(())
+    })
+    .await;
+    let _ = fresh.stop.send(true);
+    for task in fresh.tasks {
+        task.await.expect("a request task panicked");
+    }
+    let errors = fresh.errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} failed: {:?}\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
+        old.log()
+    );
+    let served = fresh.ok.load(Ordering::Relaxed);
+    let after = ejected(admin.status().await)
+        .unwrap_or_else(|| panic!("still ejected after the upgrade: {}", old.log()));
+    assert_eq!(after["endpoint"], before["endpoint"], "{after}");
+    assert_eq!(after["ejections"], before["ejections"], "{after}");
+    println!(
+        "RUN UPGRADE EJECTION: {served} requests on new connections, none to the ejected instance"
+    );
+    let mut instances = pids_of(&read_json(&state)["active_pids"]);
+    new.terminate().await;
+    instances.retain(|p| pid_alive(*p));
+    wait_gone(&instances, Duration::from_secs(10)).await;
+}
