@@ -119,13 +119,9 @@ enum Command {
         /// (each must pass readiness) and serves; this one then stops accepting, drains
         /// (`drain_timeout`) and exits, leaving the workloads running. Refused while a rollout is
         /// in progress (the new process says why and exits 1). Needs the spec's `state_file`.
-        /// Not with --exit-after-rollout.
-        #[arg(
-            long,
-            env = "CROSSFADE_UPGRADE_SOCKET",
-            value_name = "PATH",
-            conflicts_with = "exit_after_rollout"
-        )]
+        /// Not with --exit-after-rollout. Only this flag: `CROSSFADE_UPGRADE_SOCKET` is
+        /// `crossfade proxy`'s, and `run` does not read it.
+        #[arg(long, value_name = "PATH", conflicts_with = "exit_after_rollout")]
         upgrade_socket: Option<PathBuf>,
         /// With --upgrade-socket: how long a process that SIGUSR2 starts gets to connect to the
         /// upgrade socket; one that has not by then is stopped with SIGKILL and logged. At least 1s.
@@ -171,7 +167,7 @@ enum Command {
         /// Not with `--kube` (a new replica's rolling update is the upgrade there).
         #[arg(
             long,
-            env = "CROSSFADE_UPGRADE_SOCKET",
+            env = upgrade::SOCKET_ENV,
             value_name = "PATH",
             conflicts_with = "kube"
         )]
@@ -424,6 +420,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 };
                 return upgrade::run(&spec, &token, upgrade).await;
             }
+            upgrade::note_proxy_socket_variable();
             let exit = exit_after_rollout.then_some(serve::ExitAfter { linger, json });
             serve::run(&spec, exit, &token).await
         }

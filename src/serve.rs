@@ -1303,17 +1303,23 @@ pub struct Start<'a> {
     /// Keep duplicates of the listening sockets and the state file's lock for a binary
     /// upgrade's handover ([`Running::listeners`]).
     pub upgradable: bool,
-    /// The health view a binary upgrade's old process handed over, taken on as
-    /// `crossfade proxy`'s new process takes it ([`HandedHealth`]).
-    pub handed: Option<&'a HandedHealth>,
+    /// What a binary upgrade's old process handed over with the sockets (its routing table's
+    /// generation and its health view), taken on as `crossfade proxy`'s new process takes it
+    /// ([`Handed`]).
+    pub handed: Option<&'a Handed>,
 }
 
-/// What a binary upgrade's old process knew of its endpoints' health and handed over with the
-/// sockets: the endpoints that passed a check (a route failing open still fails open to them),
-/// the tripped breakers (they stay tripped) and the ejected endpoints (out for the rest of their
-/// backoff).
+/// What a binary upgrade's old process handed over with the sockets beside its routes (which
+/// `crossfade run`'s new process builds afresh from the spec and the adopted instances): its
+/// routing table's last generation (this process's count on from it) and what it knew of its
+/// endpoints' health: the endpoints that passed a check (a route failing open still fails open to
+/// them), the tripped breakers (they stay tripped) and the ejected endpoints (out for the rest of
+/// their backoff).
 #[derive(Debug, Default)]
-pub struct HandedHealth {
+pub struct Handed {
+    /// [`crossfade_proxy::handover::Inherited::generation`]: `None` from an old process that does
+    /// not send it.
+    pub generation: Option<u64>,
     /// [`crossfade_proxy::handover::Inherited::passed`].
     pub passed: Vec<crossfade_proxy::health::PassedCheck>,
     /// [`crossfade_proxy::handover::Inherited::tripped`].
@@ -1386,6 +1392,14 @@ pub async fn serve_recovered(
     );
     let (proxy, mut registry) = build_proxy(&config)?;
     if let Some(handed) = handed {
+        // Generations keep rising across the upgrade, as `crossfade proxy`'s do: until session
+        // 35 this process numbered its tables from 1 again, so the admin API, `/metrics`
+        // (`crossfade_routing_table_generation`), `crossfade status` and the rollout's events
+        // went back in time at each upgrade. The routes are this process's own, republished
+        // above the old process's last generation before anything reads them.
+        proxy
+            .inherit_routes(proxy.routes(), handed.generation)
+            .map_err(|e| anyhow::anyhow!("the routes built from the spec: {e}"))?;
         proxy.inherit_passed_checks(&handed.passed);
         proxy.inherit_tripped_breakers(&handed.tripped);
         proxy.inherit_ejections(&handed.ejected);

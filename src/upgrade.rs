@@ -24,7 +24,8 @@
 //!    not restarted by it any more (the supervisors hold, `crossfade_controller::driver::Hold`);
 //!    the state is saved, and the listeners and the state file's lock are handed over;
 //! 2. the new process reads the state file, adopts the active workload's running instances (each
-//!    must pass readiness), stopping and starting nothing, serves and says ready; the old one then
+//!    must pass readiness), stopping and starting nothing, takes on the old one's health view and
+//!    numbers its routing tables on from its generation, serves and says ready; the old one then
 //!    stops accepting, drains and exits, leaving the workloads running (released: never killed,
 //!    not even by its exit) and writing nothing more to the state file or the child journal;
 //! 3. a new process that fails before it serves (a bad spec, an instance not adoptable) leaves the
@@ -504,6 +505,24 @@ pub fn successor_of_sigusr2() -> bool {
     std::env::var_os(SUCCESSOR_ENV).is_some()
 }
 
+/// The environment variable that gives `crossfade proxy` its `--upgrade-socket`. `crossfade run`
+/// does not read it: exported for a proxy on the same machine (or in the same unit's
+/// environment), it made `run` take the proxy's socket path, refuse `--exit-after-rollout` as
+/// if the flag had been given, and refuse a spec without `state_file`.
+pub const SOCKET_ENV: &str = "CROSSFADE_UPGRADE_SOCKET";
+
+/// `crossfade run` started without `--upgrade-socket` while [`SOCKET_ENV`] is set: logged at
+/// INFO, so that whoever exported it for `run` learns why SIGUSR2 does not upgrade it.
+pub fn note_proxy_socket_variable() {
+    if let Some(path) = std::env::var_os(SOCKET_ENV) {
+        tracing::info!(
+            "{SOCKET_ENV}={} is ignored: it is `crossfade proxy`'s; `crossfade run` is upgraded \
+             in place only with --upgrade-socket PATH",
+            Path::new(&path).display()
+        );
+    }
+}
+
 /// SIGUSR2: starts `exe` with this process's arguments; it takes over through the upgrade socket.
 /// Its exit is logged: before this process handed over (`handed_over` unset), as a failed
 /// upgrade after which this one keeps serving; after it, as what it is, since this process then
@@ -802,7 +821,8 @@ pub async fn run(
             let recovered = startup::take_over(&spec, lock, predecessor.pid())
                 .await
                 .map_err(crate::serve::start_error)?;
-            let handed = crate::serve::HandedHealth {
+            let handed = crate::serve::Handed {
+                generation: inherited.generation,
                 passed: inherited.passed,
                 tripped: inherited.tripped,
                 ejected: inherited.ejected,

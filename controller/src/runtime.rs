@@ -280,7 +280,7 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// Drives the rollout to a terminal phase (or until `Interrupt::Shutdown`).
     pub async fn run(
         mut self,
-        interrupts: &mut mpsc::Receiver<Interrupt>,
+        interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
         observer: &mut dyn Observer,
     ) -> RunResult {
         self.inputs.push_back(Input::Start);

@@ -57,6 +57,12 @@ struct TypedRequest {
     rollout: Option<RolloutConfig>,
 }
 
+/// The longest a binary upgrade's old process waits, after its handover, for its active
+/// instances' supervisors to let their processes go ([`Workload::release`]); each does so as
+/// soon as its task runs, unless it is stopping a restart that was not ready in time (up to the
+/// workload's `stop_grace`).
+const RELEASE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a `POST /rollout` body that is not a JSON object is told (trial 7, G11): its shape, as the
 /// weights endpoint says its own, not the Rust type it is read into.
 const START_SHAPE: &str = r#"must be a JSON object like {"green": {"command": "./app", "args": ["--port", "{port}"]}, "rollout": {"steps": [5, 25, 50, 100]}} ("rollout" optional)"#;
@@ -473,7 +479,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     let _ = reply.send(Err(StartError::HandingOver(successor)));
                 }
                 Some(Request::Upgrade(step, reply)) => {
-                    let _ = reply.send(self.upgrade(step));
+                    let result = self.upgrade(step);
+                    if matches!(step, UpgradeStep::HandOver) {
+                        self.release_active().await;
+                    }
+                    let _ = reply.send(result);
                 }
                 Some(Request::Start(req, reply)) => {
                     match self.prepare(*req) {
@@ -561,12 +571,26 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 tracing::info!(route = %self.config.route, "binary upgrade failed: rollouts accepted again, the active instances supervised again");
             }
             UpgradeStep::HandOver => {
+                // Released by the caller, which waits for it (`release_active`).
                 self.handed_over = true;
-                self.config.active.hold(Hold::Released);
                 tracing::info!(route = %self.config.route, "binary upgrade: the new process supervises the active workload now; this one leaves it running and writes the state file no more");
             }
         }
         Ok(())
+    }
+
+    /// At [`UpgradeStep::HandOver`]: releases the active instances and waits until every
+    /// supervisor has let its process go ([`Workload::release`]), so that this process, which
+    /// exits soon after the answer, cannot kill an instance the new process adopted. Until
+    /// session 35 the hold was set and the answer sent at once, and an instance whose supervisor
+    /// task had not run yet (a busy process: two of eight upgrades under load in
+    /// `run_upgrade::an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process`)
+    /// was killed with the old process's runtime: requests failed (502, and 500 from an ejected
+    /// instance the route then failed open to) until the new process had restarted it.
+    async fn release_active(&self) {
+        if !self.config.active.release(RELEASE_BOUND).await {
+            tracing::warn!(route = %self.config.route, "binary upgrade: an active instance's supervisor has not let its process go within {}; this process may stop it as it exits (the new process restarts it)", crate::spec::human(RELEASE_BOUND));
+        }
     }
 
     /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the
@@ -594,6 +618,19 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 let message = format!("active workload {workload}: instance {i} cannot be started again ({error}); next try in {}", crate::spec::human(*restart_in));
                 tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
                 ("ActiveExited", message)
+            }
+            InstanceEventKind::NotReady {
+                deadline,
+                last_probe,
+                restart_in,
+            } => {
+                let message = format!(
+                    "active workload {workload}: instance {i} {}; stopped, restarting in {}",
+                    not_ready_cause(*deadline, last_probe),
+                    crate::spec::human(*restart_in)
+                );
+                tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
+                ("ActiveNotReady", message)
             }
             InstanceEventKind::Restarted {
                 pid,
@@ -656,6 +693,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             InstanceEventKind::RestartFailed { error, restart_in } => {
                 (format!("{} ({error})", clock::START_FAILED), *restart_in)
             }
+            InstanceEventKind::NotReady {
+                deadline,
+                last_probe,
+                restart_in,
+            } => (not_ready_cause(*deadline, last_probe), *restart_in),
             InstanceEventKind::Restarted { .. } | InstanceEventKind::Ready => return,
         };
         let now = (tokio::time::Instant::now(), std::time::SystemTime::now());
@@ -767,7 +809,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             active,
             preview_spec.clone(),
         );
-        let (itx, mut irx) = mpsc::channel(8);
+        // Unbounded: an instance event is never dropped. Until session 35 a channel of 8 took
+        // them with `try_send` and dropped (warned about) what did not fit, which lost a
+        // `Restarted` (the state file kept the dead pid) or a `Ready` (a stale `restarting`
+        // entry) whenever the service loop forwarded more than 8 before the run read them (a
+        // burst of exits: several instances killed at once, or while the run waited for a
+        // stopping preview). Their number is bounded by the instances' exits, each at least a
+        // restart backoff apart; operator commands are bounded by the admin API's callers, each
+        // waiting for its answer.
+        let (itx, mut irx) = mpsc::unbounded_channel();
         let route = self.config.route.clone();
         let mut shutdown_reply = None;
         // What the run publishes, read when a start request must be refused.
@@ -781,16 +831,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     result = &mut run_fut => break result,
                     Some(event) = instances.recv() => {
                         // The run holds the service's state meanwhile: it hands the event back.
-                        if let Err(e) = itx.try_send(Interrupt::Instance(event)) {
-                            tracing::warn!(route = %route, "instance event not recorded: {e}");
-                        }
+                        // Its receiver lives until after the drain below, so this cannot fail.
+                        let _ = itx.send(Interrupt::Instance(event));
                     }
                     request = rx.recv() => match request {
                         Some(Request::Operator(cmd, reply)) => {
                             // The decision comes back from inside the run, which `run_fut` drives:
                             // wait for it on a task of its own, never here.
                             let (dtx, drx) = oneshot::channel();
-                            let sent = itx.send(Interrupt::Operator(cmd, dtx)).await.is_ok();
+                            let sent = itx.send(Interrupt::Operator(cmd, dtx)).is_ok();
                             tokio::spawn(async move {
                                 let decision = match (sent, drx.await) {
                                     (true, Ok(decision)) => Ok(decision),
@@ -818,7 +867,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         }
                         Some(Request::Shutdown(reply)) => {
                             shutdown_reply = Some(reply);
-                            let _ = itx.send(Interrupt::Shutdown).await;
+                            let _ = itx.send(Interrupt::Shutdown);
                         }
                         Some(Request::Upgrade(UpgradeStep::Freeze(_), reply)) => {
                             let rollout = published.borrow().rollout.clone();
@@ -831,7 +880,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                         Some(Request::Upgrade(_, reply)) => {
                             let _ = reply.send(Ok(()));
                         }
-                        None => { let _ = itx.send(Interrupt::Shutdown).await; }
+                        None => { let _ = itx.send(Interrupt::Shutdown); }
                     },
                 }
             }
@@ -963,6 +1012,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             None => Ok(()),
         }
     }
+}
+
+/// Why a restarted active instance was stopped, as its event and `crossfade status` say it:
+/// `not ready within its readiness deadline 30s after its restart (last probe: ...)`.
+fn not_ready_cause(deadline: std::time::Duration, last_probe: &str) -> String {
+    format!(
+        "not ready within its readiness deadline {} after its restart (last probe: {last_probe})",
+        crate::spec::human(deadline)
+    )
 }
 
 /// Records transitions and events into the service's state, status and store.

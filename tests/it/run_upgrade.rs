@@ -129,6 +129,8 @@ struct Fresh {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ok: Arc<AtomicU64>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// The `X-Instance` of each answer (`v1-<port>`), once each.
+    instances: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Fresh {
@@ -136,13 +138,18 @@ impl Fresh {
         let (stop, rx) = watch::channel(false);
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
+        let instances = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let tasks = (0..tasks)
             .map(|_| {
                 let (ok, errors, stop) = (ok.clone(), errors.clone(), rx.clone());
+                let instances = instances.clone();
                 tokio::spawn(async move {
                     while !*stop.borrow() {
                         match one_request(target).await {
-                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(instance) => {
+                                instances.lock().unwrap().insert(instance);
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
                             Err(e) => {
                                 errors.lock().unwrap().push(e);
                                 0
@@ -158,6 +165,7 @@ impl Fresh {
             tasks,
             ok,
             errors,
+            instances,
         }
     }
 
@@ -178,8 +186,9 @@ impl Fresh {
     }
 }
 
-/// One GET on a new connection; `Err` unless it is answered 200.
-async fn one_request(target: SocketAddr) -> Result<(), String> {
+/// One GET on a new connection; the answering instance (its `X-Instance`, empty without one), or
+/// `Err` unless it is answered 200.
+async fn one_request(target: SocketAddr) -> Result<String, String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(target)
             .await
@@ -194,10 +203,16 @@ async fn one_request(target: SocketAddr) -> Result<(), String> {
             .await
             .map_err(|e| format!("read: {e}"))?;
         let head = String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned();
-        match head.starts_with("HTTP/1.1 200") {
-            true => Ok(()),
-            false => Err(format!("answered {head:?}")),
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("answered {head:?}"));
         }
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let instance = text.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-instance")
+                .then(|| value.trim().to_owned())
+        });
+        Ok(instance.unwrap_or_default())
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
@@ -231,11 +246,32 @@ async fn run_upgraded_by_sigusr2_under_load_loses_no_request_and_keeps_its_workl
     let traffic = Traffic::start(listen, 2);
     let fresh = Fresh::start(listen, 2);
     traffic.more(50).await;
+    // A few routing-table generations in the old process (each write publishes one), so that a
+    // new process numbering from 1 again would be seen going back.
+    let all_blue = json!({ "blue": "100%", "green": "0%" });
+    for _ in 0..5 {
+        let (code, answer) = setup.admin.put("/routes/web/weights", &all_blue).await;
+        assert_eq!(code, 200, "{answer}");
+    }
+    let old_generation = setup.admin.status().await["generation"].as_u64();
+    assert!(old_generation >= Some(6), "{old_generation:?}");
 
     let new = setup.sigusr2().await;
     let exited = setup.old.wait_exit(PATIENCE).await;
     assert!(exited.success(), "the old process exits 0: {exited:?}");
     assert!(pid_alive(new.0), "the new process serves");
+    // Session 35: generations keep rising across the upgrade (they started at 1 again).
+    let status = setup.admin.status().await;
+    assert_eq!(
+        status["pid"],
+        json!(new.0),
+        "the new process answers: {status}"
+    );
+    assert!(
+        status["generation"].as_u64() > old_generation,
+        "generation {} after the old process's {old_generation:?}",
+        status["generation"]
+    );
     traffic.more(100).await;
     let fresh = fresh.stop_without_errors().await;
     assert!(fresh > 0, "requests on new connections were sent");
@@ -553,4 +589,217 @@ async fn fake_successor(setup: &Setup) -> std::os::unix::net::UnixStream {
     let line = line.unwrap_or_else(|e| panic!("no routes: {e}: {}", setup.log()));
     assert!(line.contains("\"routes\""), "{line:?}");
     stream
+}
+
+/// `CROSSFADE_UPGRADE_SOCKET` is `crossfade proxy`'s. Until session 35 `run` read it too: a
+/// user who had exported it for a proxy got `run --exit-after-rollout` refused as a usage error
+/// (`--exit-after-rollout cannot be used with --upgrade-socket`, a flag never given), and a
+/// plain `run` of a spec without `state_file` refused for want of one. Now `run` ignores it,
+/// says so in its log, and binds nothing at that path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_upgrade_socket_variable_does_not_change_run() {
+    let dir = temp_dir();
+    let socket = dir.path().join("proxy-upgrade.sock");
+    let spec = Spec::new();
+    let spec_path = spec.write(dir.path(), "spec.yaml");
+    let socket_text = socket.to_string_lossy().into_owned();
+    let env = [("CROSSFADE_UPGRADE_SOCKET", socket_text.as_str())];
+    let args = [
+        OsStr::new("run"),
+        spec_path.as_os_str(),
+        OsStr::new("--exit-after-rollout"),
+    ];
+    let finished = crate::support::child::run_to_end_with(args, &env, PATIENCE).await;
+    assert_eq!(finished.code, Some(0), "{finished:?}");
+    assert!(
+        finished.stdout.contains("no rollout ran, exit 0"),
+        "{finished:?}"
+    );
+    assert!(
+        logged(&finished.stderr, &["CROSSFADE_UPGRADE_SOCKET", "ignored"]),
+        "{finished:?}"
+    );
+    assert!(!socket.exists(), "nothing bound at the proxy's socket path");
+}
+
+/// A `crossfade run --upgrade-socket` whose blue has two instances: the first to start runs the
+/// sample app with `sick`'s flags, the other without (roles taken with `mkdir`, which one
+/// instance alone wins). For the health view over an upgrade.
+struct OneSick {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    socket: PathBuf,
+    spec: Spec,
+    admin: Admin,
+    old: Crossfade,
+}
+
+impl OneSick {
+    /// Starts it, `edit` applied to the spec, and waits until it serves.
+    async fn start(sick: &str, edit: impl FnOnce(&mut Spec)) -> OneSick {
+        let dir = temp_dir();
+        let state = dir.path().join("state.json");
+        let socket = dir.path().join("upgrade.sock");
+        let role = dir.path().join("sick-instance");
+        let bin = crate::support::BIN;
+        let script = format!(
+            "if mkdir '{r}' 2>/dev/null; then exec '{bin}' sample-app --port \"$0\" --version v1 \
+             {sick}; fi; exec '{bin}' sample-app --port \"$0\" --version v1",
+            r = role.display()
+        );
+        let blue = App::version("v1")
+            .set("command", json!("sh"))
+            .set("args", json!(["-c", script, "{port}"]))
+            .set("instances", json!(2));
+        let mut spec = Spec::new().blue(blue).state_file(&state);
+        edit(&mut spec);
+        let spec_path = spec.write(dir.path(), "spec.yaml");
+        let args = [
+            OsStr::new("run"),
+            spec_path.as_os_str(),
+            OsStr::new("--upgrade-socket"),
+            socket.as_os_str(),
+        ];
+        let mut old = Crossfade::spawn(dir.path(), "run.log", args);
+        let admin = Admin::new(spec.admin());
+        old.wait_ready(&admin, PATIENCE).await;
+        OneSick {
+            dir,
+            state,
+            socket,
+            spec,
+            admin,
+            old,
+        }
+    }
+
+    /// The first of blue's endpoints in `GET /status` for which `pick` holds.
+    async fn endpoint(&self, pick: impl Fn(&Value) -> bool) -> Option<Value> {
+        let status = self.admin.status().await;
+        let health = status["routes"][0]["blue"]["health"].as_array().cloned();
+        health.into_iter().flatten().find(|h| pick(h))
+    }
+
+    /// A SIGUSR2 upgrade while requests on new connections run, before, during and after it
+    /// (50 answered by the new process at least): each must get 200. Returns the new process and
+    /// the instances that answered.
+    async fn upgrade_under_load(&mut self) -> (Reap, std::collections::BTreeSet<String>) {
+        wait_until(Duration::from_secs(10), "the upgrade socket", || async {
+            self.socket.exists().then_some(())
+        })
+        .await;
+        let fresh = Fresh::start(self.spec.listen(), 2);
+        let old = self.old.pid();
+        kill(Pid::from_raw(old as i32), Signal::SIGUSR2).expect("SIGUSR2");
+        let exited = self.old.wait_exit(PATIENCE).await;
+        assert!(exited.success(), "the old process exits 0: {exited:?}");
+        let new = self.admin.status().await["pid"]
+            .as_u64()
+            .unwrap_or_default() as u32;
+        let new = Reap(new);
+        assert_ne!(new.0, old, "the new process serves");
+        let answered = fresh.ok.load(Ordering::Relaxed);
+        wait_until(Duration::from_secs(30), "50 more answers", || async {
+            (fresh.ok.load(Ordering::Relaxed) >= answered + 50).then_some(())
+        })
+        .await;
+        let _ = fresh.stop.send(true);
+        for task in fresh.tasks {
+            task.await.expect("a request task panicked");
+        }
+        let errors = fresh.errors.lock().unwrap().clone();
+        assert!(
+            errors.is_empty(),
+            "{} failed: {:?}\n{}",
+            errors.len(),
+            &errors[..errors.len().min(5)],
+            self.old.log()
+        );
+        let instances = fresh.instances.lock().unwrap().clone();
+        println!(
+            "RUN UPGRADE HEALTH: {} requests on new connections, answered by {instances:?}",
+            fresh.ok.load(Ordering::Relaxed)
+        );
+        (new, instances)
+    }
+
+    /// Stops the new process, and waits until blue's instances are gone.
+    async fn stop(self, new: Reap) {
+        let mut instances = pids_of(&read_json(&self.state)["active_pids"]);
+        new.terminate().await;
+        instances.retain(|p| pid_alive(*p));
+        wait_gone(&instances, Duration::from_secs(10)).await;
+        drop(self.dir);
+    }
+}
+
+/// The health view over a `crossfade run` upgrade (session 35; the proxy's own upgrade tests
+/// cover the calls, `upgrade::an_ejected_endpoint_stays_ejected_after_an_upgrade`). Blue's sick
+/// instance answers every request but `/healthz` with 500 (its readiness passes, so it is
+/// adopted); outlier detection ejects it for 5 minutes. Requests on new connections before,
+/// during and after a SIGUSR2 upgrade all get 200: the new process, which adopts the same two
+/// instances, takes the ejection over (its time left and its count) and sends the ejected
+/// instance nothing in the gap. This test found that the old process could kill the healthy
+/// instance as it exited (2 upgrades of 8; `Workload::release`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process() {
+    let mut run = OneSick::start("--error-rate 100%", |spec| {
+        spec.json["route"]["outlier"] =
+            json!({ "consecutive_5xx": 3, "base_ejection": "5m", "max_ejection": "10m" });
+    })
+    .await;
+    let listen = run.spec.listen();
+    let ejected = |h: &Value| h["ejected_for_ms"].as_u64().is_some();
+    let before = wait_until(PATIENCE, "the sick instance ejected", || async {
+        let _ = one_request(listen).await;
+        run.endpoint(ejected).await
+    })
+    .await;
+    let (new, _) = run.upgrade_under_load().await;
+    let after = (run.endpoint(ejected).await)
+        .unwrap_or_else(|| panic!("still ejected after the upgrade: {}", run.old.log()));
+    assert_eq!(after["endpoint"], before["endpoint"], "{after}");
+    assert_eq!(after["ejections"], before["ejections"], "{after}");
+    run.stop(new).await;
+}
+
+/// The same for active health checks (`route.health`): blue's sick instance fails `/healthz`
+/// from 1 s after its start on, while its readiness (`/api`) passes, so it is adopted; the
+/// checks mark it down. No request reaches it before, during or after the upgrade: the new
+/// process holds it out until a probe of its own passes, which none does, and takes over
+/// the rest, served by the healthy instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_down_by_health_checks_before_a_run_upgrade_gets_no_request_from_the_new_process(
+) {
+    let mut run = OneSick::start("--fail-health-after 1s", |spec| {
+        spec.json["blue"]["readiness"]["path"] = json!("/api");
+        spec.json["route"]["health"] =
+            json!({ "path": "/healthz", "interval": "500ms", "timeout": "500ms", "fall": 2, "rise": 1 });
+    })
+    .await;
+    let down = |h: &Value| h["checked_up"] == false;
+    let sick = wait_until(PATIENCE, "the sick instance down", || async {
+        run.endpoint(down).await
+    })
+    .await;
+    let port = sick["endpoint"].as_str().and_then(|e| e.rsplit(':').next());
+    let sick_instance = format!("v1-{}", port.expect("the sick endpoint's port"));
+    let (new, answered) = run.upgrade_under_load().await;
+    assert!(
+        !answered.contains(&sick_instance),
+        "{sick_instance} answered: {answered:?}\n{}",
+        run.old.log()
+    );
+    assert_eq!(
+        answered.len(),
+        1,
+        "the healthy instance served: {answered:?}"
+    );
+    let after = run.endpoint(down).await;
+    assert_eq!(
+        after.map(|h| h["endpoint"].clone()),
+        Some(sick["endpoint"].clone()),
+        "still down after the upgrade"
+    );
+    run.stop(new).await;
 }

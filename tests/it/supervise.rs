@@ -206,6 +206,113 @@ async fn status_says_an_active_instance_waits_out_its_restart_backoff() {
     run.terminate(Duration::from_secs(15)).await;
 }
 
+/// Session 35: an active instance restarted after a crash that never becomes ready (here the
+/// restart never listens) was probed for ever: its endpoint withdrawn, `crossfade status` saying
+/// `started again as pid N, not ready yet` for as long, no event. Now its workload's
+/// `readiness.deadline` bounds it: stopped, the event `ActiveNotReady` with the last probe and
+/// the backoff, counted in `crossfade_rollout_events_total`, `crossfade status` and `GET
+/// /rollout` saying why it is down, and started again after the backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_active_instance_not_ready_within_its_deadline_is_stopped_and_started_again() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let marker = dir.path().join("started-once");
+    let script = format!(
+        "if [ -e '{m}' ]; then exec sleep 1000; fi; : > '{m}'; exec '{bin}' sample-app --port \"$0\" --version v1",
+        m = marker.display(),
+        bin = crate::support::BIN
+    );
+    let blue = App::version("v1")
+        .set("command", json!("sh"))
+        .set("args", json!(["-c", script, "{port}"]))
+        .set(
+            "readiness",
+            json!({ "timeout": "200ms", "interval": "50ms", "deadline": "1s" }),
+        );
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let first = wait_until(Duration::from_secs(10), "blue's pid", || async {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        (pids.len() == 1).then(|| pids[0])
+    })
+    .await;
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).expect("kill the instance");
+    // The restart that never listens: its pid is saved once it is started.
+    let unready = wait_until(Duration::from_secs(20), "the restart", || async {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        pids.first().copied().filter(|p| *p != first)
+    })
+    .await;
+    let message = wait_until(
+        Duration::from_secs(30),
+        "an ActiveNotReady event",
+        || async {
+            let events = events(&admin).await;
+            let found = events.iter().find(|(r, _)| r == "ActiveNotReady");
+            found.map(|(_, m)| m.clone())
+        },
+    )
+    .await;
+    for words in [
+        "instance 0 not ready within its readiness deadline 1s after its restart (last probe: ",
+        "; stopped, restarting in ",
+    ] {
+        assert!(message.contains(words), "{words:?} in {message}");
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the unready restart stopped",
+        || async { (!pid_alive(unready)).then_some(()) },
+    )
+    .await;
+    let counted = admin.metrics().await.get(
+        "crossfade_rollout_events_total",
+        &[("route", "web"), ("reason", "ActiveNotReady")],
+    );
+    assert!(counted >= Some(1.0), "{counted:?}");
+    // Said where an operator looks, until the next start (which, never listening, is not ready
+    // either: the cycle repeats with a growing backoff).
+    let admin_addr = admin.addr.to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "status to say why the instance is down",
+        || async {
+            let out = crate::support::run_to_end(
+                ["status", "--admin", admin_addr.as_str()],
+                Duration::from_secs(20),
+            )
+            .await;
+            let said = out.stdout.lines().any(|l| {
+                l.contains("(process not ready within its readiness deadline 1s")
+                    && l.contains("restarting in ")
+            });
+            let restarting = admin.rollout().await["restarting"].clone();
+            let listed = restarting.as_array().into_iter().flatten().any(|r| {
+                r["cause"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("not ready within"))
+            });
+            (said && listed).then_some(())
+        },
+    )
+    .await;
+    // And it is started again.
+    wait_until(
+        Duration::from_secs(30),
+        "a start after the stop",
+        || async {
+            let pids = pids_of(&read_json(&state)["active_pids"]);
+            pids.first()
+                .copied()
+                .filter(|p| *p != first && *p != unready)
+        },
+    )
+    .await;
+    run.terminate(Duration::from_secs(15)).await;
+}
+
 /// Trial 28: an abort while blue's instances are down (killed, their restarts failing), which the
 /// proxy, having sent them no request since, counted up (since trial 32 the supervisor withdraws
 /// their endpoints, so it counts them down too). The supervisor knows that no process serves

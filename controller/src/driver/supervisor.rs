@@ -21,7 +21,12 @@
 //! Backoff: [`INITIAL_BACKOFF`] after the first exit, doubling per exit in a row up to
 //! [`MAX_BACKOFF`]; an instance that stayed up and ready [`STABLE_AFTER`] starts again from the
 //! initial delay. A restarted instance is ready ([`Life::ready`]) once it answers its workload's
-//! readiness probe, which the supervisor sends until it does.
+//! readiness probe, which the supervisor sends until it does, for at most the workload's
+//! `readiness.deadline` (the bound its first start had): a restart not ready by then (it hangs
+//! at start, never listens, answers 503 for good) is stopped as a workload is (SIGTERM to its
+//! process group, SIGKILL after `stop_grace`), reported ([`InstanceEventKind::NotReady`]) and
+//! started again after the backoff, which goes on doubling. Until session 35 it was probed for
+//! ever, and `crossfade status` said "started again ... not ready yet" for as long.
 //! It never gives up: a serving backend with no process is worse than one that keeps trying, and
 //! each attempt is visible (event, metric, log).
 
@@ -71,6 +76,16 @@ pub enum InstanceEventKind {
     Exited {
         /// The exit status as text (`exit status: 1`, `signal: 9 (SIGKILL)`).
         status: String,
+        /// The backoff before the next start.
+        restart_in: Duration,
+    },
+    /// A restarted process did not pass its readiness probe within its workload's
+    /// `readiness.deadline`: it was stopped, and is started again after `restart_in`.
+    NotReady {
+        /// The workload's `readiness.deadline`.
+        deadline: Duration,
+        /// The last probe's failure (`connect failed: Connection refused (os error 111)`).
+        last_probe: String,
         /// The backoff before the next start.
         restart_in: Duration,
     },
@@ -317,6 +332,8 @@ enum Restarted {
     Released,
     /// It passed its readiness probe.
     Ready,
+    /// Its readiness deadline passed: the last probe's failure.
+    NotReady(String),
 }
 
 /// Starts the supervisor task of an instance: a freshly spawned one, or one adopted.
@@ -359,6 +376,9 @@ async fn run(
     let mut routed = launch.endpoint();
     // Since when the process running now has been ready (the first one: from the start).
     let mut ready_since = Some(Instant::now());
+    // The restarted process was stopped for not passing readiness in time: its deadline and
+    // last probe, for the next report.
+    let mut unready: Option<(Duration, String)> = None;
     loop {
         let status = if ready_since.is_some() {
             tokio::select! {
@@ -376,12 +396,28 @@ async fn run(
                     biased;
                     status = &mut wait => Restarted::Exited(status),
                     _ = hold.wait_for(|h| *h == Hold::Released) => Restarted::Released,
-                    () = launch.until_ready() => Restarted::Ready,
+                    ready = launch.ready_within_deadline() => match ready {
+                        Ok(()) => Restarted::Ready,
+                        Err(last) => Restarted::NotReady(last),
+                    },
                 }
             };
             match step {
                 Restarted::Exited(status) => status,
                 Restarted::Released => return child.release(),
+                Restarted::NotReady(last) => {
+                    // Not during a binary upgrade's handover: the new process may be adopting
+                    // it (it probes readiness itself); released, it is the new process's.
+                    let lifted = hold.wait_for(|h| *h != Hold::Held).await.map(|h| *h);
+                    if matches!(lifted, Ok(Hold::Released)) {
+                        return child.release();
+                    }
+                    let deadline = launch.readiness_deadline();
+                    tracing::warn!(target: "crossfade::workload", "[{prefix}] not ready within its readiness deadline {} after its restart (last probe: {last}): stopping it (SIGTERM, SIGKILL after stop_grace) to start it again", crate::spec::human(deadline));
+                    let status = stop_unready(&mut child, sup.pid(), launch.stop_grace()).await;
+                    unready = Some((deadline, last));
+                    status
+                }
                 Restarted::Ready => {
                     ready_since = Some(Instant::now());
                     let endpoint = launch.endpoint();
@@ -467,9 +503,14 @@ async fn run(
             backoff = (backoff * 2).min(MAX_BACKOFF);
             report(
                 routed,
-                match failure.take() {
-                    Some(error) => InstanceEventKind::RestartFailed { error, restart_in },
-                    None => InstanceEventKind::Exited {
+                match (failure.take(), unready.take()) {
+                    (Some(error), _) => InstanceEventKind::RestartFailed { error, restart_in },
+                    (None, Some((deadline, last_probe))) => InstanceEventKind::NotReady {
+                        deadline,
+                        last_probe,
+                        restart_in,
+                    },
+                    (None, None) => InstanceEventKind::Exited {
                         status: status.clone(),
                         restart_in,
                     },
@@ -529,6 +570,18 @@ async fn run(
             },
         );
     }
+}
+
+/// Stops a restarted process that did not pass readiness within its deadline, as a workload's
+/// stop does: SIGTERM to its process group (`pid`), SIGKILL `grace` later if it still runs.
+/// Returns its exit status; what else of its group runs is [`end_group`]'s, as after any exit.
+async fn stop_unready(child: &mut Owned, pid: u32, grace: Duration) -> String {
+    signal_group(pid, Signal::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        return status;
+    }
+    signal_group(pid, Signal::SIGKILL);
+    child.wait().await
 }
 
 /// How often [`end_group`] looks whether the group is empty.
@@ -837,6 +890,93 @@ mod tests {
         assert!(alive(released), "the released instance was killed");
         let _ =
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(released as i32), Signal::SIGKILL);
+    }
+
+    /// Session 35: a restarted instance that never passes readiness (here it never listens) was
+    /// probed for ever, its endpoint withdrawn and `crossfade status` saying "not ready yet" for
+    /// as long. Now it is stopped once its workload's `readiness.deadline` has passed, reported
+    /// with the last probe and the backoff (which goes on doubling), and started again.
+    #[tokio::test]
+    async fn a_restart_not_ready_within_its_readiness_deadline_is_stopped_and_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (started, hold) = (dir.path().join("started"), dir.path().join("hold"));
+        std::fs::write(&hold, "").unwrap();
+        // The first process exits once the test removed the hold file; every later one never
+        // listens (nothing answers on port 1).
+        let script = format!(
+            "if [ -e '{s}' ]; then exec sleep 1000; fi; touch '{s}'; \
+             while [ -e '{h}' ]; do sleep 0.01; done; exit 3",
+            s = started.display(),
+            h = hold.display()
+        );
+        let spec = WorkloadSpec {
+            command: Some("sh".into()),
+            args: vec!["-c".into(), script],
+            readiness: crate::spec::ReadinessConfig {
+                timeout: Duration::from_millis(100),
+                interval: Duration::from_millis(100),
+                deadline: Duration::from_millis(300),
+                ..crate::spec::ReadinessConfig::default()
+            },
+            stop_grace: Duration::from_secs(5),
+            ..WorkloadSpec::default()
+        };
+        let launch = Launch::new("blue", 0, 1, spec);
+        let child = launch.spawn().expect("sh starts");
+        let pid = child.id().unwrap_or_default();
+        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+        std::fs::remove_file(&hold).unwrap();
+
+        async fn next_kind(rx: &mut mpsc::UnboundedReceiver<InstanceEvent>) -> InstanceEventKind {
+            tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("an event within 30 s")
+                .expect("an event")
+                .kind
+        }
+        let first = next_kind(&mut rx).await;
+        assert!(
+            matches!(first, InstanceEventKind::Exited { restart_in, .. } if restart_in == INITIAL_BACKOFF),
+            "{first:?}"
+        );
+        let InstanceEventKind::Restarted { pid: unready, .. } = next_kind(&mut rx).await else {
+            panic!("a restart")
+        };
+        match next_kind(&mut rx).await {
+            InstanceEventKind::NotReady {
+                deadline,
+                last_probe,
+                restart_in,
+            } => {
+                assert_eq!(deadline, Duration::from_millis(300));
+                assert!(last_probe.contains("connect"), "{last_probe}");
+                assert_eq!(restart_in, INITIAL_BACKOFF * 2, "the backoff goes on");
+            }
+            other => panic!("the restart not ready within its deadline: {other:?}"),
+        }
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(unready as i32), None).is_err(),
+            "the restart that was not ready ({unready}) is stopped"
+        );
+        let InstanceEventKind::Restarted {
+            pid: again,
+            previous_pid,
+            ..
+        } = next_kind(&mut rx).await
+        else {
+            panic!("started again")
+        };
+        assert_eq!(previous_pid, unready);
+        assert_ne!(again, unready);
+
+        supervision.stop();
+        super::signal_group(supervision.pid(), Signal::SIGKILL);
+        tokio::time::timeout(Duration::from_secs(30), life.wait_for(|l| l.finished))
+            .await
+            .expect("the supervisor finishes")
+            .expect("the supervisor reports");
     }
 
     #[tokio::test(start_paused = true)]
