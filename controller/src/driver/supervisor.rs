@@ -868,6 +868,13 @@ mod tests {
         let spec = WorkloadSpec {
             command: Some("sh".into()),
             args: vec!["-c".into(), "sleep 0.05; exit 3".into()],
+            // Out of reach of the paused clock, which runs the restarts' readiness probes (each
+            // refused) far faster than the 50 ms each process lives: exits, not restarts stopped
+            // as not ready in time, are what this test counts.
+            readiness: crate::spec::ReadinessConfig {
+                deadline: Duration::from_secs(365 * 24 * 3600),
+                ..crate::spec::ReadinessConfig::default()
+            },
             ..WorkloadSpec::default()
         };
         let launch = Launch::new("blue", 0, 1, spec);
