@@ -108,6 +108,9 @@ pub enum InstanceEventKind {
         /// The endpoint it had, when something else held that port at the restart and the
         /// instance moved to the event's `endpoint`; `None` when it kept its port.
         moved_from: Option<SocketAddr>,
+        /// Its workload's `readiness.deadline`: not ready within it from now, it is stopped and
+        /// started again ([`InstanceEventKind::NotReady`]).
+        ready_within: Duration,
     },
     /// A restarted process passed its readiness probe: the event's `endpoint` serves again (the
     /// route's endpoint restored, or replaced by it when the restart moved).
@@ -510,6 +513,7 @@ async fn run(
                 previous_pid,
                 restarts,
                 moved_from,
+                ready_within: launch.readiness_deadline(),
             },
         );
     }
@@ -899,6 +903,7 @@ mod tests {
                     previous_pid,
                     restarts,
                     moved_from,
+                    ..
                 } => {
                     assert_eq!(moved_from, None, "no ports to move to: kept");
                     assert_eq!(previous_pid, *pids.last().unwrap());
