@@ -637,6 +637,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 previous_pid,
                 restarts,
                 moved_from,
+                ..
             } => {
                 self.metrics.restarted(event.backend);
                 let state = &mut self.config.state;
@@ -675,12 +676,17 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     fn track_restart(&mut self, event: &InstanceEvent) {
         let key = (event.backend, event.instance, event.endpoint);
         let same = |r: &InstanceRestart| (r.backend, r.instance) == (key.0, key.1);
-        if let InstanceEventKind::Restarted { pid, .. } = &event.kind {
+        if let InstanceEventKind::Restarted {
+            pid, ready_within, ..
+        } = &event.kind
+        {
             if let Some(entry) = self.restarting.iter_mut().find(|r| same(r)) {
+                let now = std::time::SystemTime::now();
                 entry.started = Some(StartedAgain {
                     pid: *pid,
                     endpoint: event.endpoint,
-                    started_at: crate::timeline::rfc3339_of(std::time::SystemTime::now()),
+                    started_at: crate::timeline::rfc3339_of(now),
+                    ready_by: Some(crate::timeline::rfc3339_of(now + *ready_within)),
                 });
             }
             return;

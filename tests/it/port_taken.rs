@@ -637,6 +637,12 @@ async fn status_says_a_moved_restart_is_not_ready_yet_with_its_pid_and_new_port(
     assert_eq!(started["endpoint"], before[0].to_string(), "{started:#}");
     assert_ne!(new, before[0], "{started:#}");
     let pid = started["started"]["pid"].as_u64().expect("its pid");
+    // Session 35: until when it may get ready (its readiness deadline), past which it is stopped
+    // and started again.
+    let ready_by = started["started"]["ready_by"]
+        .as_str()
+        .expect("its readiness deadline")
+        .to_owned();
     let admin_addr = admin.addr.to_string();
     let out = crate::support::run_to_end(
         ["status", "--admin", admin_addr.as_str()],
@@ -645,7 +651,7 @@ async fn status_says_a_moved_restart_is_not_ready_yet_with_its_pid_and_new_port(
     .await;
     let said = format!(
         "{} down (process exited (signal: 9 (SIGKILL)); started again as pid {pid} on {new} (its \
-         port was taken), not ready yet)",
+         port was taken), not ready yet: stopped and started again if not ready by {ready_by})",
         before[0]
     );
     assert!(out.stdout.contains(&said), "{said}\n{}", out.stdout);

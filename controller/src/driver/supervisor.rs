@@ -108,6 +108,9 @@ pub enum InstanceEventKind {
         /// The endpoint it had, when something else held that port at the restart and the
         /// instance moved to the event's `endpoint`; `None` when it kept its port.
         moved_from: Option<SocketAddr>,
+        /// Its workload's `readiness.deadline`: not ready within it from now, it is stopped and
+        /// started again ([`InstanceEventKind::NotReady`]).
+        ready_within: Duration,
     },
     /// A restarted process passed its readiness probe: the event's `endpoint` serves again (the
     /// route's endpoint restored, or replaced by it when the restart moved).
@@ -567,6 +570,7 @@ async fn run(
                 previous_pid,
                 restarts,
                 moved_from,
+                ready_within: launch.readiness_deadline(),
             },
         );
     }
@@ -984,6 +988,13 @@ mod tests {
         let spec = WorkloadSpec {
             command: Some("sh".into()),
             args: vec!["-c".into(), "sleep 0.05; exit 3".into()],
+            // Out of reach of the paused clock, which runs the restarts' readiness probes (each
+            // refused) far faster than the 50 ms each process lives: exits, not restarts stopped
+            // as not ready in time, are what this test counts.
+            readiness: crate::spec::ReadinessConfig {
+                deadline: Duration::from_secs(365 * 24 * 3600),
+                ..crate::spec::ReadinessConfig::default()
+            },
             ..WorkloadSpec::default()
         };
         let launch = Launch::new("blue", 0, 1, spec);
@@ -1008,6 +1019,7 @@ mod tests {
                     previous_pid,
                     restarts,
                     moved_from,
+                    ..
                 } => {
                     assert_eq!(moved_from, None, "no ports to move to: kept");
                     assert_eq!(previous_pid, *pids.last().unwrap());

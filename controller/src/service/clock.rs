@@ -76,6 +76,11 @@ pub struct StartedAgain {
     pub endpoint: SocketAddr,
     /// When it was started, RFC 3339 in UTC with milliseconds.
     pub started_at: String,
+    /// When its workload's `readiness.deadline` passes, RFC 3339 in UTC with milliseconds: not
+    /// ready by then, it is stopped and started again after the backoff (event
+    /// `ActiveNotReady`). Absent from a status written before session 35.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_by: Option<String>,
 }
 
 // === impl HoldStatus ===

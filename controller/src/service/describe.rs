@@ -281,7 +281,8 @@ fn hold_line(hold: &HoldStatus) -> String {
 /// `127.0.0.1:41001 up`, and for an instance from its exit until its restart is ready what the
 /// driver knows: `127.0.0.1:41001 down (process exited (exit status: 1), restarting in 8s)`, then
 /// `127.0.0.1:41001 down (process exited (exit status: 1); started again as pid 4242, not ready
-/// yet)` (`a start failed (...); started again ...` when the start before this one
+/// yet: stopped and started again if not ready by 2026-12-01T22:31:43.010Z)` (its readiness
+/// deadline; `a start failed (...); started again ...` when the start before this one
 /// failed), with ` on 127.0.0.1:41007 (its port was taken)` after the pid when the restart moved
 /// (its endpoint withdrawn meanwhile).
 fn endpoint_text(
@@ -313,9 +314,13 @@ fn endpoint_text(
                 Some(why) => format!("a start failed{why}"),
                 None => format!("process {}", r.cause),
             };
+            let by = match &s.ready_by {
+                Some(by) => format!(": stopped and started again if not ready by {by}"),
+                None => String::new(),
+            };
             let _ = write!(
                 text,
-                " ({before}; started again as pid {}{moved}, not ready yet)",
+                " ({before}; started again as pid {}{moved}, not ready yet{by})",
                 s.pid
             );
             return text;
@@ -768,6 +773,7 @@ mod tests {
                 pid: 4242,
                 endpoint: started,
                 started_at: "2026-12-01T22:31:13.010Z".into(),
+                ready_by: None,
             }),
         };
         status.restarting = vec![entry(endpoint)];
@@ -792,6 +798,21 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("restarting"), "{text}");
+        // Session 35: with its readiness deadline, which a restart not ready by then is stopped
+        // at (it said "not ready yet" for ever).
+        let mut bounded = entry(endpoint);
+        if let Some(started) = &mut bounded.started {
+            started.ready_by = Some("2026-12-01T22:31:43.010Z".into());
+        }
+        status.restarting = vec![bounded];
+        let text = through_json(&status).describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains(
+                "started again as pid 4242, not ready yet: stopped and started again if not \
+                 ready by 2026-12-01T22:31:43.010Z)\n"
+            ),
+            "{text}"
+        );
         // check34: started again after a start that failed, the failure is the last start's,
         // not the process's state now (it read `process cannot be started again (...); started
         // again as pid 4242`).
