@@ -803,3 +803,87 @@ async fn an_instance_down_by_health_checks_before_a_run_upgrade_gets_no_request_
     );
     run.stop(new).await;
 }
+
+/// An instance failing its readiness probe does not block a `crossfade run` upgrade (runleft35's
+/// leftover: the new process refused to adopt it, "not adopting v1: ... not ready", and the old
+/// one served on: one sick instance blocked every upgrade until it recovered). The new process
+/// adopts it not ready: without `route.health` (so only readiness judges it) it takes no request
+/// from the new process, and once its `readiness.deadline` has passed it is stopped and started
+/// again (`ActiveNotReady`); the restart is healthy here, and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_failing_readiness_does_not_block_a_run_upgrade_and_the_new_process_restarts_it(
+) {
+    let mut run = OneSick::start("--fail-health-after 1s", |spec| {
+        spec.json["blue"]["readiness"]["deadline"] = json!("10s");
+    })
+    .await;
+    let listen = run.spec.listen();
+    // Which instance is sick: the one whose `/healthz` answers 503 (its `/api` answers 200).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut instances = std::collections::BTreeSet::new();
+    while instances.len() < 2 {
+        instances.insert(
+            one_request(listen)
+                .await
+                .expect("served before the upgrade"),
+        );
+    }
+    let mut sick = None;
+    for name in &instances {
+        let port: u16 = name
+            .rsplit('-')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect(name);
+        if healthz(SocketAddr::from(([127, 0, 0, 1], port))).await != 200 {
+            sick = Some(name.clone());
+        }
+    }
+    let sick = sick.expect("one instance fails /healthz");
+    let (new, _) = run.upgrade_under_load().await;
+    let log = run.old.log();
+    assert!(logged(&log, &["adopted not ready"]), "{log}");
+    // Withdrawn by the new process until its restart: within the 10 s deadline.
+    for _ in 0..30 {
+        let answered = one_request(listen).await.expect("served after the upgrade");
+        assert_ne!(
+            answered, sick,
+            "the instance adopted not ready got a request"
+        );
+    }
+    // The new process stops it at its deadline and starts it again; the restart serves.
+    let message = wait_until(PATIENCE, "an ActiveNotReady event", || async {
+        let events = crate::supervise::events(&run.admin).await;
+        events
+            .into_iter()
+            .find(|(r, _)| r == "ActiveNotReady")
+            .map(|(_, m)| m)
+    })
+    .await;
+    assert!(message.contains("instance"), "{message}");
+    wait_until(PATIENCE, "the restarted instance answering", || async {
+        (one_request(listen).await.ok()? == sick).then_some(())
+    })
+    .await;
+    run.stop(new).await;
+}
+
+/// The status of `GET /healthz` at `endpoint`, 0 when it does not answer.
+async fn healthz(endpoint: SocketAddr) -> u16 {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(endpoint).await.ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
+        head.get(9..12)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}

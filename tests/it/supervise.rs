@@ -61,7 +61,7 @@ async fn restarts(admin: &Admin, backend: &str) -> f64 {
         .unwrap_or_else(|| panic!("no restart counter for {backend}"))
 }
 
-async fn events(admin: &Admin) -> Vec<(String, String)> {
+pub(crate) async fn events(admin: &Admin) -> Vec<(String, String)> {
     let status = admin.rollout().await;
     let events = status["events"].as_array().cloned().unwrap_or_default();
     events

@@ -255,19 +255,29 @@ impl LocalDriver {
     }
 
     /// Takes over, as the workload `name` of `spec`, the instances a previous run left running
-    /// (`entries`, one per instance: [`children::adoptable`]), once each passed a readiness
-    /// probe ([`process::adopt`]); they are recorded in this driver's journal from then on.
+    /// (`entries`, one per instance: [`children::adoptable`]), each probed once for readiness,
+    /// one that fails adopted not ready or refusing the adoption by `unready`
+    /// ([`process::adopt`]); they are recorded in this driver's journal from then on.
     ///
     /// # Errors
-    /// [`DriverError::NotReady`] when an instance fails its probe: nothing is adopted.
+    /// With [`process::Unready::Refuse`], [`DriverError::NotReady`] when an instance fails its
+    /// probe: nothing is adopted.
     pub async fn adopt(
         &self,
         name: &str,
         spec: &WorkloadSpec,
         entries: &[children::ChildEntry],
+        unready: process::Unready,
     ) -> Result<Workload, DriverError> {
-        let (instances, endpoints) =
-            process::adopt(name, spec, entries, &self.ports, self.journal.as_ref()).await?;
+        let (instances, endpoints) = process::adopt(
+            name,
+            spec,
+            entries,
+            &self.ports,
+            self.journal.as_ref(),
+            unready,
+        )
+        .await?;
         Ok(Workload {
             name: name.to_owned(),
             endpoints,

@@ -167,20 +167,36 @@ fn spawn_one(
     ))
 }
 
+/// What [`adopt`] does with an instance that fails its readiness probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unready {
+    /// Nothing is adopted ([`DriverError::NotReady`]): a start after a crash stops what the
+    /// previous run left and starts the workload afresh.
+    Refuse,
+    /// It is adopted not ready ([`supervisor::start_unready`]): its endpoint is withdrawn once the
+    /// workload is attached to its route, restored when a probe passes, and the instance stopped
+    /// and started again when its `readiness.deadline` passes first. A binary upgrade's new
+    /// process takes over what the old one ran this way, so that one sick or restarting instance
+    /// does not block the upgrade.
+    Supervise,
+}
+
 /// Takes over the instances a previous run left running, `entries` (one per instance, in instance
-/// order, as [`super::children::adoptable`] returns them), after each passed one readiness probe
-/// (the workload's path and timeout), its output relayed again first ([`reattach`]). From then on
-/// each is supervised, stopped and restarted like a spawned one.
+/// order, as [`super::children::adoptable`] returns them), after each was probed once for
+/// readiness (the workload's path and timeout), its output relayed again first ([`reattach`]).
+/// From then on each is supervised, stopped and restarted like a spawned one. An instance whose
+/// probe fails is adopted not ready or refuses the whole adoption, by `unready`.
 ///
 /// # Errors
-/// [`DriverError::NotReady`] naming the first instance whose probe failed; nothing is adopted
-/// then, and the caller stops them all and starts the workload afresh.
+/// With [`Unready::Refuse`], [`DriverError::NotReady`] naming the first instance whose probe
+/// failed; nothing is adopted then, and the caller stops them all and starts the workload afresh.
 pub async fn adopt(
     name: &str,
     spec: &WorkloadSpec,
     entries: &[ChildEntry],
     ports: &Arc<Ports>,
     journal: Option<&Arc<ChildJournal>>,
+    unready: Unready,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let r = &spec.readiness;
     // Output first: a process that logs each request (to a pipe with no reader: `EPIPE`) may fail
@@ -190,22 +206,30 @@ pub async fn adopt(
         reattach(&prefix, entry.pid.unwrap_or_default());
     }
     let mut endpoints = Vec::new();
+    let mut ready = Vec::new();
     for entry in entries {
         let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port.unwrap_or_default()));
-        probe::get(endpoint, spec.protocol, &r.path, r.timeout)
-            .await
-            .map_err(|last| DriverError::NotReady {
-                workload: name.to_owned(),
-                endpoint,
-                waited: r.timeout,
-                last,
-            })?;
+        match probe::get(endpoint, spec.protocol, &r.path, r.timeout).await {
+            Ok(_) => ready.push(true),
+            Err(last) if unready == Unready::Supervise => {
+                tracing::warn!(workload = %name, instance = entry.instance, %endpoint, "adopted not ready (last probe: {last}): no request goes there until a probe passes; stopped and started again if none does within its readiness deadline {}", crate::spec::human(r.deadline));
+                ready.push(false);
+            }
+            Err(last) => {
+                return Err(DriverError::NotReady {
+                    workload: name.to_owned(),
+                    endpoint,
+                    waited: r.timeout,
+                    last,
+                })
+            }
+        }
         endpoints.push(endpoint);
     }
     let mut instances = Instances {
         instances: Vec::new(),
     };
-    for (entry, endpoint) in entries.iter().zip(&endpoints) {
+    for ((entry, endpoint), ready) in entries.iter().zip(&endpoints).zip(ready) {
         let (pid, started_ticks) = (entry.pid.unwrap_or_default(), entry.started_ticks);
         let mut launch = Launch::new(name, entry.instance, endpoint.port(), spec.clone());
         launch.journal = journal.cloned();
@@ -218,9 +242,12 @@ pub async fn adopt(
             pid,
             started_ticks: started_ticks.unwrap_or_default(),
         };
-        let (supervision, life) = supervisor::start(launch, child, pid);
+        let (supervision, life) = match ready {
+            true => supervisor::start(launch, child, pid),
+            false => supervisor::start_unready(launch, child, pid),
+        };
         instances.instances.push(Instance { supervision, life });
-        tracing::info!(workload = %name, instance = entry.instance, pid, port = endpoint.port(), "adopted");
+        tracing::info!(workload = %name, instance = entry.instance, pid, port = endpoint.port(), ready, "adopted");
     }
     Ok((instances, endpoints))
 }
@@ -563,9 +590,18 @@ impl Instances {
 
     /// From now on each instance's endpoint is withdrawn through `gate` when its process exits
     /// on its own, and restored when its restart passed readiness ([`Supervision::attach`]).
+    /// An instance not ready at the attach (adopted while failing its probe:
+    /// [`adopt`] with `unready` allowed) is withdrawn at once, and restored when it is ready.
     pub fn attach(&self, gate: &Arc<dyn supervisor::EndpointGate>) {
         for inst in &self.instances {
+            // The gate first, then `ready`: the supervisor sets `ready` before it reads the gate.
             inst.supervision.attach(Arc::clone(gate));
+            if !inst.life.borrow().ready {
+                gate.withdraw(SocketAddr::from((
+                    Ipv4Addr::LOCALHOST,
+                    inst.supervision.port(),
+                )));
+            }
         }
     }
 

@@ -345,6 +345,27 @@ pub(super) fn start(
     child: Proc,
     pid: u32,
 ) -> (Arc<Supervision>, watch::Receiver<Life>) {
+    start_with(launch, child, pid, true)
+}
+
+/// Starts the supervisor task of an instance adopted while it fails its readiness probe (a binary
+/// upgrade's new process takes over what the old one ran, sick or not): it counts as a restart
+/// that is not ready yet, probed until it is ready (its endpoint restored) or until its
+/// readiness deadline passes (then stopped and started again), as [`start`]'s after an exit.
+pub(super) fn start_unready(
+    launch: Launch,
+    child: Proc,
+    pid: u32,
+) -> (Arc<Supervision>, watch::Receiver<Life>) {
+    start_with(launch, child, pid, false)
+}
+
+fn start_with(
+    launch: Launch,
+    child: Proc,
+    pid: u32,
+    ready: bool,
+) -> (Arc<Supervision>, watch::Receiver<Life>) {
     let supervision = Arc::new(Supervision {
         pid: AtomicU32::new(pid),
         port: AtomicU16::new(launch.port),
@@ -355,12 +376,12 @@ pub(super) fn start(
     });
     let (life_tx, life) = watch::channel(Life {
         running: true,
-        ready: true,
+        ready,
         ..Life::default()
     });
     // Owned from here, so that a release holds even for a task that never ran.
     let child = Owned::new(child, supervision.hold.subscribe(), &launch.prefix());
-    tokio::spawn(run(launch, child, Arc::clone(&supervision), life_tx));
+    tokio::spawn(run(launch, child, Arc::clone(&supervision), life_tx, ready));
     (supervision, life)
 }
 
@@ -369,6 +390,7 @@ async fn run(
     mut child: Owned,
     sup: Arc<Supervision>,
     life: watch::Sender<Life>,
+    ready: bool,
 ) {
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
@@ -377,8 +399,9 @@ async fn run(
     let mut restarts = 0;
     // The instance's endpoint in the route: its first one until a restart that moved is ready.
     let mut routed = launch.endpoint();
-    // Since when the process running now has been ready (the first one: from the start).
-    let mut ready_since = Some(Instant::now());
+    // Since when the process running now has been ready (the first one: from the start, unless
+    // adopted not ready).
+    let mut ready_since = ready.then(Instant::now);
     // The restarted process was stopped for not passing readiness in time: its deadline and
     // last probe, for the next report.
     let mut unready: Option<(Duration, String)> = None;
@@ -424,13 +447,16 @@ async fn run(
                 Restarted::Ready => {
                     ready_since = Some(Instant::now());
                     let endpoint = launch.endpoint();
+                    // Ready before the gate is read: an attach that reads `ready` after setting
+                    // the gate ([`super::process::Instances::attach`]) then either sees it ready
+                    // (and withdraws nothing) or is seen here (and its withdrawal is undone).
+                    life.send_modify(|l| l.ready = true);
                     match sup.gate() {
                         Some(gate) if endpoint != routed => gate.moved(routed, endpoint),
                         Some(gate) => gate.restore(endpoint),
                         None => {}
                     }
                     routed = endpoint;
-                    life.send_modify(|l| l.ready = true);
                     if let Some((backend, events)) = sup.lock_events().clone() {
                         let _ = events.send(InstanceEvent {
                             backend,

@@ -25,6 +25,7 @@ use crossfade_proxy::weight::Slot;
 
 use super::{ServiceHandle, StartRequest};
 use crate::driver::children::{adoptable, stop_leftovers, ChildEntry, ChildJournal, JournalError};
+use crate::driver::process::Unready;
 use crate::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
 use crate::rollout::Phase;
 use crate::spec::{RunSpec, WorkloadSpec};
@@ -605,7 +606,7 @@ pub async fn take_over(
     let ports = spec.port_range.and_then(|range| range.ports());
     let driver = LocalDriver::new(ports).with_journal(Arc::clone(&journal));
     let active = driver
-        .adopt(&label, &active_spec, &entries)
+        .adopt(&label, &active_spec, &entries, Unready::Supervise)
         .await
         .map_err(|e| refused(format!("not adopting {label}: {e}")))?;
     journal.drop_previous(&entries);
@@ -779,7 +780,7 @@ async fn adopt_active(
     spec: &WorkloadSpec,
     entries: Vec<ChildEntry>,
 ) -> Option<(Workload, Vec<ChildEntry>)> {
-    match driver.adopt(label, spec, &entries).await {
+    match driver.adopt(label, spec, &entries, Unready::Refuse).await {
         Ok(workload) => Some((workload, entries)),
         Err(e) => {
             tracing::warn!(
