@@ -354,8 +354,11 @@ async fn a_green_3x_slower_than_blue_on_the_same_requests_is_rolled_back_by_the_
     assert_eq!(last["verdict"]["outcome"], "fail", "{last:#}");
     assert!(summary.contains("(paired: p99 "), "{summary}");
     let ratio = finding(&last, "shadow_p99_ratio");
-    // 150 ms over 50 ms: 3, less what the proxy adds to blue's time.
-    assert!(ratio.is_some_and(|r| (2.4..3.2).contains(&r)), "{last:#}");
+    // 150 ms over 50 ms: 3, less what the proxy and a loaded machine add to blue's time (a CI
+    // rehearsal read 162.3 ms against 69.9: 2.32), and above the policy's 2.0, which the verdict
+    // says it broke. Unpaired (green against blue's live p99, 450 ms `/slow` included) it reads
+    // about 0.33.
+    assert!(ratio.is_some_and(|r| (2.0..4.0).contains(&r)), "{last:#}");
     let p99 = finding(&last, "shadow_p99_seconds");
     assert!(p99.is_some_and(|s| s < 1.0), "within max_p99: {last:#}");
     assert_eq!(report.ok_from("v2"), 0, "a client got green's answer");
