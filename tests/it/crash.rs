@@ -1,7 +1,8 @@
 //! Crash anywhere (docs/reliability.md, "Crash anywhere"): `crossfade run` with a `state_file`,
 //! under keep-alive load, rolls blue out to green and is SIGKILLed at a point of a schedule that
 //! covers every phase (green provisioning, each step's hold, right after a verdict, promotion,
-//! blue's drain, its retirement, right after completion), each point a save of the state file
+//! blue's drain, its retirement, right after completion; a failing green's rollback, an
+//! operator's abort), each point a save of the state file
 //! (as the test sees it appear, polled every millisecond) plus a delay of 0 to a few hundred
 //! milliseconds. Killed alone (`kill -9` of `run`: its workloads live on, orphaned) or with its
 //! whole process tree (what a node loss or an OOM-killed cgroup does: nothing is left to adopt).
@@ -12,6 +13,7 @@
 //!   opened once the restart was ready fails;
 //! - the processes of both versions alive (read from `/proc`) are exactly the state file's
 //!   `active_pids`, all of the active version: no orphan of either version, nothing missing;
+//!   the child journal names those pids and nothing else;
 //! - the unfinished rollout is rolled back (killed before `Promoted`) or completed (killed in
 //!   `Promoted` or `Retiring`, or between saving `Completed` and saving the promoted workload
 //!   active) as docs/architecture.md says, with a `Recovered` event naming the phase; a finished
@@ -19,8 +21,11 @@
 //!   at a `kill -9`, is adopted (same pids), never after a tree kill;
 //! - a new rollout (`POST /rollout`, v3) then completes, and leaves v3 alone running.
 //!
+//! Some points kill the restart too, and a third start must recover from both.
+//!
 //! CI runs a handful of points ([`ci_schedule`]); `CROSSFADE_CRASH_POINTS=all` runs the long
-//! schedule: every named point at several delays, both kills, and a sweep of every distinct
+//! schedule ([`long_schedule`]): every named point at several delays, both kills, restarts
+//! killed, and a sweep of every distinct
 //! state saved during a reference rollout (`CROSSFADE_CRASH_POINTS=name,name` runs the named
 //! points of the long schedule only). Each point prints one `CRASH` line.
 
@@ -58,11 +63,14 @@ enum Kill {
     Tree,
 }
 
+/// A predicate on a saved state file.
+type Matches = fn(&Value) -> bool;
+
 /// Which save of the state file a point waits for.
 #[derive(Clone)]
 enum At {
     /// The first save `matches` accepts.
-    Saved(fn(&Value) -> bool),
+    Saved(Matches),
     /// The first save whose [`signature`] is this one (the sweep of the long schedule).
     Signature(String),
 }
@@ -156,8 +164,8 @@ fn step_applied(s: &Value, step: u64) -> bool {
 }
 
 /// The named points: the course of the rollout and a predicate on the state file saved.
-fn named(name: &str) -> Option<(Course, fn(&Value) -> bool)> {
-    let at: fn(&Value) -> bool = match name {
+fn named(name: &str) -> Option<(Course, Matches)> {
+    let at: Matches = match name {
         "provisioning" => provisioning,
         "step1-saved" => |s| step_saved(s, 0),
         "step1-hold" => |s| step_applied(s, 0),
@@ -518,6 +526,14 @@ impl Expected {
                     "RolledBack"
                 },
                 recovered: None,
+                slot: active,
+                green_active: false,
+                pids: active_pids,
+            },
+            // An operator's abort under way ends as the abort it was.
+            "Aborting" => Expected {
+                phase: "Aborted",
+                recovered: Some(format!("crossfade restarted in {phase}: aborted")),
                 slot: active,
                 green_active: false,
                 pids: active_pids,
