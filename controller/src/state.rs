@@ -251,7 +251,14 @@ impl ServiceState {
                 } else {
                     // Before `Progressing` no weight was ever sent to the preview.
                     let untouched = matches!(rollout.phase, Phase::Pending | Phase::Provisioning);
-                    rollout.phase = Phase::RolledBack;
+                    // An operator's abort under way ends as the abort it was: recorded rolled
+                    // back, it counted as `outcome="rolled_back"` and fired the rollback alert
+                    // for an abort asked for (crash35).
+                    let (phase, how) = match rollout.phase {
+                        Phase::Aborting => (Phase::Aborted, "aborted as the operator asked"),
+                        _ => (Phase::RolledBack, "rolled back"),
+                    };
+                    rollout.phase = phase;
                     rollout.preview_bp = 0;
                     rollout.applied_bp = 0;
                     let before = match untouched {
@@ -259,7 +266,7 @@ impl ServiceState {
                         false => String::new(),
                     };
                     format!(
-                        "crossfade restarted in {was}: rolled back{before}; {} stays active",
+                        "crossfade restarted in {was}: {how}{before}; {} stays active",
                         preview.other()
                     )
                 };
@@ -1032,6 +1039,34 @@ mod tests {
 
         // Nothing unfinished: nothing ended, no duration.
         assert_eq!(ServiceState::default().recover().took, None);
+    }
+
+    /// Crash35: a run killed while an operator's abort was under way (`Aborting`: green's weight
+    /// going back to 0, then green stopped) was recovered `RolledBack`, counted as a rollback
+    /// (`crossfade_rollouts_total{outcome="rolled_back"}`, the rollback alert) though the
+    /// operator had asked for the abort. It ends `Aborted`, saying so; a rollback under way
+    /// still ends `RolledBack`.
+    #[test]
+    fn a_restart_during_an_abort_ends_the_rollout_aborted() {
+        for (was, ended, words) in [
+            (
+                Phase::Aborting,
+                Phase::Aborted,
+                "aborted as the operator asked",
+            ),
+            (Phase::RollingBack, Phase::RolledBack, "rolled back"),
+        ] {
+            let mut state = ServiceState::default();
+            let mut record = record(1, "v2");
+            record.rollout.phase = was;
+            record.rollout.applied_bp = 2000;
+            state.begin(record);
+            assert_eq!(state.recover().ended, Some(ended), "{was:?}");
+            let rollout = &state.rollout.as_ref().expect("the record").rollout;
+            assert_eq!((rollout.phase, rollout.applied_bp), (ended, 0), "{was:?}");
+            let said = format!("crossfade restarted in {was:?}: {words}; blue stays active");
+            assert_eq!(rollout.message, said);
+        }
     }
 
     /// The report of a rollout that a restart ended has an end: the recovery, the same time its

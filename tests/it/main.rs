@@ -20,6 +20,10 @@
 //!   each printing requests, errors and time to recover.
 //! - `reload`: `crossfade proxy` reloaded by SIGHUP: admin-set weights kept unless the file's
 //!   changed, removed routes gone, settings that need a restart named.
+//! - `crash`: `crossfade run` SIGKILLed (alone, or with every process it started) at points
+//!   covering every phase of a rollout under load, around its state-file saves; the restart
+//!   serves the state file's version, leaves no orphan, recovers the rollout as documented, and
+//!   a new rollout completes (`CROSSFADE_CRASH_POINTS=all`: the long schedule).
 //! - `restart`: state-file recovery after a crash mid-rollout and after a completed rollout.
 //! - `unsaved`: a state file that cannot be written: the rollout holds (weights and workloads
 //!   unchanged) and resumes once saves work; a restart refuses naming `state_file`, stopping nothing.
@@ -73,6 +77,7 @@ mod bad_input;
 mod cases;
 mod clients;
 mod config_paths;
+mod crash;
 mod demo;
 mod faults;
 mod gates;

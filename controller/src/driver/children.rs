@@ -308,10 +308,11 @@ impl ChildJournal {
     /// when the process group `pid` is empty, so that what the process forked is still found by a
     /// recovery.
     pub fn forget(&self, token: &str, pid: Option<u32>) {
-        let group_alive = pid
-            .and_then(|p| i32::try_from(p).ok())
-            .is_some_and(|p| p > 0 && killpg(Pid::from_raw(p), None).is_ok());
-        if group_alive {
+        // Zombies do not count ([`group_running`]): an adopted instance is not this run's child,
+        // and its exit leaves a zombie until PID 1 reaps it; counted as alive, its entry was
+        // never dropped, and the journal named a process long gone after every retirement of an
+        // adopted workload (crash35).
+        if pid.is_some_and(group_running) {
             return;
         }
         let mut entries = self.lock();
@@ -590,6 +591,37 @@ pub fn signal_escaped(pids: &[(u32, String)], signal: Signal) {
     }
 }
 
+/// Whether process group `pgid` has a member that still runs. A zombie does not count: a process
+/// whose parent exited waits to be reaped by PID 1, which in a container may never do it (or not
+/// yet: an adopted instance that exited is a zombie until PID 1 gets to it), and it holds no
+/// port or file any more.
+pub fn group_running(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    if raw <= 0 || killpg(Pid::from_raw(raw), None).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name (which may hold spaces and parens): state, ppid, pgrp.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+            pgrp == Some(pgid) && state != "Z" && state != "X"
+        })
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parens):
 /// index 0 is field 3 (state).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
@@ -673,6 +705,43 @@ mod tests {
         assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
         let second = journal.intend("v2", 0, "app", 8081).unwrap();
         assert_ne!(second, token, "tokens are unique");
+    }
+
+    /// Crash35: an adopted instance is not this run's child, so its exit leaves a zombie until
+    /// PID 1 reaps it, and the group check of `forget` counted the zombie as running: the entry
+    /// was never dropped, and the journal named every adopted instance retired since. A process
+    /// that exited and waits to be reaped (here this test's own child, not waited for) has its
+    /// entry dropped; one whose group still runs keeps it.
+    #[test]
+    fn an_exited_process_left_unreaped_has_its_entry_dropped() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json.children");
+        let journal = ChildJournal::create(path.clone()).unwrap();
+        let token = journal.intend("blue", 0, "sh", 8080).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec sleep 1000"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        journal.spawned(&token, pid);
+        assert!(group_running(pid));
+        journal.forget(&token, Some(pid));
+        assert_eq!(ChildJournal::read(&path).unwrap().len(), 1, "it still runs");
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        // A zombie until this test reaps it.
+        let mut tries = 0;
+        while stat_fields(pid).and_then(|f| f.first().cloned()).as_deref() != Some("Z") {
+            assert!(tries < 1000, "pid {pid} never became a zombie");
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!group_running(pid), "a zombie does not run");
+        journal.forget(&token, Some(pid));
+        let left = ChildJournal::read(&path).unwrap();
+        child.wait().unwrap();
+        assert_eq!(left, Vec::new(), "the exited process's entry is dropped");
     }
 
     /// A journal written by a later crossfade that added fields (to the document and to an

@@ -41,6 +41,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::children::group_running;
 use super::process::{signal_group, Launch};
 
 /// Delay before the first restart after an exit.
@@ -620,36 +621,6 @@ const GROUP_POLL: Duration = Duration::from_millis(50);
 /// How long [`end_group`] waits, after its SIGKILL, for the killed processes to be reaped.
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
-/// Whether process group `pgid` has a member that still runs. A zombie does not count: a process
-/// whose parent exited waits to be reaped by PID 1, which in a container may never do it, and it
-/// holds no port or file any more.
-fn group_alive(pgid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else {
-        return false;
-    };
-    if raw <= 0 || nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None).is_err() {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .any(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // After the command name (which may hold spaces and parens): state, ppid, pgrp.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next().unwrap_or("Z");
-            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
-            pgrp == Some(pgid) && state != "Z" && state != "X"
-        })
-}
-
 /// The instance's main process `pid` exited (and was reaped); the rest of its process group (the
 /// instance started it as a group leader, so the group is the instance's alone) gets SIGTERM, and
 /// SIGKILL after `grace`, as systemd's `KillMode=control-group` does. So does what it started that
@@ -660,12 +631,12 @@ fn group_alive(pgid: u32) -> bool {
 /// already gone is left alone. Returns once nothing is left, or [`REAP_WAIT`] after the SIGKILL.
 async fn end_group(pid: u32, token: Option<&str>, grace: Duration, prefix: &str) {
     let escaped = || token.map_or_else(Vec::new, |t| super::children::escaped(t, pid));
-    let alive = || group_alive(pid) || !escaped().is_empty();
+    let alive = || group_running(pid) || !escaped().is_empty();
     let outside = escaped();
-    if !group_alive(pid) && outside.is_empty() {
+    if !group_running(pid) && outside.is_empty() {
         return;
     }
-    if group_alive(pid) {
+    if group_running(pid) {
         tracing::warn!(target: "crossfade::workload", "[{prefix}] its main process exited, what it started still runs in its process group {pid}: SIGTERM");
     }
     if !outside.is_empty() {
@@ -721,7 +692,7 @@ mod tests {
         supervision.supervise(Slot::Blue, tx);
         let patience = Duration::from_secs(60);
         let orphan = pid_written(&pids, "the script's child started", |_| true).await;
-        assert!(group_alive(pid));
+        assert!(group_running(pid));
         // The main process alone dies (as `kill -9` of the script's shell); its child lives on.
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
         let restarted = tokio::time::timeout(patience, async {
@@ -734,7 +705,7 @@ mod tests {
         })
         .await
         .expect("the instance is restarted");
-        assert!(!group_alive(pid), "the exited instance's group is empty");
+        assert!(!group_running(pid), "the exited instance's group is empty");
         let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
         let state = state
             .rsplit_once(')')

@@ -205,6 +205,15 @@ pub async fn recover(
         }
     }
     state.spec_blue = Some(blue.clone());
+    // The active workload's pids as the previous run saved them stay recorded until it is adopted
+    // or started afresh (below): `recover` took them out of the state as leftovers to stop, and a
+    // start killed between this save and the service's first one (some 70 ms of every restart)
+    // left `active_pids: []`, so the next start could not adopt the instances still serving and
+    // stopped them (crash35). Not for an edited `blue:`, whose old instances are not the
+    // workload now recorded as active and must never be adopted as it.
+    if adoptable_active {
+        state.active_pids = saved_active_pids.clone();
+    }
     // A recorded workload that cannot serve as written (a state file edited by hand): refused
     // before anything is written, stopped or started, naming the file and the field; after a
     // completing recovery it is the promoted workload failing to start, and the one it replaced
@@ -432,6 +441,13 @@ pub async fn recover(
             });
         }
     };
+    // The pids of what serves now, recorded before the service runs: a start killed meanwhile
+    // leaves the next one the instances to adopt (crash35).
+    let pids = active.pids();
+    if state.active_pids != pids {
+        state.active_pids = pids;
+        save_started(store.as_ref(), &state);
+    }
     let runtime_journal = journal.as_ref().and(runtime_journal).map(RuntimeJournal);
     Ok(Recovered {
         store,

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{load_config, phase_of, print_fault, processes_with_arg, spec_with, Run};
+use super::{load_config, phase_of, print_fault, spec_with, Run};
 use crate::rollout::wait_terminal;
-use crate::support::{wait_gone, App, Crossfade, Load};
+use crate::support::{processes_with_arg, wait_gone, App, Crossfade, Load};
 
 /// Documented (README "Restart"): a restarted run rolls back a rollout that had not reached
 /// `Promoted`, stops the killed run's green, and serves blue (adopted when healthy). While no

@@ -124,19 +124,3 @@ fn phase_of(rollout: &Value) -> String {
         rollout["reason"].as_str().unwrap_or("")
     )
 }
-
-/// Pids of live processes whose command line holds `needle` as one argument (a unique version name,
-/// so that other tests' sample apps never match).
-fn processes_with_arg(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == needle.as_bytes()))
-        })
-        .filter(|&pid| crate::support::pid_alive(pid))
-        .collect()
-}

@@ -147,12 +147,21 @@ impl Admin {
     /// # Panics
     /// On any other answer, or a 409 that lasts.
     pub async fn start_rollout(&self, green: &Value) {
-        let body = serde_json::json!({ "green": green });
+        self.start_rollout_with(&serde_json::json!({ "green": green }))
+            .await;
+    }
+
+    /// [`Admin::start_rollout`] with the whole request `body` (`green`, and `rollout` settings
+    /// that apply over the running instance's, e.g. `{"steps": [50, 100], "hold": "300ms"}`).
+    ///
+    /// # Panics
+    /// As [`Admin::start_rollout`].
+    pub async fn start_rollout_with(&self, body: &Value) {
         super::wait_until(
             Duration::from_secs(10),
             "POST /rollout to be accepted",
             || async {
-                let (status, answer) = self.json("POST", "/rollout", Some(&body)).await;
+                let (status, answer) = self.json("POST", "/rollout", Some(body)).await;
                 assert!(
                     status == 202 || status == 409,
                     "POST /rollout: {status} {answer}"

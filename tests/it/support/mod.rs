@@ -18,7 +18,7 @@
 //!   a Prometheus query API or a KPI endpoint: answers as the test says, records every request.
 //! - [`ws`]: [`ws::Session`], a WebSocket session on the sample app's `/ws` echo, one numbered
 //!   message per second, recording replies and how it ended.
-//! - this file: free ports, temp dirs, [`wait_until`], process liveness.
+//! - this file: free ports, temp dirs, [`wait_until`], process liveness, [`processes_with_arg`].
 
 #![allow(dead_code, unused_imports)] // Not every scenario uses every helper or re-export.
 
@@ -164,4 +164,20 @@ pub fn pids_of(value: &serde_json::Value) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Pids of live processes whose command line holds `needle` as one argument (a unique version name,
+/// so that other tests' sample apps never match).
+pub fn processes_with_arg(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == needle.as_bytes()))
+        })
+        .filter(|&pid| pid_alive(pid))
+        .collect()
 }
