@@ -773,3 +773,72 @@ async fn status_of_a_missing_trafficshift_says_why_its_deployment_made_none() {
         "trafficshift default/nosuch not found (kubectl get trafficshifts -n default)"
     );
 }
+
+/// `spec.deployment` edited mid-rollout to a Deployment that does not exist (a typo): the rollout
+/// is superseded (traffic back to the Deployment it started on), and no new rollout starts until
+/// the named one exists: `DeploymentMissing` is shown, as for a new TrafficShift; creating it
+/// starts rollout 2. Before, a rollout 2 of the missing Deployment started at once and was rolled
+/// back ("preview green failed: spec.deployment: deployment ghost does not exist"), and none
+/// started once it existed.
+#[tokio::test]
+async fn a_deployment_changed_mid_rollout_to_one_that_does_not_exist_aborts_and_waits_for_it() {
+    let Some(c) = Cluster::start(&["web", "ghost", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+    let edit = json!({ "spec": { "deployment": "ghost" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    let waiting = c
+        .status_until("Progressing=False DeploymentMissing", |s| {
+            not_progressing_for(s, "DeploymentMissing")
+        })
+        .await;
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("spec.deployment: deployment ghost does not exist; the rollout starts once it does"),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        waiting.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to web: {waiting:?}"
+    );
+    let record: ShiftRecord =
+        serde_json::from_value(waiting.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(
+        record.rollout.id, 1,
+        "no rollout of ghost started: {record:?}"
+    );
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let blue = services.get("web-blue").await.expect("service web-blue");
+    let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+    c.deploys
+        .create(
+            &PostParams::default(),
+            &super::objects::deployment("ghost", &[]),
+        )
+        .await
+        .expect("create deployment ghost");
+    let started = c
+        .status_until("rollout 2 at step 1", |s| {
+            at_step_one(s)
+                && s.rollout_state
+                    .as_ref()
+                    .is_some_and(|r| r["rollout"]["id"] == 2)
+        })
+        .await;
+    let record: ShiftRecord =
+        serde_json::from_value(started.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(record.deployment.as_deref(), Some("ghost"));
+    ctl.abort();
+}
