@@ -842,3 +842,44 @@ async fn a_deployment_changed_mid_rollout_to_one_that_does_not_exist_aborts_and_
     assert_eq!(record.deployment.as_deref(), Some("ghost"));
     ctl.abort();
 }
+
+/// The images edited mid-rollout back to the ones the target runs (an edit undone): the rollout
+/// is superseded (traffic back to `web`) and no rollout to those images starts: `UpToDate`, as for
+/// a new TrafficShift asking for what its target runs. Before, a rollout 2 to `web:v1` started at
+/// once and ran its steps and analysis for nothing new.
+#[tokio::test]
+async fn images_edited_back_to_the_targets_mid_rollout_abort_it_and_start_no_other() {
+    let Some(c) = Cluster::with_target().await else {
+        return; // the target web runs web:v1
+    };
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+    let edit = json!({ "spec": { "images": { "app": "web:v1" } } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.images");
+    let shown = c
+        .status_until("Progressing=False UpToDate", |s| {
+            not_progressing_for(s, "UpToDate")
+        })
+        .await;
+    assert_eq!(
+        shown.message.as_deref(),
+        Some("deployment web already runs app=web:v1: nothing to roll out"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to web: {shown:?}"
+    );
+    let record: ShiftRecord =
+        serde_json::from_value(shown.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(record.rollout.id, 1, "no rollout 2 started: {record:?}");
+    ctl.abort();
+}

@@ -303,8 +303,8 @@ impl<'a> Exec<'a> {
         self.inputs.extend(inputs);
         let mut fed = 0;
         // The rollout a new spec superseded has ended, but the Deployment that spec names does
-        // not exist: the next reconcile says so (`DeploymentMissing`) and starts the rollout
-        // once it does, as for a new TrafficShift.
+        // not exist or already runs its images: the next reconcile says so (`DeploymentMissing`,
+        // `UpToDate`), as for a new TrafficShift, and starts a rollout when there is one to start.
         let mut start_later = false;
         loop {
             while let Some(input) = self.inputs.pop_front() {
@@ -344,8 +344,11 @@ impl<'a> Exec<'a> {
                     false => self.ctx.driver.target(&self.live).await?,
                 };
                 // Before, a rollout of a Deployment that does not exist started here and was
-                // rolled back at once ("preview green failed"), and none started once it existed.
-                if next.is_none() {
+                // rolled back at once ("preview green failed"), and none started once it existed;
+                // one of the images the target already runs (an edit reverted mid-rollout) ran
+                // a whole rollout to nothing new.
+                let runs = |t: &Deployment| crate::driver::kube::runs_images(t, &self.live);
+                if next.as_ref().is_none_or(runs) {
                     start_later = true;
                     break;
                 }
