@@ -883,3 +883,67 @@ async fn images_edited_back_to_the_targets_mid_rollout_abort_it_and_start_no_oth
     assert_eq!(record.rollout.id, 1, "no rollout 2 started: {record:?}");
     ctl.abort();
 }
+
+/// A controller restarted onto a record of an older version (no `deployment`, no
+/// `unreadyGraceMs` in `status.rolloutState`) whose TrafficShift was meanwhile edited to name
+/// another Deployment and a policy that does not decode: the rollout is superseded from the
+/// record into the Deployment it started on (its promotion words name it), not the new one.
+#[tokio::test]
+async fn a_restarted_controller_supersedes_an_older_record_into_the_deployment_it_started_on() {
+    let Some(c) = Cluster::start(&["web", "web2", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    c.deploys
+        .create(
+            &PostParams::default(),
+            &super::objects::deployment("web2", &[]),
+        )
+        .await
+        .expect("create deployment web2");
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let first = c.controller();
+    raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
+    first.abort();
+    let _ = first.await;
+    let raw = raw_shifts(&c.client);
+    let older =
+        json!({ "status": { "rolloutState": { "deployment": null, "unreadyGraceMs": null } } });
+    raw.patch_status("web", &PatchParams::default(), &Patch::Merge(&older))
+        .await
+        .expect("strip the record's new fields");
+    let edit = json!({ "spec": { "deployment": "web2", "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+    let second = c.controller();
+    let (shown, _) = raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    assert_eq!(
+        shown.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to web: {shown:?}"
+    );
+    let record: ShiftRecord =
+        serde_json::from_value(shown.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(record.deployment.as_deref(), Some("web"), "{record:?}");
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let blue = services.get("web-blue").await.expect("service web-blue");
+    let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+    for name in ["web", "web2"] {
+        let d = c.deploys.get(name).await.expect("deployment");
+        let image = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].image.clone());
+        assert_eq!(image, Some(Some("web:v1".to_owned())), "{name} untouched");
+    }
+    c.deployment_deleted("web-green").await;
+    second.abort();
+}
