@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
@@ -430,8 +430,54 @@ pub async fn status_text(client: &Client, namespace: &str, name: &str) -> Result
     };
     Ok(match super::shift::invalid::typed(&object) {
         Ok(shift) => describe(&shift),
-        Err(problem) => describe_invalid(namespace, name, &problem),
+        Err(problem) => describe_undecodable(&object, &problem),
     })
+}
+
+/// A TrafficShift that does not decode (`object`, untyped), for people: [`describe_invalid`]
+/// once no rollout runs; while one of an earlier generation still runs (it is being aborted, or
+/// finishes after promotion, from its record: `kube/shift.rs`, `reconcile_undecodable`), the
+/// field and reason, then that rollout's status as the controller wrote it (phase, weights,
+/// message, conditions), as [`describe`] shows it. Before, such a rollout was shown as
+/// `Progressing=False (InvalidSpec)` "nothing is rolled out until it is fixed", with no phase or
+/// weights, while traffic was still on its preview.
+pub fn describe_undecodable(object: &DynamicObject, problem: &DecodeError) -> String {
+    let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let status = object
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value::<TrafficShiftStatus>(s.clone()).ok());
+    let running = |s: &&TrafficShiftStatus| {
+        s.phase.is_some_and(|p| {
+            !matches!(
+                p,
+                Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted
+            )
+        })
+    };
+    let Some(status) = status.as_ref().filter(running) else {
+        return describe_invalid(namespace, name, problem);
+    };
+    let spec = super::crd::TrafficShiftSpec {
+        deployment: String::new(),
+        images: Default::default(),
+        rollout: Default::default(),
+        route: None,
+    };
+    let mut shift = TrafficShift::new(name, spec);
+    shift.metadata = object.metadata.clone();
+    let field = if problem.field.is_empty() {
+        "(the object)"
+    } else {
+        &problem.field
+    };
+    let mut out = format!(
+        "trafficshift {namespace}/{name}\n  invalid: {field}: {}\n",
+        problem.reason
+    );
+    describe_status(&mut out, &shift, status);
+    out
 }
 
 /// Why there is no TrafficShift `namespace/name`, from the Deployment of that name (the one the
@@ -602,6 +648,12 @@ pub fn describe(shift: &TrafficShift) -> String {
         let _ = writeln!(out, "  no status yet: no controller has seen it");
         return out;
     };
+    describe_status(&mut out, shift, status);
+    out
+}
+
+/// [`describe`]'s lines for `status`, the status of `shift`, appended to `out`.
+fn describe_status(out: &mut String, shift: &TrafficShift, status: &TrafficShiftStatus) {
     if let Some(line) = older_rollout(shift, status) {
         let _ = writeln!(out, "  {line}");
     }
@@ -652,7 +704,6 @@ pub fn describe(shift: &TrafficShift) -> String {
             last.annotation, last.value, last.message
         );
     }
-    out
 }
 
 #[cfg(test)]
