@@ -319,3 +319,39 @@ async fn a_force_abort_annotation_ends_a_capacity_wait_at_once_and_is_recorded()
     assert!(weights.ends_with(&[9_000, 6_250, 0]), "{weights:?}");
     ctl.abort();
 }
+
+/// A TrafficShift edited into one that does not decode (`hold: 9000h`) while an abort waits for
+/// blue's capacity: the abort goes on from the record (green held at 62.5%, nothing sent back at
+/// once), a `crossfade.dev/force-abort` written on the Deployment (`kubectl annotate`, as the
+/// CLI refuses commands for such an object) ends it at once, and then `InvalidSpec` is shown.
+#[tokio::test]
+async fn an_undecodable_edit_during_a_capacity_wait_keeps_the_wait_and_takes_a_force_abort() {
+    let Some((c, _log, ctl)) = capacity_wait().await else {
+        return;
+    };
+    let raw = super::lifecycle::raw_shifts(&c.client);
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+    // Looked at again (every 2 s during a capacity wait) with the edit in: still waiting.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (held, _) = super::lifecycle::raw_status_until(&c.client, "status", |_| true).await;
+    assert_eq!(held.phase, Some(Phase::Aborting), "{held:?}");
+    assert_eq!(preview_bp(&held), Some(6_250), "{held:?}");
+    annotate(&c.client, FORCE_ABORT, "20261202T080000Z-f1").await;
+    let (done, _) =
+        super::lifecycle::raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
+            s.phase == Some(Phase::Aborted)
+                && s.conditions.iter().any(|c| {
+                    c.type_ == crossfade_controller::kube::shift::PROGRESSING
+                        && c.reason == "InvalidSpec"
+                })
+        })
+        .await;
+    assert_eq!(preview_bp(&done), Some(0), "{done:?}");
+    let forced = notes(&c.client, "web", "AbortForced").await;
+    assert!(!forced.is_empty(), "the force-abort acted on");
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}

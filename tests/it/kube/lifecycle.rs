@@ -287,12 +287,12 @@ async fn a_spec_made_invalid_mid_rollout_supersedes_it_and_none_starts_until_fix
 
 /// TrafficShifts as the API server stores them: the typed API cannot read one that does not
 /// decode.
-fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
+pub(super) fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
     Api::default_namespaced_with(client.clone(), &ApiResource::erase::<TrafficShift>(&()))
 }
 
 /// TrafficShift `web`'s status read raw, once `check` holds for it (its rollout id with it).
-async fn raw_status_until(
+pub(super) async fn raw_status_until(
     client: &kube::Client,
     what: &str,
     check: impl Fn(&TrafficShiftStatus) -> bool,
