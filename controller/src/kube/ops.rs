@@ -241,7 +241,7 @@ pub async fn send(
     name: &str,
     verb: Verb,
 ) -> Result<Sent, OpsError> {
-    let shift = get(client, namespace, name).await?;
+    let shift = get_commanded(client, namespace, name, Record::Running).await?;
     if let Some(message) = conflict(&shift).or_else(|| not_started(&shift)) {
         return Err(OpsError::NotOwner {
             namespace: namespace.to_owned(),
@@ -249,7 +249,7 @@ pub async fn send(
             message,
         });
     }
-    let deployment = shift.spec.deployment;
+    let deployment = commanded_deployment(&shift);
     let annotations = verb.annotations(&nonce(SystemTime::now()));
     let map: serde_json::Map<String, serde_json::Value> = annotations
         .iter()
@@ -274,6 +274,59 @@ pub async fn send(
         verb,
         deployment: format!("{namespace}/{deployment}"),
         annotations,
+    })
+}
+
+/// The Deployment whose annotations the rollout of `shift` takes as commands: while a rollout
+/// runs (in `status.rolloutState`, not ended), its own target Deployment, which a newer spec
+/// naming another does not change until it has ended (`ShiftRecord::target`); else
+/// `spec.deployment`. Before (session 35), always `spec.deployment`: after an edit of it, a
+/// command (a force-abort out of a capacity wait) went to a Deployment the rollout does not read,
+/// and was never acted on.
+fn commanded_deployment(shift: &TrafficShift) -> String {
+    super::store::ShiftRecord::from_status(shift)
+        .filter(|r| !r.rollout.is_terminal())
+        .map_or_else(
+            || shift.spec.deployment.clone(),
+            |r| r.target(shift).to_owned(),
+        )
+}
+
+/// Which rollout record lets [`get_commanded`] answer for a TrafficShift that does not decode.
+#[derive(Clone, Copy)]
+enum Record {
+    /// One still running: a command is sent to it.
+    Running,
+    /// Any: whether a command sent was acted on is in it, also once the rollout has ended.
+    Any,
+}
+
+/// TrafficShift `namespace/name` as a command needs it: [`get`]'s; for one that does not decode
+/// while a rollout of an earlier generation still runs from its record (being aborted, or
+/// finishing after promotion, which takes the commands on its target Deployment:
+/// `kube/shift.rs`, `supersede_invalid`), the TrafficShift that rollout rolls out, with the
+/// object's metadata and status (with `record` [`Record::Any`], also once it has ended).
+///
+/// # Errors
+/// As [`get`]: [`OpsError::Undecodable`] for one that does not decode with no such record.
+async fn get_commanded(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    record: Record,
+) -> Result<TrafficShift, OpsError> {
+    let api = super::shift::invalid::api(client.clone(), namespace);
+    let object = found(api.get_opt(name).await, namespace, name)?;
+    super::shift::invalid::typed(&object).or_else(|problem| {
+        let running = super::shift::record_in(&object)
+            .filter(|r| matches!(record, Record::Any) || !r.rollout.is_terminal());
+        running
+            .map(|record| super::shift::of_record(&object, &record))
+            .ok_or_else(|| OpsError::Undecodable {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                problem,
+            })
     })
 }
 
@@ -337,7 +390,10 @@ pub async fn wait_acted(
     let deadline = crossfade_proxy::duration::later(tokio::time::Instant::now(), timeout);
     loop {
         // A read still unanswered at the deadline is given up: `--wait` bounds the whole wait.
-        let read = tokio::time::timeout_at(deadline, get(client, namespace, name)).await;
+        // The rollout may have ended with the command (a force-abort): its record still says
+        // whether the command was acted on.
+        let read = get_commanded(client, namespace, name, Record::Any);
+        let read = tokio::time::timeout_at(deadline, read).await;
         let shift = match read {
             Ok(shift) => Some(shift?),
             Err(_) => None,

@@ -322,8 +322,10 @@ async fn a_force_abort_annotation_ends_a_capacity_wait_at_once_and_is_recorded()
 
 /// A TrafficShift edited into one that does not decode (`hold: 9000h`) while an abort waits for
 /// blue's capacity: the abort goes on from the record (green held at 62.5%, nothing sent back at
-/// once), a `crossfade.dev/force-abort` written on the Deployment (`kubectl annotate`, as the
-/// CLI refuses commands for such an object) ends it at once, and then `InvalidSpec` is shown.
+/// once), `crossfade abort --force --kube` ends it at once, and then `InvalidSpec` is shown.
+/// Before, the CLI refused any command for an object that does not decode ("no controller acts on
+/// a command for it until the field is fixed"), although the controller takes the commands of a
+/// rollout it ends from its record.
 #[tokio::test]
 async fn an_undecodable_edit_during_a_capacity_wait_keeps_the_wait_and_takes_a_force_abort() {
     let Some((c, _log, ctl)) = capacity_wait().await else {
@@ -339,7 +341,7 @@ async fn an_undecodable_edit_during_a_capacity_wait_keeps_the_wait_and_takes_a_f
     let (held, _) = super::lifecycle::raw_status_until(&c.client, "status", |_| true).await;
     assert_eq!(held.phase, Some(Phase::Aborting), "{held:?}");
     assert_eq!(preview_bp(&held), Some(6_250), "{held:?}");
-    annotate(&c.client, FORCE_ABORT, "20261202T080000Z-f1").await;
+    force_abort(&c).await;
     let (done, _) =
         super::lifecycle::raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
             s.phase == Some(Phase::Aborted)
@@ -352,6 +354,43 @@ async fn an_undecodable_edit_during_a_capacity_wait_keeps_the_wait_and_takes_a_f
     assert_eq!(preview_bp(&done), Some(0), "{done:?}");
     let forced = notes(&c.client, "web", "AbortForced").await;
     assert!(!forced.is_empty(), "the force-abort acted on");
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}
+
+/// `crossfade abort --force --kube web` through the CLI's library path (annotate, wait until
+/// acted); it must be accepted.
+async fn force_abort(c: &Cluster) {
+    let sent = ops::send(&c.client, "default", "web", Verb::ForceAbort)
+        .await
+        .expect("send force-abort");
+    assert_eq!(sent.deployment, "default/web", "the rollout's own target");
+    let shift = ops::wait_acted(&c.client, "default", "web", &sent, WAIT)
+        .await
+        .expect("force-abort acted on");
+    let outcome = ops::outcome(&shift, &sent).expect("its outcome");
+    assert!(outcome.accepted, "{outcome:?}");
+}
+
+/// `spec.deployment` edited (to `web2`) while an abort waits for blue's capacity: the abort goes
+/// on into `web`, the rollout's own target, and `crossfade abort --force --kube` writes its
+/// annotation there, where the rollout reads it. Before, the CLI annotated `spec.deployment`
+/// (`web2`, here missing: the patch failed; an existing one: never acted on).
+#[tokio::test]
+async fn a_force_abort_after_spec_deployment_was_edited_reaches_the_rollouts_own_target() {
+    let Some((c, _log, ctl)) = capacity_wait().await else {
+        return;
+    };
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    force_abort(&c).await;
+    let done = c
+        .status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    assert_eq!(preview_bp(&done), Some(0), "{done:?}");
     c.deployment_deleted("web-green").await;
     ctl.abort();
 }
