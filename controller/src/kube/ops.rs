@@ -648,9 +648,10 @@ fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
 /// When the rollout in status is of an older spec generation than the header's (a new spec
 /// that waits for a rollout superseded after its promotion, which finishes first; or one that
 /// started none once it had ended: invalid, or up to date): which generation and images the
-/// phase below belongs to, and whether it has ended (trial 10, K18: the header showed v4 and the
-/// phase was v3's). Read from `status.rolloutState`'s `generation` and `images`, this crate's own
-/// record ([`super::store::ShiftRecord`]).
+/// phase below belongs to (and its Deployment, when the spec now names another), and whether it
+/// has ended (trial 10, K18: the header showed v4 and the phase was v3's). Read from
+/// `status.rolloutState`'s `generation`, `images` and `deployment`, this crate's own record
+/// ([`super::store::ShiftRecord`]).
 fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<String> {
     let spec = shift.metadata.generation?;
     let record = status.rollout_state.as_ref()?;
@@ -667,10 +668,21 @@ fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<St
                 .collect()
         })
         .unwrap_or_default();
-    let images = if images.is_empty() {
+    // The rollout's own target Deployment, when a newer spec names another (a record of an
+    // older version does not say).
+    let target = record
+        .get("deployment")
+        .and_then(|d| d.as_str())
+        .filter(|d| *d != shift.spec.deployment);
+    let words: Vec<String> = target
+        .map(|d| format!("deployment {d}"))
+        .into_iter()
+        .chain(images)
+        .collect();
+    let images = if words.is_empty() {
         String::new()
     } else {
-        format!(" ({})", images.join(", "))
+        format!(" ({})", words.join(", "))
     };
     let ended = matches!(
         status.phase,

@@ -223,3 +223,28 @@ fn status_of_an_undecodable_trafficshift_shows_the_rollout_still_running_from_it
     let text = describe_undecodable(&ended, &problem);
     assert_eq!(text, describe_invalid("default", "web", &problem));
 }
+
+/// After `spec.deployment` was edited mid-rollout, the rollout that still runs (being aborted, or
+/// finishing after promotion) acts on the Deployment it started on: `status --kube` names it next
+/// to the new spec's header, which names the new one.
+#[test]
+fn status_names_the_deployment_an_older_rollout_acts_on_when_the_spec_names_another() {
+    let mut shift = shift_with(Phase::Aborting, Some(0));
+    shift.metadata.generation = Some(2);
+    shift.spec.deployment = "web2".into();
+    if let Some(status) = shift.status.as_mut() {
+        status.rollout_state = Some(json!({ "generation": 1, "deployment": "web",
+            "images": { "app": "web:v2" }, "rollout": {} }));
+    }
+    let text = describe(&shift);
+    assert!(
+        text.contains("  deployment: web2 -> app=web:v2\n  rolling out spec generation 1 (deployment web, app=web:v2): generation 2 waits for it to end\n"),
+        "{text}"
+    );
+    shift.spec.deployment = "web".into();
+    let text = describe(&shift);
+    assert!(
+        text.contains("  rolling out spec generation 1 (app=web:v2): generation 2 waits"),
+        "{text}"
+    );
+}
