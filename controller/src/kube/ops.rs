@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
@@ -241,7 +241,7 @@ pub async fn send(
     name: &str,
     verb: Verb,
 ) -> Result<Sent, OpsError> {
-    let shift = get(client, namespace, name).await?;
+    let shift = get_commanded(client, namespace, name, Record::Running).await?;
     if let Some(message) = conflict(&shift).or_else(|| not_started(&shift)) {
         return Err(OpsError::NotOwner {
             namespace: namespace.to_owned(),
@@ -249,7 +249,7 @@ pub async fn send(
             message,
         });
     }
-    let deployment = shift.spec.deployment;
+    let deployment = commanded_deployment(&shift);
     let annotations = verb.annotations(&nonce(SystemTime::now()));
     let map: serde_json::Map<String, serde_json::Value> = annotations
         .iter()
@@ -274,6 +274,59 @@ pub async fn send(
         verb,
         deployment: format!("{namespace}/{deployment}"),
         annotations,
+    })
+}
+
+/// The Deployment whose annotations the rollout of `shift` takes as commands: while a rollout
+/// runs (in `status.rolloutState`, not ended), its own target Deployment, which a newer spec
+/// naming another does not change until it has ended (`ShiftRecord::target`); else
+/// `spec.deployment`. Before (session 35), always `spec.deployment`: after an edit of it, a
+/// command (a force-abort out of a capacity wait) went to a Deployment the rollout does not read,
+/// and was never acted on.
+fn commanded_deployment(shift: &TrafficShift) -> String {
+    super::store::ShiftRecord::from_status(shift)
+        .filter(|r| !r.rollout.is_terminal())
+        .map_or_else(
+            || shift.spec.deployment.clone(),
+            |r| r.target(shift).to_owned(),
+        )
+}
+
+/// Which rollout record lets [`get_commanded`] answer for a TrafficShift that does not decode.
+#[derive(Clone, Copy)]
+enum Record {
+    /// One still running: a command is sent to it.
+    Running,
+    /// Any: whether a command sent was acted on is in it, also once the rollout has ended.
+    Any,
+}
+
+/// TrafficShift `namespace/name` as a command needs it: [`get`]'s; for one that does not decode
+/// while a rollout of an earlier generation still runs from its record (being aborted, or
+/// finishing after promotion, which takes the commands on its target Deployment:
+/// `kube/shift.rs`, `supersede_invalid`), the TrafficShift that rollout rolls out, with the
+/// object's metadata and status (with `record` [`Record::Any`], also once it has ended).
+///
+/// # Errors
+/// As [`get`]: [`OpsError::Undecodable`] for one that does not decode with no such record.
+async fn get_commanded(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    record: Record,
+) -> Result<TrafficShift, OpsError> {
+    let api = super::shift::invalid::api(client.clone(), namespace);
+    let object = found(api.get_opt(name).await, namespace, name)?;
+    super::shift::invalid::typed(&object).or_else(|problem| {
+        let running = super::shift::record_in(&object)
+            .filter(|r| matches!(record, Record::Any) || !r.rollout.is_terminal());
+        running
+            .map(|record| super::shift::of_record(&object, &record))
+            .ok_or_else(|| OpsError::Undecodable {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                problem,
+            })
     })
 }
 
@@ -337,7 +390,10 @@ pub async fn wait_acted(
     let deadline = crossfade_proxy::duration::later(tokio::time::Instant::now(), timeout);
     loop {
         // A read still unanswered at the deadline is given up: `--wait` bounds the whole wait.
-        let read = tokio::time::timeout_at(deadline, get(client, namespace, name)).await;
+        // The rollout may have ended with the command (a force-abort): its record still says
+        // whether the command was acted on.
+        let read = get_commanded(client, namespace, name, Record::Any);
+        let read = tokio::time::timeout_at(deadline, read).await;
         let shift = match read {
             Ok(shift) => Some(shift?),
             Err(_) => None,
@@ -430,8 +486,54 @@ pub async fn status_text(client: &Client, namespace: &str, name: &str) -> Result
     };
     Ok(match super::shift::invalid::typed(&object) {
         Ok(shift) => describe(&shift),
-        Err(problem) => describe_invalid(namespace, name, &problem),
+        Err(problem) => describe_undecodable(&object, &problem),
     })
+}
+
+/// A TrafficShift that does not decode (`object`, untyped), for people: [`describe_invalid`]
+/// once no rollout runs; while one of an earlier generation still runs (it is being aborted, or
+/// finishes after promotion, from its record: `kube/shift.rs`, `reconcile_undecodable`), the
+/// field and reason, then that rollout's status as the controller wrote it (phase, weights,
+/// message, conditions), as [`describe`] shows it. Before, such a rollout was shown as
+/// `Progressing=False (InvalidSpec)` "nothing is rolled out until it is fixed", with no phase or
+/// weights, while traffic was still on its preview.
+pub fn describe_undecodable(object: &DynamicObject, problem: &DecodeError) -> String {
+    let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let status = object
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value::<TrafficShiftStatus>(s.clone()).ok());
+    let running = |s: &&TrafficShiftStatus| {
+        s.phase.is_some_and(|p| {
+            !matches!(
+                p,
+                Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted
+            )
+        })
+    };
+    let Some(status) = status.as_ref().filter(running) else {
+        return describe_invalid(namespace, name, problem);
+    };
+    let spec = super::crd::TrafficShiftSpec {
+        deployment: String::new(),
+        images: Default::default(),
+        rollout: Default::default(),
+        route: None,
+    };
+    let mut shift = TrafficShift::new(name, spec);
+    shift.metadata = object.metadata.clone();
+    let field = if problem.field.is_empty() {
+        "(the object)"
+    } else {
+        &problem.field
+    };
+    let mut out = format!(
+        "trafficshift {namespace}/{name}\n  invalid: {field}: {}\n",
+        problem.reason
+    );
+    describe_status(&mut out, &shift, status);
+    out
 }
 
 /// Why there is no TrafficShift `namespace/name`, from the Deployment of that name (the one the
@@ -546,9 +648,10 @@ fn phase_text(shift: &TrafficShift, status: &TrafficShiftStatus) -> String {
 /// When the rollout in status is of an older spec generation than the header's (a new spec
 /// that waits for a rollout superseded after its promotion, which finishes first; or one that
 /// started none once it had ended: invalid, or up to date): which generation and images the
-/// phase below belongs to, and whether it has ended (trial 10, K18: the header showed v4 and the
-/// phase was v3's). Read from `status.rolloutState`'s `generation` and `images`, this crate's own
-/// record ([`super::store::ShiftRecord`]).
+/// phase below belongs to (and its Deployment, when the spec now names another), and whether it
+/// has ended (trial 10, K18: the header showed v4 and the phase was v3's). Read from
+/// `status.rolloutState`'s `generation`, `images` and `deployment`, this crate's own record
+/// ([`super::store::ShiftRecord`]).
 fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<String> {
     let spec = shift.metadata.generation?;
     let record = status.rollout_state.as_ref()?;
@@ -565,10 +668,21 @@ fn older_rollout(shift: &TrafficShift, status: &TrafficShiftStatus) -> Option<St
                 .collect()
         })
         .unwrap_or_default();
-    let images = if images.is_empty() {
+    // The rollout's own target Deployment, when a newer spec names another (a record of an
+    // older version does not say).
+    let target = record
+        .get("deployment")
+        .and_then(|d| d.as_str())
+        .filter(|d| *d != shift.spec.deployment);
+    let words: Vec<String> = target
+        .map(|d| format!("deployment {d}"))
+        .into_iter()
+        .chain(images)
+        .collect();
+    let images = if words.is_empty() {
         String::new()
     } else {
-        format!(" ({})", images.join(", "))
+        format!(" ({})", words.join(", "))
     };
     let ended = matches!(
         status.phase,
@@ -602,6 +716,12 @@ pub fn describe(shift: &TrafficShift) -> String {
         let _ = writeln!(out, "  no status yet: no controller has seen it");
         return out;
     };
+    describe_status(&mut out, shift, status);
+    out
+}
+
+/// [`describe`]'s lines for `status`, the status of `shift`, appended to `out`.
+fn describe_status(out: &mut String, shift: &TrafficShift, status: &TrafficShiftStatus) {
     if let Some(line) = older_rollout(shift, status) {
         let _ = writeln!(out, "  {line}");
     }
@@ -652,7 +772,6 @@ pub fn describe(shift: &TrafficShift) -> String {
             last.annotation, last.value, last.message
         );
     }
-    out
 }
 
 #[cfg(test)]

@@ -703,7 +703,7 @@ async fn reconcile_undecodable(
 }
 
 /// The rollout record in a TrafficShift's `status.rolloutState` read untyped, if one decodes.
-fn record_in(object: &DynamicObject) -> Option<super::store::ShiftRecord> {
+pub(crate) fn record_in(object: &DynamicObject) -> Option<super::store::ShiftRecord> {
     let state = object.data.get("status")?.get("rolloutState")?;
     serde_json::from_value(state.clone()).ok()
 }
@@ -712,7 +712,10 @@ fn record_in(object: &DynamicObject) -> Option<super::store::ShiftRecord> {
 /// metadata and status (as far as it decodes; at least the record), and a spec of the record's
 /// target Deployment, images and `unreadyGrace` (the policy is in the record), with `object`'s
 /// `spec.route` when that decodes (and its `spec.deployment` for a record that names none).
-fn of_record(object: &DynamicObject, record: &super::store::ShiftRecord) -> TrafficShift {
+pub(crate) fn of_record(
+    object: &DynamicObject,
+    record: &super::store::ShiftRecord,
+) -> TrafficShift {
     let route = object
         .data
         .pointer("/spec/route")

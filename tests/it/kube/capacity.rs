@@ -319,3 +319,78 @@ async fn a_force_abort_annotation_ends_a_capacity_wait_at_once_and_is_recorded()
     assert!(weights.ends_with(&[9_000, 6_250, 0]), "{weights:?}");
     ctl.abort();
 }
+
+/// A TrafficShift edited into one that does not decode (`hold: 9000h`) while an abort waits for
+/// blue's capacity: the abort goes on from the record (green held at 62.5%, nothing sent back at
+/// once), `crossfade abort --force --kube` ends it at once, and then `InvalidSpec` is shown.
+/// Before, the CLI refused any command for an object that does not decode ("no controller acts on
+/// a command for it until the field is fixed"), although the controller takes the commands of a
+/// rollout it ends from its record.
+#[tokio::test]
+async fn an_undecodable_edit_during_a_capacity_wait_keeps_the_wait_and_takes_a_force_abort() {
+    let Some((c, _log, ctl)) = capacity_wait().await else {
+        return;
+    };
+    let raw = super::lifecycle::raw_shifts(&c.client);
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+    // Looked at again (every 2 s during a capacity wait) with the edit in: still waiting.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (held, _) = super::lifecycle::raw_status_until(&c.client, "status", |_| true).await;
+    assert_eq!(held.phase, Some(Phase::Aborting), "{held:?}");
+    assert_eq!(preview_bp(&held), Some(6_250), "{held:?}");
+    force_abort(&c).await;
+    let (done, _) =
+        super::lifecycle::raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
+            s.phase == Some(Phase::Aborted)
+                && s.conditions.iter().any(|c| {
+                    c.type_ == crossfade_controller::kube::shift::PROGRESSING
+                        && c.reason == "InvalidSpec"
+                })
+        })
+        .await;
+    assert_eq!(preview_bp(&done), Some(0), "{done:?}");
+    let forced = notes(&c.client, "web", "AbortForced").await;
+    assert!(!forced.is_empty(), "the force-abort acted on");
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}
+
+/// `crossfade abort --force --kube web` through the CLI's library path (annotate, wait until
+/// acted); it must be accepted.
+async fn force_abort(c: &Cluster) {
+    let sent = ops::send(&c.client, "default", "web", Verb::ForceAbort)
+        .await
+        .expect("send force-abort");
+    assert_eq!(sent.deployment, "default/web", "the rollout's own target");
+    let shift = ops::wait_acted(&c.client, "default", "web", &sent, WAIT)
+        .await
+        .expect("force-abort acted on");
+    let outcome = ops::outcome(&shift, &sent).expect("its outcome");
+    assert!(outcome.accepted, "{outcome:?}");
+}
+
+/// `spec.deployment` edited (to `web2`) while an abort waits for blue's capacity: the abort goes
+/// on into `web`, the rollout's own target, and `crossfade abort --force --kube` writes its
+/// annotation there, where the rollout reads it. Before, the CLI annotated `spec.deployment`
+/// (`web2`, here missing: the patch failed; an existing one: never acted on).
+#[tokio::test]
+async fn a_force_abort_after_spec_deployment_was_edited_reaches_the_rollouts_own_target() {
+    let Some((c, _log, ctl)) = capacity_wait().await else {
+        return;
+    };
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    force_abort(&c).await;
+    let done = c
+        .status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    assert_eq!(preview_bp(&done), Some(0), "{done:?}");
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}

@@ -567,3 +567,44 @@ async fn a_command_on_one_rollout_is_not_shown_as_the_next_rollouts() {
     );
     ctl.abort();
 }
+
+/// A paused rollout whose TrafficShift is then edited into one that does not decode
+/// (`hold: 9000h`) is superseded from its record as a progressing one is: aborted (traffic back
+/// to blue), then `InvalidSpec`; the pause does not keep it standing.
+#[tokio::test]
+async fn a_paused_rollout_made_undecodable_is_aborted_from_its_record() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    c.create_shift(slow_policy()).await;
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", |s| {
+        s.phase == Some(Phase::Progressing)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+    })
+    .await;
+    annotate(&c.client, json!({ PAUSED: "true" })).await;
+    c.status_until("Paused", |s| s.phase == Some(Phase::Paused))
+        .await;
+    let raw = super::lifecycle::raw_shifts(&c.client);
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+    let (shown, _) =
+        super::lifecycle::raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
+            s.phase == Some(Phase::Aborted)
+                && s.conditions.iter().any(|c| {
+                    c.type_ == crossfade_controller::kube::shift::PROGRESSING
+                        && c.reason == "InvalidSpec"
+                })
+        })
+        .await;
+    assert_eq!(
+        shown.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to blue: {shown:?}"
+    );
+    c.deployment_deleted("web-green").await;
+    ctl.abort();
+}

@@ -287,12 +287,12 @@ async fn a_spec_made_invalid_mid_rollout_supersedes_it_and_none_starts_until_fix
 
 /// TrafficShifts as the API server stores them: the typed API cannot read one that does not
 /// decode.
-fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
+pub(super) fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
     Api::default_namespaced_with(client.clone(), &ApiResource::erase::<TrafficShift>(&()))
 }
 
 /// TrafficShift `web`'s status read raw, once `check` holds for it (its rollout id with it).
-async fn raw_status_until(
+pub(super) async fn raw_status_until(
     client: &kube::Client,
     what: &str,
     check: impl Fn(&TrafficShiftStatus) -> bool,
@@ -772,4 +772,178 @@ async fn status_of_a_missing_trafficshift_says_why_its_deployment_made_none() {
         error("nosuch").await,
         "trafficshift default/nosuch not found (kubectl get trafficshifts -n default)"
     );
+}
+
+/// `spec.deployment` edited mid-rollout to a Deployment that does not exist (a typo): the rollout
+/// is superseded (traffic back to the Deployment it started on), and no new rollout starts until
+/// the named one exists: `DeploymentMissing` is shown, as for a new TrafficShift; creating it
+/// starts rollout 2. Before, a rollout 2 of the missing Deployment started at once and was rolled
+/// back ("preview green failed: spec.deployment: deployment ghost does not exist"), and none
+/// started once it existed.
+#[tokio::test]
+async fn a_deployment_changed_mid_rollout_to_one_that_does_not_exist_aborts_and_waits_for_it() {
+    let Some(c) = Cluster::start(&["web", "ghost", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+    let edit = json!({ "spec": { "deployment": "ghost" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    let waiting = c
+        .status_until("Progressing=False DeploymentMissing", |s| {
+            not_progressing_for(s, "DeploymentMissing")
+        })
+        .await;
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("spec.deployment: deployment ghost does not exist; the rollout starts once it does"),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        waiting.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to web: {waiting:?}"
+    );
+    let record: ShiftRecord =
+        serde_json::from_value(waiting.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(
+        record.rollout.id, 1,
+        "no rollout of ghost started: {record:?}"
+    );
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let blue = services.get("web-blue").await.expect("service web-blue");
+    let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+    c.deploys
+        .create(
+            &PostParams::default(),
+            &super::objects::deployment("ghost", &[]),
+        )
+        .await
+        .expect("create deployment ghost");
+    let started = c
+        .status_until("rollout 2 at step 1", |s| {
+            at_step_one(s)
+                && s.rollout_state
+                    .as_ref()
+                    .is_some_and(|r| r["rollout"]["id"] == 2)
+        })
+        .await;
+    let record: ShiftRecord =
+        serde_json::from_value(started.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(record.deployment.as_deref(), Some("ghost"));
+    ctl.abort();
+}
+
+/// The images edited mid-rollout back to the ones the target runs (an edit undone): the rollout
+/// is superseded (traffic back to `web`) and no rollout to those images starts: `UpToDate`, as for
+/// a new TrafficShift asking for what its target runs. Before, a rollout 2 to `web:v1` started at
+/// once and ran its steps and analysis for nothing new.
+#[tokio::test]
+async fn images_edited_back_to_the_targets_mid_rollout_abort_it_and_start_no_other() {
+    let Some(c) = Cluster::with_target().await else {
+        return; // the target web runs web:v1
+    };
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller();
+    c.status_until("step 1 at 10%", at_step_one).await;
+    let edit = json!({ "spec": { "images": { "app": "web:v1" } } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.images");
+    let shown = c
+        .status_until("Progressing=False UpToDate", |s| {
+            not_progressing_for(s, "UpToDate")
+        })
+        .await;
+    assert_eq!(
+        shown.message.as_deref(),
+        Some("deployment web already runs app=web:v1: nothing to roll out"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to web: {shown:?}"
+    );
+    let record: ShiftRecord =
+        serde_json::from_value(shown.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(record.rollout.id, 1, "no rollout 2 started: {record:?}");
+    ctl.abort();
+}
+
+/// A controller restarted onto a record of an older version (no `deployment`, no
+/// `unreadyGraceMs` in `status.rolloutState`) whose TrafficShift was meanwhile edited to name
+/// another Deployment and a policy that does not decode: the rollout is superseded from the
+/// record into the Deployment it started on (its promotion words name it), not the new one.
+#[tokio::test]
+async fn a_restarted_controller_supersedes_an_older_record_into_the_deployment_it_started_on() {
+    let Some(c) = Cluster::start(&["web", "web2", "web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    c.deploys
+        .create(
+            &PostParams::default(),
+            &super::objects::deployment("web2", &[]),
+        )
+        .await
+        .expect("create deployment web2");
+    c.shifts
+        .create(&PostParams::default(), &shift_to("web:v2"))
+        .await
+        .expect("create trafficshift");
+    let first = c.controller();
+    raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
+    first.abort();
+    let _ = first.await;
+    let raw = raw_shifts(&c.client);
+    let older =
+        json!({ "status": { "rolloutState": { "deployment": null, "unreadyGraceMs": null } } });
+    raw.patch_status("web", &PatchParams::default(), &Patch::Merge(&older))
+        .await
+        .expect("strip the record's new fields");
+    let edit = json!({ "spec": { "deployment": "web2", "rollout": { "hold": "9000h" } } });
+    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+    let second = c.controller();
+    let (shown, _) = raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    assert_eq!(
+        shown.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "all traffic back to web: {shown:?}"
+    );
+    let record: ShiftRecord =
+        serde_json::from_value(shown.rollout_state.expect("record")).expect("record decodes");
+    assert_eq!(record.deployment.as_deref(), Some("web"), "{record:?}");
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let blue = services.get("web-blue").await.expect("service web-blue");
+    let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+    for name in ["web", "web2"] {
+        let d = c.deploys.get(name).await.expect("deployment");
+        let image = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].image.clone());
+        assert_eq!(image, Some(Some("web:v1".to_owned())), "{name} untouched");
+    }
+    c.deployment_deleted("web-green").await;
+    second.abort();
 }

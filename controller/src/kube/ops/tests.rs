@@ -186,3 +186,65 @@ fn status_indents_the_later_lines_of_a_message() {
     );
     assert!(!text.contains("\nspec.rollout.hold"), "{text}");
 }
+
+/// `status --kube` on a TrafficShift edited into one that does not decode while its rollout is
+/// still being aborted (or finishing after promotion) from its record: the field, then that
+/// rollout's phase and weights as the controller wrote them, not "nothing is rolled out" with
+/// `Progressing=False (InvalidSpec)`, which the controller sets only once the rollout has ended.
+#[test]
+fn status_of_an_undecodable_trafficshift_shows_the_rollout_still_running_from_its_record() {
+    let object = |phase: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": "web", "namespace": "default", "generation": 2 },
+            "spec": { "deployment": "web", "images": { "app": "web:v2" },
+                "rollout": { "hold": "9000h" } },
+            "status": { "phase": phase, "step": 0, "stepProgress": "1/2",
+                "weights": { "active": "50%", "preview": "50%", "generation": 4 },
+                "message": "promoted at step 1/2: retiring blue",
+                "rolloutState": { "generation": 1, "images": { "app": "web:v2" }, "rollout": {} } }
+        }))
+        .expect("object")
+    };
+    let running = object("Promoted");
+    let problem = crate::kube::shift::invalid::typed(&running).expect_err("does not decode");
+    let text = describe_undecodable(&running, &problem);
+    assert!(
+        text.starts_with("trafficshift default/web\n  invalid: spec.rollout.hold: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("  rolling out spec generation 1 (app=web:v2): generation 2 waits for it to end\n  phase: Promoted (step 1/2)\n  weights: active 50% preview 50% (generation 4)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("nothing is rolled out"), "{text}");
+    // Ended: what the controller shows from then on.
+    let ended = object("Aborted");
+    let text = describe_undecodable(&ended, &problem);
+    assert_eq!(text, describe_invalid("default", "web", &problem));
+}
+
+/// After `spec.deployment` was edited mid-rollout, the rollout that still runs (being aborted, or
+/// finishing after promotion) acts on the Deployment it started on: `status --kube` names it next
+/// to the new spec's header, which names the new one.
+#[test]
+fn status_names_the_deployment_an_older_rollout_acts_on_when_the_spec_names_another() {
+    let mut shift = shift_with(Phase::Aborting, Some(0));
+    shift.metadata.generation = Some(2);
+    shift.spec.deployment = "web2".into();
+    if let Some(status) = shift.status.as_mut() {
+        status.rollout_state = Some(json!({ "generation": 1, "deployment": "web",
+            "images": { "app": "web:v2" }, "rollout": {} }));
+    }
+    let text = describe(&shift);
+    assert!(
+        text.contains("  deployment: web2 -> app=web:v2\n  rolling out spec generation 1 (deployment web, app=web:v2): generation 2 waits for it to end\n"),
+        "{text}"
+    );
+    shift.spec.deployment = "web".into();
+    let text = describe(&shift);
+    assert!(
+        text.contains("  rolling out spec generation 1 (app=web:v2): generation 2 waits"),
+        "{text}"
+    );
+}

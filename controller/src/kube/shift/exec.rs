@@ -302,6 +302,10 @@ impl<'a> Exec<'a> {
         self.observe_preview_unchanged(&m).await?;
         self.inputs.extend(inputs);
         let mut fed = 0;
+        // The rollout a new spec superseded has ended, but the Deployment that spec names does
+        // not exist or already runs its images: the next reconcile says so (`DeploymentMissing`,
+        // `UpToDate`), as for a new TrafficShift, and starts a rollout when there is one to start.
+        let mut start_later = false;
         loop {
             while let Some(input) = self.inputs.pop_front() {
                 fed += 1;
@@ -333,17 +337,26 @@ impl<'a> Exec<'a> {
                 && m.record.rollout.is_terminal()
                 && self.invalid.is_none()
             {
+                // The new spec may name another target Deployment: its template and
+                // annotations from here on.
+                let next = match self.live.spec.deployment == self.shift.spec.deployment {
+                    true => self.target.clone(),
+                    false => self.ctx.driver.target(&self.live).await?,
+                };
+                // Before, a rollout of a Deployment that does not exist started here and was
+                // rolled back at once ("preview green failed"), and none started once it existed;
+                // one of the images the target already runs (an edit reverted mid-rollout) ran
+                // a whole rollout to nothing new.
+                let runs = |t: &Deployment| crate::driver::kube::runs_images(t, &self.live);
+                if next.as_ref().is_none_or(runs) {
+                    start_later = true;
+                    break;
+                }
                 let config = self.live.spec.rollout.to_config().unwrap_or_default();
-                let before = self.shift.spec.deployment.clone();
                 m = Machine::start(config, &self.live, Some(&m.record));
                 self.pin(&mut m);
-                // The new spec names another target Deployment: its template and annotations
-                // from here on.
-                if self.shift.spec.deployment != before {
-                    let target = self.ctx.driver.target(&self.shift).await?;
-                    self.target_images = target.as_ref().map(container_images);
-                    self.target = target;
-                }
+                self.target_images = next.as_ref().map(container_images);
+                self.target = next;
                 self.inputs.extend(initial(None, 0));
             }
             if self.inputs.is_empty() || fed >= MAX_INPUTS {
@@ -363,7 +376,7 @@ impl<'a> Exec<'a> {
         m.written = Some(self.store.current().clone());
         // The rollout an invalid spec superseded has ended: the next reconcile shows why no
         // new one starts (`InvalidSpec`), which no watch event would otherwise bring.
-        let action = if self.invalid.is_some() && m.record.rollout.is_terminal() {
+        let action = if (self.invalid.is_some() || start_later) && m.record.rollout.is_terminal() {
             Action::requeue(std::time::Duration::from_millis(10))
         } else {
             next_action(&m)
