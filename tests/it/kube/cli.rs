@@ -460,11 +460,11 @@ async fn no_leader_election_warns_when_an_elected_controller_holds_the_lease() {
 #[tokio::test]
 async fn an_unreachable_api_server_is_named_with_its_kubeconfig_and_context() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A port nothing listens on: bound, then closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    // A port where a connect is refused for the whole test: bound, never listening (a port
+    // bound and closed could be taken by another test's listener meanwhile: CI rehearsal 3 of
+    // session 35).
+    let (_refusing, addr) = crate::support::refused_addr();
+    let port = addr.port();
     let kubeconfig = kubeconfig_for(dir.path(), port, "nowhere");
     let named = format!(
         "Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context nowhere)",
