@@ -398,7 +398,14 @@ async fn a_restart_that_cannot_write_its_state_refuses_and_stops_nothing() {
     let mut fourth = Crossfade::run(dir.path(), &path);
     fourth.wait_ready(&admin, PATIENCE).await;
     wait_gone(&green, PATIENCE).await;
-    wait_gone(&blue, PATIENCE).await;
+    // Blue, healthy all along, is adopted: the refused third start's save kept its pids (crash35:
+    // before, that save recorded `active_pids: []`, and this start stopped blue as a leftover and
+    // started it afresh).
+    assert!(
+        blue.iter().all(|&p| pid_alive(p)),
+        "blue adopted, not started afresh: {}",
+        fourth.log()
+    );
     let load = patient_load(&spec);
     load.wait_requests(100, PATIENCE).await;
     let report = load.stop().await;
