@@ -20,15 +20,19 @@
 //! (the child journal and the state file: `crossfade_controller::service::startup::take_over`):
 //! 1. when a new process connects, the old one refuses it while a rollout is in progress (the new
 //!    one prints the reason and exits 1); otherwise its controller is frozen: `POST /rollout` and
-//!    the operator commands answer 503 with `Retry-After`, and an active instance that exits is
-//!    not restarted by it any more (the supervisors hold, `crossfade_controller::driver::Hold`);
-//!    the state is saved, and the listeners and the state file's lock are handed over;
-//! 2. the new process reads the state file, adopts the active workload's running instances (each
-//!    must pass readiness), stopping and starting nothing, takes on the old one's health view and
-//!    numbers its routing tables on from its generation, serves and says ready; the old one then
-//!    stops accepting, drains and exits, leaving the workloads running (released: never killed,
-//!    not even by its exit) and writing nothing more to the state file or the child journal;
-//! 3. a new process that fails before it serves (a bad spec, an instance not adoptable) leaves the
+//!    the operator commands answer 503 with `Retry-After`, and an active instance that exits or
+//!    waits for its restart is not started again by it any more (the supervisors hold,
+//!    `crossfade_controller::driver::Hold`); the state is saved, and the listeners and the state
+//!    file's lock are handed over;
+//! 2. the new process reads the state file, adopts the active workload's running instances (one
+//!    failing its readiness probe adopted not ready), stopping and starting nothing, takes on the
+//!    old one's health view and numbers its routing tables on from its generation, serves and says
+//!    ready; the old one then stops accepting, drains and exits, leaving the workloads running
+//!    (released: never killed, not even by its exit) and writing nothing more to the state file or
+//!    the child journal. An instance that had no process at the takeover is started by the new
+//!    process once the old one has said it drains (or has exited): before, a failed handover
+//!    leaves it to the old process;
+//! 3. a new process that fails before it serves (a bad spec, an unreadable child journal) leaves the
 //!    old one serving, its controller thawed: rollouts accepted, instances supervised again (one
 //!    that exited meanwhile is restarted then).
 //!
@@ -43,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use crossfade_controller::driver::CancellationToken;
 use crossfade_controller::service::startup;
 use crossfade_controller::service::ServiceHandle;
 use crossfade_proxy::admin::AdminAuth;
@@ -814,6 +819,9 @@ pub async fn run(
             socket.display()
         );
     }
+    // Cancelled once the old process has handed the workload over: the instances it had no
+    // process of at the takeover are started then ([`startup::take_over`]).
+    let mut start_down: Option<CancellationToken> = None;
     let (mut running, predecessor) = match inherited {
         Some((mut inherited, predecessor)) => {
             let lock = inherited.state_lock.take();
@@ -821,6 +829,7 @@ pub async fn run(
             let recovered = startup::take_over(&spec, lock, predecessor.pid())
                 .await
                 .map_err(crate::serve::start_error)?;
+            start_down.clone_from(&recovered.handed_over);
             let handed = crate::serve::Handed {
                 generation: inherited.generation,
                 passed: inherited.passed,
@@ -857,6 +866,12 @@ pub async fn run(
     let mut unclaimed = None;
     if let Some(predecessor) = predecessor {
         unclaimed = claim(predecessor, None, &manager).await;
+    }
+    // The old process drains (from `ready` on it never restarts an instance, and it releases
+    // them next) or is gone: what it had no process of is this one's to start. Not while it may
+    // still run unconfirmed: then once it has exited.
+    if unclaimed.is_none() {
+        start_down.iter().for_each(CancellationToken::cancel);
     }
     let handover = match unclaimed {
         Some(_) => None,
@@ -915,6 +930,7 @@ pub async fn run(
                 let pid = unclaimed.take().unwrap_or_default();
                 tracing::info!(pid, "binary upgrade: the old process exited; this one claims the service (service manager, upgrade socket)");
                 claim_service(None, &manager);
+                start_down.iter().for_each(CancellationToken::cancel);
                 successor = await_admitted(bind_after_takeover(socket, None), &listeners, &proxy, &admission);
             }
             Some(()) = signals.hangup.recv() => crate::serve::run_hangup(&spec, &proxy),

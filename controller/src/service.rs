@@ -552,14 +552,18 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 if self.handed_over {
                     return Err("this process has already handed over".to_owned());
                 }
+                // Held first: from here no restart starts, and none is half done
+                // (`Supervision::hold`), so the pids saved next are those the new process finds
+                // running, and an instance down stays down for it to start.
+                self.config.active.hold(Hold::Held);
                 // Its last state, as the new process will read it.
                 if let Err(e) = self.try_persist() {
+                    self.config.active.hold(Hold::Off);
                     return Err(format!(
                         "the state cannot be saved for the new process: {e}"
                     ));
                 }
                 *handing_over = Some(successor);
-                self.config.active.hold(Hold::Held);
                 tracing::info!(route = %self.config.route, "binary upgrade: no rollout starts and the active instances are not restarted until the new process has taken over (or failed)");
             }
             UpgradeStep::Thaw => {

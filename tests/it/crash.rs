@@ -489,7 +489,7 @@ fn kill_run(run: &mut Crossfade, how: Kill) {
 ///
 /// # Panics
 /// After [`PATIENCE`], naming `context` and the journal.
-async fn wait_journal(path: &Path, pids: &BTreeSet<u32>, context: &str) {
+pub(crate) async fn wait_journal(path: &Path, pids: &BTreeSet<u32>, context: &str) {
     let what = format!("{context}: the child journal to name {pids:?} alone");
     wait_until(PATIENCE, &what, || {
         let doc = read_json(path);

@@ -624,7 +624,8 @@ async fn the_proxys_upgrade_socket_variable_does_not_change_run() {
 
 /// A `crossfade run --upgrade-socket` whose blue has two instances: the first to start runs the
 /// sample app with `sick`'s flags, the other without (roles taken with `mkdir`, which one
-/// instance alone wins). For the health view over an upgrade.
+/// instance alone wins). For the health view over an upgrade. Or any `sh -c` script of blue's
+/// ([`OneSick::with_script`]).
 struct OneSick {
     dir: tempfile::TempDir,
     state: PathBuf,
@@ -637,16 +638,28 @@ struct OneSick {
 impl OneSick {
     /// Starts it, `edit` applied to the spec, and waits until it serves.
     async fn start(sick: &str, edit: impl FnOnce(&mut Spec)) -> OneSick {
+        let script = |dir: &std::path::Path| {
+            let bin = crate::support::BIN;
+            format!(
+                "if mkdir '{r}' 2>/dev/null; then exec '{bin}' sample-app --port \"$0\" --version \
+                 v1 {sick}; fi; exec '{bin}' sample-app --port \"$0\" --version v1",
+                r = dir.join("sick-instance").display()
+            )
+        };
+        OneSick::with_script(script, edit).await
+    }
+
+    /// Starts it with blue's two instances running `sh -c` with the script `script` returns for
+    /// the test's directory (its port as `$0`), `edit` applied to the spec, and waits until it
+    /// serves.
+    async fn with_script(
+        script: impl FnOnce(&std::path::Path) -> String,
+        edit: impl FnOnce(&mut Spec),
+    ) -> OneSick {
         let dir = temp_dir();
         let state = dir.path().join("state.json");
         let socket = dir.path().join("upgrade.sock");
-        let role = dir.path().join("sick-instance");
-        let bin = crate::support::BIN;
-        let script = format!(
-            "if mkdir '{r}' 2>/dev/null; then exec '{bin}' sample-app --port \"$0\" --version v1 \
-             {sick}; fi; exec '{bin}' sample-app --port \"$0\" --version v1",
-            r = role.display()
-        );
+        let script = script(dir.path());
         let blue = App::version("v1")
             .set("command", json!("sh"))
             .set("args", json!(["-c", script, "{port}"]))
@@ -866,6 +879,141 @@ async fn an_instance_failing_readiness_does_not_block_a_run_upgrade_and_the_new_
     })
     .await;
     run.stop(new).await;
+}
+
+/// A [`OneSick::with_script`] run whose blue runs the sample app as `version`, unless the file
+/// `crash` exists (then a start exits 1 at once); once both instances served, the file is made
+/// and instance 1 killed, so that it crash-loops: returned after its fourth exit (the kill and
+/// three restarts, 0.5, 1 and 2 s apart), when its next restart is 4 s away. With blue's two
+/// pids as they were.
+async fn one_crash_looping(version: &str) -> (OneSick, PathBuf, Vec<u32>) {
+    let run = OneSick::with_script(
+        |dir| {
+            let (bin, crash) = (crate::support::BIN, dir.join("crash"));
+            format!(
+                "if [ -e '{}' ]; then exit 1; fi; exec '{bin}' sample-app --port \"$0\" \
+                 --version {version}",
+                crash.display()
+            )
+        },
+        |_| {},
+    )
+    .await;
+    let crash = run.dir.path().join("crash");
+    let pids = wait_state(&run.state, PATIENCE, "blue's two pids", |s| {
+        let pids = pids_of(&s["active_pids"]);
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    std::fs::write(&crash, "").expect("the crash file");
+    kill(Pid::from_raw(pids[1] as i32), Signal::SIGKILL).expect("kill blue instance 1");
+    wait_until(PATIENCE, "four exits of instance 1", || async {
+        let events = crate::supervise::events(&run.admin).await;
+        let exits = (events.iter())
+            .filter(|(r, m)| r == "ActiveExited" && m.contains("instance 1"))
+            .count();
+        (exits >= 4).then_some(())
+    })
+    .await;
+    (run, crash, pids)
+}
+
+/// Waits until blue's two instances run again, instance 1 started anew (not `before[1]`), and
+/// asserts that what runs of `version` is exactly what the state file and the child journal of
+/// `run` record; blue's pids then.
+async fn both_running_as_recorded(run: &OneSick, version: &str, before: &[u32]) -> Vec<u32> {
+    let now = wait_state(&run.state, PATIENCE, "instance 1 started again", |s| {
+        let now = pids_of(&s["active_pids"]);
+        let started = now.len() == 2 && now[1] != 0 && now[1] != before[1] && pid_alive(now[1]);
+        started.then_some(now)
+    })
+    .await;
+    let listen = run.spec.listen();
+    wait_until(PATIENCE, "both instances answering", || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(one_request(listen).await.ok()?);
+        }
+        (seen.len() == 2).then_some(())
+    })
+    .await;
+    let recorded: std::collections::BTreeSet<u32> = now.iter().copied().collect();
+    let running = wait_until(PATIENCE, "no other process of blue", || async {
+        let running: std::collections::BTreeSet<u32> = crate::support::processes_with_arg(version)
+            .into_iter()
+            .collect();
+        (running == recorded).then_some(running)
+    })
+    .await;
+    assert_eq!(
+        running, recorded,
+        "what runs is what the state file records"
+    );
+    let journal = run.dir.path().join("state.json.children");
+    crate::crash::wait_journal(&journal, &recorded, "blue's instances").await;
+    now
+}
+
+/// An instance with no process at the takeover (closing35, "Left"): it crash-loops under the old
+/// process, which waits out its restart backoff, when a SIGUSR2 upgrade comes. Until session 36
+/// the new process refused the upgrade (`not all running as the child journal records them`)
+/// and the old one served on. Now the upgrade goes through with no request failing: the new
+/// process adopts the running instance (same pid), holds the missing one's endpoint out, and
+/// starts it itself once the old process has handed over, restarting it with backoff while it
+/// still crashes; once its command works again it serves, and what runs is exactly what the
+/// state file and the child journal record (no second copy of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_waiting_for_its_restart_does_not_block_a_run_upgrade_and_the_new_process_starts_it(
+) {
+    let version = "v1-backoff";
+    let (mut run, crash, pids) = one_crash_looping(version).await;
+    let (new, answered) = run.upgrade_under_load().await;
+    assert_eq!(
+        answered.len(),
+        1,
+        "instance 0 alone served: {answered:?}\n{}",
+        run.old.log()
+    );
+    let upgraded = wait_until(PATIENCE, "the Upgraded event", || async {
+        let events = crate::supervise::events(&run.admin).await;
+        events
+            .into_iter()
+            .find(|(r, _)| r == "Upgraded")
+            .map(|(_, m)| m)
+    })
+    .await;
+    assert!(
+        upgraded.contains(&format!("(pid {}", pids[0])) && upgraded.contains("had no process"),
+        "{upgraded}"
+    );
+    // Its command works again: the new process's restart serves.
+    std::fs::remove_file(&crash).expect("remove the crash file");
+    let now = both_running_as_recorded(&run, version, &pids).await;
+    assert_eq!(now[0], pids[0], "instance 0 adopted, not started again");
+    run.stop(new).await;
+}
+
+/// The same upgrade, its new process killed (SIGKILL) right after the old one exited, while
+/// the instance it was to start still crashes: nothing is lost. The next `crossfade run` on the
+/// same spec and state file (a restart after a crash) finds what the new process recorded,
+/// stops what is left and serves both instances again, and what runs is exactly what the state
+/// file and the child journal record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_killed_before_it_started_the_missing_instance_leaves_nothing_lost() {
+    let version = "v1-backoff-killed";
+    let (mut run, crash, pids) = one_crash_looping(version).await;
+    let (new, _) = run.upgrade_under_load().await;
+    let _ = kill(Pid::from_raw(new.0 as i32), Signal::SIGKILL);
+    wait_gone(&[new.0], PATIENCE).await;
+    std::fs::remove_file(&crash).expect("remove the crash file");
+    let spec_path = run.dir.path().join("spec.yaml");
+    let mut again = Crossfade::run(run.dir.path(), &spec_path);
+    again.wait_ready(&run.admin, PATIENCE).await;
+    both_running_as_recorded(&run, version, &pids).await;
+    let mut instances = pids_of(&read_json(&run.state)["active_pids"]);
+    again.terminate(PATIENCE).await;
+    instances.retain(|p| pid_alive(*p));
+    wait_gone(&instances, Duration::from_secs(10)).await;
 }
 
 /// The status of `GET /healthz` at `endpoint`, 0 when it does not answer.

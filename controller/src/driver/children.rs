@@ -500,6 +500,20 @@ pub fn adoptable(
     instances: usize,
     active_pids: &[u32],
 ) -> Option<Vec<ChildEntry>> {
+    adoptable_each(entries, workload, instances, active_pids)
+        .into_iter()
+        .collect()
+}
+
+/// [`adoptable`] instance by instance: for each of instances `0..instances` of `workload`, in
+/// order, its adoptable entry, or `None` for an instance that has none (a binary upgrade's new
+/// process starts that one itself when no process of it runs: [`runs_any`]).
+pub fn adoptable_each(
+    entries: &[ChildEntry],
+    workload: &str,
+    instances: usize,
+    active_pids: &[u32],
+) -> Vec<Option<ChildEntry>> {
     (0..instances)
         .map(|index| {
             entries
@@ -515,6 +529,18 @@ pub fn adoptable(
                 .cloned()
         })
         .collect()
+}
+
+/// Whether any of `entries` recorded for instance `index` of `workload` names a process that
+/// still runs as recorded ([`runs_as_recorded`]): an instance for which none does has no
+/// process (it exited, and waits for its restart).
+pub fn runs_any(entries: &[ChildEntry], workload: &str, index: usize) -> bool {
+    entries.iter().any(|e| {
+        e.workload == workload
+            && e.instance == index
+            && e.pid
+                .is_some_and(|pid| runs_as_recorded(pid, e.started_ticks))
+    })
 }
 
 /// Whether `pid` runs (not a zombie) and started at `ticks` (`/proc/<pid>/stat` field 22): the
@@ -631,7 +657,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
-fn start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
@@ -815,12 +841,7 @@ mod tests {
     /// workload's entry makes the whole workload start afresh.
     #[test]
     fn only_the_recorded_active_processes_still_running_as_recorded_are_adoptable() {
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sleep")
-            .arg("600")
-            .process_group(0)
-            .spawn()
-            .expect("sleep starts");
+        let mut child = crate::test_support::sleeping_group_leader();
         let pid = child.id();
         let entry = |ticks: Option<u64>, port: Option<u16>| ChildEntry {
             token: "t-1".into(),

@@ -269,13 +269,50 @@ impl LocalDriver {
         entries: &[children::ChildEntry],
         unready: process::Unready,
     ) -> Result<Workload, DriverError> {
+        let found: Vec<process::Found> = (entries.iter().cloned())
+            .map(process::Found::Running)
+            .collect();
+        // Every instance runs: nothing waits for this.
+        let never = CancellationToken::new();
+        self.adopt_found(name, spec, &found, unready, &never).await
+    }
+
+    /// A binary upgrade's new process takes over, as the workload `name` of `spec`, what the old
+    /// one ran: each instance whose process runs is adopted (not ready when its probe fails,
+    /// [`process::Unready::Supervise`]), and each one [`process::Found::Down`] is started once
+    /// `committed` is cancelled (the old process has handed the workload over), its endpoint
+    /// withdrawn until its start passes readiness.
+    ///
+    /// # Errors
+    /// [`DriverError::Other`] when no port is free for an instance down.
+    pub async fn take_over(
+        &self,
+        name: &str,
+        spec: &WorkloadSpec,
+        found: &[process::Found],
+        committed: &CancellationToken,
+    ) -> Result<Workload, DriverError> {
+        let supervise = process::Unready::Supervise;
+        self.adopt_found(name, spec, found, supervise, committed)
+            .await
+    }
+
+    async fn adopt_found(
+        &self,
+        name: &str,
+        spec: &WorkloadSpec,
+        found: &[process::Found],
+        unready: process::Unready,
+        committed: &CancellationToken,
+    ) -> Result<Workload, DriverError> {
         let (instances, endpoints) = process::adopt(
             name,
             spec,
-            entries,
+            found,
             &self.ports,
             self.journal.as_ref(),
             unready,
+            committed,
         )
         .await?;
         Ok(Workload {

@@ -181,33 +181,79 @@ pub enum Unready {
     Supervise,
 }
 
-/// Takes over the instances a previous run left running, `entries` (one per instance, in instance
-/// order, as [`super::children::adoptable`] returns them), after each was probed once for
-/// readiness (the workload's path and timeout), its output relayed again first ([`reattach`]).
-/// From then on each is supervised, stopped and restarted like a spawned one. An instance whose
-/// probe fails is adopted not ready or refuses the whole adoption, by `unready`.
+/// One instance of a workload taken over from a previous run ([`adopt`]), in instance order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Its process runs as its child-journal entry records it ([`super::children::adoptable`]):
+    /// adopted.
+    Running(ChildEntry),
+    /// No process of it runs (a binary upgrade's old process was waiting out its restart
+    /// backoff, or it exited during the handover): this run starts it once `committed` (given
+    /// to [`adopt`]) is cancelled, on its last recorded port when it has one, else a free one.
+    Down {
+        /// Its journal entries, none naming a running process: what they left is stopped and
+        /// they are dropped before the start.
+        stale: Vec<ChildEntry>,
+    },
+}
+
+/// Takes over the instances a previous run left running, `found` (one per instance, in
+/// instance order), after each running one was probed once for readiness (the workload's path
+/// and timeout), its output relayed again first ([`reattach`]). From then on each is supervised,
+/// stopped and restarted like a spawned one. An instance whose probe fails is adopted not ready
+/// or refuses the whole adoption, by `unready`. An instance [`Found::Down`] is started once
+/// `committed` is cancelled (never, by a caller that has none), not ready until then and until
+/// its start passes readiness ([`supervisor::start_down`]).
 ///
 /// # Errors
 /// With [`Unready::Refuse`], [`DriverError::NotReady`] naming the first instance whose probe
 /// failed; nothing is adopted then, and the caller stops them all and starts the workload afresh.
+/// [`DriverError::Other`] when no port is free for an instance down.
 pub async fn adopt(
     name: &str,
     spec: &WorkloadSpec,
-    entries: &[ChildEntry],
+    found: &[Found],
     ports: &Arc<Ports>,
     journal: Option<&Arc<ChildJournal>>,
     unready: Unready,
+    committed: &CancellationToken,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let r = &spec.readiness;
+    let running = || {
+        found.iter().filter_map(|f| match f {
+            Found::Running(entry) => Some(entry),
+            Found::Down { .. } => None,
+        })
+    };
     // Output first: a process that logs each request (to a pipe with no reader: `EPIPE`) may fail
     // the very probe that would adopt it.
-    for entry in entries {
+    for entry in running() {
         let prefix = format!("{name}-{}", entry.instance);
         reattach(&prefix, entry.pid.unwrap_or_default());
     }
     let mut endpoints = Vec::new();
     let mut ready = Vec::new();
-    for entry in entries {
+    for f in found {
+        let entry = match f {
+            Found::Running(entry) => entry,
+            Found::Down { stale } => {
+                // Its last port, unless another instance has it now; else a free one.
+                let given: Vec<u16> = (running().filter_map(|e| e.port))
+                    .chain(endpoints.iter().map(SocketAddr::port))
+                    .collect();
+                let last = stale.iter().rev().find_map(|e| e.port);
+                let port = match last.filter(|p| !given.contains(p)) {
+                    Some(port) => port,
+                    None => ports.pick(&given).map_err(|message| DriverError::Other {
+                        workload: name.to_owned(),
+                        message,
+                    })?,
+                };
+                endpoints.push(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+                ready.push(false);
+                continue;
+            }
+        };
         let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port.unwrap_or_default()));
         match probe::get(endpoint, spec.protocol, &r.path, r.timeout).await {
             Ok(_) => ready.push(true),
@@ -229,11 +275,24 @@ pub async fn adopt(
     let mut instances = Instances {
         instances: Vec::new(),
     };
-    for ((entry, endpoint), ready) in entries.iter().zip(&endpoints).zip(ready) {
-        let (pid, started_ticks) = (entry.pid.unwrap_or_default(), entry.started_ticks);
-        let mut launch = Launch::new(name, entry.instance, endpoint.port(), spec.clone());
+    for (index, ((f, endpoint), ready)) in found.iter().zip(&endpoints).zip(ready).enumerate() {
+        let mut launch = Launch::new(name, index, endpoint.port(), spec.clone());
         launch.journal = journal.cloned();
         launch.ports = Some(Arc::clone(ports));
+        let entry = match f {
+            Found::Running(entry) => entry,
+            Found::Down { stale } => {
+                let down = supervisor::Down {
+                    committed: committed.clone(),
+                    stale: stale.clone(),
+                };
+                let (supervision, life) = supervisor::start_down(launch, down);
+                instances.instances.push(Instance { supervision, life });
+                tracing::warn!(workload = %name, instance = index, port = endpoint.port(), "no process runs: started once the old process has handed the workload over; no request goes there until it is ready");
+                continue;
+            }
+        };
+        let (pid, started_ticks) = (entry.pid.unwrap_or_default(), entry.started_ticks);
         *launch
             .token
             .lock()

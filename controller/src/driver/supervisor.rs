@@ -29,6 +29,11 @@
 //! ever, and `crossfade status` said "started again ... not ready yet" for as long.
 //! It never gives up: a serving backend with no process is worse than one that keeps trying, and
 //! each attempt is visible (event, metric, log).
+//!
+//! A binary upgrade of `crossfade run` holds the old process's instances ([`Hold`]): an exit is
+//! acted on, and a restart waiting out its backoff starts, only once the hold is lifted (the
+//! handover failed); released, never. The new process starts an instance that had no process at
+//! its takeover itself, once the old one has handed over ([`start_down`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -140,8 +145,9 @@ pub enum Hold {
     /// dropped, restart while supervised).
     #[default]
     Off,
-    /// A new process is taking the instance over: an exit is acted on only once the hold is
-    /// lifted (the takeover failed); released meanwhile, not at all.
+    /// A new process is taking the instance over: an exit is acted on, and a restart waiting
+    /// out its backoff started, only once the hold is lifted (the takeover failed); released
+    /// meanwhile, not at all (the new process starts an instance that has no process).
     Held,
     /// A new process took the instance over (it supervises it now): this process lets it run
     /// and is done with it. Its exit is not acted on, and the process is not killed when this one
@@ -176,6 +182,11 @@ pub struct Supervision {
     gate: Mutex<Option<Arc<dyn EndpointGate>>>,
     /// Whether an exit is acted on ([`Hold`]).
     hold: watch::Sender<Hold>,
+    /// Held across a restart's check of the hold, its spawn and the new pid's publication, and
+    /// by every change of the hold: once [`Supervision::hold`] has set [`Hold::Held`], no
+    /// restart is half done and none starts, so [`Supervision::pid`] is the pid a binary
+    /// upgrade's new process finds running (or none runs).
+    spawning: Mutex<()>,
 }
 
 impl Supervision {
@@ -207,8 +218,10 @@ impl Supervision {
             .clone()
     }
 
-    /// Holds, lifts or releases the instance ([`Hold`]).
+    /// Holds, lifts or releases the instance ([`Hold`]). Returns once a restart under way (its
+    /// spawn) is done: from then on, held or released, none is started.
     pub fn hold(&self, hold: Hold) {
+        let _spawning = self.spawning.lock().unwrap_or_else(PoisonError::into_inner);
         self.hold.send_replace(hold);
     }
 
@@ -302,6 +315,15 @@ impl Owned {
         }
     }
 
+    /// No process (an instance [`Down`] at a binary upgrade's takeover, until its start).
+    fn none(hold: watch::Receiver<Hold>, prefix: &str) -> Self {
+        Self {
+            proc: None,
+            hold,
+            prefix: prefix.to_owned(),
+        }
+    }
+
     /// [`Proc::wait`]; never ready once released.
     async fn wait(&mut self) -> String {
         match self.proc.as_mut() {
@@ -346,7 +368,53 @@ pub(super) fn start(
     child: Proc,
     pid: u32,
 ) -> (Arc<Supervision>, watch::Receiver<Life>) {
-    start_with(launch, child, pid, true)
+    start_with(launch, Some(child), pid, true, None)
+}
+
+/// An instance of a workload a binary upgrade's new process took over that had no process then:
+/// it had exited under the old process and waited out its restart backoff there (or exited
+/// during the handover). The new process starts it, as the old one's supervisor would have, but
+/// only once the old process has handed the workload over (`committed`): until then a failed
+/// handover gives it back to the old process, which restarts it itself.
+pub(super) struct Down {
+    /// Cancelled once the old process has handed the workload over (it drains, or is gone).
+    pub(super) committed: tokio_util::sync::CancellationToken,
+    /// Its child-journal entries, none of which names a running process: what they left
+    /// (processes its last process forked) is stopped, and they are dropped, before the start.
+    pub(super) stale: Vec<super::children::ChildEntry>,
+}
+
+/// The exit status an instance [`Down`] at the takeover is reported with.
+pub const DOWN_AT_TAKEOVER: &str = "no process when this crossfade took it over in a binary \
+                                    upgrade: it was waiting for its restart";
+
+// === impl Down ===
+
+impl Down {
+    /// Stops what the stale entries prove to be the instance's own and still running
+    /// ([`super::children::stop_leftovers`]: by start time or token, never an unrelated process)
+    /// and drops them from the journal.
+    fn clear(self, launch: &Launch, prefix: &str) {
+        let stopped = super::children::stop_leftovers(&self.stale);
+        if !stopped.is_empty() {
+            let named: Vec<String> = stopped.iter().map(ToString::to_string).collect();
+            tracing::warn!(target: "crossfade::workload", "[{prefix}] stopped what its last process left running: {}", named.join(", "));
+        }
+        if let Some(journal) = &launch.journal {
+            for entry in &self.stale {
+                journal.forget(&entry.token, None);
+            }
+        }
+    }
+}
+
+/// Starts the supervisor task of an instance [`Down`] at a binary upgrade's takeover: no
+/// process, not ready (its endpoint withdrawn once attached), pid 0. Once `down.committed` is
+/// cancelled it is started after [`INITIAL_BACKOFF`], reported as an exit
+/// ([`DOWN_AT_TAKEOVER`]) and then supervised as any restart is; a stop or release before then
+/// ends it with nothing started.
+pub(super) fn start_down(launch: Launch, down: Down) -> (Arc<Supervision>, watch::Receiver<Life>) {
+    start_with(launch, None, 0, false, Some(down))
 }
 
 /// Starts the supervisor task of an instance adopted while it fails its readiness probe (a binary
@@ -358,14 +426,17 @@ pub(super) fn start_unready(
     child: Proc,
     pid: u32,
 ) -> (Arc<Supervision>, watch::Receiver<Life>) {
-    start_with(launch, child, pid, false)
+    start_with(launch, Some(child), pid, false, None)
 }
 
+/// Starts the supervisor task: of `child`, `ready` or not (adopted not ready), or of an instance
+/// `down` (then `child` is `None`, and it is not ready).
 fn start_with(
     launch: Launch,
-    child: Proc,
+    child: Option<Proc>,
     pid: u32,
     ready: bool,
+    down: Option<Down>,
 ) -> (Arc<Supervision>, watch::Receiver<Life>) {
     let supervision = Arc::new(Supervision {
         pid: AtomicU32::new(pid),
@@ -374,15 +445,27 @@ fn start_with(
         events: Mutex::new(None),
         gate: Mutex::new(None),
         hold: watch::Sender::new(Hold::Off),
+        spawning: Mutex::new(()),
     });
     let (life_tx, life) = watch::channel(Life {
-        running: true,
+        running: child.is_some(),
         ready,
         ..Life::default()
     });
     // Owned from here, so that a release holds even for a task that never ran.
-    let child = Owned::new(child, supervision.hold.subscribe(), &launch.prefix());
-    tokio::spawn(run(launch, child, Arc::clone(&supervision), life_tx, ready));
+    let (hold, prefix) = (supervision.hold.subscribe(), launch.prefix());
+    let child = match child {
+        Some(child) => Owned::new(child, hold, &prefix),
+        None => Owned::none(hold, &prefix),
+    };
+    tokio::spawn(run(
+        launch,
+        child,
+        Arc::clone(&supervision),
+        life_tx,
+        ready,
+        down,
+    ));
     (supervision, life)
 }
 
@@ -392,10 +475,28 @@ async fn run(
     sup: Arc<Supervision>,
     life: watch::Sender<Life>,
     ready: bool,
+    down: Option<Down>,
 ) {
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
     let mut hold = sup.hold.subscribe();
+    // Down at a binary upgrade's takeover: started once the old process has handed it over.
+    let mut first_exit = None;
+    if let Some(down) = down {
+        let committed = tokio::select! {
+            () = down.committed.cancelled() => true,
+            _ = stopping.wait_for(|s| *s) => false,
+            _ = hold.wait_for(|h| *h == Hold::Released) => false,
+        };
+        if !committed {
+            // Nothing of it runs, and nothing is started: what its stale entries name is left
+            // to whoever supervises it now (the old process, when the handover failed).
+            life.send_modify(|l| l.finished = true);
+            return;
+        }
+        down.clear(&launch, &prefix);
+        first_exit = Some(DOWN_AT_TAKEOVER.to_owned());
+    }
     let mut backoff = INITIAL_BACKOFF;
     let mut restarts = 0;
     // The instance's endpoint in the route: its first one until a restart that moved is ready.
@@ -407,7 +508,9 @@ async fn run(
     // last probe, for the next report.
     let mut unready: Option<(Duration, String)> = None;
     loop {
-        let status = if ready_since.is_some() {
+        let status = if let Some(status) = first_exit.take() {
+            status
+        } else if ready_since.is_some() {
             tokio::select! {
                 status = child.wait() => status,
                 _ = hold.wait_for(|h| *h == Hold::Released) => return child.release(),
@@ -497,14 +600,17 @@ async fn run(
         // What it forked still runs in its group (a start script that runs the server as a
         // child): stopped before a restart on the same port, and before the instance counts as
         // finished, so that a stop leaves nothing behind.
-        end_group(
-            sup.pid(),
-            launch.token().as_deref(),
-            launch.stop_grace(),
-            &prefix,
-        )
-        .await;
-        launch.exited(sup.pid());
+        // Pid 0: no process (down at a takeover; `Down::clear` stopped what its entries left).
+        if sup.pid() != 0 {
+            end_group(
+                sup.pid(),
+                launch.token().as_deref(),
+                launch.stop_grace(),
+                &prefix,
+            )
+            .await;
+            launch.exited(sup.pid());
+        }
         let report = sup.lock_events().clone();
         let (Some((backend, events)), false) = (report, *stopping.borrow()) else {
             life.send_replace(down(true));
@@ -551,32 +657,34 @@ async fn run(
                 _ = stopping.wait_for(|s| *s) => break None,
                 _ = hold.wait_for(|h| *h == Hold::Released) => break None,
             }
-            let before = launch.endpoint();
-            match launch.keep_or_move_port() {
-                Ok(Some(taken)) => {
-                    let port = launch.port;
-                    tracing::warn!(target: "crossfade::workload", "[{prefix}] port {taken} is taken by another process: restarting on port {port}");
-                    sup.port.store(port, Ordering::SeqCst);
-                    moved_from = Some(before);
+            // Not during a binary upgrade's handover: the new process starts an instance that
+            // has no process when it takes over, so this one waits for the handover's end
+            // (lifted: it failed) and starts nothing once released. Until session 36 the
+            // restart went ahead while held, and the new process refused the upgrade.
+            let attempt = loop {
+                match restart(&mut launch, &sup, &mut moved_from, &prefix) {
+                    Attempt::Held => {
+                        let lifted = hold.wait_for(|h| *h != Hold::Held).await.map(|h| *h);
+                        if !matches!(lifted, Ok(Hold::Off)) || *stopping.borrow() {
+                            break None;
+                        }
+                    }
+                    Attempt::Failed(e) => break Some(Err(e)),
+                    Attempt::Spawned(next, previous_pid) => break Some(Ok((next, previous_pid))),
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    failure = Some(e);
-                    continue;
-                }
-            }
-            match launch.spawn() {
-                Ok(next) => break Some(next),
-                Err(e) => failure = Some(e.to_string()),
+            };
+            match attempt {
+                None => break None,
+                Some(Ok(spawned)) => break Some(spawned),
+                Some(Err(e)) => failure = Some(e),
             }
         };
-        let Some(next) = next else {
+        let Some((next, previous_pid)) = next else {
             life.send_replace(down(true));
             return;
         };
         let pid = next.id().unwrap_or_default();
         child = Owned::new(Proc::Spawned(next), sup.hold.subscribe(), &prefix);
-        let previous_pid = sup.pid.swap(pid, Ordering::SeqCst);
         if *stopping.borrow() {
             // A stop that read the previous pid missed this process: stop it here.
             signal_group(pid, Signal::SIGTERM);
@@ -600,6 +708,51 @@ async fn run(
                 ready_within: launch.readiness_deadline(),
             },
         );
+    }
+}
+
+/// What [`restart`] did.
+enum Attempt {
+    /// Nothing: a binary upgrade holds (or took over) the instance.
+    Held,
+    /// Nothing was started: why (no free port, the spawn failed).
+    Failed(String),
+    /// The new process, and the pid it replaces ([`Supervision::pid`] is the new one's).
+    Spawned(Child, u32),
+}
+
+/// Starts the instance's next process, unless a binary upgrade holds or took over the instance:
+/// on its port, or another free one when its port was taken (`moved_from` set to the endpoint it
+/// had). The hold is read, the process spawned and its pid published under the supervision's
+/// `spawning` lock, which [`Supervision::hold`] takes too.
+fn restart(
+    launch: &mut Launch,
+    sup: &Supervision,
+    moved_from: &mut Option<SocketAddr>,
+    prefix: &str,
+) -> Attempt {
+    let _spawning = sup.spawning.lock().unwrap_or_else(PoisonError::into_inner);
+    if *sup.hold.borrow() != Hold::Off {
+        return Attempt::Held;
+    }
+    let before = launch.endpoint();
+    match launch.keep_or_move_port() {
+        Ok(Some(taken)) => {
+            let port = launch.port;
+            tracing::warn!(target: "crossfade::workload", "[{prefix}] port {taken} is taken by another process: restarting on port {port}");
+            sup.port.store(port, Ordering::SeqCst);
+            *moved_from = Some(before);
+        }
+        Ok(None) => {}
+        Err(e) => return Attempt::Failed(e),
+    }
+    match launch.spawn() {
+        Ok(next) => {
+            let pid = next.id().unwrap_or_default();
+            let previous_pid = sup.pid.swap(pid, Ordering::SeqCst);
+            Attempt::Spawned(next, previous_pid)
+        }
+        Err(e) => Attempt::Failed(e.to_string()),
     }
 }
 
@@ -684,12 +837,7 @@ mod tests {
             stop_grace: Duration::from_secs(30),
             ..WorkloadSpec::default()
         };
-        let launch = Launch::new("blue", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        supervision.supervise(Slot::Blue, tx);
+        let (supervision, mut life, mut rx, pid) = supervised(spec);
         let patience = Duration::from_secs(60);
         let orphan = pid_written(&pids, "the script's child started", |_| true).await;
         assert!(group_running(pid));
@@ -922,30 +1070,18 @@ mod tests {
             stop_grace: Duration::from_secs(5),
             ..WorkloadSpec::default()
         };
-        let launch = Launch::new("blue", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        supervision.supervise(Slot::Blue, tx);
+        let (supervision, mut life, mut rx, _) = supervised(spec);
         std::fs::remove_file(&hold).unwrap();
 
-        async fn next_kind(rx: &mut mpsc::UnboundedReceiver<InstanceEvent>) -> InstanceEventKind {
-            tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                .await
-                .expect("an event within 30 s")
-                .expect("an event")
-                .kind
-        }
-        let first = next_kind(&mut rx).await;
+        let first = next_event(&mut rx).await;
         assert!(
             matches!(first, InstanceEventKind::Exited { restart_in, .. } if restart_in == INITIAL_BACKOFF),
             "{first:?}"
         );
-        let InstanceEventKind::Restarted { pid: unready, .. } = next_kind(&mut rx).await else {
+        let InstanceEventKind::Restarted { pid: unready, .. } = next_event(&mut rx).await else {
             panic!("a restart")
         };
-        match next_kind(&mut rx).await {
+        match next_event(&mut rx).await {
             InstanceEventKind::NotReady {
                 deadline,
                 last_probe,
@@ -965,7 +1101,7 @@ mod tests {
             pid: again,
             previous_pid,
             ..
-        } = next_kind(&mut rx).await
+        } = next_event(&mut rx).await
         else {
             panic!("started again")
         };
@@ -980,26 +1116,208 @@ mod tests {
             .expect("the supervisor reports");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_crashing_instance_is_restarted_with_doubling_backoff_up_to_the_cap_until_stopped() {
-        let spec = WorkloadSpec {
+    /// `spec` started as blue's instance 0 on port 1 and supervised as blue: its supervision,
+    /// life, events and first pid.
+    fn supervised(
+        spec: WorkloadSpec,
+    ) -> (
+        Arc<Supervision>,
+        watch::Receiver<Life>,
+        mpsc::UnboundedReceiver<InstanceEvent>,
+        u32,
+    ) {
+        let launch = Launch::new("blue", 0, 1, spec);
+        let child = launch.spawn().expect("the instance starts");
+        let pid = child.id().unwrap_or_default();
+        let (supervision, life) = start(launch, Proc::Spawned(child), pid);
+        let (tx, rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+        (supervision, life, rx, pid)
+    }
+
+    /// A workload whose instances run `sh -c script` (which exits), its readiness deadline out of
+    /// reach of the paused clock, which runs the restarts' readiness probes (each refused) far
+    /// faster than such a process lives: exits, not restarts stopped as not ready in time, are
+    /// what the tests using it count.
+    fn exiting(script: &str) -> WorkloadSpec {
+        WorkloadSpec {
             command: Some("sh".into()),
-            args: vec!["-c".into(), "sleep 0.05; exit 3".into()],
-            // Out of reach of the paused clock, which runs the restarts' readiness probes (each
-            // refused) far faster than the 50 ms each process lives: exits, not restarts stopped
-            // as not ready in time, are what this test counts.
+            args: vec!["-c".into(), script.into()],
             readiness: crate::spec::ReadinessConfig {
                 deadline: Duration::from_secs(365 * 24 * 3600),
                 ..crate::spec::ReadinessConfig::default()
             },
             ..WorkloadSpec::default()
+        }
+    }
+
+    /// The next event, within 30 s.
+    async fn next_event(rx: &mut mpsc::UnboundedReceiver<InstanceEvent>) -> InstanceEventKind {
+        tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("an event within 30 s")
+            .expect("an event")
+            .kind
+    }
+
+    /// Session 36: an instance waiting out its restart backoff when a binary upgrade's handover
+    /// holds it is not started again while held (the new process starts an instance that has no
+    /// process when it takes over; until then the old process restarted it under the handover,
+    /// and the new one, finding it not running as recorded, refused the upgrade). Lifted (the
+    /// handover failed), it is restarted; released (the new process took it over), never. On the
+    /// paused clock: the held wait outlasts the backoff many times over (no timeout on the waits
+    /// for the real processes' exits, which the paused clock would run out at once).
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_held_in_its_backoff_is_restarted_only_once_the_hold_is_lifted() {
+        for after in [Hold::Off, Hold::Released] {
+            let (supervision, mut life, mut rx, pid) = supervised(exiting("exit 3"));
+            let first = rx.recv().await.expect("an event").kind;
+            assert!(
+                matches!(first, InstanceEventKind::Exited { restart_in, .. } if restart_in == INITIAL_BACKOFF),
+                "{first:?}"
+            );
+            supervision.hold(Hold::Held);
+            tokio::time::sleep(INITIAL_BACKOFF * 20).await;
+            assert!(
+                rx.try_recv().is_err(),
+                "{after:?}: started again while held"
+            );
+            assert_eq!(supervision.pid(), pid, "{after:?}: no new process");
+
+            supervision.hold(after);
+            if after == Hold::Released {
+                let done = life.wait_for(|l| l.finished).await;
+                done.expect("the supervisor reports");
+                assert!(rx.try_recv().is_err(), "released: never started again");
+                continue;
+            }
+            let InstanceEventKind::Restarted { previous_pid, .. } =
+                rx.recv().await.expect("an event").kind
+            else {
+                panic!("lifted: started again")
+            };
+            assert_eq!(previous_pid, pid);
+            supervision.stop();
+            super::signal_group(supervision.pid(), Signal::SIGKILL);
+            let done = life.wait_for(|l| l.finished).await;
+            done.expect("the supervisor reports");
+        }
+    }
+
+    /// Session 36: an instance down at a binary upgrade's takeover ([`start_down`]) starts nothing
+    /// and stops nothing until the old process has handed the workload over (a stop before ends
+    /// it so); then what its last process left (here a process carrying its stale journal entry's
+    /// token) is stopped, the entry dropped, and the instance reported as an exit and started
+    /// after [`INITIAL_BACKOFF`], its spawn recorded in the journal.
+    #[tokio::test]
+    async fn an_instance_down_at_a_takeover_is_started_once_handed_over() {
+        use super::super::children::{ChildEntry, ChildJournal, TOKEN_VAR};
+        use crate::test_support::running;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stale = ChildEntry {
+            token: "old-run-7".into(),
+            workload: "blue".into(),
+            instance: 0,
+            command: "sh".into(),
+            pid: None,
+            started_ticks: None,
+            port: Some(1),
         };
-        let launch = Launch::new("blue", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        supervision.supervise(Slot::Blue, tx);
+        // What the dead instance forked, still running with its token.
+        let mut left = std::process::Command::new("sleep")
+            .arg("1000")
+            .env(TOKEN_VAR, &stale.token)
+            .process_group(0)
+            .spawn()
+            .expect("sleep starts");
+        let journal = ChildJournal::create_keeping(dir.path().join("j"), vec![stale.clone()]);
+        let journal = Arc::new(journal.expect("the journal"));
+        let spec = WorkloadSpec {
+            command: Some("sleep".into()),
+            args: vec!["1000".into()],
+            readiness: crate::spec::ReadinessConfig {
+                deadline: Duration::from_secs(3600),
+                ..crate::spec::ReadinessConfig::default()
+            },
+            ..WorkloadSpec::default()
+        };
+        let down = |committed: &tokio_util::sync::CancellationToken| {
+            let mut launch = Launch::new("blue", 0, 1, spec.clone());
+            launch.journal = Some(Arc::clone(&journal));
+            let down = Down {
+                committed: committed.clone(),
+                stale: vec![stale.clone()],
+            };
+            let (supervision, life) = start_down(launch, down);
+            let (tx, rx) = mpsc::unbounded_channel();
+            supervision.supervise(Slot::Blue, tx);
+            (supervision, life, rx)
+        };
+        let patience = Duration::from_secs(30);
+
+        // Stopped before the handover: nothing started, nothing stopped.
+        let committed = tokio_util::sync::CancellationToken::new();
+        let (supervision, mut life, mut rx) = down(&committed);
+        let now = life.borrow().clone();
+        assert!(!now.ready && !now.running, "no process, not ready: {now:?}");
+        supervision.stop();
+        let done = tokio::time::timeout(patience, life.wait_for(|l| l.finished));
+        done.await
+            .expect("finished")
+            .expect("the supervisor reports");
+        assert!(rx.try_recv().is_err(), "nothing reported");
+        assert!(running(left.id()), "what it left is the old process's then");
+
+        let committed = tokio_util::sync::CancellationToken::new();
+        let (supervision, mut life, mut rx) = down(&committed);
+        tokio::time::sleep(INITIAL_BACKOFF * 2).await;
+        assert!(rx.try_recv().is_err(), "nothing before the handover");
+        assert_eq!(supervision.pid(), 0);
+        committed.cancel();
+        match next_event(&mut rx).await {
+            InstanceEventKind::Exited { status, restart_in } => {
+                assert_eq!(status, DOWN_AT_TAKEOVER);
+                assert_eq!(restart_in, INITIAL_BACKOFF);
+            }
+            other => panic!("reported as an exit first: {other:?}"),
+        }
+        for _ in 0..1000 {
+            if !running(left.id()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = !running(left.id());
+        let _ = left.kill();
+        assert!(stopped, "what its last process left is stopped");
+        let InstanceEventKind::Restarted {
+            pid, previous_pid, ..
+        } = next_event(&mut rx).await
+        else {
+            panic!("started")
+        };
+        assert_eq!(previous_pid, 0);
+        assert!(running(pid), "{pid} runs");
+        let recorded = ChildJournal::read(journal.path()).expect("the journal reads");
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(
+            recorded[0].pid,
+            Some(pid),
+            "the stale entry dropped, the spawn recorded"
+        );
+
+        supervision.stop();
+        super::signal_group(pid, Signal::SIGKILL);
+        let done = tokio::time::timeout(patience, life.wait_for(|l| l.finished));
+        done.await
+            .expect("finished")
+            .expect("the supervisor reports");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashing_instance_is_restarted_with_doubling_backoff_up_to_the_cap_until_stopped() {
+        let (supervision, mut life, mut rx, pid) = supervised(exiting("sleep 0.05; exit 3"));
 
         let mut backoffs = Vec::new();
         let mut pids = vec![pid];

@@ -24,8 +24,10 @@ use std::sync::Arc;
 use crossfade_proxy::weight::Slot;
 
 use super::{ServiceHandle, StartRequest};
-use crate::driver::children::{adoptable, stop_leftovers, ChildEntry, ChildJournal, JournalError};
-use crate::driver::process::Unready;
+use crate::driver::children::{
+    adoptable, adoptable_each, runs_any, stop_leftovers, ChildEntry, ChildJournal, JournalError,
+};
+use crate::driver::process::{Found, Unready};
 use crate::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
 use crate::rollout::Phase;
 use crate::spec::{RunSpec, WorkloadSpec};
@@ -86,6 +88,10 @@ pub struct Recovered {
     pub driver: Arc<dyn WorkloadDriver>,
     /// The child journal of a run without `state_file`, to forget once every workload stopped.
     pub runtime_journal: Option<RuntimeJournal>,
+    /// A binary upgrade's new process ([`take_over`]): to cancel once the old process has handed
+    /// the workload over (it drains, or has exited), which starts the active instances that had
+    /// no process at the takeover. `None` after [`recover`].
+    pub handed_over: Option<CancellationToken>,
 }
 
 /// The child journal of a run without `state_file`, at [`ChildJournal::runtime_path`].
@@ -460,6 +466,7 @@ pub async fn recover(
         active,
         driver: Arc::new(driver),
         runtime_journal,
+        handed_over: None,
     })
 }
 
@@ -515,19 +522,24 @@ pub fn check_recorded_active(
 
 /// The start of a `crossfade run` that takes over from a serving one in a binary upgrade (the
 /// old process froze its controller: no rollout runs, its instances are held, and it handed over
-/// the state file's lock, `handed_lock`). Unlike [`recover`] it never stops or starts anything,
-/// so that a failure leaves the old process serving exactly as before: the state file is read
-/// (not written: the service saves it once it runs), the active workload's instances are adopted
-/// from the child journal once each passes readiness, and the journal is carried on with them.
+/// the state file's lock, `handed_lock`). Unlike [`recover`] it never stops or starts anything
+/// before the old process has handed the workload over, so that a failure leaves the old process
+/// serving exactly as before: the state file is read (not written: the service saves it once it
+/// runs), the active workload's running instances are adopted from the child journal (one that
+/// fails its readiness probe adopted not ready), and the journal is carried on with them. An
+/// instance with no process (in its restart backoff under the old process, which restarts
+/// nothing while held) is started by this process once [`Recovered::handed_over`] is cancelled;
+/// its endpoint is withdrawn until it is ready. Until session 36 it refused the upgrade.
 /// `predecessor` is the old process's pid, for the `Upgraded` event.
 ///
 /// # Errors
 /// [`StartupError::Lock`] when the lock handed over is not this state file's (another
 /// `state_file:` in the new spec) and the file is locked (by the old process);
 /// [`StartupError::Load`]; [`StartupError::Refused`] without `state_file`, for another route's
-/// state, a `blue:` changed since the old process started, a rollout in progress, or an active
-/// workload that cannot be adopted (its instances not all running as recorded, or one not ready),
-/// each naming what and saying that the old process serves on.
+/// state, a `blue:` changed since the old process started, a rollout in progress, a child journal
+/// that is missing or cannot be read, an instance whose process runs but is not the one the
+/// state file records, or a workload without `command` (static endpoints), each naming what and
+/// saying that the old process serves on.
 pub async fn take_over(
     spec: &RunSpec,
     handed_lock: Option<std::os::fd::OwnedFd>,
@@ -597,40 +609,67 @@ pub async fn take_over(
         .unwrap_or_else(|| blue.clone());
     let label = active_spec.label(active_slot).to_owned();
     let journal_path = ChildJournal::path_for(store.path());
-    let recorded = read_journal(Some(&journal_path));
-    let entries = (active_spec.command.is_some())
-        .then(|| {
-            adoptable(
-                &recorded,
-                &label,
-                active_spec.instances as usize,
-                &state.active_pids,
-            )
+    if active_spec.command.is_none() {
+        return Err(refused(format!(
+            "{label} has no command (static endpoints): an upgrade adopts processes"
+        )));
+    }
+    // Read as it is: a missing or unreadable journal says nothing of what runs, and is left for
+    // the old process, which serves on.
+    let recorded = match ChildJournal::read(&journal_path) {
+        Ok(_) if !journal_path.exists() => Err("it is missing".to_owned()),
+        Ok(entries) => Ok(entries),
+        Err(e) => Err(e.to_string()),
+    }
+    .map_err(|why| {
+        refused(format!(
+            "child journal {}: {why}, so what runs of {label} is unknown",
+            journal_path.display()
+        ))
+    })?;
+    let found = take_over_each(&recorded, &label, &active_spec, &state.active_pids)
+        .map_err(|why| refused(format!("{why} (child journal {})", journal_path.display())))?;
+    let entries: Vec<ChildEntry> = (found.iter())
+        .flat_map(|f| match f {
+            Found::Running(entry) => std::slice::from_ref(entry),
+            Found::Down { stale } => stale.as_slice(),
         })
-        .flatten()
-        .ok_or_else(|| {
-            refused(format!(
-                "{label}'s instances (pids {:?}) are not all running as the child journal {} \
-                 records them, so they cannot be adopted",
-                state.active_pids,
-                journal_path.display()
-            ))
-        })?;
+        .cloned()
+        .collect();
     let journal = ChildJournal::create_keeping(journal_path, recorded)
         .map_err(|e| refused(format!("state_file: {e}")))?;
     let journal = Arc::new(journal);
     let ports = spec.port_range.and_then(|range| range.ports());
     let driver = LocalDriver::new(ports).with_journal(Arc::clone(&journal));
+    let handed_over = CancellationToken::new();
     let active = driver
-        .adopt(&label, &active_spec, &entries, Unready::Supervise)
+        .take_over(&label, &active_spec, &found, &handed_over)
         .await
         .map_err(|e| refused(format!("not adopting {label}: {e}")))?;
+    // The entries of instances down stay until their start has stopped what they left.
     journal.drop_previous(&entries);
     let from = predecessor.map_or_else(|| "the old process".to_owned(), |p| format!("pid {p}"));
-    let note = format!(
-        "binary upgrade: took over from {from}; {}",
-        adopted_note(&label, &entries)
-    );
+    let adopted: Vec<ChildEntry> = (found.iter())
+        .filter_map(|f| match f {
+            Found::Running(entry) => Some(entry.clone()),
+            Found::Down { .. } => None,
+        })
+        .collect();
+    let down: Vec<String> = (found.iter().enumerate())
+        .filter(|(_, f)| matches!(f, Found::Down { .. }))
+        .map(|(i, _)| i.to_string())
+        .collect();
+    let mut note = format!("binary upgrade: took over from {from}");
+    if !adopted.is_empty() {
+        note = format!("{note}; {}", adopted_note(&label, &adopted));
+    }
+    if !down.is_empty() {
+        note = format!(
+            "{note}; {label} instance {} had no process (waiting for its restart): started \
+             by this process once the old one has handed it over",
+            down.join(", ")
+        );
+    }
     tracing::info!("{note}");
     state.push_event(StatusEvent::now("Upgraded", &note));
     Ok(Recovered {
@@ -644,7 +683,40 @@ pub async fn take_over(
         active,
         driver: Arc::new(driver),
         runtime_journal: None,
+        handed_over: Some(handed_over),
     })
+}
+
+/// What a binary upgrade's new process finds of each of `active`'s instances (`label`) in the
+/// old process's child journal `recorded`: its process running as recorded, its pid one of
+/// `active_pids` ([`adoptable_each`]), or no process of it running at all ([`Found::Down`],
+/// with its entries).
+///
+/// # Errors
+/// Naming the instance, when a process of it runs but is not the one the state file records:
+/// it might be serving, so neither adopted nor started again.
+fn take_over_each(
+    recorded: &[ChildEntry],
+    label: &str,
+    active: &WorkloadSpec,
+    active_pids: &[u32],
+) -> Result<Vec<Found>, String> {
+    let each = adoptable_each(recorded, label, active.instances as usize, active_pids);
+    (each.into_iter().enumerate())
+        .map(|(index, entry)| match entry {
+            Some(entry) => Ok(Found::Running(entry)),
+            None if runs_any(recorded, label, index) => Err(format!(
+                "{label} instance {index} runs, but not as the state file records it (pids \
+                 {active_pids:?}), so it is neither adopted nor started again"
+            )),
+            None => Ok(Found::Down {
+                stale: (recorded.iter())
+                    .filter(|e| e.workload == label && e.instance == index)
+                    .cloned()
+                    .collect(),
+            }),
+        })
+        .collect()
 }
 
 /// What the workload a state file records as serving (`active_workload`) lacks to serve at all, by
@@ -901,7 +973,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::test_support::pid_written;
+    use crate::test_support::{pid_written, running as alive};
 
     /// A spec for route `route` whose blue runs `script` under `sh -c`, with its state file in
     /// `dir`.
@@ -914,14 +986,6 @@ mod tests {
             dir.join("state.json").display()
         );
         RunSpec::from_yaml(&yaml).expect("the test's spec is valid")
-    }
-
-    fn alive(pid: u32) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim_start().chars().next());
-        !matches!(state, None | Some('Z' | 'X'))
     }
 
     /// A state file written for another route is refused before anything is written or started:
@@ -991,5 +1055,51 @@ mod tests {
         })
         .await;
         assert!(stopped.is_ok(), "the starting instance {pid} was stopped");
+    }
+
+    /// Session 36: what a binary upgrade's new process makes of each active instance in the old
+    /// process's child journal: adopted when it runs as recorded with a pid the state file saved;
+    /// down (to start itself, with its stale entries) when no process of it runs; refused when
+    /// one runs that the state file does not name (it may serve: never started twice).
+    #[test]
+    fn an_upgrade_adopts_what_runs_starts_what_does_not_and_refuses_an_unrecorded_process() {
+        let mut child = crate::test_support::sleeping_group_leader();
+        let pid = child.id();
+        let entry = |instance: usize, token: &str, pid: u32, ticks: Option<u64>| ChildEntry {
+            token: token.into(),
+            workload: "v1".into(),
+            instance,
+            command: "sleep".into(),
+            pid: Some(pid),
+            started_ticks: ticks,
+            port: Some(25_100 + u16::try_from(instance).unwrap()),
+        };
+        let runs = entry(0, "t-0", pid, crate::driver::children::start_ticks(pid));
+        // Another start time: the process it names is gone.
+        let dead = entry(1, "t-1", pid, Some(1));
+        let intent = ChildEntry {
+            pid: None,
+            ..entry(1, "t-2", 0, None)
+        };
+        let recorded = vec![runs.clone(), dead.clone(), intent.clone()];
+        let workload = WorkloadSpec {
+            command: Some("sleep".into()),
+            instances: 2,
+            ..WorkloadSpec::default()
+        };
+        let found = take_over_each(&recorded, "v1", &workload, &[pid]);
+        let stale = vec![dead, intent];
+        assert_eq!(
+            found,
+            Ok(vec![Found::Running(runs.clone()), Found::Down { stale }])
+        );
+        // Its process runs, but the state file saved another pid for the workload.
+        let refused = take_over_each(&recorded, "v1", &workload, &[pid + 1]).unwrap_err();
+        assert!(
+            refused.contains("v1 instance 0 runs, but not as the state file records it"),
+            "{refused}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
