@@ -1224,12 +1224,23 @@ mod tests {
             started_ticks: None,
             port: Some(1),
         };
-        // What the dead instance forked, still running with its token.
-        let mut left = std::process::Command::new("sleep")
+        // What the dead instance forked, still running with its token; killed when the test
+        // ends, also when it fails.
+        struct Left(std::process::Child);
+        impl Drop for Left {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let left = std::process::Command::new("sleep")
             .arg("1000")
             .env(TOKEN_VAR, &stale.token)
             .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
+            .map(Left)
             .expect("sleep starts");
         let journal = ChildJournal::create_keeping(dir.path().join("j"), vec![stale.clone()]);
         let journal = Arc::new(journal.expect("the journal"));
@@ -1267,7 +1278,10 @@ mod tests {
             .expect("finished")
             .expect("the supervisor reports");
         assert!(rx.try_recv().is_err(), "nothing reported");
-        assert!(running(left.id()), "what it left is the old process's then");
+        assert!(
+            running(left.0.id()),
+            "what it left is the old process's then"
+        );
 
         let committed = tokio_util::sync::CancellationToken::new();
         let (supervision, mut life, mut rx) = down(&committed);
@@ -1283,14 +1297,15 @@ mod tests {
             other => panic!("reported as an exit first: {other:?}"),
         }
         for _ in 0..1000 {
-            if !running(left.id()) {
+            if !running(left.0.id()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let stopped = !running(left.id());
-        let _ = left.kill();
-        assert!(stopped, "what its last process left is stopped");
+        assert!(
+            !running(left.0.id()),
+            "what its last process left is stopped"
+        );
         let InstanceEventKind::Restarted {
             pid, previous_pid, ..
         } = next_event(&mut rx).await
