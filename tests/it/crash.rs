@@ -23,11 +23,16 @@
 //!
 //! Some points kill the restart too, and a third start must recover from both.
 //!
+//! Some points run two instances per workload, and kill the active workload's instance 0 first,
+//! so that `run` dies while its supervisor handles the exit, waits out the backoff, or waits for
+//! the restart to get ready.
+//!
 //! CI runs a handful of points ([`ci_schedule`]); `CROSSFADE_CRASH_POINTS=all` runs the long
 //! schedule ([`long_schedule`]): every named point at several delays, both kills, restarts
-//! killed, and a sweep of every distinct
+//! killed, two instances, and a sweep of every distinct
 //! state saved during a reference rollout (`CROSSFADE_CRASH_POINTS=name,name` runs the named
-//! points of the long schedule only). Each point prints one `CRASH` line.
+//! points of the long schedule only, `instances` its points with two instances). Each point
+//! prints one `CRASH` line.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -88,7 +93,9 @@ enum Course {
 
 /// One point of the schedule: kill with `kill`, `delay` after the test saw the save `at` of a
 /// rollout that takes `course`; with `restart_kill`, the restart is SIGKILLed too, that long
-/// after it was started, and a third run must recover from both.
+/// after it was started, and a third run must recover from both. Blue and green run `instances`
+/// instances each; with `restarting`, the active workload's instance 0 is SIGKILLed at the save
+/// (once it is gone, `delay` starts), so that `run` dies while its supervisor restarts it.
 #[derive(Clone)]
 struct Point {
     name: String,
@@ -97,6 +104,8 @@ struct Point {
     delay: Duration,
     kill: Kill,
     restart_kill: Option<Duration>,
+    instances: u32,
+    restarting: bool,
 }
 
 impl Point {
@@ -110,12 +119,24 @@ impl Point {
             delay: Duration::from_millis(delay_ms),
             kill,
             restart_kill: None,
+            instances: 1,
+            restarting: false,
         }
     }
 
     /// This point with its restart killed `ms` after it was started.
     fn restart_killed(mut self, ms: u64) -> Point {
         self.restart_kill = Some(Duration::from_millis(ms));
+        self
+    }
+
+    /// This point with two instances per workload, the active workload's instance 0 killed at
+    /// the save: `run` is killed `delay` after it is gone, while its supervisor restarts it
+    /// (blue needs 1 s to get ready after a start, so that a restart under way is not ready yet
+    /// for a while: the exit is handled at once, the restart follows after 500 ms of backoff).
+    fn restarting(mut self) -> Point {
+        self.instances = 2;
+        self.restarting = true;
         self
     }
 
@@ -132,7 +153,15 @@ impl Point {
             Some(after) => format!(", restart killed +{after:?}"),
             None => String::new(),
         };
-        format!("{} +{:?} ({:?}){restart}", self.name, self.delay, self.kill)
+        let instances = match (self.instances, self.restarting) {
+            (1, _) => String::new(),
+            (n, false) => format!(", {n} instances"),
+            (n, true) => format!(", {n} instances, active instance 0 killed first"),
+        };
+        format!(
+            "{} +{:?} ({:?}){instances}{restart}",
+            self.name, self.delay, self.kill
+        )
     }
 }
 
@@ -222,6 +251,7 @@ fn ci_schedule() -> Vec<Point> {
         Point::new("draining", 0, Kill::Tree).restart_killed(300),
         Point::new("retiring", 0, Kill::Run),
         Point::new("completed", 0, Kill::Run),
+        Point::new("step1-hold", 250, Kill::Run).restarting(),
     ]
 }
 
@@ -252,6 +282,18 @@ fn long_schedule() -> Vec<Point> {
                 points.push(Point::new(name, 0, kill).restart_killed(restart));
             }
         }
+    }
+    // Two instances, `run` killed while one of them is restarted: as its exit is handled (0 ms),
+    // during its backoff (250 ms), once started again and not ready yet (800 ms); and a point
+    // of each phase with two instances and nothing killed but `run`.
+    for name in phases {
+        for delay in [0, 250, 800] {
+            points.push(Point::new(name, delay, Kill::Run).restarting());
+        }
+        points.push(Point::new(name, 250, Kill::Tree).restarting());
+        let mut both = Point::new(name, 0, Kill::Run);
+        both.instances = 2;
+        points.push(both);
     }
     points
 }
@@ -346,16 +388,24 @@ fn patient(version: &str) -> App {
     )
 }
 
-/// The trial's spec: blue, a green that takes 1 s to get ready (so that provisioning lasts) and,
-/// for a [`Course::Failing`] rollout, answers 500 to every request; steps 20/60/100 held 1 s
-/// each, the state file in `dir`.
-fn crash_spec(dir: &Path, versions: &Versions, course: Course) -> Spec {
-    let mut green = patient(&versions.green).flags(["--unready-for", "1s"]);
-    if course == Course::Failing {
+/// The trial's spec for `point`: blue, a green that takes 1 s to get ready (so that provisioning
+/// lasts) and, for a [`Course::Failing`] rollout, answers 500 to every request, each with the
+/// point's instances (blue also 1 s to get ready when an instance of it is restarted); steps
+/// 20/60/100 held 1 s each, the state file in `dir`.
+fn crash_spec(dir: &Path, versions: &Versions, point: &Point) -> Spec {
+    let instances = json!(point.instances);
+    let mut green = patient(&versions.green)
+        .flags(["--unready-for", "1s"])
+        .set("instances", instances.clone());
+    if point.course == Course::Failing {
         green = green.flags(["--error-rate", "100%"]);
     }
+    let mut blue = patient(&versions.blue).set("instances", instances);
+    if point.restarting {
+        blue = blue.flags(["--unready-for", "1s"]);
+    }
     let mut spec = Spec::new()
-        .blue(patient(&versions.blue))
+        .blue(blue)
         .green(green)
         .state_file(&dir.join("state.json"));
     spec.json["rollout"]["steps"] = json!([20, 60, 100]);
@@ -599,7 +649,7 @@ async fn trial(point: Point) -> Trial {
     let _reap = Reap(&versions);
     let dir = temp_dir();
     let state = dir.path().join("state.json");
-    let spec = crash_spec(dir.path(), &versions, point.course);
+    let spec = crash_spec(dir.path(), &versions, &point);
     let path = spec.write(dir.path(), "spec.yaml");
     let admin = Admin::new(spec.admin());
     let mut first = Crossfade::run(dir.path(), &path);
@@ -614,6 +664,12 @@ async fn trial(point: Point) -> Trial {
             killed_after: None,
             line: format!("not reached; saves seen: {seen:?}"),
         };
+    }
+    if point.restarting {
+        // Its supervisor restarts it: `run` dies `delay` after it is gone.
+        let victim = pids_of(&read_json(&state)["active_pids"])[0];
+        let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
+        wait_gone(&[victim], PATIENCE).await;
     }
     if !point.delay.is_zero() {
         tokio::time::sleep(point.delay).await;
@@ -844,17 +900,26 @@ async fn run_schedule(points: Vec<Point>) {
 }
 
 /// The schedule `CROSSFADE_CRASH_POINTS` asks for: unset, CI's; `all`, the long schedule and
-/// the sweep; names, the long schedule's points of those names.
+/// the sweep; `instances`, the long schedule's points with two instances per workload; names,
+/// the long schedule's points of those names.
 fn chosen() -> Option<Vec<Point>> {
     let wanted = std::env::var("CROSSFADE_CRASH_POINTS").ok()?;
     if wanted == "all" {
         return Some(long_schedule());
     }
+    if wanted == "instances" {
+        return Some(
+            long_schedule()
+                .into_iter()
+                .filter(|p| p.instances > 1)
+                .collect(),
+        );
+    }
     let names: Vec<&str> = wanted.split(',').map(str::trim).collect();
     for name in &names {
         assert!(
             named(name).is_some(),
-            "CROSSFADE_CRASH_POINTS: no point {name:?} (points: {NAMES:?}, or all)"
+            "CROSSFADE_CRASH_POINTS: no point {name:?} (points: {NAMES:?}, or all, or instances)"
         );
     }
     Some(
@@ -886,11 +951,8 @@ async fn a_run_killed_after_every_save_of_a_rollout_restarts_into_the_state_file
         for (delay, kill) in [(0, Kill::Run), (3, Kill::Run), (0, Kill::Tree)] {
             points.push(Point {
                 name: format!("save {i} [{sig}]"),
-                course: Course::Healthy,
                 at: At::Signature(sig.clone()),
-                delay: Duration::from_millis(delay),
-                kill,
-                restart_kill: None,
+                ..Point::new("step1-hold", delay, kill)
             });
         }
     }
@@ -967,20 +1029,17 @@ async fn reference_saves() -> Vec<String> {
     let versions = Versions::new();
     let _reap = Reap(&versions);
     let dir = temp_dir();
-    let spec = crash_spec(dir.path(), &versions, Course::Healthy);
+    let never = Point {
+        name: "reference".into(),
+        at: At::Signature(String::new()),
+        ..Point::new("step1-hold", 0, Kill::Run)
+    };
+    let spec = crash_spec(dir.path(), &versions, &never);
     let path = spec.write(dir.path(), "spec.yaml");
     let admin = Admin::new(spec.admin());
     let mut run = Crossfade::run(dir.path(), &path);
     run.wait_ready(&admin, PATIENCE).await;
     let _load = crash_load(&spec);
-    let never = Point {
-        name: "reference".into(),
-        course: Course::Healthy,
-        at: At::Signature(String::new()),
-        delay: Duration::ZERO,
-        kill: Kill::Run,
-        restart_kill: None,
-    };
     let mut seen = Vec::new();
     let state = dir.path().join("state.json");
     let _ = wait_for_save(&state, &never, &admin, &mut seen).await;
