@@ -57,12 +57,6 @@ struct TypedRequest {
     rollout: Option<RolloutConfig>,
 }
 
-/// The longest a binary upgrade's old process waits, after its handover, for its active
-/// instances' supervisors to let their processes go ([`Workload::release`]); each does so as
-/// soon as its task runs, unless it is stopping a restart that was not ready in time (up to the
-/// workload's `stop_grace`).
-const RELEASE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// What a `POST /rollout` body that is not a JSON object is told (trial 7, G11): its shape, as the
 /// weights endpoint says its own, not the Rust type it is read into.
 const START_SHAPE: &str = r#"must be a JSON object like {"green": {"command": "./app", "args": ["--port", "{port}"]}, "rollout": {"steps": [5, 25, 50, 100]}} ("rollout" optional)"#;
@@ -479,11 +473,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     let _ = reply.send(Err(StartError::HandingOver(successor)));
                 }
                 Some(Request::Upgrade(step, reply)) => {
-                    let result = self.upgrade(step);
-                    if matches!(step, UpgradeStep::HandOver) {
-                        self.release_active().await;
-                    }
-                    let _ = reply.send(result);
+                    let _ = reply.send(self.upgrade(step));
                 }
                 Some(Request::Start(req, reply)) => {
                     match self.prepare(*req) {
@@ -571,26 +561,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 tracing::info!(route = %self.config.route, "binary upgrade failed: rollouts accepted again, the active instances supervised again");
             }
             UpgradeStep::HandOver => {
-                // Released by the caller, which waits for it (`release_active`).
                 self.handed_over = true;
+                // Let go from this call on, also by a supervisor task that never runs again
+                // before this process exits (`supervisor::Owned`): nothing to wait for.
+                self.config.active.hold(Hold::Released);
                 tracing::info!(route = %self.config.route, "binary upgrade: the new process supervises the active workload now; this one leaves it running and writes the state file no more");
             }
         }
         Ok(())
-    }
-
-    /// At [`UpgradeStep::HandOver`]: releases the active instances and waits until every
-    /// supervisor has let its process go ([`Workload::release`]), so that this process, which
-    /// exits soon after the answer, cannot kill an instance the new process adopted. Until
-    /// session 35 the hold was set and the answer sent at once, and an instance whose supervisor
-    /// task had not run yet (a busy process: two of eight upgrades under load in
-    /// `run_upgrade::an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process`)
-    /// was killed with the old process's runtime: requests failed (502, and 500 from an ejected
-    /// instance the route then failed open to) until the new process had restarted it.
-    async fn release_active(&self) {
-        if !self.config.active.release(RELEASE_BOUND).await {
-            tracing::warn!(route = %self.config.route, "binary upgrade: an active instance's supervisor has not let its process go within {}; this process may stop it as it exits (the new process restarts it)", crate::spec::human(RELEASE_BOUND));
-        }
     }
 
     /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the

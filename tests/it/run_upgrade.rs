@@ -740,7 +740,7 @@ impl OneSick {
 /// during and after a SIGUSR2 upgrade all get 200: the new process, which adopts the same two
 /// instances, takes the ejection over (its time left and its count) and sends the ejected
 /// instance nothing in the gap. This test found that the old process could kill the healthy
-/// instance as it exited (2 upgrades of 8; `Workload::release`).
+/// instance as it exited (2 upgrades of 8; now `supervisor::Owned` lets a released instance run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process() {
     let mut run = OneSick::start("--error-rate 100%", |spec| {

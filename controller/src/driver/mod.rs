@@ -199,19 +199,6 @@ impl Workload {
         }
     }
 
-    /// [`Workload::hold`] with [`supervisor::Hold::Released`], then waits until each instance's
-    /// supervisor has let its process go, at most `bound`; whether all did. A spawned child is
-    /// killed when dropped (`kill_on_drop`), and its supervisor task disarms that when it runs;
-    /// a process that exits before the task has run (a binary upgrade's old process, right after
-    /// its handover) would drop it with the runtime, and kill an instance the new process had
-    /// adopted. Static endpoints: at once.
-    pub async fn release(&self, bound: std::time::Duration) -> bool {
-        match &self.kind {
-            Kind::Processes(p) => p.release(bound).await,
-            Kind::Static => true,
-        }
-    }
-
     /// Its endpoints are in a route now: from here an instance whose process exits on its own has
     /// its endpoint withdrawn through `gate` until a restart passed readiness (a preview's, which
     /// is not restarted, until its endpoints leave the route). Static endpoints are not

@@ -573,21 +573,6 @@ impl Instances {
         }
     }
 
-    /// Releases every instance ([`supervisor::Hold::Released`]) and waits until each
-    /// supervisor task has let its process go (a spawned child forgotten, its `kill_on_drop`
-    /// disarmed, which only that task can do) and ended, at most `bound`; whether all did.
-    pub async fn release(&self, bound: Duration) -> bool {
-        self.hold(supervisor::Hold::Released);
-        let all = async {
-            for inst in &self.instances {
-                let mut life = inst.life.clone();
-                // Its sender is the task's: closed when the task returns.
-                while life.changed().await.is_ok() {}
-            }
-        };
-        tokio::time::timeout(bound, all).await.is_ok()
-    }
-
     /// From now on each instance's endpoint is withdrawn through `gate` when its process exits
     /// on its own, and restored when its restart passed readiness ([`Supervision::attach`]).
     /// An instance not ready at the attach (adopted while failing its probe:
