@@ -667,6 +667,7 @@ async fn end_group(pid: u32, token: Option<&str>, grace: Duration, prefix: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::children::{pid_running, process_group};
     use crate::spec::WorkloadSpec;
     use crate::test_support::pid_written;
 
@@ -706,13 +707,9 @@ mod tests {
         .await
         .expect("the instance is restarted");
         assert!(!group_running(pid), "the exited instance's group is empty");
-        let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
-        let state = state
-            .rsplit_once(')')
-            .map(|(_, r)| r.trim_start().chars().next());
         assert!(
-            matches!(state, None | Some(Some('Z' | 'X'))),
-            "the orphan {orphan} is stopped before the restart: {state:?}"
+            !pid_running(orphan),
+            "the orphan {orphan} is stopped before the restart"
         );
 
         supervision.stop();
@@ -741,19 +738,10 @@ mod tests {
         let child = launch.spawn().expect("sh starts");
         let pid = child.id().unwrap_or_default();
         let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let fields = |p: u32| -> Vec<String> {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map(|(_, r)| r.to_owned());
-            rest.unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        };
         let patience = Duration::from_secs(60);
         // Out of the group once `setsid` has run (its pid is `sleep`'s).
         let escaped = pid_written(&pids, "the script's server left its process group", |e| {
-            let group = fields(e).get(2).cloned();
-            group.is_some_and(|g| g != pid.to_string())
+            process_group(e).is_some_and(|g| g != pid)
         })
         .await;
 
@@ -764,12 +752,12 @@ mod tests {
             .await
             .expect("the supervisor finishes")
             .expect("the supervisor reports");
-        let state = fields(escaped).first().cloned();
+        let running = pid_running(escaped);
         // Leaves nothing behind when the assertion fails.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(escaped as i32), Signal::SIGKILL);
         assert!(
-            matches!(state.as_deref(), None | Some("Z" | "X")),
-            "{escaped}, which left the group, is stopped with the instance: {state:?}"
+            !running,
+            "{escaped}, which left the group, is stopped with the instance"
         );
     }
 
@@ -866,29 +854,19 @@ mod tests {
         });
         drop(runtime);
         let (released, kept) = (released[0].1, kept[0].1);
-        // Running: a `/proc` entry that is not a zombie (the one killed below is reaped by no
-        // one until this test process exits).
-        let alive = |pid: u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
-                })
-                .unwrap_or(false)
-        };
-        // The one not released was killed by its `kill_on_drop`, as before.
+        // The one not released was killed by its `kill_on_drop`, as before (a zombie: reaped by
+        // no one until this test process exits, which `pid_running` does not count).
         for _ in 0..1000 {
-            if !alive(kept) {
+            if !pid_running(kept) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
-            !alive(kept),
+            !pid_running(kept),
             "an instance not released is killed with its supervisor"
         );
-        assert!(alive(released), "the released instance was killed");
+        assert!(pid_running(released), "the released instance was killed");
         let _ =
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(released as i32), Signal::SIGKILL);
     }
