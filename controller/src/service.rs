@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::analysis::judge_for;
-use crate::driver::{Hold, InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
+use crate::driver::{
+    Hold, InstanceEvent, InstanceEventKind, ProbedSince, Workload, WorkloadDriver,
+};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
 use crate::report::ReportData;
 use crate::rollout::{Decision, OperatorCommand, Phase, Rollout};
@@ -598,13 +600,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 ("ActiveExited", message)
             }
             InstanceEventKind::NotReady {
+                since,
                 deadline,
                 last_probe,
                 restart_in,
             } => {
                 let message = format!(
                     "active workload {workload}: instance {i} {}; stopped, restarting in {}",
-                    not_ready_cause(*deadline, last_probe),
+                    not_ready_cause(*since, *deadline, last_probe),
                     crate::spec::human(*restart_in)
                 );
                 tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
@@ -678,10 +681,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 (format!("{} ({error})", clock::START_FAILED), *restart_in)
             }
             InstanceEventKind::NotReady {
+                since,
                 deadline,
                 last_probe,
                 restart_in,
-            } => (not_ready_cause(*deadline, last_probe), *restart_in),
+            } => (not_ready_cause(*since, *deadline, last_probe), *restart_in),
             InstanceEventKind::Restarted { .. } | InstanceEventKind::Ready => return,
         };
         let now = (tokio::time::Instant::now(), std::time::SystemTime::now());
@@ -998,12 +1002,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 }
 
-/// Why a restarted active instance was stopped, as its event and `crossfade status` say it:
-/// `not ready within its readiness deadline 30s after its restart (last probe: ...)`.
-fn not_ready_cause(deadline: std::time::Duration, last_probe: &str) -> String {
+/// Why a restarted (or adopted not ready) active instance was stopped, as its event and
+/// `crossfade status` say it: `not ready within its readiness deadline 30s after its restart
+/// (last probe: ...)`, or `... after it was adopted not ready (...)` ([`ProbedSince::after`]).
+fn not_ready_cause(since: ProbedSince, deadline: std::time::Duration, last_probe: &str) -> String {
     format!(
-        "not ready within its readiness deadline {} after its restart (last probe: {last_probe})",
-        crate::spec::human(deadline)
+        "not ready within its readiness deadline {} {} (last probe: {last_probe})",
+        crate::spec::human(deadline),
+        since.after()
     )
 }
 

@@ -860,7 +860,13 @@ async fn an_instance_failing_readiness_does_not_block_a_run_upgrade_and_the_new_
             .map(|(_, m)| m)
     })
     .await;
-    assert!(message.contains("instance"), "{message}");
+    // Its deadline counted from its adoption: no restart of this process's came before.
+    assert!(
+        message.contains(
+            " not ready within its readiness deadline 10s after it was adopted not ready (last probe: "
+        ),
+        "{message}"
+    );
     wait_until(PATIENCE, "the restarted instance answering", || async {
         (one_request(listen).await.ok()? == sick).then_some(())
     })

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 /// The cancellation signal [`WorkloadDriver::provision`] takes (tokio-util's).
 pub use tokio_util::sync::CancellationToken;
 
-pub use supervisor::{EndpointGate, Hold, InstanceEvent, InstanceEventKind};
+pub use supervisor::{EndpointGate, Hold, InstanceEvent, InstanceEventKind, ProbedSince};
 
 use crate::spec::WorkloadSpec;
 

@@ -80,9 +80,12 @@ pub enum InstanceEventKind {
         /// The backoff before the next start.
         restart_in: Duration,
     },
-    /// A restarted process did not pass its readiness probe within its workload's
-    /// `readiness.deadline`: it was stopped, and is started again after `restart_in`.
+    /// A restarted process, or one adopted not ready, did not pass its readiness probe within
+    /// its workload's `readiness.deadline`: it was stopped, and is started again after
+    /// `restart_in`.
     NotReady {
+        /// What the deadline counted from: its restart, or its adoption.
+        since: ProbedSince,
         /// The workload's `readiness.deadline`.
         deadline: Duration,
         /// The last probe's failure (`connect failed: Connection refused (os error 111)`).
@@ -116,6 +119,30 @@ pub enum InstanceEventKind {
     /// A restarted process passed its readiness probe: the event's `endpoint` serves again (the
     /// route's endpoint restored, or replaced by it when the restart moved).
     Ready,
+}
+
+/// What a not-ready instance's readiness deadline counts from ([`InstanceEventKind::NotReady`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbedSince {
+    /// Its process was started again after an exit (or after a restart that was not ready).
+    Restart,
+    /// It was adopted while failing its readiness probe (a `crossfade run` binary upgrade's new
+    /// process takes over what the old one ran, sick or not: [`super::process::Unready`]).
+    Adoption,
+}
+
+// === impl ProbedSince ===
+
+impl ProbedSince {
+    /// The words that follow `not ready within its readiness deadline 30s` in the logs, the
+    /// event `ActiveNotReady` and `crossfade status`: `after its restart`, `after it was
+    /// adopted not ready`.
+    pub fn after(self) -> &'static str {
+        match self {
+            ProbedSince::Restart => "after its restart",
+            ProbedSince::Adoption => "after it was adopted not ready",
+        }
+    }
 }
 
 /// What an instance is doing, as its supervisor publishes it.
@@ -403,9 +430,9 @@ async fn run(
     // Since when the process running now has been ready (the first one: from the start, unless
     // adopted not ready).
     let mut ready_since = ready.then(Instant::now);
-    // The restarted process was stopped for not passing readiness in time: its deadline and
-    // last probe, for the next report.
-    let mut unready: Option<(Duration, String)> = None;
+    // The restarted (or adopted) process was stopped for not passing readiness in time: since
+    // when, its deadline and last probe, for the next report.
+    let mut unready: Option<(ProbedSince, Duration, String)> = None;
     loop {
         let status = if ready_since.is_some() {
             tokio::select! {
@@ -440,9 +467,14 @@ async fn run(
                         return child.release();
                     }
                     let deadline = launch.readiness_deadline();
-                    tracing::warn!(target: "crossfade::workload", "[{prefix}] not ready within its readiness deadline {} after its restart (last probe: {last}): stopping it (SIGTERM, SIGKILL after stop_grace) to start it again", crate::spec::human(deadline));
+                    // Not ready since the start of this task (adopted so), or since a restart.
+                    let since = match restarts {
+                        0 => ProbedSince::Adoption,
+                        _ => ProbedSince::Restart,
+                    };
+                    tracing::warn!(target: "crossfade::workload", "[{prefix}] not ready within its readiness deadline {} {} (last probe: {last}): stopping it (SIGTERM, SIGKILL after stop_grace) to start it again", crate::spec::human(deadline), since.after());
                     let status = stop_unready(&mut child, sup.pid(), launch.stop_grace()).await;
-                    unready = Some((deadline, last));
+                    unready = Some((since, deadline, last));
                     status
                 }
                 Restarted::Ready => {
@@ -535,7 +567,8 @@ async fn run(
                 routed,
                 match (failure.take(), unready.take()) {
                     (Some(error), _) => InstanceEventKind::RestartFailed { error, restart_in },
-                    (None, Some((deadline, last_probe))) => InstanceEventKind::NotReady {
+                    (None, Some((since, deadline, last_probe))) => InstanceEventKind::NotReady {
+                        since,
                         deadline,
                         last_probe,
                         restart_in,
@@ -925,10 +958,12 @@ mod tests {
         };
         match next_kind(&mut rx).await {
             InstanceEventKind::NotReady {
+                since,
                 deadline,
                 last_probe,
                 restart_in,
             } => {
+                assert_eq!(since, ProbedSince::Restart);
                 assert_eq!(deadline, Duration::from_millis(300));
                 assert!(last_probe.contains("connect"), "{last_probe}");
                 assert_eq!(restart_in, INITIAL_BACKOFF * 2, "the backoff goes on");
