@@ -704,6 +704,50 @@ mod tests {
     use crate::spec::WorkloadSpec;
     use crate::test_support::pid_written;
 
+    /// How long a test waits for its supervisor to finish or report.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    /// Spawns `launch`'s process and starts its supervisor task ([`start`]): the supervisor's
+    /// handle, its [`Life`] and the process's pid.
+    fn spawned(launch: Launch) -> (Arc<Supervision>, watch::Receiver<Life>, u32) {
+        let child = launch.spawn().expect("the instance starts");
+        let pid = child.id().unwrap_or_default();
+        let (supervision, life) = start(launch, Proc::Spawned(child), pid);
+        (supervision, life, pid)
+    }
+
+    /// An instance supervised as blue's ([`spawned`], then [`Supervision::supervise`]: started
+    /// again after each exit); with it the events its supervisor reports.
+    type Supervised = (
+        Arc<Supervision>,
+        watch::Receiver<Life>,
+        u32,
+        mpsc::UnboundedReceiver<InstanceEvent>,
+    );
+
+    /// [`spawned`] and supervised as blue's ([`Supervised`]).
+    fn supervised(launch: Launch) -> Supervised {
+        let (supervision, life, pid) = spawned(launch);
+        let (tx, rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+        (supervision, life, pid, rx)
+    }
+
+    /// Stops the instance as `Instances::stop` does (no restart from now on, `signal` to the
+    /// process group of the process it runs now) and waits until its supervisor is done.
+    async fn stop_and_wait(
+        supervision: &Supervision,
+        life: &mut watch::Receiver<Life>,
+        signal: Signal,
+    ) {
+        supervision.stop();
+        super::signal_group(supervision.pid(), signal);
+        tokio::time::timeout(PATIENCE, life.wait_for(|l| l.finished))
+            .await
+            .expect("the supervisor finishes")
+            .expect("the supervisor reports");
+    }
+
     /// Trial 13, N3: a start script that runs the server as a child (no `exec`) and dies leaves
     /// the child in the instance's process group, holding its port; the restart must first stop
     /// it, or the new process cannot bind and the orphan serves unsupervised forever.
@@ -718,22 +762,16 @@ mod tests {
             stop_grace: Duration::from_secs(30),
             ..WorkloadSpec::default()
         };
-        let launch = Launch::new("blue", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        supervision.supervise(Slot::Blue, tx);
-        let patience = Duration::from_secs(60);
+        let (supervision, mut life, pid, mut rx) = supervised(Launch::new("blue", 0, 1, spec));
         let orphan = pid_written(&pids, "the script's child started", |_| true).await;
         assert!(group_running(pid));
         // The main process alone dies (as `kill -9` of the script's shell); its child lives on.
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-        let restarted = tokio::time::timeout(patience, async {
+        tokio::time::timeout(PATIENCE, async {
             loop {
                 let event = rx.recv().await.expect("an event");
-                if let InstanceEventKind::Restarted { pid, .. } = event.kind {
-                    return pid;
+                if let InstanceEventKind::Restarted { .. } = event.kind {
+                    return;
                 }
             }
         })
@@ -745,12 +783,8 @@ mod tests {
             "the orphan {orphan} is stopped before the restart"
         );
 
-        supervision.stop();
-        super::signal_group(restarted, Signal::SIGKILL);
-        tokio::time::timeout(patience, life.wait_for(|l| l.finished))
-            .await
-            .expect("the supervisor finishes")
-            .expect("the supervisor reports");
+        // The restarted process's group, as `Instances::stop` reads it.
+        stop_and_wait(&supervision, &mut life, Signal::SIGKILL).await;
     }
 
     /// Runtry 30: a server that left the instance's process group (`setsid`, a daemon mode) got
@@ -767,11 +801,7 @@ mod tests {
             stop_grace: Duration::from_secs(30),
             ..WorkloadSpec::default()
         };
-        let launch = Launch::new("green", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let patience = Duration::from_secs(60);
+        let (supervision, mut life, pid) = spawned(Launch::new("green", 0, 1, spec));
         // Out of the group once `setsid` has run (its pid is `sleep`'s).
         let escaped = pid_written(&pids, "the script's server left its process group", |e| {
             process_group(e).is_some_and(|g| g != pid)
@@ -779,12 +809,7 @@ mod tests {
         .await;
 
         // As `Instances::stop`: no restart, SIGTERM to the instance's group.
-        supervision.stop();
-        super::signal_group(pid, Signal::SIGTERM);
-        tokio::time::timeout(patience, life.wait_for(|l| l.finished))
-            .await
-            .expect("the supervisor finishes")
-            .expect("the supervisor reports");
+        stop_and_wait(&supervision, &mut life, Signal::SIGTERM).await;
         let running = pid_running(escaped);
         // Leaves nothing behind when the assertion fails.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(escaped as i32), Signal::SIGKILL);
@@ -815,7 +840,6 @@ mod tests {
     /// route); one stopped on purpose is not (its endpoints left the route before the stop).
     #[tokio::test]
     async fn an_exit_withdraws_the_endpoint_and_a_stop_does_not() {
-        let patience = Duration::from_secs(60);
         let dir = tempfile::tempdir().unwrap();
         let hold = dir.path().join("hold");
         // Exits once the test removed the hold file, after the gate is attached.
@@ -830,10 +854,7 @@ mod tests {
                 args: vec!["-c".into(), script.into()],
                 ..WorkloadSpec::default()
             };
-            let launch = Launch::new("green", 0, 41_001, spec);
-            let child = launch.spawn().expect("sh starts");
-            let pid = child.id().unwrap_or_default();
-            let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
+            let (supervision, mut life, pid) = spawned(Launch::new("green", 0, 41_001, spec));
             let gate = Arc::new(Recorded::default());
             supervision.attach(Arc::clone(&gate) as Arc<dyn EndpointGate>);
             std::fs::remove_file(&hold).unwrap();
@@ -841,7 +862,7 @@ mod tests {
                 supervision.stop();
                 super::signal_group(pid, Signal::SIGTERM);
             }
-            tokio::time::timeout(patience, life.wait_for(|l| l.finished))
+            tokio::time::timeout(PATIENCE, life.wait_for(|l| l.finished))
                 .await
                 .expect("the supervisor finishes")
                 .expect("the supervisor reports");
@@ -872,10 +893,8 @@ mod tests {
                 args: vec!["1000".into()],
                 ..WorkloadSpec::default()
             };
-            let launch = Launch::new("blue", supervisions.len(), 1, spec);
-            let child = launch.spawn().expect("sleep starts");
-            let pid = child.id().unwrap_or_default();
-            let (supervision, _life) = start(launch, Proc::Spawned(child), pid);
+            let (supervision, _life, pid) =
+                spawned(Launch::new("blue", supervisions.len(), 1, spec));
             supervisions.push((supervision, pid));
         };
         let mut released = Vec::new();
@@ -933,12 +952,7 @@ mod tests {
             stop_grace: Duration::from_secs(5),
             ..WorkloadSpec::default()
         };
-        let launch = Launch::new("blue", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        supervision.supervise(Slot::Blue, tx);
+        let (supervision, mut life, _, mut rx) = supervised(Launch::new("blue", 0, 1, spec));
         std::fs::remove_file(&hold).unwrap();
 
         async fn next_kind(rx: &mut mpsc::UnboundedReceiver<InstanceEvent>) -> InstanceEventKind {
@@ -985,12 +999,7 @@ mod tests {
         assert_eq!(previous_pid, unready);
         assert_ne!(again, unready);
 
-        supervision.stop();
-        super::signal_group(supervision.pid(), Signal::SIGKILL);
-        tokio::time::timeout(Duration::from_secs(30), life.wait_for(|l| l.finished))
-            .await
-            .expect("the supervisor finishes")
-            .expect("the supervisor reports");
+        stop_and_wait(&supervision, &mut life, Signal::SIGKILL).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -1007,12 +1016,7 @@ mod tests {
             },
             ..WorkloadSpec::default()
         };
-        let launch = Launch::new("blue", 0, 1, spec);
-        let child = launch.spawn().expect("sh starts");
-        let pid = child.id().unwrap_or_default();
-        let (supervision, mut life) = start(launch, Proc::Spawned(child), pid);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        supervision.supervise(Slot::Blue, tx);
+        let (supervision, mut life, pid, mut rx) = supervised(Launch::new("blue", 0, 1, spec));
 
         let mut backoffs = Vec::new();
         let mut pids = vec![pid];
