@@ -916,14 +916,6 @@ mod tests {
         RunSpec::from_yaml(&yaml).expect("the test's spec is valid")
     }
 
-    fn alive(pid: u32) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim_start().chars().next());
-        !matches!(state, None | Some('Z' | 'X'))
-    }
-
     /// A state file written for another route is refused before anything is written or started:
     /// the file keeps its bytes, and the error names both routes and the file.
     #[tokio::test]
@@ -985,7 +977,7 @@ mod tests {
             Ok(_) => panic!("a cancelled start served"),
         }
         let stopped = tokio::time::timeout(Duration::from_secs(30), async {
-            while alive(pid) {
+            while crate::driver::children::pid_running(pid) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

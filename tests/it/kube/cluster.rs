@@ -21,7 +21,10 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use super::emulator::Emulator;
-use super::shift::{controller, create_target, shift_with, status_until, WAIT};
+use super::shift::{
+    at_step_one, controller, create_target, raw_status_until, shift_with, slow_policy,
+    status_until, WAIT,
+};
 
 /// One test's cluster: the emulator, a client for it, the kubelet stand-in ([`Kubelet`]) for the
 /// named Deployments, and the TrafficShift and Deployment APIs of namespace `default`. Every test
@@ -88,6 +91,16 @@ impl Cluster {
             .create(&kube::api::PostParams::default(), &shift_with(rollout))
             .await
             .expect("create trafficshift")
+    }
+
+    /// Creates TrafficShift `web` (`web:v2`, [`slow_policy`]), starts the controllers and waits
+    /// until its rollout is at step 1 (10%, read raw: [`raw_status_until`]); the controllers'
+    /// handle and that status.
+    pub async fn rollout_at_step_one(&self) -> (tokio::task::JoinHandle<()>, TrafficShiftStatus) {
+        self.create_shift(slow_policy()).await;
+        let ctl = self.controller();
+        let (status, _) = raw_status_until(&self.client, "step 1 at 10%", at_step_one).await;
+        (ctl, status)
     }
 
     /// Starts the controllers with fresh [`FakeProxies`] acknowledging every generation.

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{Cluster, FakeProxies, ReplicaLease};
@@ -63,6 +63,79 @@ pub(super) async fn status_until(
         shift.status.filter(|s| check(s))
     })
     .await
+}
+
+/// A first step that holds long enough for a test to act at it (10% for 60 s), then 100%.
+pub(super) fn slow_policy() -> serde_json::Value {
+    json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } })
+}
+
+/// The status shows step 1 (10%) of a running rollout.
+pub(super) fn at_step_one(s: &TrafficShiftStatus) -> bool {
+    s.phase == Some(Phase::Progressing)
+        && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+}
+
+/// The status shows `Progressing=False` with `reason`.
+pub(super) fn not_progressing_for(s: &TrafficShiftStatus, reason: &str) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.status == ConditionStatus::False && c.reason == reason)
+}
+
+/// The id of the rollout the status records (`status.rolloutState`), if any.
+pub(super) fn rollout_id(s: &TrafficShiftStatus) -> Option<u64> {
+    s.rollout_state
+        .as_ref()
+        .and_then(|r| r["rollout"]["id"].as_u64())
+}
+
+/// TrafficShifts as the API server stores them: the typed API cannot read one that does not
+/// decode.
+pub(super) fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
+    Api::default_namespaced_with(client.clone(), &ApiResource::erase::<TrafficShift>(&()))
+}
+
+/// TrafficShift `web`'s status read raw, once `check` holds for it (its rollout id with it).
+pub(super) async fn raw_status_until(
+    client: &kube::Client,
+    what: &str,
+    check: impl Fn(&TrafficShiftStatus) -> bool,
+) -> (TrafficShiftStatus, Option<u64>) {
+    let raw = raw_shifts(client);
+    wait_until(WAIT, what, || async {
+        let object = raw.get("web").await.expect("get trafficshift");
+        let status = object.data.get("status").cloned()?;
+        let status: TrafficShiftStatus = serde_json::from_value(status).ok()?;
+        let id = rollout_id(&status);
+        check(&status).then_some((status, id))
+    })
+    .await
+}
+
+/// The problem [`make_undecodable`]'s edit is reported with.
+pub(super) const UNDECODABLE: &str =
+    "spec.rollout.hold: \"9000h\" is above the maximum of 366 days";
+
+/// Edits TrafficShift `web` into one that does not decode: `spec.rollout.hold: 9000h`, over the
+/// 366-day bound ([`UNDECODABLE`]), which the schema's pattern lets in.
+pub(super) async fn make_undecodable(client: &kube::Client) {
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw_shifts(client)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+}
+
+/// Waits until TrafficShift `web`'s rollout is aborted and `Progressing=False InvalidSpec`
+/// shows (read raw: the spec may not decode); returns that status.
+pub(super) async fn aborted_as_invalid(client: &kube::Client) -> TrafficShiftStatus {
+    let (shown, _) = raw_status_until(client, "Aborted, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    shown
 }
 
 pub(super) fn condition(status: &TrafficShiftStatus, type_: &str) -> (ConditionStatus, String) {
