@@ -65,7 +65,7 @@ use machine::Machine;
 
 /// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
 /// the target rolling out) and no watch event arrives.
-const POLL: Duration = Duration::from_secs(2);
+pub const POLL: Duration = Duration::from_secs(2);
 
 /// How often a reconcile looks again while it waits for the proxies: to apply published weights,
 /// or to drain the retiring backend.
@@ -104,6 +104,9 @@ pub struct Context {
     /// The controller's cache of TrafficShifts, to tell which one owns a Deployment
     /// ([`other_owner`]); `None` (a context without a controller, in tests) checks nothing.
     shifts: Option<Store<DynamicObject>>,
+    /// How often a reconcile looks again while it waits on the cluster ([`POLL`] unless
+    /// [`Context::polling_every`] set another).
+    poll: Duration,
 }
 
 /// The resourceVersion an Event named and its note.
@@ -190,7 +193,17 @@ impl Context {
             rollout_metrics: RolloutMetrics::default(),
             route_metrics: Mutex::new(HashMap::new()),
             shifts: None,
+            poll: POLL,
         }
+    }
+
+    /// A reconcile waiting on the cluster (a preview becoming available, the target rolling out,
+    /// a rollback's capacity) looks again every `poll` instead of every 2 s ([`POLL`]), as well
+    /// as at each watch event that concerns it. The tests lengthen it to show that a change is
+    /// acted on at its watch event, not at the next poll.
+    pub fn polling_every(mut self, poll: Duration) -> Context {
+        self.poll = poll;
+        self
     }
 
     /// Tells which TrafficShift owns a Deployment from `shifts` (the controller's cache of
@@ -980,10 +993,12 @@ pub async fn check_lists(
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
 /// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
-/// trigger creates, and any whose `spec.deployment` it is); and the proxies' Leases: a change of a
-/// route's applied generation wakes that route's TrafficShift. Its Events name `instance` as
-/// reporting instance when given (the replica's identity). Transitions and Events feed
-/// `rollout_metrics` ([`Context::with_metrics`]).
+/// trigger creates, and any whose `spec.deployment` it is or whose rollout record names it); and
+/// the proxies' Leases: a change of a route's applied generation wakes that route's
+/// TrafficShift. Its Events name `instance` as reporting instance when given (the replica's
+/// identity). Transitions and Events feed
+/// `rollout_metrics` ([`Context::with_metrics`]). While it waits on the cluster, a reconcile
+/// looks again every `poll` ([`Context::polling_every`]; `crossfade controller --kube`: 2 s).
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
@@ -991,6 +1006,7 @@ pub async fn run(
     metrics: Arc<dyn ClusterMetrics>,
     rollout_metrics: RolloutMetrics,
     instance: Option<&str>,
+    poll: Duration,
 ) {
     let resource = invalid::resource();
     let (shifts, deploys): (Api<DynamicObject>, Api<Deployment>) = match namespace {
@@ -1009,7 +1025,8 @@ pub async fn run(
     let store = controller.store();
     let mut ctx = Context::new(client, proxies, metrics)
         .with_metrics(rollout_metrics)
-        .with_shifts(store.clone());
+        .with_shifts(store.clone())
+        .polling_every(poll);
     if let Some(instance) = instance {
         ctx = ctx.reporting_as(instance);
     }
@@ -1034,8 +1051,12 @@ pub async fn run(
 
 /// The TrafficShifts a Deployment's change concerns: its controller owner when that is a
 /// TrafficShift (the preview), else the TrafficShift of the same name (the one the trigger makes)
-/// and every TrafficShift in `known` whose `spec.deployment` it is (its annotations carry their
-/// commands).
+/// and every TrafficShift in `known` that targets it: whose `spec.deployment` it is, or whose
+/// rollout record names it ([`record_target`]: the rollout acts on it until it has ended, after
+/// an edit of `spec.deployment` too). Its annotations carry their commands, and its readiness is
+/// what their rollout waits for. Before (session 35), only `spec.deployment` was matched: after
+/// that edit, the recorded Deployment's changes (rolled out during the role swap) were seen only
+/// at the next poll.
 fn shifts_of(deploy: &Deployment, known: &[Arc<DynamicObject>]) -> Vec<ObjectRef<DynamicObject>> {
     let Some(ns) = deploy.namespace() else {
         return Vec::new();
@@ -1054,12 +1075,23 @@ fn shifts_of(deploy: &Deployment, known: &[Arc<DynamicObject>]) -> Vec<ObjectRef
             .data
             .pointer("/spec/deployment")
             .and_then(|d| d.as_str());
-        let targets = deployment == Some(&name) && shift.namespace().as_deref() == Some(&ns);
+        let named = deployment == Some(&name) || record_target(shift) == Some(&name);
+        let targets = named && shift.namespace().as_deref() == Some(&ns);
         if targets && shift.name_any() != name {
             refs.push(ObjectRef::new_with(&shift.name_any(), invalid::resource()).within(&ns));
         }
     }
     refs
+}
+
+/// The target Deployment a TrafficShift's rollout record names, read untyped from
+/// `status.rolloutState`: its `deployment`, else (a record of an older version) the target of its
+/// promotion words (`rollout.promotion.target`); `None` without either.
+fn record_target(shift: &DynamicObject) -> Option<&str> {
+    let state = shift.data.pointer("/status/rolloutState")?;
+    let deployment = state.get("deployment").and_then(|d| d.as_str());
+    let promotion = || state.pointer("/rollout/promotion/target");
+    deployment.or_else(|| promotion().and_then(|d| d.as_str()))
 }
 
 /// The TrafficShift that owns (rolls out, and takes the commands of) `shift`'s Deployment, when

@@ -22,8 +22,8 @@ use serde_json::json;
 
 use super::emulator::Emulator;
 use super::shift::{
-    at_step_one, controller, create_target, raw_status_until, shift_with, slow_policy,
-    status_until, WAIT,
+    at_step_one, controller, controller_polling, create_target, raw_status_until, shift_with,
+    slow_policy, status_until, WAIT,
 };
 
 /// One test's cluster: the emulator, a client for it, the kubelet stand-in ([`Kubelet`]) for the
@@ -111,6 +111,14 @@ impl Cluster {
     /// Starts the controllers with `metrics` as what the proxies report.
     pub fn controller_with(&self, metrics: Arc<dyn ClusterMetrics>) -> tokio::task::JoinHandle<()> {
         controller(&self.client, metrics)
+    }
+
+    /// As [`Cluster::controller`], a reconcile waiting on the cluster looking again every `poll`
+    /// instead of every 2 s: set longer than the test's waits, what it waits for is seen only
+    /// at a watch event.
+    pub fn controller_polling(&self, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let proxies = FakeProxies::start(self.client.clone());
+        controller_polling(&self.client, proxies, poll)
     }
 
     /// Starts recording every status of TrafficShift `web`.
@@ -215,20 +223,23 @@ fn shows_generation(d: &Deployment) -> bool {
 /// lands; a test that then marked the generation it read available left the rollout waiting on
 /// the next one, which no one made available (a CI rehearsal of session 28 timed out so).
 pub async fn promoted_target(deploys: &Api<Deployment>) -> Deployment {
-    crate::support::wait_until(
-        super::shift::WAIT,
-        "the promoted template on web",
-        || async {
-            let web = deploys.get("web").await.ok()?;
-            let image = web
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.as_deref());
-            (image == Some("web:v2")).then_some(web)
-        },
-    )
+    promoted(deploys, "web").await
+}
+
+/// Deployment `name` once promotion has written `web:v2` into its template (see
+/// [`promoted_target`]).
+pub async fn promoted(deploys: &Api<Deployment>, name: &str) -> Deployment {
+    let what = format!("the promoted template on {name}");
+    crate::support::wait_until(super::shift::WAIT, &what, || async {
+        let web = deploys.get(name).await.ok()?;
+        let image = web
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.as_deref());
+        (image == Some("web:v2")).then_some(web)
+    })
     .await
 }
 

@@ -801,3 +801,73 @@ async fn a_restarted_controller_supersedes_an_older_record_into_the_deployment_i
     c.deployment_deleted("web-green").await;
     second.abort();
 }
+
+/// TrafficShift `web` rolling container `app` of Deployment `target` out to `web:v2`, promoted
+/// after one short step.
+fn fast_shift_of(target: &str) -> TrafficShift {
+    serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web" },
+        "spec": { "deployment": target, "images": { "app": "web:v2" }, "rollout": {
+            "steps": [{ "weight": 100, "hold": "300ms" }], "drainTimeout": "300ms",
+            "analysis": { "minRequests": 5, "interval": "300ms" } } }
+    }))
+    .expect("valid trafficshift")
+}
+
+/// kube36 (left by kubeedit35 and check35): after `spec.deployment` was edited from `api` to
+/// `api2` during the role swap, the rollout still finishes on `api`, its record's target, and
+/// waits for `api` to roll out the new images. The Deployment watch woke a TrafficShift only for
+/// the Deployment its live `spec.deployment` names (or of its own name), so `api` rolling out was
+/// seen only at the next poll (2 s). Here the poll is 10 minutes, longer than the test waits: the
+/// rollout finishes on `api` and the next one starts on `api2` only if `api`'s change wakes it.
+#[tokio::test]
+async fn the_deployment_a_rollout_acts_on_wakes_it_after_spec_deployment_names_another() {
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    for name in ["api", "api2"] {
+        let made = c
+            .deploys
+            .create(
+                &PostParams::default(),
+                &super::objects::deployment(name, &[]),
+            )
+            .await
+            .expect("create deployment");
+        super::cluster::mark_available(&c.deploys, &made).await;
+    }
+    c.shifts
+        .create(&PostParams::default(), &fast_shift_of("api"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller_polling(std::time::Duration::from_secs(600));
+    c.status_until("Promoted", |s| s.phase == Some(Phase::Promoted))
+        .await;
+    let promoted = super::cluster::promoted(&c.deploys, "api").await;
+    let edit = json!({ "spec": { "deployment": "api2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    // The edit makes no status write while the rollout finishes (nothing to see it by): time for
+    // the controller's cache to take it, so that `api`'s change below is matched by the record
+    // alone. Too short would only let the test pass without the fix, never fail with it.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // `api` rolls out the promoted images: the only change the rollout waits for.
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    let started = c
+        .status_until("rollout 2 of api2 started", |s| {
+            s.rollout_state
+                .as_ref()
+                .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "api2")
+        })
+        .await;
+    assert_eq!(started.observed_generation, Some(2), "{started:?}");
+    let completed = notes(&c.client, "web", "Completed").await;
+    assert!(
+        completed.iter().any(|n| n.contains("api runs web:v2")),
+        "rollout 1 completed on api: {completed:?}"
+    );
+    ctl.abort();
+}

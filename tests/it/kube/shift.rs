@@ -29,14 +29,25 @@ pub(super) fn controller(
     client: &kube::Client,
     metrics: Arc<dyn ClusterMetrics>,
 ) -> tokio::task::JoinHandle<()> {
+    controller_polling(client, metrics, crossfade_controller::kube::shift::POLL)
+}
+
+/// As [`controller`], a reconcile waiting on the cluster looking again every `poll`
+/// (`kube::run_polling`) instead of every 2 s.
+pub(super) fn controller_polling(
+    client: &kube::Client,
+    metrics: Arc<dyn ClusterMetrics>,
+    poll: Duration,
+) -> tokio::task::JoinHandle<()> {
     let client = client.clone();
     tokio::spawn(async move {
-        crossfade_controller::kube::run(
+        crossfade_controller::kube::run_polling(
             client,
             Some("default"),
             &["default".to_owned()],
             metrics,
             crossfade_controller::metrics::RolloutMetrics::default(),
+            poll,
         )
         .await
         .expect("preflight: the emulator serves TrafficShifts");

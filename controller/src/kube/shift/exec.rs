@@ -379,7 +379,7 @@ impl<'a> Exec<'a> {
         let action = if (self.invalid.is_some() || start_later) && m.record.rollout.is_terminal() {
             Action::requeue(std::time::Duration::from_millis(10))
         } else {
-            next_action(&m)
+            next_action(&m, self.ctx.poll)
         };
         Ok((action, m))
     }

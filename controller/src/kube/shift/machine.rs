@@ -8,7 +8,7 @@ use crossfade_proxy::weight::Slot;
 use crossfade_proxy::{BackendSnapshot, ShadowSnapshot};
 use kube::runtime::controller::Action;
 
-use super::{ACK_POLL, POLL};
+use super::ACK_POLL;
 use crate::analysis::{judge_for, Judge};
 use crate::driver::kube::preview_name;
 use crate::kube::crd::{CommandsSeen, TrafficShift};
@@ -267,9 +267,10 @@ pub(super) fn promotion_of(shift: &TrafficShift) -> Promotion {
     }
 }
 
-/// When to reconcile again: at the machine's next timer, or within [`POLL`] while waiting on the
-/// cluster (a rollback's capacity wait included); terminal and paused rollouts wait for a change.
-pub(super) fn next_action(m: &Machine) -> Action {
+/// When to reconcile again: at the machine's next timer, or within `poll` ([`super::POLL`] unless
+/// [`super::Context::polling_every`] set another) while waiting on the cluster (a rollback's
+/// capacity wait included); terminal and paused rollouts wait for a change.
+pub(super) fn next_action(m: &Machine, poll: Duration) -> Action {
     let r = &m.record.rollout;
     let now = tokio::time::Instant::now();
     let mut next = r.next_wakeup().map(|t| t.saturating_duration_since(now));
@@ -280,7 +281,7 @@ pub(super) fn next_action(m: &Machine) -> Action {
     // endpoints, read at each reconcile (no watch on EndpointSlices).
     let waiting = provisioning || m.swap_requested || m.stop_requested || r.holds_for_capacity();
     if waiting {
-        next = Some(next.map_or(POLL, |d| d.min(POLL)));
+        next = Some(next.map_or(poll, |d| d.min(poll)));
     }
     // The proxies applying weights, or the retiring backend draining.
     if m.pending.is_some() || m.drain_deadline.is_some() {
