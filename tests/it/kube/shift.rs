@@ -1171,3 +1171,73 @@ async fn a_preview_kept_after_its_drain_is_kept_again_by_a_restarted_controller(
     c.deployment_deleted("web-green").await;
     second.abort();
 }
+
+/// kube36 (left by check35): a TrafficShift made undecodable (`hold: 9000h`, which the schema's
+/// pattern lets in) while its preview is kept after the drain (a held retirement: after
+/// promotion, the target without a ready endpoint, and no deadline). The rollout is past
+/// promotion, so it finishes from its record: the preview stays as the route's backup while the
+/// target cannot serve, nothing is rolled back, and once the target is ready again the preview
+/// is deleted and the rollout completes, then `InvalidSpec` is shown. The field is named at once,
+/// while the hold lasts, not only once the rollout has ended.
+#[tokio::test]
+async fn a_trafficshift_made_undecodable_during_a_held_retirement_finishes_it_and_names_the_field()
+{
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    let (fake, first, slices) = a_preview_kept_after_its_drain(&c).await;
+    make_undecodable(&c.client).await;
+    let said = wait_until(WAIT, "a Warning InvalidSpec naming the field", || async {
+        let notes = notes(&c.client, "web", "InvalidSpec").await;
+        notes.into_iter().find(|n| n.contains(UNDECODABLE))
+    })
+    .await;
+    assert!(
+        said.contains("the rollout of generation 1 was promoted and finishes first"),
+        "{said}"
+    );
+    // The hold goes on, also for a controller restarted meanwhile, which reads the rollout from
+    // the record of an object that does not decode: the preview is still kept as the backup.
+    first.abort();
+    let _ = first.await;
+    let ctl = c.controller_with(fake.clone());
+    wait_until(WAIT, "a second RetireHeld after the restart", || async {
+        let held = notes(&c.client, "web", "RetireHeld").await;
+        (held.len() >= 2).then_some(())
+    })
+    .await;
+    let (held, _) = raw_status_until(&c.client, "still kept", preview_kept).await;
+    assert_eq!(held.phase, Some(Phase::Retiring), "{held:?}");
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_some(),
+        "the preview was deleted while the target had no ready endpoint"
+    );
+
+    set_target_ready(&slices, true).await;
+    let (done, _) = raw_status_until(&c.client, "Completed, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Completed) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    assert!(
+        done.message
+            .as_deref()
+            .is_some_and(|m| m.contains(UNDECODABLE)),
+        "{done:?}"
+    );
+    assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::True);
+    c.deployment_deleted("web-green").await;
+    let web = c.deploys.get("web").await.expect("get web");
+    assert_eq!(
+        image(&web),
+        "web:v2",
+        "the target keeps the promoted images"
+    );
+    let events = events(&c.client).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.ends_with("RolledBack") || e.ends_with("Aborting")),
+        "{events:?}"
+    );
+    ctl.abort();
+}

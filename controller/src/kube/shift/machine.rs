@@ -61,6 +61,10 @@ pub(super) struct Machine {
     /// for: the log says a wait once when it starts or its reason changes, not at every
     /// reconcile (one a second while it waits, check32).
     pub(super) waiting_said: Option<String>,
+    /// The invalid spec generation already said to wait for this rollout to end (past promotion,
+    /// or rolling back): `exec.rs`, `say_invalid_while_ending`. Not persisted: said again after a
+    /// restart.
+    pub(super) invalid_said: Option<i64>,
 }
 
 /// Weights published in `status.weights` that the proxies have not all applied yet.
@@ -99,6 +103,7 @@ impl Machine {
             target_unready: false,
             both_unready: false,
             waiting_said: None,
+            invalid_said: None,
         }
     }
 
