@@ -29,6 +29,7 @@ mod commands;
 mod exec;
 pub mod invalid;
 mod machine;
+mod older;
 mod status;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+pub use older::TARGET_UNKNOWN;
 pub use status::{status_of, step_progress, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
@@ -372,6 +374,9 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
             Fresh::Undecodable(object, problem) => {
                 return cleanup_undecodable(&object, problem, ctx).await
             }
+            Fresh::TargetUnknown(object, why) => {
+                return older::refuse_deleted(ctx, &object, why).await
+            }
         },
     };
     Box::pin(end_deleted(shift, in_memory, ctx)).await
@@ -469,6 +474,7 @@ async fn reconcile_with(
             Fresh::Undecodable(object, _) => {
                 return Box::pin(reconcile_undecodable(&object, &ctx)).await
             }
+            Fresh::TargetUnknown(object, why) => return older::refuse(&ctx, &object, why).await,
         },
     };
     let exec = exec::Exec::new(&ctx, shift.clone());
@@ -690,8 +696,14 @@ async fn reconcile_undecodable(
             Err(problem) => (fresh, problem),
         },
     };
+    let mut object = object;
     let uid = object.uid().unwrap_or_else(|| object.name_any());
     let in_memory = ctx.take(&uid);
+    if in_memory.is_none() {
+        if let Some(why) = older::name_target(ctx, &mut object).await? {
+            return older::refuse(ctx, &object, why).await;
+        }
+    }
     let record = match &in_memory {
         Some(m) => Some(m.record.clone()),
         None => record_in(&object),
@@ -738,14 +750,9 @@ pub(crate) fn of_record(
         .data
         .pointer("/spec/deployment")
         .and_then(|d| d.as_str());
-    let spec = crate::kube::crd::TrafficShiftSpec {
-        deployment: deployment.unwrap_or_default().to_owned(),
-        images: Default::default(),
-        rollout: Default::default(),
-        route,
-    };
-    let mut base = TrafficShift::new(&object.name_any(), spec);
-    base.metadata = object.metadata.clone();
+    let mut base = bare(object);
+    base.spec.deployment = deployment.unwrap_or_default().to_owned();
+    base.spec.route = route;
     let status = object.data.get("status");
     base.status = status
         .and_then(|s| serde_json::from_value(s.clone()).ok())
@@ -756,6 +763,20 @@ pub(crate) fn of_record(
             })
         });
     record.rolled_out(&base)
+}
+
+/// A TrafficShift of `object`'s name and metadata, with an empty spec: for what is found by
+/// name and owner alone (the preview, the Services).
+fn bare(object: &DynamicObject) -> TrafficShift {
+    let spec = crate::kube::crd::TrafficShiftSpec {
+        deployment: String::new(),
+        images: Default::default(),
+        rollout: Default::default(),
+        route: None,
+    };
+    let mut shift = TrafficShift::new(&object.name_any(), spec);
+    shift.metadata = object.metadata.clone();
+    shift
 }
 
 /// `object` as the API server has it now, untyped; `None` when it is gone.
@@ -781,9 +802,15 @@ enum Fresh {
     Gone,
     /// It no longer decodes (changed since the watch delivered it).
     Undecodable(Box<DynamicObject>, crate::kube::crd::DecodeError),
+    /// Its rollout record, of an older version, names no target Deployment and none can be told
+    /// (why, in words: [`older::name_target`]).
+    TargetUnknown(Box<DynamicObject>, String),
 }
 
-/// The TrafficShift as the API server has it now, read as a dynamic object and decoded here.
+/// The TrafficShift as the API server has it now, read as a dynamic object and decoded here,
+/// its rollout record given its target when an older version's names none
+/// ([`older::name_target`]). For a reconcile with no rollout in memory: the record is loaded
+/// from it.
 async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError> {
     let ns = shift.namespace().unwrap_or_else(|| "default".into());
     let read = invalid::api(ctx.client.clone(), &ns)
@@ -793,12 +820,15 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError>
             shift: crate::driver::kube::key(shift),
             source,
         })?;
-    Ok(match read {
-        None => Fresh::Gone,
-        Some(object) => match invalid::typed(&object) {
-            Ok(shift) => Fresh::Shift(Box::new(shift)),
-            Err(problem) => Fresh::Undecodable(Box::new(object), problem),
-        },
+    let Some(mut object) = read else {
+        return Ok(Fresh::Gone);
+    };
+    if let Some(why) = older::name_target(ctx, &mut object).await? {
+        return Ok(Fresh::TargetUnknown(Box::new(object), why));
+    }
+    Ok(match invalid::typed(&object) {
+        Ok(shift) => Fresh::Shift(Box::new(shift)),
+        Err(problem) => Fresh::Undecodable(Box::new(object), problem),
     })
 }
 
@@ -822,10 +852,15 @@ async fn cleanup_undecodable(
         Some(_) => None,
         None => match fresh_object(ctx, object).await? {
             None => return Ok(Action::await_change()),
-            Some(fresh) => match invalid::typed(&fresh) {
-                Ok(shift) => return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await,
-                Err(_) => Some(fresh),
-            },
+            Some(mut fresh) => {
+                if let Some(why) = older::name_target(ctx, &mut fresh).await? {
+                    return older::refuse_deleted(ctx, &fresh, why).await;
+                }
+                match invalid::typed(&fresh) {
+                    Ok(shift) => return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await,
+                    Err(_) => Some(fresh),
+                }
+            }
         },
     };
     let object = fresh.as_ref().unwrap_or(object);
@@ -839,15 +874,7 @@ async fn cleanup_undecodable(
         return Box::pin(end_deleted(shift, in_memory, ctx)).await;
     }
     // The preview is found by name and owner uid only: the spec is not needed.
-    let spec = crate::kube::crd::TrafficShiftSpec {
-        deployment: String::new(),
-        images: Default::default(),
-        rollout: Default::default(),
-        route: None,
-    };
-    let mut owner = TrafficShift::new(&object.name_any(), spec);
-    owner.metadata = object.metadata.clone();
-    if ctx.driver.delete_preview(&owner).await? {
+    if ctx.driver.delete_preview(&bare(object)).await? {
         return Ok(Action::await_change());
     }
     Err(ShiftError::Finalizing {

@@ -871,3 +871,125 @@ async fn the_deployment_a_rollout_acts_on_wakes_it_after_spec_deployment_names_a
     );
     ctl.abort();
 }
+
+/// Rollout 1 of TrafficShift `web` at step 1 on Deployment `web`, in a cluster with `web2` too
+/// ([`with_web2`]); then, the controller stopped, its record made one of a version before session
+/// 35 (no `deployment`, no `unreadyGraceMs`, no promotion words: what a controller of that
+/// version wrote before its first reconcile by a newer one), and `spec.deployment` edited to
+/// `web2`. `None` when the emulator is not installed.
+async fn an_older_record_whose_spec_names_another_deployment() -> Option<Cluster> {
+    let c = with_web2(&["web", "web2", "web-green"]).await?;
+    let (first, _) = c.rollout_at_step_one().await;
+    first.abort();
+    let _ = first.await;
+    let older = json!({ "status": { "rolloutState": {
+        "deployment": null, "unreadyGraceMs": null, "rollout": { "promotion": null } } } });
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&older))
+        .await
+        .expect("make the record an older version's");
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    Some(c)
+}
+
+/// Rollout 2 running on `web2` (its record names it, Service `web-blue` selects its pods),
+/// rollout 1 having been superseded and aborted into `web`, whose template was left as it was.
+async fn superseded_into_web_then_rolled_out_on_web2(c: &Cluster) {
+    let started = c
+        .status_until("rollout 2 of web2 at step 1", |s| {
+            at_step_one(s)
+                && s.rollout_state
+                    .as_ref()
+                    .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "web2")
+        })
+        .await;
+    assert_eq!(started.observed_generation, Some(2), "{started:?}");
+    let aborted = notes(&c.client, "web", "Aborting").await;
+    assert!(
+        aborted
+            .iter()
+            .any(|n| n.contains("superseded by spec generation 2")),
+        "{aborted:?}"
+    );
+    let events = events(&c.client).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e == "Warning TargetChanged" || e == "Warning RolledBack"),
+        "{events:?}"
+    );
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let blue = services.get("web-blue").await.expect("service web-blue");
+    let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("web2"));
+    let web = c.deploys.get("web").await.expect("deployment web");
+    assert_eq!(super::shift::image(&web), "web:v1", "web left as it was");
+}
+
+/// kube36 (left by check35): a running rollout whose record names no target (written before
+/// session 35, and before promotion words), its `spec.deployment` edited meanwhile. Before,
+/// the record's target was taken from the live spec: the edit counted as the same rollout, which
+/// carried on reading `web2` as its target, found its template not the one the preview was made
+/// from and rolled back naming `web2`; after promotion it would have given `web2` the new images
+/// while the traffic went to `web`'s pods. Now the record's target is the Deployment the
+/// rollout's Service `web-blue` selects: `web`. The rollout is superseded into it, then rolled
+/// out on `web2`.
+#[tokio::test]
+async fn an_older_record_naming_no_target_is_superseded_into_the_deployment_its_service_selects() {
+    let Some(c) = an_older_record_whose_spec_names_another_deployment().await else {
+        return;
+    };
+    let ctl = c.controller();
+    superseded_into_web_then_rolled_out_on_web2(&c).await;
+    ctl.abort();
+}
+
+/// The same, with the rollout's Service `web-blue` deleted meanwhile: no target can be told.
+/// Nothing is done on the cluster (the weights stay, no Deployment is written); condition
+/// `Progressing=False` (`TargetUnknown`) says why and how to name it. Once the status names it,
+/// the rollout is superseded into it and the next one rolls out on `web2`.
+#[tokio::test]
+async fn an_older_record_whose_target_cannot_be_told_waits_until_its_status_names_it() {
+    let Some(c) = an_older_record_whose_spec_names_another_deployment().await else {
+        return;
+    };
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    services
+        .delete("web-blue", &DeleteParams::default())
+        .await
+        .expect("delete service web-blue");
+    let ctl = c.controller();
+    let refused = c
+        .status_until("TargetUnknown", |s| not_progressing_for(s, "TargetUnknown"))
+        .await;
+    let message = refused.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("does not name the deployment rollout 1 acts on")
+            && message.contains("service web-blue")
+            && message.contains("set status.rolloutState.deployment"),
+        "{message}"
+    );
+    assert_eq!(
+        refused.weights.as_ref().map(|w| w.preview.bp()),
+        Some(1000),
+        "the weights stay: {refused:?}"
+    );
+    let record = refused.rollout_state.expect("record");
+    assert!(record["deployment"].is_null(), "{record}");
+    events_with(&c.client, &["Warning TargetUnknown"]).await;
+    for name in ["web", "web2"] {
+        let d = c.deploys.get(name).await.expect("deployment");
+        assert_eq!(super::shift::image(&d), "web:v1", "{name} untouched");
+    }
+    let named = json!({ "status": { "rolloutState": { "deployment": "web" } } });
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&named))
+        .await
+        .expect("name the record's target");
+    superseded_into_web_then_rolled_out_on_web2(&c).await;
+    ctl.abort();
+}

@@ -68,6 +68,7 @@ const WARNINGS: &[&str] = &[
     "DeploymentMissing",
     "AbortForced",
     "TargetUnready",
+    super::older::TARGET_UNKNOWN,
 ];
 
 /// The state of one reconcile.

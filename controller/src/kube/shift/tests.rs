@@ -693,3 +693,43 @@ fn a_deployment_change_wakes_the_trafficshifts_whose_spec_or_rollout_record_targ
     assert_eq!(woken_by("api2", &known), ["api2", "old", "web"]);
     assert_eq!(woken_by("db", &known), ["db", "other"]);
 }
+
+/// Deployment `name` whose `spec.selector.matchLabels` are `app: <app>`.
+fn selecting(name: &str, app: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": "shop" },
+        "spec": { "selector": { "matchLabels": { "app": app } },
+            "template": { "metadata": { "labels": { "app": app } } } }
+    }))
+    .expect("deployment")
+}
+
+/// kube36: the target of a record of an older version that names none is the one Deployment
+/// whose selector is the rollout's blue Service's; none or several, and it cannot be told (the
+/// controller then does nothing for the TrafficShift but say so).
+#[test]
+fn an_older_records_target_is_the_only_deployment_its_blue_service_selects() {
+    use std::collections::BTreeMap;
+
+    let selector = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    let web = selecting("web", "web");
+    let web2 = selecting("web2", "web2");
+    let copy = selecting("web-copy", "web");
+    let without = target_deployment("bare");
+    assert_eq!(
+        older::selected("web-blue", &selector, &[web2.clone(), web.clone(), without]),
+        Ok("web".to_owned())
+    );
+    assert_eq!(
+        older::selected("web-blue", &selector, std::slice::from_ref(&web2)),
+        Err("service web-blue selects app=web, which is no deployment's selector".to_owned())
+    );
+    assert_eq!(
+        older::selected("web-blue", &selector, &[web, web2, copy]),
+        Err(
+            "service web-blue selects app=web, the selector of deployments web, web-copy"
+                .to_owned()
+        )
+    );
+}
