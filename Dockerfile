@@ -7,6 +7,10 @@
 # exact dependency versions of Cargo.lock (--locked). TLS is rustls (no OpenSSL), so the binary
 # needs only glibc and libgcc at run time; it allocates with mimalloc, linked in (Cargo.toml feature
 # `mimalloc`).
+# This is the plain release build (`cargo build --release`). The README's p99 target is met by the
+# profile-guided build (bench/pgo.sh, whose training run needs h2load, wrk and llvm-profdata) and
+# missed by this one (README, Benchmark; docs/bench-2026-12-05-figures.md): for the proxy's best
+# latency, build the binary with bench/pgo.sh and copy it into the final stage instead.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Manifests first: the dependency layer is rebuilt only when they change.

@@ -77,7 +77,8 @@ worker_processes 1; daemon off; master_process off; pid $dir/nginx.pid; error_lo
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; }
+  keepalive_requests 100000000;   # the default 1000 ends each client connection (HTTP/2: GOAWAY) after 1000 requests
+  upstream bench { server 127.0.0.1:$blue weight=9; server 127.0.0.1:$green weight=1; keepalive 256; keepalive_requests 100000000; }
   server { listen 127.0.0.1:$listen${h2:+ http2};
     location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }

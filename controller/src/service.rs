@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::analysis::judge_for;
-use crate::driver::{Hold, InstanceEvent, InstanceEventKind, Workload, WorkloadDriver};
+use crate::driver::{
+    Hold, InstanceEvent, InstanceEventKind, ProbedSince, Workload, WorkloadDriver,
+};
 use crate::metrics::{RolloutMetrics, RouteMetrics};
 use crate::report::ReportData;
 use crate::rollout::{Decision, OperatorCommand, Phase, Rollout};
@@ -56,12 +58,6 @@ struct TypedRequest {
     green: Option<WorkloadSpec>,
     rollout: Option<RolloutConfig>,
 }
-
-/// The longest a binary upgrade's old process waits, after its handover, for its active
-/// instances' supervisors to let their processes go ([`Workload::release`]); each does so as
-/// soon as its task runs, unless it is stopping a restart that was not ready in time (up to the
-/// workload's `stop_grace`).
-const RELEASE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a `POST /rollout` body that is not a JSON object is told (trial 7, G11): its shape, as the
 /// weights endpoint says its own, not the Rust type it is read into.
@@ -479,11 +475,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                     let _ = reply.send(Err(StartError::HandingOver(successor)));
                 }
                 Some(Request::Upgrade(step, reply)) => {
-                    let result = self.upgrade(step);
-                    if matches!(step, UpgradeStep::HandOver) {
-                        self.release_active().await;
-                    }
-                    let _ = reply.send(result);
+                    let _ = reply.send(self.upgrade(step));
                 }
                 Some(Request::Start(req, reply)) => {
                     match self.prepare(*req) {
@@ -575,26 +567,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 tracing::info!(route = %self.config.route, "binary upgrade failed: rollouts accepted again, the active instances supervised again");
             }
             UpgradeStep::HandOver => {
-                // Released by the caller, which waits for it (`release_active`).
                 self.handed_over = true;
+                // Let go from this call on, also by a supervisor task that never runs again
+                // before this process exits (`supervisor::Owned`): nothing to wait for.
+                self.config.active.hold(Hold::Released);
                 tracing::info!(route = %self.config.route, "binary upgrade: the new process supervises the active workload now; this one leaves it running and writes the state file no more");
             }
         }
         Ok(())
-    }
-
-    /// At [`UpgradeStep::HandOver`]: releases the active instances and waits until every
-    /// supervisor has let its process go ([`Workload::release`]), so that this process, which
-    /// exits soon after the answer, cannot kill an instance the new process adopted. Until
-    /// session 35 the hold was set and the answer sent at once, and an instance whose supervisor
-    /// task had not run yet (a busy process: two of eight upgrades under load in
-    /// `run_upgrade::an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process`)
-    /// was killed with the old process's runtime: requests failed (502, and 500 from an ejected
-    /// instance the route then failed open to) until the new process had restarted it.
-    async fn release_active(&self) {
-        if !self.config.active.release(RELEASE_BOUND).await {
-            tracing::warn!(route = %self.config.route, "binary upgrade: an active instance's supervisor has not let its process go within {}; this process may stop it as it exits (the new process restarts it)", crate::spec::human(RELEASE_BOUND));
-        }
     }
 
     /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the
@@ -624,13 +604,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 ("ActiveExited", message)
             }
             InstanceEventKind::NotReady {
+                since,
                 deadline,
                 last_probe,
                 restart_in,
             } => {
                 let message = format!(
                     "active workload {workload}: instance {i} {}; stopped, restarting in {}",
-                    not_ready_cause(*deadline, last_probe),
+                    not_ready_cause(*since, *deadline, last_probe),
                     crate::spec::human(*restart_in)
                 );
                 tracing::error!(route = %self.config.route, backend = %event.backend, "{message}");
@@ -704,10 +685,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 (format!("{} ({error})", clock::START_FAILED), *restart_in)
             }
             InstanceEventKind::NotReady {
+                since,
                 deadline,
                 last_probe,
                 restart_in,
-            } => (not_ready_cause(*deadline, last_probe), *restart_in),
+            } => (not_ready_cause(*since, *deadline, last_probe), *restart_in),
             InstanceEventKind::Restarted { .. } | InstanceEventKind::Ready => return,
         };
         let now = (tokio::time::Instant::now(), std::time::SystemTime::now());
@@ -1024,12 +1006,14 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 }
 
-/// Why a restarted active instance was stopped, as its event and `crossfade status` say it:
-/// `not ready within its readiness deadline 30s after its restart (last probe: ...)`.
-fn not_ready_cause(deadline: std::time::Duration, last_probe: &str) -> String {
+/// Why a restarted (or adopted not ready) active instance was stopped, as its event and
+/// `crossfade status` say it: `not ready within its readiness deadline 30s after its restart
+/// (last probe: ...)`, or `... after it was adopted not ready (...)` ([`ProbedSince::after`]).
+fn not_ready_cause(since: ProbedSince, deadline: std::time::Duration, last_probe: &str) -> String {
     format!(
-        "not ready within its readiness deadline {} after its restart (last probe: {last_probe})",
-        crate::spec::human(deadline)
+        "not ready within its readiness deadline {} {} (last probe: {last_probe})",
+        crate::spec::human(deadline),
+        since.after()
     )
 }
 

@@ -26,17 +26,6 @@ pub(crate) async fn pid_written(path: &Path, what: &str, accept: impl Fn(u32) ->
     found.unwrap_or_else(|_| panic!("{what}: no pid in {} after 60 s", path.display()))
 }
 
-/// Whether process `pid` runs: it has a `/proc` entry that is not a zombie (a process this test
-/// killed but did not reap stays one).
-pub(crate) fn running(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state is the first field after the command name, which may hold spaces and parens.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
-    !matches!(state.as_deref(), None | Some("Z" | "X"))
-}
-
 /// `sleep 600` in a process group of its own (as the driver starts instances): a process that
 /// runs, for tests of what is recorded of one. The caller kills and reaps it.
 pub(crate) fn sleeping_group_leader() -> std::process::Child {

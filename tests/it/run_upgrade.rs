@@ -753,7 +753,7 @@ impl OneSick {
 /// during and after a SIGUSR2 upgrade all get 200: the new process, which adopts the same two
 /// instances, takes the ejection over (its time left and its count) and sends the ejected
 /// instance nothing in the gap. This test found that the old process could kill the healthy
-/// instance as it exited (2 upgrades of 8; `Workload::release`).
+/// instance as it exited (2 upgrades of 8; now `supervisor::Owned` lets a released instance run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_ejected_before_a_run_upgrade_gets_no_request_from_the_new_process() {
     let mut run = OneSick::start("--error-rate 100%", |spec| {
@@ -873,7 +873,13 @@ async fn an_instance_failing_readiness_does_not_block_a_run_upgrade_and_the_new_
             .map(|(_, m)| m)
     })
     .await;
-    assert!(message.contains("instance"), "{message}");
+    // Its deadline counted from its adoption: no restart of this process's came before.
+    assert!(
+        message.contains(
+            " not ready within its readiness deadline 10s after it was adopted not ready (last probe: "
+        ),
+        "{message}"
+    );
     wait_until(PATIENCE, "the restarted instance answering", || async {
         (one_request(listen).await.ok()? == sick).then_some(())
     })

@@ -549,9 +549,8 @@ pub fn runs_as_recorded(pid: u32, ticks: Option<u64>) -> bool {
     let Some(fields) = stat_fields(pid) else {
         return false;
     };
-    let state = fields.first().map(String::as_str).unwrap_or("Z");
     let started = fields.get(19).and_then(|t| t.parse::<u64>().ok());
-    ticks.is_some() && started == ticks && state != "Z" && state != "X"
+    ticks.is_some() && started == ticks && runs(&fields)
 }
 
 /// A token for a spawn that no journal records (a run on port 0 without a state file, the
@@ -584,10 +583,8 @@ pub fn escaped(token: &str, pgid: u32) -> Vec<(u32, String)> {
             let Some(fields) = stat_fields(pid) else {
                 return false;
             };
-            let state = fields.first().map_or("Z", String::as_str);
             let group = fields.get(2).and_then(|g| g.parse::<u32>().ok());
-            state != "Z"
-                && state != "X"
+            runs(&fields)
                 && group != Some(pgid)
                 && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
                     environ
@@ -617,10 +614,16 @@ pub fn signal_escaped(pids: &[(u32, String)], signal: Signal) {
     }
 }
 
-/// Whether process group `pgid` has a member that still runs. A zombie does not count: a process
-/// whose parent exited waits to be reaped by PID 1, which in a container may never do it (or not
-/// yet: an adopted instance that exited is a zombie until PID 1 gets to it), and it holds no
-/// port or file any more.
+/// Whether process `pid` runs: it has a `/proc` entry and is not a zombie. A zombie does not
+/// count: a process whose parent exited waits to be reaped by PID 1, which in a container may
+/// never do it (or not yet: an adopted instance that exited is a zombie until PID 1 gets to it),
+/// and it holds no port or file any more. No entry (gone, or `/proc` unreadable): not running.
+pub fn pid_running(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|fields| runs(&fields))
+}
+
+/// Whether process group `pgid` has a member that still runs ([`pid_running`]: a zombie does
+/// not count).
 pub fn group_running(pgid: u32) -> bool {
     let Ok(raw) = i32::try_from(pgid) else {
         return false;
@@ -634,18 +637,19 @@ pub fn group_running(pgid: u32) -> bool {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .any(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // After the command name (which may hold spaces and parens): state, ppid, pgrp.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next().unwrap_or("Z");
-            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
-            pgrp == Some(pgid) && state != "Z" && state != "X"
+            stat_fields(pid).is_some_and(|fields| {
+                let group = fields.get(2).and_then(|g| g.parse::<u32>().ok());
+                group == Some(pgid) && runs(&fields)
+            })
         })
+}
+
+/// Whether the process whose [`stat_fields`] these are runs: its state (field 3) is neither
+/// zombie (`Z`) nor dead (`X`), proc(5).
+fn runs(fields: &[String]) -> bool {
+    fields
+        .first()
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parens):
@@ -661,8 +665,8 @@ pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
-/// A process's process group id (`/proc/<pid>/stat` field 5).
-fn process_group(pid: u32) -> Option<u32> {
+/// A process's process group id (`/proc/<pid>/stat` field 5); `None` once it is gone.
+pub(crate) fn process_group(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(2)?.parse().ok()
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 /// The cancellation signal [`WorkloadDriver::provision`] takes (tokio-util's).
 pub use tokio_util::sync::CancellationToken;
 
-pub use supervisor::{EndpointGate, Hold, InstanceEvent, InstanceEventKind};
+pub use supervisor::{EndpointGate, Hold, InstanceEvent, InstanceEventKind, ProbedSince};
 
 use crate::spec::WorkloadSpec;
 
@@ -196,19 +196,6 @@ impl Workload {
     pub fn hold(&self, hold: supervisor::Hold) {
         if let Kind::Processes(p) = &self.kind {
             p.hold(hold);
-        }
-    }
-
-    /// [`Workload::hold`] with [`supervisor::Hold::Released`], then waits until each instance's
-    /// supervisor has let its process go, at most `bound`; whether all did. A spawned child is
-    /// killed when dropped (`kill_on_drop`), and its supervisor task disarms that when it runs;
-    /// a process that exits before the task has run (a binary upgrade's old process, right after
-    /// its handover) would drop it with the runtime, and kill an instance the new process had
-    /// adopted. Static endpoints: at once.
-    pub async fn release(&self, bound: std::time::Duration) -> bool {
-        match &self.kind {
-            Kind::Processes(p) => p.release(bound).await,
-            Kind::Static => true,
         }
     }
 

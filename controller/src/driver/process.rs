@@ -632,21 +632,6 @@ impl Instances {
         }
     }
 
-    /// Releases every instance ([`supervisor::Hold::Released`]) and waits until each
-    /// supervisor task has let its process go (a spawned child forgotten, its `kill_on_drop`
-    /// disarmed, which only that task can do) and ended, at most `bound`; whether all did.
-    pub async fn release(&self, bound: Duration) -> bool {
-        self.hold(supervisor::Hold::Released);
-        let all = async {
-            for inst in &self.instances {
-                let mut life = inst.life.clone();
-                // Its sender is the task's: closed when the task returns.
-                while life.changed().await.is_ok() {}
-            }
-        };
-        tokio::time::timeout(bound, all).await.is_ok()
-    }
-
     /// From now on each instance's endpoint is withdrawn through `gate` when its process exits
     /// on its own, and restored when its restart passed readiness ([`Supervision::attach`]).
     /// An instance not ready at the attach (adopted while failing its probe:
@@ -746,49 +731,6 @@ mod tests {
         );
         assert_eq!(launch.port, next, "kept when there is nowhere to go");
         drop((taken, also));
-    }
-
-    /// Session 35: a binary upgrade's old process released its instances to the new one by
-    /// setting the hold, which each supervisor task acts on (forgets its child, whose
-    /// `kill_on_drop` would kill it) only when it runs; a process that exited first dropped the
-    /// task with its runtime and killed the instance (two of eight `crossfade run` upgrades under
-    /// load). `release` returns once each has let its process go: the instance outlives the
-    /// runtime that supervised it, here a single-threaded one, where no task runs unless awaited.
-    #[test]
-    fn a_released_instance_outlives_the_runtime_that_supervised_it() {
-        let spec = WorkloadSpec {
-            command: Some("sh".into()),
-            args: vec!["-c".into(), "exec sleep 1000".into()],
-            ..WorkloadSpec::default()
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let pid = runtime.block_on(async {
-            let at = Place {
-                index: 0,
-                ports: None,
-                journal: None,
-            };
-            let (instance, _) = spawn_one("blue", &spec, &at, 1).expect("sh starts");
-            let instances = Instances {
-                instances: vec![instance],
-            };
-            assert!(instances.release(Duration::from_secs(10)).await);
-            instances.pids()[0]
-        });
-        drop(runtime);
-        let state = || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
-        };
-        // SIGKILL is sent at once on drop; give it time to land before looking.
-        std::thread::sleep(Duration::from_millis(200));
-        let alive = state().is_some_and(|s| s != "Z" && s != "X");
-        signal_group(pid, Signal::SIGKILL);
-        assert!(alive, "the released instance {pid} runs on: {:?}", state());
     }
 
     /// Trial 13, N2: instances that ignore SIGTERM are all killed at one deadline, `stop_grace`

@@ -155,14 +155,40 @@ pub async fn run(
     metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
     rollout_metrics: crate::metrics::RolloutMetrics,
 ) -> Result<(), shift::PreflightError> {
+    run_polling(
+        client,
+        namespace,
+        proxy_namespaces,
+        metrics,
+        rollout_metrics,
+        shift::POLL,
+    )
+    .await
+}
+
+/// As [`run`], a TrafficShift's reconcile looking again every `poll` while it waits on the
+/// cluster instead of every 2 s ([`shift::POLL`], [`shift::Context::polling_every`]): the tests
+/// lengthen it to show that a change is acted on at its watch event, not at the next poll.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_polling(
+    client: ::kube::Client,
+    namespace: Option<&str>,
+    proxy_namespaces: &[String],
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    rollout_metrics: crate::metrics::RolloutMetrics,
+    poll: std::time::Duration,
+) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
-    controllers(
+    controllers_polling(
         client,
         namespace,
         proxy_namespaces,
         metrics,
         rollout_metrics,
         None,
+        poll,
     )
     .await;
     Ok(())
@@ -179,6 +205,29 @@ pub async fn controllers(
     rollout_metrics: crate::metrics::RolloutMetrics,
     instance: Option<&str>,
 ) {
+    controllers_polling(
+        client,
+        namespace,
+        proxy_namespaces,
+        metrics,
+        rollout_metrics,
+        instance,
+        shift::POLL,
+    )
+    .await;
+}
+
+/// Both controllers ([`controllers`]), the TrafficShift controller looking again every `poll`
+/// while it waits on the cluster.
+async fn controllers_polling(
+    client: ::kube::Client,
+    namespace: Option<&str>,
+    proxy_namespaces: &[String],
+    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    rollout_metrics: crate::metrics::RolloutMetrics,
+    instance: Option<&str>,
+    poll: std::time::Duration,
+) {
     let proxies = proxies::Proxies::new(client.clone(), proxy_namespaces);
     tokio::join!(
         reconcile::run(client.clone(), namespace, instance),
@@ -188,7 +237,8 @@ pub async fn controllers(
             proxies,
             metrics,
             rollout_metrics,
-            instance
+            instance,
+            poll
         )
     );
 }

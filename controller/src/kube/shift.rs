@@ -29,6 +29,7 @@ mod commands;
 mod exec;
 pub mod invalid;
 mod machine;
+mod older;
 mod status;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+pub use older::TARGET_UNKNOWN;
 pub use status::{status_of, step_progress, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
@@ -65,7 +67,7 @@ use machine::Machine;
 
 /// How often a reconcile looks again while it waits on the cluster (a preview becoming available,
 /// the target rolling out) and no watch event arrives.
-const POLL: Duration = Duration::from_secs(2);
+pub const POLL: Duration = Duration::from_secs(2);
 
 /// How often a reconcile looks again while it waits for the proxies: to apply published weights,
 /// or to drain the retiring backend.
@@ -104,6 +106,9 @@ pub struct Context {
     /// The controller's cache of TrafficShifts, to tell which one owns a Deployment
     /// ([`other_owner`]); `None` (a context without a controller, in tests) checks nothing.
     shifts: Option<Store<DynamicObject>>,
+    /// How often a reconcile looks again while it waits on the cluster ([`POLL`] unless
+    /// [`Context::polling_every`] set another).
+    poll: Duration,
 }
 
 /// The resourceVersion an Event named and its note.
@@ -190,7 +195,17 @@ impl Context {
             rollout_metrics: RolloutMetrics::default(),
             route_metrics: Mutex::new(HashMap::new()),
             shifts: None,
+            poll: POLL,
         }
+    }
+
+    /// A reconcile waiting on the cluster (a preview becoming available, the target rolling out,
+    /// a rollback's capacity) looks again every `poll` instead of every 2 s ([`POLL`]), as well
+    /// as at each watch event that concerns it. The tests lengthen it to show that a change is
+    /// acted on at its watch event, not at the next poll.
+    pub fn polling_every(mut self, poll: Duration) -> Context {
+        self.poll = poll;
+        self
     }
 
     /// Tells which TrafficShift owns a Deployment from `shifts` (the controller's cache of
@@ -359,6 +374,9 @@ pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, 
             Fresh::Undecodable(object, problem) => {
                 return cleanup_undecodable(&object, problem, ctx).await
             }
+            Fresh::TargetUnknown(object, why) => {
+                return older::refuse_deleted(ctx, &object, why).await
+            }
         },
     };
     Box::pin(end_deleted(shift, in_memory, ctx)).await
@@ -456,6 +474,7 @@ async fn reconcile_with(
             Fresh::Undecodable(object, _) => {
                 return Box::pin(reconcile_undecodable(&object, &ctx)).await
             }
+            Fresh::TargetUnknown(object, why) => return older::refuse(&ctx, &object, why).await,
         },
     };
     let exec = exec::Exec::new(&ctx, shift.clone());
@@ -677,8 +696,14 @@ async fn reconcile_undecodable(
             Err(problem) => (fresh, problem),
         },
     };
+    let mut object = object;
     let uid = object.uid().unwrap_or_else(|| object.name_any());
     let in_memory = ctx.take(&uid);
+    if in_memory.is_none() {
+        if let Some(why) = older::name_target(ctx, &mut object).await? {
+            return older::refuse(ctx, &object, why).await;
+        }
+    }
     let record = match &in_memory {
         Some(m) => Some(m.record.clone()),
         None => record_in(&object),
@@ -725,14 +750,9 @@ pub(crate) fn of_record(
         .data
         .pointer("/spec/deployment")
         .and_then(|d| d.as_str());
-    let spec = crate::kube::crd::TrafficShiftSpec {
-        deployment: deployment.unwrap_or_default().to_owned(),
-        images: Default::default(),
-        rollout: Default::default(),
-        route,
-    };
-    let mut base = TrafficShift::new(&object.name_any(), spec);
-    base.metadata = object.metadata.clone();
+    let mut base = bare(object);
+    base.spec.deployment = deployment.unwrap_or_default().to_owned();
+    base.spec.route = route;
     let status = object.data.get("status");
     base.status = status
         .and_then(|s| serde_json::from_value(s.clone()).ok())
@@ -743,6 +763,20 @@ pub(crate) fn of_record(
             })
         });
     record.rolled_out(&base)
+}
+
+/// A TrafficShift of `object`'s name and metadata, with an empty spec: for what is found by
+/// name and owner alone (the preview, the Services).
+fn bare(object: &DynamicObject) -> TrafficShift {
+    let spec = crate::kube::crd::TrafficShiftSpec {
+        deployment: String::new(),
+        images: Default::default(),
+        rollout: Default::default(),
+        route: None,
+    };
+    let mut shift = TrafficShift::new(&object.name_any(), spec);
+    shift.metadata = object.metadata.clone();
+    shift
 }
 
 /// `object` as the API server has it now, untyped; `None` when it is gone.
@@ -768,9 +802,15 @@ enum Fresh {
     Gone,
     /// It no longer decodes (changed since the watch delivered it).
     Undecodable(Box<DynamicObject>, crate::kube::crd::DecodeError),
+    /// Its rollout record, of an older version, names no target Deployment and none can be told
+    /// (why, in words: [`older::name_target`]).
+    TargetUnknown(Box<DynamicObject>, String),
 }
 
-/// The TrafficShift as the API server has it now, read as a dynamic object and decoded here.
+/// The TrafficShift as the API server has it now, read as a dynamic object and decoded here,
+/// its rollout record given its target when an older version's names none
+/// ([`older::name_target`]). For a reconcile with no rollout in memory: the record is loaded
+/// from it.
 async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError> {
     let ns = shift.namespace().unwrap_or_else(|| "default".into());
     let read = invalid::api(ctx.client.clone(), &ns)
@@ -780,12 +820,15 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError>
             shift: crate::driver::kube::key(shift),
             source,
         })?;
-    Ok(match read {
-        None => Fresh::Gone,
-        Some(object) => match invalid::typed(&object) {
-            Ok(shift) => Fresh::Shift(Box::new(shift)),
-            Err(problem) => Fresh::Undecodable(Box::new(object), problem),
-        },
+    let Some(mut object) = read else {
+        return Ok(Fresh::Gone);
+    };
+    if let Some(why) = older::name_target(ctx, &mut object).await? {
+        return Ok(Fresh::TargetUnknown(Box::new(object), why));
+    }
+    Ok(match invalid::typed(&object) {
+        Ok(shift) => Fresh::Shift(Box::new(shift)),
+        Err(problem) => Fresh::Undecodable(Box::new(object), problem),
     })
 }
 
@@ -809,10 +852,15 @@ async fn cleanup_undecodable(
         Some(_) => None,
         None => match fresh_object(ctx, object).await? {
             None => return Ok(Action::await_change()),
-            Some(fresh) => match invalid::typed(&fresh) {
-                Ok(shift) => return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await,
-                Err(_) => Some(fresh),
-            },
+            Some(mut fresh) => {
+                if let Some(why) = older::name_target(ctx, &mut fresh).await? {
+                    return older::refuse_deleted(ctx, &fresh, why).await;
+                }
+                match invalid::typed(&fresh) {
+                    Ok(shift) => return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await,
+                    Err(_) => Some(fresh),
+                }
+            }
         },
     };
     let object = fresh.as_ref().unwrap_or(object);
@@ -826,15 +874,7 @@ async fn cleanup_undecodable(
         return Box::pin(end_deleted(shift, in_memory, ctx)).await;
     }
     // The preview is found by name and owner uid only: the spec is not needed.
-    let spec = crate::kube::crd::TrafficShiftSpec {
-        deployment: String::new(),
-        images: Default::default(),
-        rollout: Default::default(),
-        route: None,
-    };
-    let mut owner = TrafficShift::new(&object.name_any(), spec);
-    owner.metadata = object.metadata.clone();
-    if ctx.driver.delete_preview(&owner).await? {
+    if ctx.driver.delete_preview(&bare(object)).await? {
         return Ok(Action::await_change());
     }
     Err(ShiftError::Finalizing {
@@ -980,10 +1020,12 @@ pub async fn check_lists(
 /// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
 /// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
 /// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
-/// trigger creates, and any whose `spec.deployment` it is); and the proxies' Leases: a change of a
-/// route's applied generation wakes that route's TrafficShift. Its Events name `instance` as
-/// reporting instance when given (the replica's identity). Transitions and Events feed
-/// `rollout_metrics` ([`Context::with_metrics`]).
+/// trigger creates, and any whose `spec.deployment` it is or whose rollout record names it); and
+/// the proxies' Leases: a change of a route's applied generation wakes that route's
+/// TrafficShift. Its Events name `instance` as reporting instance when given (the replica's
+/// identity). Transitions and Events feed
+/// `rollout_metrics` ([`Context::with_metrics`]). While it waits on the cluster, a reconcile
+/// looks again every `poll` ([`Context::polling_every`]; `crossfade controller --kube`: 2 s).
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
@@ -991,6 +1033,7 @@ pub async fn run(
     metrics: Arc<dyn ClusterMetrics>,
     rollout_metrics: RolloutMetrics,
     instance: Option<&str>,
+    poll: Duration,
 ) {
     let resource = invalid::resource();
     let (shifts, deploys): (Api<DynamicObject>, Api<Deployment>) = match namespace {
@@ -1009,7 +1052,8 @@ pub async fn run(
     let store = controller.store();
     let mut ctx = Context::new(client, proxies, metrics)
         .with_metrics(rollout_metrics)
-        .with_shifts(store.clone());
+        .with_shifts(store.clone())
+        .polling_every(poll);
     if let Some(instance) = instance {
         ctx = ctx.reporting_as(instance);
     }
@@ -1034,8 +1078,12 @@ pub async fn run(
 
 /// The TrafficShifts a Deployment's change concerns: its controller owner when that is a
 /// TrafficShift (the preview), else the TrafficShift of the same name (the one the trigger makes)
-/// and every TrafficShift in `known` whose `spec.deployment` it is (its annotations carry their
-/// commands).
+/// and every TrafficShift in `known` that targets it: whose `spec.deployment` it is, or whose
+/// rollout record names it ([`record_target`]: the rollout acts on it until it has ended, after
+/// an edit of `spec.deployment` too). Its annotations carry their commands, and its readiness is
+/// what their rollout waits for. Before (session 35), only `spec.deployment` was matched: after
+/// that edit, the recorded Deployment's changes (rolled out during the role swap) were seen only
+/// at the next poll.
 fn shifts_of(deploy: &Deployment, known: &[Arc<DynamicObject>]) -> Vec<ObjectRef<DynamicObject>> {
     let Some(ns) = deploy.namespace() else {
         return Vec::new();
@@ -1054,12 +1102,23 @@ fn shifts_of(deploy: &Deployment, known: &[Arc<DynamicObject>]) -> Vec<ObjectRef
             .data
             .pointer("/spec/deployment")
             .and_then(|d| d.as_str());
-        let targets = deployment == Some(&name) && shift.namespace().as_deref() == Some(&ns);
+        let named = deployment == Some(&name) || record_target(shift) == Some(&name);
+        let targets = named && shift.namespace().as_deref() == Some(&ns);
         if targets && shift.name_any() != name {
             refs.push(ObjectRef::new_with(&shift.name_any(), invalid::resource()).within(&ns));
         }
     }
     refs
+}
+
+/// The target Deployment a TrafficShift's rollout record names, read untyped from
+/// `status.rolloutState`: its `deployment`, else (a record of an older version) the target of its
+/// promotion words (`rollout.promotion.target`); `None` without either.
+fn record_target(shift: &DynamicObject) -> Option<&str> {
+    let state = shift.data.pointer("/status/rolloutState")?;
+    let deployment = state.get("deployment").and_then(|d| d.as_str());
+    let promotion = || state.pointer("/rollout/promotion/target");
+    deployment.or_else(|| promotion().and_then(|d| d.as_str()))
 }
 
 /// The TrafficShift that owns (rolls out, and takes the commands of) `shift`'s Deployment, when

@@ -189,7 +189,10 @@ impl ShiftRecord {
     }
 
     /// The target Deployment of this rollout: [`Self::deployment`], else (a record of an older
-    /// version) the one its promotion words name, else `shift`'s `spec.deployment`.
+    /// version) the one its promotion words name, else `shift`'s `spec.deployment`. The
+    /// controller names the target of a running record that has neither before it reads it
+    /// (`kube/shift/older.rs`), so the last fallback is right there; `crossfade promote|abort
+    /// --kube` read it as it is.
     pub fn target<'a>(&'a self, shift: &'a TrafficShift) -> &'a str {
         match (&self.deployment, &self.rollout.promotion) {
             (Some(deployment), _) => deployment,

@@ -973,7 +973,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::test_support::{pid_written, running as alive};
+    use crate::test_support::pid_written;
 
     /// A spec for route `route` whose blue runs `script` under `sh -c`, with its state file in
     /// `dir`.
@@ -1049,7 +1049,7 @@ mod tests {
             Ok(_) => panic!("a cancelled start served"),
         }
         let stopped = tokio::time::timeout(Duration::from_secs(30), async {
-            while alive(pid) {
+            while crate::driver::children::pid_running(pid) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

@@ -26,7 +26,9 @@ use serde_json::json;
 
 use super::cluster::{Cluster, StatusLog};
 use super::objects::deployment;
-use super::shift::{events_with, image, notes, WAIT};
+use super::shift::{
+    aborted_as_invalid, events_with, image, make_undecodable, notes, raw_status_until, WAIT,
+};
 use crate::support::wait_until;
 
 /// One step at 90% held long enough for the tests to act at it, then 100%.
@@ -331,26 +333,14 @@ async fn an_undecodable_edit_during_a_capacity_wait_keeps_the_wait_and_takes_a_f
     let Some((c, _log, ctl)) = capacity_wait().await else {
         return;
     };
-    let raw = super::lifecycle::raw_shifts(&c.client);
-    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
-    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("patch a spec that does not decode");
+    make_undecodable(&c.client).await;
     // Looked at again (every 2 s during a capacity wait) with the edit in: still waiting.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let (held, _) = super::lifecycle::raw_status_until(&c.client, "status", |_| true).await;
+    let (held, _) = raw_status_until(&c.client, "status", |_| true).await;
     assert_eq!(held.phase, Some(Phase::Aborting), "{held:?}");
     assert_eq!(preview_bp(&held), Some(6_250), "{held:?}");
     force_abort(&c).await;
-    let (done, _) =
-        super::lifecycle::raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
-            s.phase == Some(Phase::Aborted)
-                && s.conditions.iter().any(|c| {
-                    c.type_ == crossfade_controller::kube::shift::PROGRESSING
-                        && c.reason == "InvalidSpec"
-                })
-        })
-        .await;
+    let done = aborted_as_invalid(&c.client).await;
     assert_eq!(preview_bp(&done), Some(0), "{done:?}");
     let forced = notes(&c.client, "web", "AbortForced").await;
     assert!(!forced.is_empty(), "the force-abort acted on");

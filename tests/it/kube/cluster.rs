@@ -21,7 +21,10 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use super::emulator::Emulator;
-use super::shift::{controller, create_target, shift_with, status_until, WAIT};
+use super::shift::{
+    at_step_one, controller, controller_polling, create_target, raw_status_until, shift_with,
+    slow_policy, status_until, WAIT,
+};
 
 /// One test's cluster: the emulator, a client for it, the kubelet stand-in ([`Kubelet`]) for the
 /// named Deployments, and the TrafficShift and Deployment APIs of namespace `default`. Every test
@@ -90,6 +93,16 @@ impl Cluster {
             .expect("create trafficshift")
     }
 
+    /// Creates TrafficShift `web` (`web:v2`, [`slow_policy`]), starts the controllers and waits
+    /// until its rollout is at step 1 (10%, read raw: [`raw_status_until`]); the controllers'
+    /// handle and that status.
+    pub async fn rollout_at_step_one(&self) -> (tokio::task::JoinHandle<()>, TrafficShiftStatus) {
+        self.create_shift(slow_policy()).await;
+        let ctl = self.controller();
+        let (status, _) = raw_status_until(&self.client, "step 1 at 10%", at_step_one).await;
+        (ctl, status)
+    }
+
     /// Starts the controllers with fresh [`FakeProxies`] acknowledging every generation.
     pub fn controller(&self) -> tokio::task::JoinHandle<()> {
         self.controller_with(FakeProxies::start(self.client.clone()))
@@ -98,6 +111,14 @@ impl Cluster {
     /// Starts the controllers with `metrics` as what the proxies report.
     pub fn controller_with(&self, metrics: Arc<dyn ClusterMetrics>) -> tokio::task::JoinHandle<()> {
         controller(&self.client, metrics)
+    }
+
+    /// As [`Cluster::controller`], a reconcile waiting on the cluster looking again every `poll`
+    /// instead of every 2 s: set longer than the test's waits, what it waits for is seen only
+    /// at a watch event.
+    pub fn controller_polling(&self, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let proxies = FakeProxies::start(self.client.clone());
+        controller_polling(&self.client, proxies, poll)
     }
 
     /// Starts recording every status of TrafficShift `web`.
@@ -202,20 +223,23 @@ fn shows_generation(d: &Deployment) -> bool {
 /// lands; a test that then marked the generation it read available left the rollout waiting on
 /// the next one, which no one made available (a CI rehearsal of session 28 timed out so).
 pub async fn promoted_target(deploys: &Api<Deployment>) -> Deployment {
-    crate::support::wait_until(
-        super::shift::WAIT,
-        "the promoted template on web",
-        || async {
-            let web = deploys.get("web").await.ok()?;
-            let image = web
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.as_deref());
-            (image == Some("web:v2")).then_some(web)
-        },
-    )
+    promoted(deploys, "web").await
+}
+
+/// Deployment `name` once promotion has written `web:v2` into its template (see
+/// [`promoted_target`]).
+pub async fn promoted(deploys: &Api<Deployment>, name: &str) -> Deployment {
+    let what = format!("the promoted template on {name}");
+    crate::support::wait_until(super::shift::WAIT, &what, || async {
+        let web = deploys.get(name).await.ok()?;
+        let image = web
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.as_deref());
+        (image == Some("web:v2")).then_some(web)
+    })
     .await
 }
 

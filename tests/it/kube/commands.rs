@@ -12,13 +12,10 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::cluster::Cluster;
-use super::shift::{condition, events, events_with, notes};
-
-/// A first step that holds long enough for the commands to find the rollout there.
-fn slow_policy() -> serde_json::Value {
-    json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } })
-}
+use super::shift::{
+    aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable, notes,
+    slow_policy,
+};
 
 /// Sets annotations on Deployment `web` (a JSON merge patch: `null` removes one).
 async fn annotate(client: &kube::Client, annotations: serde_json::Value) {
@@ -42,13 +39,7 @@ async fn paused_pauses_and_resumes_and_a_promote_nonce_acts_once() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", |s| {
-        s.phase == Some(Phase::Progressing)
-            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-    })
-    .await;
+    let (ctl, _) = c.rollout_at_step_one().await;
 
     annotate(&c.client, json!({ PAUSED: "true" })).await;
     let paused = c
@@ -95,12 +86,7 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", |s| {
-        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-    })
-    .await;
+    let (ctl, _) = c.rollout_at_step_one().await;
 
     annotate(&c.client, json!({ ABORT: "a1" })).await;
     let aborted = c
@@ -134,9 +120,7 @@ async fn abort_then_retry_by_annotation_and_bad_values_are_reported_without_a_cr
     // Fixed, and a retry: a new rollout of the same spec, from its first step.
     annotate(&c.client, json!({ PAUSED: null, RETRY: "r1" })).await;
     c.status_until("retried, step 1 at 10% again", |s| {
-        s.phase == Some(Phase::Progressing)
-            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-            && condition(s, ANNOTATIONS_VALID).0 == ConditionStatus::True
+        at_step_one(s) && condition(s, ANNOTATIONS_VALID).0 == ConditionStatus::True
     })
     .await;
     let second = rollout_id(&c.shifts.get("web").await.expect("get"));
@@ -227,12 +211,7 @@ async fn the_sequential_judges_fields_in_a_trafficshift_reach_the_judge() {
     }))
     .await;
     let _ctl = c.controller();
-    let judged = c
-        .status_until("step 1 at 10%", |s| {
-            s.phase == Some(Phase::Progressing)
-                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-        })
-        .await;
+    let judged = c.status_until("step 1 at 10%", at_step_one).await;
     let shifts: Api<TrafficShift> = Api::default_namespaced(c.client.clone());
     let shift = shifts.get("web").await.expect("get trafficshift web");
     let record = ShiftRecord::from_status(&shift).expect("the rollout's record in status");
@@ -279,14 +258,7 @@ async fn a_new_trafficshift_ignores_a_promote_left_by_an_earlier_one() {
         json!({ PROMOTE: "20200101T000000Z-0fc7cc", ABORT: "manual-1" }),
     )
     .await;
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    let step1 = c
-        .status_until("step 1 at 10%", |s| {
-            s.phase == Some(Phase::Progressing)
-                && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-        })
-        .await;
+    let (ctl, step1) = c.rollout_at_step_one().await;
     let seen = step1.commands.expect("the old nonces recorded");
     assert_eq!(seen.promote.as_deref(), Some("20200101T000000Z-0fc7cc"));
     assert_eq!(seen.abort.as_deref(), Some("manual-1"));
@@ -364,12 +336,7 @@ async fn a_second_trafficshift_for_a_deployment_is_refused_and_commands_reach_on
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", |s| {
-        s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-    })
-    .await;
+    let (ctl, _) = c.rollout_at_step_one().await;
     let third: TrafficShift = serde_json::from_value(json!({
         "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
         "metadata": { "name": "web-third" },
@@ -448,13 +415,7 @@ async fn an_invalid_paused_value_pauses_the_rollout_until_it_is_fixed() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", |s| {
-        s.phase == Some(Phase::Progressing)
-            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-    })
-    .await;
+    let (ctl, _) = c.rollout_at_step_one().await;
 
     annotate(&c.client, json!({ PAUSED: "yes" })).await;
     let paused = c
@@ -495,13 +456,7 @@ async fn a_command_on_one_rollout_is_not_shown_as_the_next_rollouts() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    let at_step_one = |s: &crossfade_controller::kube::crd::TrafficShiftStatus| {
-        s.phase == Some(Phase::Progressing)
-            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-    };
-    c.status_until("rollout 1 at step 1", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
     annotate(&c.client, json!({ ABORT: "a1" })).await;
     let aborted = c
         .status_until("rollout 1 aborted", |s| s.phase == Some(Phase::Aborted))
@@ -576,30 +531,12 @@ async fn a_paused_rollout_made_undecodable_is_aborted_from_its_record() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.create_shift(slow_policy()).await;
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", |s| {
-        s.phase == Some(Phase::Progressing)
-            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-    })
-    .await;
+    let (ctl, _) = c.rollout_at_step_one().await;
     annotate(&c.client, json!({ PAUSED: "true" })).await;
     c.status_until("Paused", |s| s.phase == Some(Phase::Paused))
         .await;
-    let raw = super::lifecycle::raw_shifts(&c.client);
-    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
-    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("patch a spec that does not decode");
-    let (shown, _) =
-        super::lifecycle::raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
-            s.phase == Some(Phase::Aborted)
-                && s.conditions.iter().any(|c| {
-                    c.type_ == crossfade_controller::kube::shift::PROGRESSING
-                        && c.reason == "InvalidSpec"
-                })
-        })
-        .await;
+    make_undecodable(&c.client).await;
+    let shown = aborted_as_invalid(&c.client).await;
     assert_eq!(
         shown.weights.as_ref().map(|w| w.preview.bp()),
         Some(0),

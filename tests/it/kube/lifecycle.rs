@@ -3,25 +3,19 @@
 //! left (K5), a `spec.route` edit keeps the rollout where it is (K12), and a missing or deleted
 //! target is said at once (K17).
 
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
+use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
 use crossfade_controller::kube::ops;
 use crossfade_controller::kube::shift::PROGRESSING;
 use crossfade_controller::kube::store::ShiftRecord;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ResourceExt,
-};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, ResourceExt};
 use serde_json::json;
 
 use super::cluster::Cluster;
-use super::shift::{condition, events, events_with, notes, WAIT};
-use crate::support::wait_until;
-
-/// A first step that holds long enough for the test to find the rollout there.
-fn slow_policy() -> serde_json::Value {
-    json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } })
-}
+use super::shift::{
+    aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable,
+    not_progressing_for, notes, raw_shifts, raw_status_until, rollout_id, slow_policy, UNDECODABLE,
+};
 
 /// TrafficShift `web` rolling container `app` of Deployment `web` out to `image`.
 fn shift_to(image: &str) -> TrafficShift {
@@ -33,19 +27,19 @@ fn shift_to(image: &str) -> TrafficShift {
     .expect("valid trafficshift")
 }
 
-/// The status shows step 1 (10%) of a running rollout.
-fn at_step_one(s: &crossfade_controller::kube::crd::TrafficShiftStatus) -> bool {
-    s.phase == Some(Phase::Progressing)
-        && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
-}
-
-fn not_progressing_for(
-    s: &crossfade_controller::kube::crd::TrafficShiftStatus,
-    reason: &str,
-) -> bool {
-    s.conditions
-        .iter()
-        .any(|c| c.type_ == PROGRESSING && c.status == ConditionStatus::False && c.reason == reason)
+/// A cluster with the target Deployment `web` and another one, `web2` (both `web:v1`), the
+/// kubelet stand-in marking the Deployments `available` available.
+async fn with_web2(available: &[&str]) -> Option<Cluster> {
+    let c = Cluster::start(available)?;
+    c.create_target(&[]).await;
+    c.deploys
+        .create(
+            &PostParams::default(),
+            &super::objects::deployment("web2", &[]),
+        )
+        .await
+        .expect("create deployment web2");
+    Some(c)
 }
 
 #[tokio::test]
@@ -121,13 +115,8 @@ async fn a_trafficshift_recreated_under_its_old_name_adopts_the_services_its_pre
             .await
             .expect("create service");
     }
-    let shift = c
-        .shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
+    let shift = c.shifts.get("web").await.expect("get trafficshift");
     for name in ["web-blue", "web-green"] {
         let service = services.get(name).await.expect("get service");
         let owners: Vec<_> = service
@@ -154,12 +143,7 @@ async fn editing_only_the_route_keeps_the_rollout_where_it_is() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    let before = c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, before) = c.rollout_at_step_one().await;
     let id = |shift: &TrafficShift| ShiftRecord::from_status(shift).map(|r| r.rollout.id);
     let first = id(&c.shifts.get("web").await.expect("get"));
     assert_eq!(first, Some(1));
@@ -208,11 +192,8 @@ async fn a_spec_made_invalid_mid_rollout_supersedes_it_and_none_starts_until_fix
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
+    let (ctl, step1) = c.rollout_at_step_one().await;
+    let mut id = rollout_id(&step1);
     let invalid_edits = [
         (
             json!({ "spec": { "rollout": { "steps": [{ "weight": 50 }, { "weight": 20 }, { "weight": 100 }] } } }),
@@ -224,34 +205,13 @@ async fn a_spec_made_invalid_mid_rollout_supersedes_it_and_none_starts_until_fix
         ),
     ];
     // Read raw, as `kubectl` does: the typed API cannot read a policy that does not decode.
-    let raw: Api<DynamicObject> =
-        Api::default_namespaced_with(c.client.clone(), &ApiResource::erase::<TrafficShift>(&()));
-    let status_until = |what: &'static str, check: fn(&TrafficShiftStatus) -> bool| {
-        let raw = raw.clone();
-        async move {
-            wait_until(WAIT, what, || async {
-                let object = raw.get("web").await.expect("get trafficshift");
-                let status = object.data.get("status").cloned()?;
-                let status: TrafficShiftStatus = serde_json::from_value(status).ok()?;
-                let id = status
-                    .rollout_state
-                    .as_ref()
-                    .and_then(|r| r["rollout"]["id"].as_u64());
-                check(&status).then_some((status, id))
-            })
-            .await
-        }
-    };
+    let raw = raw_shifts(&c.client);
     for (rollout, (edit, problem)) in (1..).zip(invalid_edits) {
-        let (_, id) = status_until("step 1 at 10%", at_step_one).await;
         assert_eq!(id, Some(rollout));
         raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
             .await
             .expect("patch an invalid spec");
-        let (shown, _) = status_until("Aborted, then Progressing=False InvalidSpec", |s| {
-            s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
-        })
-        .await;
+        let shown = aborted_as_invalid(&c.client).await;
         assert!(
             shown
                 .message
@@ -279,36 +239,10 @@ async fn a_spec_made_invalid_mid_rollout_supersedes_it_and_none_starts_until_fix
         raw.patch("web", &PatchParams::default(), &Patch::Merge(&fix))
             .await
             .expect("patch the spec back");
+        (_, id) = raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
     }
-    let (_, id) = status_until("step 1 at 10%", at_step_one).await;
     assert_eq!(id, Some(3));
     ctl.abort();
-}
-
-/// TrafficShifts as the API server stores them: the typed API cannot read one that does not
-/// decode.
-pub(super) fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
-    Api::default_namespaced_with(client.clone(), &ApiResource::erase::<TrafficShift>(&()))
-}
-
-/// TrafficShift `web`'s status read raw, once `check` holds for it (its rollout id with it).
-pub(super) async fn raw_status_until(
-    client: &kube::Client,
-    what: &str,
-    check: impl Fn(&TrafficShiftStatus) -> bool,
-) -> (TrafficShiftStatus, Option<u64>) {
-    let raw = raw_shifts(client);
-    wait_until(WAIT, what, || async {
-        let object = raw.get("web").await.expect("get trafficshift");
-        let status = object.data.get("status").cloned()?;
-        let status: TrafficShiftStatus = serde_json::from_value(status).ok()?;
-        let id = status
-            .rollout_state
-            .as_ref()
-            .and_then(|r| r["rollout"]["id"].as_u64());
-        check(&status).then_some((status, id))
-    })
-    .await
 }
 
 /// Session 34's leftover: a policy the schema's pattern lets in but that does not decode
@@ -323,23 +257,11 @@ async fn a_spec_made_undecodable_mid_rollout_is_superseded_from_its_record() {
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    let (_, id) = raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
-    assert_eq!(id, Some(1));
-    let raw = raw_shifts(&c.client);
-    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
-    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("patch a spec that does not decode");
-    let problem = "spec.rollout.hold: \"9000h\" is above the maximum of 366 days";
-    let (shown, _) = raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
-        s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
-    })
-    .await;
+    let (ctl, step1) = c.rollout_at_step_one().await;
+    assert_eq!(rollout_id(&step1), Some(1));
+    make_undecodable(&c.client).await;
+    let problem = UNDECODABLE;
+    let shown = aborted_as_invalid(&c.client).await;
     assert!(
         shown
             .message
@@ -361,7 +283,8 @@ async fn a_spec_made_undecodable_mid_rollout_is_superseded_from_its_record() {
         "{superseded:?}"
     );
     let fix = json!({ "spec": { "rollout": { "hold": null } } });
-    raw.patch("web", &PatchParams::default(), &Patch::Merge(&fix))
+    raw_shifts(&c.client)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&fix))
         .await
         .expect("patch the spec back");
     let (_, id) = raw_status_until(&c.client, "step 1 at 10% again", at_step_one).await;
@@ -384,11 +307,7 @@ async fn a_spec_made_undecodable_after_promotion_lets_the_rollout_finish_from_it
     c.create_shift(fast).await;
     let ctl = c.controller();
     raw_status_until(&c.client, "Promoted", |s| s.phase == Some(Phase::Promoted)).await;
-    let raw = raw_shifts(&c.client);
-    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
-    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("patch a spec that does not decode");
+    make_undecodable(&c.client).await;
     super::cluster::promoted_target(&c.deploys).await;
     let _kubelet = super::cluster::Kubelet::start(c.client.clone(), &["web"]);
     let (shown, _) = raw_status_until(&c.client, "Completed, then InvalidSpec", |s| {
@@ -414,17 +333,9 @@ async fn a_trafficshift_that_does_not_decode_deleted_mid_rollout_ends_it_and_goe
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
+    make_undecodable(&c.client).await;
     let raw = raw_shifts(&c.client);
-    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
-    raw.patch("web", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("patch a spec that does not decode");
     raw.delete("web", &DeleteParams::default())
         .await
         .expect("delete trafficshift");
@@ -449,23 +360,10 @@ async fn a_trafficshift_that_does_not_decode_deleted_mid_rollout_ends_it_and_goe
 /// the Service still sent the traffic to the old one.
 #[tokio::test]
 async fn a_deployment_changed_mid_rollout_supersedes_it_and_the_next_rollout_targets_the_new_one() {
-    let Some(c) = Cluster::start(&["web", "web2", "web-green"]) else {
+    let Some(c) = with_web2(&["web", "web2", "web-green"]).await else {
         return;
     };
-    c.create_target(&[]).await;
-    c.deploys
-        .create(
-            &PostParams::default(),
-            &super::objects::deployment("web2", &[]),
-        )
-        .await
-        .expect("create deployment web2");
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
     let edit = json!({ "spec": { "deployment": "web2" } });
     c.shifts
         .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
@@ -513,17 +411,9 @@ async fn a_deployment_changed_mid_rollout_supersedes_it_and_the_next_rollout_tar
 /// the role swap waits for it.
 #[tokio::test]
 async fn a_deployment_changed_after_promotion_finishes_on_the_old_one_then_rolls_out_the_new_one() {
-    let Some(c) = Cluster::start(&["web2", "web-green"]) else {
+    let Some(c) = with_web2(&["web2", "web-green"]).await else {
         return;
     };
-    c.create_target(&[]).await;
-    c.deploys
-        .create(
-            &PostParams::default(),
-            &super::objects::deployment("web2", &[]),
-        )
-        .await
-        .expect("create deployment web2");
     let fast = json!({ "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
         "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
     c.create_shift(fast).await;
@@ -591,12 +481,7 @@ async fn a_target_deleted_mid_rollout_rolls_it_back_at_once_naming_the_deploymen
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
 
     c.deploys
         .delete("web", &DeleteParams::default())
@@ -625,12 +510,7 @@ async fn a_target_template_changed_other_than_in_images_rolls_the_rollout_back()
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
 
     // Read, change, replace; again on a conflict with the controller's own writes (409).
     let edit = |change: fn(&mut k8s_openapi::api::apps::v1::Deployment)| {
@@ -786,12 +666,7 @@ async fn a_deployment_changed_mid_rollout_to_one_that_does_not_exist_aborts_and_
         return;
     };
     c.create_target(&[]).await;
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
     let edit = json!({ "spec": { "deployment": "ghost" } });
     c.shifts
         .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
@@ -852,12 +727,7 @@ async fn images_edited_back_to_the_targets_mid_rollout_abort_it_and_start_no_oth
     let Some(c) = Cluster::with_target().await else {
         return; // the target web runs web:v1
     };
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let ctl = c.controller();
-    c.status_until("step 1 at 10%", at_step_one).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
     let edit = json!({ "spec": { "images": { "app": "web:v1" } } });
     c.shifts
         .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
@@ -890,23 +760,10 @@ async fn images_edited_back_to_the_targets_mid_rollout_abort_it_and_start_no_oth
 /// record into the Deployment it started on (its promotion words name it), not the new one.
 #[tokio::test]
 async fn a_restarted_controller_supersedes_an_older_record_into_the_deployment_it_started_on() {
-    let Some(c) = Cluster::start(&["web", "web2", "web-green"]) else {
+    let Some(c) = with_web2(&["web", "web2", "web-green"]).await else {
         return;
     };
-    c.create_target(&[]).await;
-    c.deploys
-        .create(
-            &PostParams::default(),
-            &super::objects::deployment("web2", &[]),
-        )
-        .await
-        .expect("create deployment web2");
-    c.shifts
-        .create(&PostParams::default(), &shift_to("web:v2"))
-        .await
-        .expect("create trafficshift");
-    let first = c.controller();
-    raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
+    let (first, _) = c.rollout_at_step_one().await;
     first.abort();
     let _ = first.await;
     let raw = raw_shifts(&c.client);
@@ -920,10 +777,7 @@ async fn a_restarted_controller_supersedes_an_older_record_into_the_deployment_i
         .await
         .expect("patch a spec that does not decode");
     let second = c.controller();
-    let (shown, _) = raw_status_until(&c.client, "Aborted, then InvalidSpec", |s| {
-        s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
-    })
-    .await;
+    let shown = aborted_as_invalid(&c.client).await;
     assert_eq!(
         shown.weights.as_ref().map(|w| w.preview.bp()),
         Some(0),
@@ -946,4 +800,196 @@ async fn a_restarted_controller_supersedes_an_older_record_into_the_deployment_i
     }
     c.deployment_deleted("web-green").await;
     second.abort();
+}
+
+/// TrafficShift `web` rolling container `app` of Deployment `target` out to `web:v2`, promoted
+/// after one short step.
+fn fast_shift_of(target: &str) -> TrafficShift {
+    serde_json::from_value(json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web" },
+        "spec": { "deployment": target, "images": { "app": "web:v2" }, "rollout": {
+            "steps": [{ "weight": 100, "hold": "300ms" }], "drainTimeout": "300ms",
+            "analysis": { "minRequests": 5, "interval": "300ms" } } }
+    }))
+    .expect("valid trafficshift")
+}
+
+/// kube36 (left by kubeedit35 and check35): after `spec.deployment` was edited from `api` to
+/// `api2` during the role swap, the rollout still finishes on `api`, its record's target, and
+/// waits for `api` to roll out the new images. The Deployment watch woke a TrafficShift only for
+/// the Deployment its live `spec.deployment` names (or of its own name), so `api` rolling out was
+/// seen only at the next poll (2 s). Here the poll is 10 minutes, longer than the test waits: the
+/// rollout finishes on `api` and the next one starts on `api2` only if `api`'s change wakes it.
+#[tokio::test]
+async fn the_deployment_a_rollout_acts_on_wakes_it_after_spec_deployment_names_another() {
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    for name in ["api", "api2"] {
+        let made = c
+            .deploys
+            .create(
+                &PostParams::default(),
+                &super::objects::deployment(name, &[]),
+            )
+            .await
+            .expect("create deployment");
+        super::cluster::mark_available(&c.deploys, &made).await;
+    }
+    c.shifts
+        .create(&PostParams::default(), &fast_shift_of("api"))
+        .await
+        .expect("create trafficshift");
+    let ctl = c.controller_polling(std::time::Duration::from_secs(600));
+    c.status_until("Promoted", |s| s.phase == Some(Phase::Promoted))
+        .await;
+    let promoted = super::cluster::promoted(&c.deploys, "api").await;
+    let edit = json!({ "spec": { "deployment": "api2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    // The edit makes no status write while the rollout finishes (nothing to see it by): time for
+    // the controller's cache to take it, so that `api`'s change below is matched by the record
+    // alone. Too short would only let the test pass without the fix, never fail with it.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // `api` rolls out the promoted images: the only change the rollout waits for.
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    let started = c
+        .status_until("rollout 2 of api2 started", |s| {
+            s.rollout_state
+                .as_ref()
+                .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "api2")
+        })
+        .await;
+    assert_eq!(started.observed_generation, Some(2), "{started:?}");
+    let completed = notes(&c.client, "web", "Completed").await;
+    assert!(
+        completed.iter().any(|n| n.contains("api runs web:v2")),
+        "rollout 1 completed on api: {completed:?}"
+    );
+    ctl.abort();
+}
+
+/// Rollout 1 of TrafficShift `web` at step 1 on Deployment `web`, in a cluster with `web2` too
+/// ([`with_web2`]); then, the controller stopped, its record made one of a version before session
+/// 35 (no `deployment`, no `unreadyGraceMs`, no promotion words: what a controller of that
+/// version wrote before its first reconcile by a newer one), and `spec.deployment` edited to
+/// `web2`. `None` when the emulator is not installed.
+async fn an_older_record_whose_spec_names_another_deployment() -> Option<Cluster> {
+    let c = with_web2(&["web", "web2", "web-green"]).await?;
+    let (first, _) = c.rollout_at_step_one().await;
+    first.abort();
+    let _ = first.await;
+    let older = json!({ "status": { "rolloutState": {
+        "deployment": null, "unreadyGraceMs": null, "rollout": { "promotion": null } } } });
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&older))
+        .await
+        .expect("make the record an older version's");
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    Some(c)
+}
+
+/// Rollout 2 running on `web2` (its record names it, Service `web-blue` selects its pods),
+/// rollout 1 having been superseded and aborted into `web`, whose template was left as it was.
+async fn superseded_into_web_then_rolled_out_on_web2(c: &Cluster) {
+    let started = c
+        .status_until("rollout 2 of web2 at step 1", |s| {
+            at_step_one(s)
+                && s.rollout_state
+                    .as_ref()
+                    .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "web2")
+        })
+        .await;
+    assert_eq!(started.observed_generation, Some(2), "{started:?}");
+    let aborted = notes(&c.client, "web", "Aborting").await;
+    assert!(
+        aborted
+            .iter()
+            .any(|n| n.contains("superseded by spec generation 2")),
+        "{aborted:?}"
+    );
+    let events = events(&c.client).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e == "Warning TargetChanged" || e == "Warning RolledBack"),
+        "{events:?}"
+    );
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    let blue = services.get("web-blue").await.expect("service web-blue");
+    let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("web2"));
+    let web = c.deploys.get("web").await.expect("deployment web");
+    assert_eq!(super::shift::image(&web), "web:v1", "web left as it was");
+}
+
+/// kube36 (left by check35): a running rollout whose record names no target (written before
+/// session 35, and before promotion words), its `spec.deployment` edited meanwhile. Before,
+/// the record's target was taken from the live spec: the edit counted as the same rollout, which
+/// carried on reading `web2` as its target, found its template not the one the preview was made
+/// from and rolled back naming `web2`; after promotion it would have given `web2` the new images
+/// while the traffic went to `web`'s pods. Now the record's target is the Deployment the
+/// rollout's Service `web-blue` selects: `web`. The rollout is superseded into it, then rolled
+/// out on `web2`.
+#[tokio::test]
+async fn an_older_record_naming_no_target_is_superseded_into_the_deployment_its_service_selects() {
+    let Some(c) = an_older_record_whose_spec_names_another_deployment().await else {
+        return;
+    };
+    let ctl = c.controller();
+    superseded_into_web_then_rolled_out_on_web2(&c).await;
+    ctl.abort();
+}
+
+/// The same, with the rollout's Service `web-blue` deleted meanwhile: no target can be told.
+/// Nothing is done on the cluster (the weights stay, no Deployment is written); condition
+/// `Progressing=False` (`TargetUnknown`) says why and how to name it. Once the status names it,
+/// the rollout is superseded into it and the next one rolls out on `web2`.
+#[tokio::test]
+async fn an_older_record_whose_target_cannot_be_told_waits_until_its_status_names_it() {
+    let Some(c) = an_older_record_whose_spec_names_another_deployment().await else {
+        return;
+    };
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    services
+        .delete("web-blue", &DeleteParams::default())
+        .await
+        .expect("delete service web-blue");
+    let ctl = c.controller();
+    let refused = c
+        .status_until("TargetUnknown", |s| not_progressing_for(s, "TargetUnknown"))
+        .await;
+    let message = refused.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("does not name the deployment rollout 1 acts on")
+            && message.contains("service web-blue")
+            && message.contains("set status.rolloutState.deployment"),
+        "{message}"
+    );
+    assert_eq!(
+        refused.weights.as_ref().map(|w| w.preview.bp()),
+        Some(1000),
+        "the weights stay: {refused:?}"
+    );
+    let record = refused.rollout_state.expect("record");
+    assert!(record["deployment"].is_null(), "{record}");
+    events_with(&c.client, &["Warning TargetUnknown"]).await;
+    for name in ["web", "web2"] {
+        let d = c.deploys.get(name).await.expect("deployment");
+        assert_eq!(super::shift::image(&d), "web:v1", "{name} untouched");
+    }
+    let named = json!({ "status": { "rolloutState": { "deployment": "web" } } });
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&named))
+        .await
+        .expect("name the record's target");
+    superseded_into_web_then_rolled_out_on_web2(&c).await;
+    ctl.abort();
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{Cluster, FakeProxies, ReplicaLease};
@@ -29,14 +29,25 @@ pub(super) fn controller(
     client: &kube::Client,
     metrics: Arc<dyn ClusterMetrics>,
 ) -> tokio::task::JoinHandle<()> {
+    controller_polling(client, metrics, crossfade_controller::kube::shift::POLL)
+}
+
+/// As [`controller`], a reconcile waiting on the cluster looking again every `poll`
+/// (`kube::run_polling`) instead of every 2 s.
+pub(super) fn controller_polling(
+    client: &kube::Client,
+    metrics: Arc<dyn ClusterMetrics>,
+    poll: Duration,
+) -> tokio::task::JoinHandle<()> {
     let client = client.clone();
     tokio::spawn(async move {
-        crossfade_controller::kube::run(
+        crossfade_controller::kube::run_polling(
             client,
             Some("default"),
             &["default".to_owned()],
             metrics,
             crossfade_controller::metrics::RolloutMetrics::default(),
+            poll,
         )
         .await
         .expect("preflight: the emulator serves TrafficShifts");
@@ -63,6 +74,79 @@ pub(super) async fn status_until(
         shift.status.filter(|s| check(s))
     })
     .await
+}
+
+/// A first step that holds long enough for a test to act at it (10% for 60 s), then 100%.
+pub(super) fn slow_policy() -> serde_json::Value {
+    json!({ "steps": [{ "weight": 10, "hold": "60s" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } })
+}
+
+/// The status shows step 1 (10%) of a running rollout.
+pub(super) fn at_step_one(s: &TrafficShiftStatus) -> bool {
+    s.phase == Some(Phase::Progressing)
+        && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 1000)
+}
+
+/// The status shows `Progressing=False` with `reason`.
+pub(super) fn not_progressing_for(s: &TrafficShiftStatus, reason: &str) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.status == ConditionStatus::False && c.reason == reason)
+}
+
+/// The id of the rollout the status records (`status.rolloutState`), if any.
+pub(super) fn rollout_id(s: &TrafficShiftStatus) -> Option<u64> {
+    s.rollout_state
+        .as_ref()
+        .and_then(|r| r["rollout"]["id"].as_u64())
+}
+
+/// TrafficShifts as the API server stores them: the typed API cannot read one that does not
+/// decode.
+pub(super) fn raw_shifts(client: &kube::Client) -> Api<DynamicObject> {
+    Api::default_namespaced_with(client.clone(), &ApiResource::erase::<TrafficShift>(&()))
+}
+
+/// TrafficShift `web`'s status read raw, once `check` holds for it (its rollout id with it).
+pub(super) async fn raw_status_until(
+    client: &kube::Client,
+    what: &str,
+    check: impl Fn(&TrafficShiftStatus) -> bool,
+) -> (TrafficShiftStatus, Option<u64>) {
+    let raw = raw_shifts(client);
+    wait_until(WAIT, what, || async {
+        let object = raw.get("web").await.expect("get trafficshift");
+        let status = object.data.get("status").cloned()?;
+        let status: TrafficShiftStatus = serde_json::from_value(status).ok()?;
+        let id = rollout_id(&status);
+        check(&status).then_some((status, id))
+    })
+    .await
+}
+
+/// The problem [`make_undecodable`]'s edit is reported with.
+pub(super) const UNDECODABLE: &str =
+    "spec.rollout.hold: \"9000h\" is above the maximum of 366 days";
+
+/// Edits TrafficShift `web` into one that does not decode: `spec.rollout.hold: 9000h`, over the
+/// 366-day bound ([`UNDECODABLE`]), which the schema's pattern lets in.
+pub(super) async fn make_undecodable(client: &kube::Client) {
+    let edit = json!({ "spec": { "rollout": { "hold": "9000h" } } });
+    raw_shifts(client)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch a spec that does not decode");
+}
+
+/// Waits until TrafficShift `web`'s rollout is aborted and `Progressing=False InvalidSpec`
+/// shows (read raw: the spec may not decode); returns that status.
+pub(super) async fn aborted_as_invalid(client: &kube::Client) -> TrafficShiftStatus {
+    let (shown, _) = raw_status_until(client, "Aborted, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Aborted) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    shown
 }
 
 pub(super) fn condition(status: &TrafficShiftStatus, type_: &str) -> (ConditionStatus, String) {
@@ -1086,4 +1170,74 @@ async fn a_preview_kept_after_its_drain_is_kept_again_by_a_restarted_controller(
     c.status_until("Completed", completed).await;
     c.deployment_deleted("web-green").await;
     second.abort();
+}
+
+/// kube36 (left by check35): a TrafficShift made undecodable (`hold: 9000h`, which the schema's
+/// pattern lets in) while its preview is kept after the drain (a held retirement: after
+/// promotion, the target without a ready endpoint, and no deadline). The rollout is past
+/// promotion, so it finishes from its record: the preview stays as the route's backup while the
+/// target cannot serve, nothing is rolled back, and once the target is ready again the preview
+/// is deleted and the rollout completes, then `InvalidSpec` is shown. The field is named at once,
+/// while the hold lasts, not only once the rollout has ended.
+#[tokio::test]
+async fn a_trafficshift_made_undecodable_during_a_held_retirement_finishes_it_and_names_the_field()
+{
+    let Some(c) = Cluster::start(&["web", "web-green"]) else {
+        return;
+    };
+    let (fake, first, slices) = a_preview_kept_after_its_drain(&c).await;
+    make_undecodable(&c.client).await;
+    let said = wait_until(WAIT, "a Warning InvalidSpec naming the field", || async {
+        let notes = notes(&c.client, "web", "InvalidSpec").await;
+        notes.into_iter().find(|n| n.contains(UNDECODABLE))
+    })
+    .await;
+    assert!(
+        said.contains("the rollout of generation 1 was promoted and finishes first"),
+        "{said}"
+    );
+    // The hold goes on, also for a controller restarted meanwhile, which reads the rollout from
+    // the record of an object that does not decode: the preview is still kept as the backup.
+    first.abort();
+    let _ = first.await;
+    let ctl = c.controller_with(fake.clone());
+    wait_until(WAIT, "a second RetireHeld after the restart", || async {
+        let held = notes(&c.client, "web", "RetireHeld").await;
+        (held.len() >= 2).then_some(())
+    })
+    .await;
+    let (held, _) = raw_status_until(&c.client, "still kept", preview_kept).await;
+    assert_eq!(held.phase, Some(Phase::Retiring), "{held:?}");
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_some(),
+        "the preview was deleted while the target had no ready endpoint"
+    );
+
+    set_target_ready(&slices, true).await;
+    let (done, _) = raw_status_until(&c.client, "Completed, then InvalidSpec", |s| {
+        s.phase == Some(Phase::Completed) && not_progressing_for(s, "InvalidSpec")
+    })
+    .await;
+    assert!(
+        done.message
+            .as_deref()
+            .is_some_and(|m| m.contains(UNDECODABLE)),
+        "{done:?}"
+    );
+    assert_eq!(condition(&done, PROMOTED).0, ConditionStatus::True);
+    c.deployment_deleted("web-green").await;
+    let web = c.deploys.get("web").await.expect("get web");
+    assert_eq!(
+        image(&web),
+        "web:v2",
+        "the target keeps the promoted images"
+    );
+    let events = events(&c.client).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.ends_with("RolledBack") || e.ends_with("Aborting")),
+        "{events:?}"
+    );
+    ctl.abort();
 }

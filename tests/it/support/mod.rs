@@ -119,16 +119,10 @@ where
 }
 
 /// Whether process `pid` exists and is not a zombie (a killed orphan may stay a zombie in a container
-/// whose init does not reap: for a test it is gone).
+/// whose init does not reap: for a test it is gone); the controller's own check
+/// (`children::pid_running`).
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    crossfade_controller::driver::children::pid_running(pid)
 }
 
 /// Waits until every pid in `pids` is gone.

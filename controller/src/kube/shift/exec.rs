@@ -68,6 +68,7 @@ const WARNINGS: &[&str] = &[
     "DeploymentMissing",
     "AbortForced",
     "TargetUnready",
+    super::older::TARGET_UNKNOWN,
 ];
 
 /// The state of one reconcile.
@@ -291,6 +292,8 @@ impl<'a> Exec<'a> {
                 ),
             };
             self.event("Superseded", &note).await;
+        } else if let Some(problems) = &self.invalid {
+            self.say_invalid_while_ending(&mut m, problems).await;
         }
         // The capacity first: a rollback this reconcile starts (or resumes, after a restart)
         // decides its first weight from the target's ready endpoints now.
@@ -379,9 +382,38 @@ impl<'a> Exec<'a> {
         let action = if (self.invalid.is_some() || start_later) && m.record.rollout.is_terminal() {
             Action::requeue(std::time::Duration::from_millis(10))
         } else {
-            next_action(&m)
+            next_action(&m, self.ctx.poll)
         };
         Ok((action, m))
+    }
+
+    /// An invalid spec (`problems`; one that does not decode included) that supersedes nothing,
+    /// since the rollout of an earlier generation is past promotion (it finishes first) or is
+    /// already rolling back or aborting (it ends first): a Warning Event `InvalidSpec` says so at
+    /// once, naming the field, once per spec generation (again after a restart). Before
+    /// (session 36), it was said only once that rollout had ended, which a held retirement (the
+    /// preview kept while the target has no ready endpoint, with no deadline) could put off for
+    /// ever.
+    async fn say_invalid_while_ending(&self, m: &mut Machine, problems: &str) {
+        let generation = self.generation();
+        let r = &m.record.rollout;
+        // Aborted for it before promotion: the `Superseded` Event said it.
+        let said = m.invalid_said == Some(generation) || m.record.superseded_by == Some(generation);
+        if r.is_terminal() || said {
+            return;
+        }
+        let ends = match r.phase {
+            Phase::Promoted | Phase::Retiring => "was promoted and finishes first",
+            _ => "ends first",
+        };
+        let note = format!(
+            "spec generation {generation} is invalid: {problems}; the rollout of generation {} {ends} ({}), and none starts until the spec is fixed",
+            m.record.generation,
+            r.phase.words()
+        );
+        tracing::warn!(trafficshift = %key(&*self.live), rollout = r.id, "{note}");
+        self.event("InvalidSpec", &note).await;
+        m.invalid_said = Some(generation);
     }
 
     /// Pins what this reconcile acts on to `m`'s rollout ([`Exec::shift`]): its target

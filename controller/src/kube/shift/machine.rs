@@ -8,7 +8,7 @@ use crossfade_proxy::weight::Slot;
 use crossfade_proxy::{BackendSnapshot, ShadowSnapshot};
 use kube::runtime::controller::Action;
 
-use super::{ACK_POLL, POLL};
+use super::ACK_POLL;
 use crate::analysis::{judge_for, Judge};
 use crate::driver::kube::preview_name;
 use crate::kube::crd::{CommandsSeen, TrafficShift};
@@ -61,6 +61,10 @@ pub(super) struct Machine {
     /// for: the log says a wait once when it starts or its reason changes, not at every
     /// reconcile (one a second while it waits, check32).
     pub(super) waiting_said: Option<String>,
+    /// The invalid spec generation already said to wait for this rollout to end (past promotion,
+    /// or rolling back): `exec.rs`, `say_invalid_while_ending`. Not persisted: said again after a
+    /// restart.
+    pub(super) invalid_said: Option<i64>,
 }
 
 /// Weights published in `status.weights` that the proxies have not all applied yet.
@@ -99,6 +103,7 @@ impl Machine {
             target_unready: false,
             both_unready: false,
             waiting_said: None,
+            invalid_said: None,
         }
     }
 
@@ -267,9 +272,10 @@ pub(super) fn promotion_of(shift: &TrafficShift) -> Promotion {
     }
 }
 
-/// When to reconcile again: at the machine's next timer, or within [`POLL`] while waiting on the
-/// cluster (a rollback's capacity wait included); terminal and paused rollouts wait for a change.
-pub(super) fn next_action(m: &Machine) -> Action {
+/// When to reconcile again: at the machine's next timer, or within `poll` ([`super::POLL`] unless
+/// [`super::Context::polling_every`] set another) while waiting on the cluster (a rollback's
+/// capacity wait included); terminal and paused rollouts wait for a change.
+pub(super) fn next_action(m: &Machine, poll: Duration) -> Action {
     let r = &m.record.rollout;
     let now = tokio::time::Instant::now();
     let mut next = r.next_wakeup().map(|t| t.saturating_duration_since(now));
@@ -280,7 +286,7 @@ pub(super) fn next_action(m: &Machine) -> Action {
     // endpoints, read at each reconcile (no watch on EndpointSlices).
     let waiting = provisioning || m.swap_requested || m.stop_requested || r.holds_for_capacity();
     if waiting {
-        next = Some(next.map_or(POLL, |d| d.min(POLL)));
+        next = Some(next.map_or(poll, |d| d.min(poll)));
     }
     // The proxies applying weights, or the retiring backend draining.
     if m.pending.is_some() || m.drain_deadline.is_some() {

@@ -411,17 +411,17 @@ fn weights_waiting_for_the_proxies_and_a_drain_are_looked_at_every_ack_poll() {
     // A paused rollout with nothing pending waits for a change.
     let mut m = in_memory(Phase::Paused);
     m.record.rollout.preview_ready = true;
-    assert_eq!(machine::next_action(&m), Action::await_change());
+    assert_eq!(machine::next_action(&m, POLL), Action::await_change());
     m.pending = Some(machine::Pending {
         preview_bp: 500,
         generation: 5,
         since: tokio::time::Instant::now(),
         reported: false,
     });
-    assert_eq!(machine::next_action(&m), Action::requeue(ACK_POLL));
+    assert_eq!(machine::next_action(&m, POLL), Action::requeue(ACK_POLL));
     m.pending = None;
     m.drain_deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(600));
-    assert_eq!(machine::next_action(&m), Action::requeue(ACK_POLL));
+    assert_eq!(machine::next_action(&m, POLL), Action::requeue(ACK_POLL));
 }
 
 #[test]
@@ -648,4 +648,88 @@ fn the_rollout_after_the_largest_number_is_numbered_one() {
         Some(&previous),
     );
     assert_eq!(next.record.rollout.id, 42);
+}
+
+/// Deployment `name` in namespace `shop`, with no owner.
+fn target_deployment(name: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": "shop" }
+    }))
+    .expect("deployment")
+}
+
+/// The names of the TrafficShifts a change of Deployment `name` wakes, sorted.
+fn woken_by(name: &str, known: &[Arc<DynamicObject>]) -> Vec<String> {
+    let mut names: Vec<String> = shifts_of(&target_deployment(name), known)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// kube36: after `spec.deployment` was edited from `api` to `api2` mid-rollout, the rollout still
+/// acts on `api` (its record's target) until it has ended, so a change of `api` (its pods rolled
+/// out during the role swap) wakes the TrafficShift at once, as one of `api2` does. Before, only
+/// `spec.deployment` was matched, and `api`'s changes were seen at the next poll (2 s). A record
+/// of an older version names its target in its promotion words only.
+#[test]
+fn a_deployment_change_wakes_the_trafficshifts_whose_spec_or_rollout_record_targets_it() {
+    let with_record = |name: &str, state: serde_json::Value| {
+        let mut shift = (*dynamic(name, "shop", "api2", None)).clone();
+        shift.data["status"] = serde_json::json!({ "rolloutState": state });
+        Arc::new(shift)
+    };
+    let edited = with_record("web", serde_json::json!({ "deployment": "api" }));
+    let older = with_record(
+        "old",
+        serde_json::json!({ "rollout": { "promotion": { "kind": "in_place", "target": "api",
+            "preview": "old-green", "images": "web:v2" } } }),
+    );
+    let unrelated = dynamic("other", "shop", "db", None);
+    let known = vec![edited, older, unrelated];
+    assert_eq!(woken_by("api", &known), ["api", "old", "web"]);
+    assert_eq!(woken_by("api2", &known), ["api2", "old", "web"]);
+    assert_eq!(woken_by("db", &known), ["db", "other"]);
+}
+
+/// Deployment `name` whose `spec.selector.matchLabels` are `app: <app>`.
+fn selecting(name: &str, app: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": "shop" },
+        "spec": { "selector": { "matchLabels": { "app": app } },
+            "template": { "metadata": { "labels": { "app": app } } } }
+    }))
+    .expect("deployment")
+}
+
+/// kube36: the target of a record of an older version that names none is the one Deployment
+/// whose selector is the rollout's blue Service's; none or several, and it cannot be told (the
+/// controller then does nothing for the TrafficShift but say so).
+#[test]
+fn an_older_records_target_is_the_only_deployment_its_blue_service_selects() {
+    use std::collections::BTreeMap;
+
+    let selector = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    let web = selecting("web", "web");
+    let web2 = selecting("web2", "web2");
+    let copy = selecting("web-copy", "web");
+    let without = target_deployment("bare");
+    assert_eq!(
+        older::selected("web-blue", &selector, &[web2.clone(), web.clone(), without]),
+        Ok("web".to_owned())
+    );
+    assert_eq!(
+        older::selected("web-blue", &selector, std::slice::from_ref(&web2)),
+        Err("service web-blue selects app=web, which is no deployment's selector".to_owned())
+    );
+    assert_eq!(
+        older::selected("web-blue", &selector, &[web, web2, copy]),
+        Err(
+            "service web-blue selects app=web, the selector of deployments web, web-copy"
+                .to_owned()
+        )
+    );
 }
