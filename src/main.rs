@@ -271,7 +271,6 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    guard_closed_stdout();
     crossfade_proxy::process::set_commit(COMMIT);
     // As `kubectl-crossfade` (a kubectl plugin), help and errors name `kubectl crossfade`.
     let mut command = Cli::command();
@@ -369,10 +368,8 @@ fn exit_clap(error: clap::Error) -> ! {
     if error.use_stderr() {
         error.exit()
     }
-    if !note_closed_stdout() {
-        if let Err(e) = error.print() {
-            note_stdout_error(&e);
-        }
+    if let Err(e) = error.print() {
+        note_stdout_error(&e);
     }
     if let Some(failure) = stdout_failure() {
         print_err(&format!("crossfade: {failure}"));
@@ -564,9 +561,6 @@ pub fn print_out(text: &str) {
 /// Prints `text` as it is on stdout, as [`print_out`] does.
 pub fn print_text(text: &str) {
     use std::io::Write;
-    if note_closed_stdout() {
-        return;
-    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         note_stdout_error(&e);
@@ -575,42 +569,6 @@ pub fn print_text(text: &str) {
 
 /// The first error met writing stdout, other than a closed pipe.
 static STDOUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Whether crossfade was started with its standard output closed (`crossfade crdgen >&-`), as
-/// [`guard_closed_stdout`] found it.
-static STDOUT_CLOSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-
-/// Looks whether crossfade was started with descriptor 1 closed. Rust's runtime opens
-/// `/dev/null` (read-write) on a standard descriptor found closed before `main`, so every write
-/// succeeded, and `crossfade crdgen >&-` exited 0 having written nothing (sessions 34 and 35). Told
-/// by `/proc/self/fd/1` naming `/dev/null` opened read-write (`/proc/self/fdinfo/1`): a shell's
-/// `> /dev/null` opens it write-only, and so does systemd's `StandardOutput=null`. Not when
-/// descriptors 0 and 2 are read-write `/dev/null` too, as daemon(3) and its likes leave all
-/// three on purpose (all three closed at start look the same, and are not told).
-fn guard_closed_stdout() {
-    let null_read_write = |fd: u32| {
-        let null = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .is_ok_and(|target| target == std::path::Path::new("/dev/null"));
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
-        let flags = (info.lines())
-            .find_map(|line| line.strip_prefix("flags:"))
-            .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok());
-        // O_ACCMODE and O_RDWR (fcntl.h).
-        null && flags.is_some_and(|flags| flags & 0o3 == 0o2)
-    };
-    let closed = null_read_write(1) && !(null_read_write(0) && null_read_write(2));
-    let _ = STDOUT_CLOSED.set(closed);
-}
-
-/// Whether stdout was closed at start; if so, records it as the failure [`stdout_failure`]
-/// reports (what was to be printed is lost).
-fn note_closed_stdout() -> bool {
-    let closed = STDOUT_CLOSED.get().copied().unwrap_or(false);
-    if closed {
-        let _ = STDOUT_ERROR.set("it was closed when crossfade started (`>&-`)".to_owned());
-    }
-    closed
-}
 
 fn note_stdout_error(error: &std::io::Error) {
     if error.kind() != std::io::ErrorKind::BrokenPipe {

@@ -292,53 +292,6 @@ async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
-/// Sessions 34 and 35 left it: with its stdout closed (`crossfade crdgen >&-`), a command that
-/// prints exited 0 having written nothing: Rust's runtime opens `/dev/null` on a standard
-/// descriptor closed at start. It fails now as on a full disk, saying the stdout was closed; a
-/// stdout sent to `/dev/null` on purpose is written as before.
-#[tokio::test]
-async fn a_command_started_with_its_stdout_closed_fails_saying_so() {
-    let dir = crate::support::temp_dir();
-    let spec = crate::support::Spec::new().write(dir.path(), "spec.json");
-    let spec = spec.to_string_lossy().into_owned();
-    for args in [
-        vec!["crdgen"],
-        vec!["check", spec.as_str()],
-        vec!["--help"],
-        vec!["--version"],
-    ] {
-        let run = tokio::process::Command::new("sh")
-            .args(["-c", "exec \"$0\" \"$@\" >&-", crate::support::BIN])
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(40), run)
-            .await
-            .unwrap_or_else(|_| panic!("crossfade {args:?} still running after 40s"))
-            .expect("run crossfade");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(
-                "crossfade: cannot write to standard output: it was closed when crossfade started"
-            ),
-            "{args:?}: {stderr}"
-        );
-    }
-    // Sent to /dev/null on purpose, it is written.
-    let run = tokio::process::Command::new("sh")
-        .args(["-c", "exec \"$0\" crdgen > /dev/null", crate::support::BIN])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(40), run)
-        .await
-        .expect("crossfade crdgen ends")
-        .expect("run crossfade");
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
-}
-
 /// Trial 32 (newuser32, F): `crossfade demo` killed with SIGKILL (which it cannot catch) left
 /// its two sample apps running for good, listening, with nothing to stop them. They now watch
 /// their parent (`sample-app --exit-with-parent`) and exit when it is gone.
