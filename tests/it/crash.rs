@@ -252,6 +252,7 @@ fn ci_schedule() -> Vec<Point> {
         Point::new("retiring", 0, Kill::Run),
         Point::new("completed", 0, Kill::Run),
         Point::new("step1-hold", 250, Kill::Run).restarting(),
+        Point::new("step1-hold", 800, Kill::Run).restarting(),
     ]
 }
 

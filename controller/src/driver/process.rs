@@ -179,6 +179,12 @@ pub enum Unready {
     /// process takes over what the old one ran this way, so that one sick or restarting instance
     /// does not block the upgrade.
     Supervise,
+    /// As [`Unready::Supervise`] when another instance of the workload passes its probe, as
+    /// [`Unready::Refuse`] when none does. A start after a crash adopts a workload this way: one
+    /// instance the previous run was restarting (not ready yet when it was killed) does not make
+    /// it stop the healthy others and start the whole workload afresh, which would leave the
+    /// route with nothing to serve for the workload's start time.
+    BesideReady,
 }
 
 /// One instance of a workload taken over from a previous run ([`adopt`]), in instance order.
@@ -206,8 +212,9 @@ pub enum Found {
 /// its start passes readiness ([`supervisor::start_down`]).
 ///
 /// # Errors
-/// With [`Unready::Refuse`], [`DriverError::NotReady`] naming the first instance whose probe
-/// failed; nothing is adopted then, and the caller stops them all and starts the workload afresh.
+/// With [`Unready::Refuse`], or [`Unready::BesideReady`] when no instance passes its probe,
+/// [`DriverError::NotReady`] naming the first instance whose probe failed; nothing is adopted
+/// then, and the caller stops them all and starts the workload afresh.
 /// [`DriverError::Other`] when no port is free for an instance down.
 pub async fn adopt(
     name: &str,
@@ -233,6 +240,8 @@ pub async fn adopt(
     }
     let mut endpoints = Vec::new();
     let mut ready = Vec::new();
+    // The running instances that failed their probe: instance, endpoint, the probe's failure.
+    let mut failed = Vec::new();
     for f in found {
         let entry = match f {
             Found::Running(entry) => entry,
@@ -257,11 +266,7 @@ pub async fn adopt(
         let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port.unwrap_or_default()));
         match probe::get(endpoint, spec.protocol, &r.path, r.timeout).await {
             Ok(_) => ready.push(true),
-            Err(last) if unready == Unready::Supervise => {
-                tracing::warn!(workload = %name, instance = entry.instance, %endpoint, "adopted not ready (last probe: {last}): no request goes there until a probe passes; stopped and started again if none does within its readiness deadline {}", crate::spec::human(r.deadline));
-                ready.push(false);
-            }
-            Err(last) => {
+            Err(last) if unready == Unready::Refuse => {
                 return Err(DriverError::NotReady {
                     workload: name.to_owned(),
                     endpoint,
@@ -269,8 +274,26 @@ pub async fn adopt(
                     last,
                 })
             }
+            Err(last) => {
+                ready.push(false);
+                failed.push((entry.instance, endpoint, last));
+            }
         }
         endpoints.push(endpoint);
+    }
+    if unready == Unready::BesideReady && !ready.contains(&true) {
+        if let Some((_, endpoint, last)) = failed.into_iter().next() {
+            return Err(DriverError::NotReady {
+                workload: name.to_owned(),
+                endpoint,
+                waited: r.timeout,
+                last,
+            });
+        }
+    } else {
+        for (instance, endpoint, last) in failed {
+            tracing::warn!(workload = %name, instance, %endpoint, "adopted not ready (last probe: {last}): no request goes there until a probe passes; stopped and started again if none does within its readiness deadline {}", crate::spec::human(r.deadline));
+        }
     }
     let mut instances = Instances {
         instances: Vec::new(),

@@ -859,16 +859,22 @@ fn read_journal(path: Option<&std::path::Path>) -> Vec<ChildEntry> {
 }
 
 /// Adopts the active workload's instances that the previous run left running (`entries`, proven
-/// the same processes: [`adoptable`]) once each passes a readiness probe; the workload and the
-/// entries adopted. `None` when one fails its probe: the caller stops them with the other
-/// leftovers and starts the workload afresh, as after a crash with nothing left running.
+/// the same processes: [`adoptable`]) when at least one passes a readiness probe; the workload and
+/// the entries adopted. One that fails its probe (an instance the previous run was restarting, not
+/// ready yet) is adopted not ready beside the ready ones ([`Unready::BesideReady`]): withdrawn
+/// from the route until a probe passes, stopped and started again past its readiness deadline.
+/// `None` when none passes: the caller stops them with the other leftovers and starts the
+/// workload afresh, as after a crash with nothing left running.
 async fn adopt_active(
     driver: &LocalDriver,
     label: &str,
     spec: &WorkloadSpec,
     entries: Vec<ChildEntry>,
 ) -> Option<(Workload, Vec<ChildEntry>)> {
-    match driver.adopt(label, spec, &entries, Unready::Refuse).await {
+    match driver
+        .adopt(label, spec, &entries, Unready::BesideReady)
+        .await
+    {
         Ok(workload) => Some((workload, entries)),
         Err(e) => {
             tracing::warn!(
