@@ -448,9 +448,17 @@ pub async fn recover(
         }
     };
     // The pids of what serves now, recorded before the service runs: a start killed meanwhile
-    // leaves the next one the instances to adopt (crash35).
+    // leaves the next one the instances to adopt (crash35). With them the workload they run and
+    // its slot, as the service's saves record them: a first start saved its pids with no active
+    // workload, and a start after a `kill -9` then took the `blue:` as never edited (nothing to
+    // compare it with) and adopted the old processes as the edited blue
+    // (`adopt::an_edited_blue_is_started_afresh_not_adopted`, 2 of 3 runs in session 36).
     let pids = active.pids();
-    if state.active_pids != pids {
+    let workload = Some(active_spec.clone());
+    if state.active_pids != pids || state.active_workload != workload {
+        state.route.clone_from(&spec.route.name);
+        state.active = Some(active_slot);
+        state.active_workload = workload;
         state.active_pids = pids;
         save_started(store.as_ref(), &state);
     }
