@@ -445,9 +445,11 @@ pub(super) fn start_down(launch: Launch, down: Down) -> (Arc<Supervision>, watch
 }
 
 /// Starts the supervisor task of an instance adopted while it fails its readiness probe (a binary
-/// upgrade's new process takes over what the old one ran, sick or not): it counts as a restart
-/// that is not ready yet, probed until it is ready (its endpoint restored) or until its
-/// readiness deadline passes (then stopped and started again), as [`start`]'s after an exit.
+/// upgrade's new process takes over what the old one ran, sick or not; a start after a crash
+/// adopts it beside instances that are ready, [`super::process::Unready::BesideReady`]): it
+/// counts as a restart that is not ready yet, probed until it is ready (its endpoint restored)
+/// or until its readiness deadline passes (then stopped and started again), as [`start`]'s
+/// after an exit.
 pub(super) fn start_unready(
     launch: Launch,
     child: Proc,
