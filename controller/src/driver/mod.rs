@@ -241,27 +241,27 @@ impl LocalDriver {
         }
     }
 
-    /// Takes over, as the workload `name` of `spec`, the instances a previous run left running
-    /// (`entries`, one per instance: [`children::adoptable`]), each probed once for readiness,
-    /// one that fails adopted not ready or refusing the adoption by `unready`
-    /// ([`process::adopt`]); they are recorded in this driver's journal from then on.
+    /// A start after a crash takes over, as the workload `name` of `spec`, what the previous run
+    /// left (`found`, one per instance: [`children::adoptable_each`]): each instance whose
+    /// process runs is probed once for readiness, one that fails adopted not ready or refusing
+    /// the adoption by `unready` ([`process::adopt`]); each one [`process::Found::Down`] is
+    /// started at once once the workload is supervised ([`process::StartDown::AtOnce`]), its
+    /// endpoint withdrawn until its start passes readiness. They are recorded in this driver's
+    /// journal from then on.
     ///
     /// # Errors
     /// With [`process::Unready::Refuse`], [`DriverError::NotReady`] when an instance fails its
-    /// probe: nothing is adopted.
+    /// probe; with [`process::Unready::BesideReady`], when none passes it: nothing is adopted.
+    /// [`DriverError::Other`] when no port is free for an instance down.
     pub async fn adopt(
         &self,
         name: &str,
         spec: &WorkloadSpec,
-        entries: &[children::ChildEntry],
+        found: &[process::Found],
         unready: process::Unready,
     ) -> Result<Workload, DriverError> {
-        let found: Vec<process::Found> = (entries.iter().cloned())
-            .map(process::Found::Running)
-            .collect();
-        // Every instance runs: nothing waits for this.
-        let never = CancellationToken::new();
-        self.adopt_found(name, spec, &found, unready, &never).await
+        let start = process::StartDown::AtOnce;
+        self.adopt_found(name, spec, found, unready, &start).await
     }
 
     /// A binary upgrade's new process takes over, as the workload `name` of `spec`, what the old
@@ -280,8 +280,8 @@ impl LocalDriver {
         committed: &CancellationToken,
     ) -> Result<Workload, DriverError> {
         let supervise = process::Unready::Supervise;
-        self.adopt_found(name, spec, found, supervise, committed)
-            .await
+        let start = process::StartDown::Handed(committed.clone());
+        self.adopt_found(name, spec, found, supervise, &start).await
     }
 
     async fn adopt_found(
@@ -290,7 +290,7 @@ impl LocalDriver {
         spec: &WorkloadSpec,
         found: &[process::Found],
         unready: process::Unready,
-        committed: &CancellationToken,
+        start_down: &process::StartDown,
     ) -> Result<Workload, DriverError> {
         let (instances, endpoints) = process::adopt(
             name,
@@ -299,7 +299,7 @@ impl LocalDriver {
             &self.ports,
             self.journal.as_ref(),
             unready,
-            committed,
+            start_down,
         )
         .await?;
         Ok(Workload {

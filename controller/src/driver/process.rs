@@ -180,10 +180,11 @@ pub enum Unready {
     /// does not block the upgrade.
     Supervise,
     /// As [`Unready::Supervise`] when another instance of the workload passes its probe, as
-    /// [`Unready::Refuse`] when none does. A start after a crash adopts a workload this way: one
-    /// instance the previous run was restarting (not ready yet when it was killed) does not make
-    /// it stop the healthy others and start the whole workload afresh, which would leave the
-    /// route with nothing to serve for the workload's start time.
+    /// [`Unready::Refuse`] when none does (nor when no instance runs at all). A start after a
+    /// crash adopts a workload this way: one instance the previous run was restarting (not ready
+    /// yet when it was killed, or with no process yet: [`Found::Down`]) does not make it stop the
+    /// healthy others and start the whole workload afresh, which would leave the route with
+    /// nothing to serve for the workload's start time.
     BesideReady,
 }
 
@@ -193,9 +194,10 @@ pub enum Found {
     /// Its process runs as its child-journal entry records it ([`super::children::adoptable`]):
     /// adopted.
     Running(ChildEntry),
-    /// No process of it runs (a binary upgrade's old process was waiting out its restart
-    /// backoff, or it exited during the handover): this run starts it once `committed` (given
-    /// to [`adopt`]) is cancelled, on its last recorded port when it has one, else a free one.
+    /// No process of it runs: the run it is taken over from was waiting out its restart backoff
+    /// (a binary upgrade's old process, or a run that was killed then), or it exited during an
+    /// upgrade's handover. This run starts it as [`adopt`]'s `start_down` says, on its last
+    /// recorded port when it has one and that port is free, else a free one.
     Down {
         /// Its journal entries, none naming a running process: what they left is stopped and
         /// they are dropped before the start.
@@ -203,19 +205,33 @@ pub enum Found {
     },
 }
 
+/// When [`adopt`] starts the instances [`Found::Down`] (each only once its workload is
+/// supervised: [`Instances::supervise`]).
+#[derive(Clone, Debug)]
+pub enum StartDown {
+    /// A binary upgrade's new process: once this token is cancelled (the old process has handed
+    /// the workload over; until then a failed handover leaves the instance to the old process),
+    /// after [`supervisor::INITIAL_BACKOFF`], reported with [`supervisor::DOWN_AT_TAKEOVER`].
+    Handed(CancellationToken),
+    /// A start after a crash: at once, reported with [`supervisor::DOWN_AT_START`]. No other
+    /// process supervises the instance any more, and the run that did waited out some of its
+    /// backoff already.
+    AtOnce,
+}
+
 /// Takes over the instances a previous run left running, `found` (one per instance, in
 /// instance order), after each running one was probed once for readiness (the workload's path
 /// and timeout), its output relayed again first ([`reattach`]). From then on each is supervised,
 /// stopped and restarted like a spawned one. An instance whose probe fails is adopted not ready
-/// or refuses the whole adoption, by `unready`. An instance [`Found::Down`] is started once
-/// `committed` is cancelled (never, by a caller that has none), not ready until then and until
-/// its start passes readiness ([`supervisor::start_down`]).
+/// or refuses the whole adoption, by `unready`. An instance [`Found::Down`] is started as
+/// `start_down` says, not ready until its start passes readiness ([`supervisor::start_down`]).
 ///
 /// # Errors
-/// With [`Unready::Refuse`], or [`Unready::BesideReady`] when no instance passes its probe,
-/// [`DriverError::NotReady`] naming the first instance whose probe failed; nothing is adopted
-/// then, and the caller stops them all and starts the workload afresh.
-/// [`DriverError::Other`] when no port is free for an instance down.
+/// With [`Unready::Refuse`], or [`Unready::BesideReady`] when no instance passes its probe (also
+/// when none runs), [`DriverError::NotReady`] naming the first instance whose probe failed
+/// ([`DriverError::Other`] when none runs); nothing is adopted then, and the caller stops them
+/// all and starts the workload afresh. [`DriverError::Other`] when no port is free for an
+/// instance down.
 pub async fn adopt(
     name: &str,
     spec: &WorkloadSpec,
@@ -223,7 +239,7 @@ pub async fn adopt(
     ports: &Arc<Ports>,
     journal: Option<&Arc<ChildJournal>>,
     unready: Unready,
-    committed: &CancellationToken,
+    start_down: &StartDown,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let r = &spec.readiness;
     let running = || {
@@ -282,14 +298,18 @@ pub async fn adopt(
         endpoints.push(endpoint);
     }
     if unready == Unready::BesideReady && !ready.contains(&true) {
-        if let Some((_, endpoint, last)) = failed.into_iter().next() {
-            return Err(DriverError::NotReady {
+        return Err(match failed.into_iter().next() {
+            Some((_, endpoint, last)) => DriverError::NotReady {
                 workload: name.to_owned(),
                 endpoint,
                 waited: r.timeout,
                 last,
-            });
-        }
+            },
+            None => DriverError::Other {
+                workload: name.to_owned(),
+                message: "no instance runs".to_owned(),
+            },
+        });
     } else {
         for (instance, endpoint, last) in failed {
             tracing::warn!(workload = %name, instance, %endpoint, "adopted not ready (last probe: {last}): no request goes there until a probe passes; stopped and started again if none does within its readiness deadline {}", crate::spec::human(r.deadline));
@@ -306,12 +326,16 @@ pub async fn adopt(
             Found::Running(entry) => entry,
             Found::Down { stale } => {
                 let down = supervisor::Down {
-                    committed: committed.clone(),
+                    start: start_down.clone(),
                     stale: stale.clone(),
                 };
                 let (supervision, life) = supervisor::start_down(launch, down);
                 instances.instances.push(Instance { supervision, life });
-                tracing::warn!(workload = %name, instance = index, port = endpoint.port(), "no process runs: started once the old process has handed the workload over; no request goes there until it is ready");
+                let when = match start_down {
+                    StartDown::Handed(_) => "once the old process has handed the workload over",
+                    StartDown::AtOnce => "at once",
+                };
+                tracing::warn!(workload = %name, instance = index, port = endpoint.port(), "no process runs: started {when}; no request goes there until it is ready");
                 continue;
             }
         };
@@ -754,6 +778,40 @@ mod tests {
         );
         assert_eq!(launch.port, next, "kept when there is nowhere to go");
         drop((taken, also));
+    }
+
+    /// Session 37: adopting beside a ready instance ([`Unready::BesideReady`]) needs one that
+    /// runs and passes its probe; a workload none of whose instances runs is refused, naming it,
+    /// with nothing started (the caller starts it afresh), not taken over with every instance
+    /// down.
+    #[tokio::test]
+    async fn beside_ready_refuses_a_workload_none_of_whose_instances_runs() {
+        let ports = Arc::new(Ports::new(None));
+        let found = [Found::Down { stale: Vec::new() }];
+        let spec = WorkloadSpec {
+            command: Some("sleep".into()),
+            ..WorkloadSpec::default()
+        };
+        let adopted = adopt(
+            "blue",
+            &spec,
+            &found,
+            &ports,
+            None,
+            Unready::BesideReady,
+            &StartDown::AtOnce,
+        )
+        .await;
+        match adopted {
+            Err(DriverError::Other { workload, message }) => {
+                assert_eq!(
+                    (workload.as_str(), message.as_str()),
+                    ("blue", "no instance runs")
+                );
+            }
+            Err(other) => panic!("refused as {other:?}"),
+            Ok(_) => panic!("a workload with no instance running was adopted"),
+        }
     }
 
     /// Trial 13, N2: instances that ignore SIGTERM are all killed at one deadline, `stop_grace`

@@ -33,7 +33,9 @@
 //! A binary upgrade of `crossfade run` holds the old process's instances ([`Hold`]): an exit is
 //! acted on, and a restart waiting out its backoff starts, only once the hold is lifted (the
 //! handover failed); released, never. The new process starts an instance that had no process at
-//! its takeover itself, once the old one has handed over ([`start_down`]).
+//! its takeover itself, once the old one has handed over ([`start_down`]). A start after a crash
+//! of `crossfade run` starts an instance of the workload it adopts that had no process (the dead
+//! run was waiting out its backoff) the same way, at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -47,7 +49,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::children::group_running;
-use super::process::{signal_group, Launch};
+use super::process::{signal_group, Launch, StartDown};
 
 /// Delay before the first restart after an exit.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -203,8 +205,9 @@ pub struct Supervision {
     /// The port the instance listens on now (another after a restart that found it taken).
     port: AtomicU16,
     stopping: watch::Sender<bool>,
-    /// Where to report, and under which backend: set once the workload is supervised.
-    events: Mutex<Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)>>,
+    /// Where to report, and under which backend: set once the workload is supervised (an
+    /// instance [`Down`] starts only then).
+    events: watch::Sender<Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)>>,
     /// Where the instance's endpoint is withdrawn and restored: set once it is in a route.
     gate: Mutex<Option<Arc<dyn EndpointGate>>>,
     /// Whether an exit is acted on ([`Hold`]).
@@ -229,7 +232,7 @@ impl Supervision {
 
     /// Restart the instance whenever it exits on its own, reporting to `events` as `backend`.
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
-        *self.lock_events() = Some((backend, events));
+        self.events.send_replace(Some((backend, events)));
     }
 
     /// From now on the instance's endpoint is withdrawn through `gate` when its process exits
@@ -257,10 +260,9 @@ impl Supervision {
         self.stopping.send_replace(true);
     }
 
-    fn lock_events(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)>> {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Where to report, and under which backend, once supervised.
+    fn reporting(&self) -> Option<(Slot, mpsc::UnboundedSender<InstanceEvent>)> {
+        self.events.borrow().clone()
     }
 }
 
@@ -398,22 +400,27 @@ pub(super) fn start(
     start_with(launch, Some(child), pid, true, None)
 }
 
-/// An instance of a workload a binary upgrade's new process took over that had no process then:
-/// it had exited under the old process and waited out its restart backoff there (or exited
-/// during the handover). The new process starts it, as the old one's supervisor would have, but
-/// only once the old process has handed the workload over (`committed`): until then a failed
-/// handover gives it back to the old process, which restarts it itself.
+/// An instance of a workload taken over from another `crossfade run` that had no process then:
+/// it had exited and was waiting out its restart backoff there (or exited during a binary
+/// upgrade's handover). This process starts it, as the other one's supervisor would have, once
+/// `start` allows it and the workload is supervised: a binary upgrade's new process only once the
+/// old process has handed the workload over (until then a failed handover gives it back to the
+/// old process, which restarts it itself); a start after a crash at once.
 pub(super) struct Down {
-    /// Cancelled once the old process has handed the workload over (it drains, or is gone).
-    pub(super) committed: tokio_util::sync::CancellationToken,
+    /// When it is started ([`StartDown`]).
+    pub(super) start: StartDown,
     /// Its child-journal entries, none of which names a running process: what they left
     /// (processes its last process forked) is stopped, and they are dropped, before the start.
     pub(super) stale: Vec<super::children::ChildEntry>,
 }
 
-/// The exit status an instance [`Down`] at the takeover is reported with.
+/// The exit status an instance [`Down`] at a binary upgrade's takeover is reported with.
 pub const DOWN_AT_TAKEOVER: &str = "no process when this crossfade took it over in a binary \
                                     upgrade: it was waiting for its restart";
+
+/// The exit status an instance [`Down`] at a start after a crash is reported with.
+pub const DOWN_AT_START: &str = "no process when this crossfade started: the previous run was \
+                                 waiting to restart it when it ended";
 
 // === impl Down ===
 
@@ -435,11 +442,12 @@ impl Down {
     }
 }
 
-/// Starts the supervisor task of an instance [`Down`] at a binary upgrade's takeover: no
-/// process, not ready (its endpoint withdrawn once attached), pid 0. Once `down.committed` is
-/// cancelled it is started after [`INITIAL_BACKOFF`], reported as an exit
-/// ([`DOWN_AT_TAKEOVER`]) and then supervised as any restart is; a stop or release before then
-/// ends it with nothing started.
+/// Starts the supervisor task of an instance [`Down`] at a takeover: no process, not ready (its
+/// endpoint withdrawn once attached), pid 0. Once supervised and, after a binary upgrade
+/// ([`StartDown::Handed`]), once its token is cancelled, it is reported as an exit
+/// ([`DOWN_AT_TAKEOVER`], [`DOWN_AT_START`]) and started: after [`INITIAL_BACKOFF`] at an upgrade,
+/// at once after a crash ([`StartDown::AtOnce`]); then supervised as any restart is. A stop or
+/// release before then ends it with nothing started.
 pub(super) fn start_down(launch: Launch, down: Down) -> (Arc<Supervision>, watch::Receiver<Life>) {
     start_with(launch, None, 0, false, Some(down))
 }
@@ -471,7 +479,7 @@ fn start_with(
         pid: AtomicU32::new(pid),
         port: AtomicU16::new(launch.port),
         stopping: watch::Sender::new(false),
-        events: Mutex::new(None),
+        events: watch::Sender::new(None),
         gate: Mutex::new(None),
         hold: watch::Sender::new(Hold::Off),
         spawning: Mutex::new(()),
@@ -509,11 +517,21 @@ async fn run(
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
     let mut hold = sup.hold.subscribe();
-    // Down at a binary upgrade's takeover: started once the old process has handed it over.
+    // Down at a takeover: started once supervised (unsupervised, an exit is not restarted) and,
+    // at a binary upgrade, once the old process has handed it over.
     let mut first_exit = None;
+    // The delay before that start, when it is not the backoff's.
+    let mut first_delay = None;
     if let Some(down) = down {
+        let mut supervised = sup.events.subscribe();
+        let startable = async {
+            if let StartDown::Handed(committed) = &down.start {
+                committed.cancelled().await;
+            }
+            let _ = supervised.wait_for(Option::is_some).await;
+        };
         let committed = tokio::select! {
-            () = down.committed.cancelled() => true,
+            () = startable => true,
             _ = stopping.wait_for(|s| *s) => false,
             _ = hold.wait_for(|h| *h == Hold::Released) => false,
         };
@@ -523,8 +541,13 @@ async fn run(
             life.send_modify(|l| l.finished = true);
             return;
         }
+        let (status, delay) = match down.start {
+            StartDown::Handed(_) => (DOWN_AT_TAKEOVER, None),
+            StartDown::AtOnce => (DOWN_AT_START, Some(Duration::ZERO)),
+        };
         down.clear(&launch, &prefix);
-        first_exit = Some(DOWN_AT_TAKEOVER.to_owned());
+        first_exit = Some(status.to_owned());
+        first_delay = delay;
     }
     let mut backoff = INITIAL_BACKOFF;
     let mut restarts = 0;
@@ -595,7 +618,7 @@ async fn run(
                         None => {}
                     }
                     routed = endpoint;
-                    if let Some((backend, events)) = sup.lock_events().clone() {
+                    if let Some((backend, events)) = sup.reporting() {
                         let _ = events.send(InstanceEvent {
                             backend,
                             workload: launch.workload.clone(),
@@ -645,7 +668,7 @@ async fn run(
             .await;
             launch.exited(sup.pid());
         }
-        let report = sup.lock_events().clone();
+        let report = sup.reporting();
         let (Some((backend, events)), false) = (report, *stopping.borrow()) else {
             life.send_replace(down(true));
             return;
@@ -669,8 +692,14 @@ async fn run(
         let mut failure: Option<String> = None;
         let mut moved_from = None;
         let next = loop {
-            let restart_in = backoff;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let restart_in = match first_delay.take() {
+                Some(delay) => delay,
+                None => {
+                    let next = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    next
+                }
+            };
             report(
                 routed,
                 match (failure.take(), unready.take()) {
@@ -1260,20 +1289,12 @@ mod tests {
             .expect("sleep starts");
         let journal = ChildJournal::create_keeping(dir.path().join("j"), vec![stale.clone()]);
         let journal = Arc::new(journal.expect("the journal"));
-        let spec = WorkloadSpec {
-            command: Some("sleep".into()),
-            args: vec!["1000".into()],
-            readiness: crate::spec::ReadinessConfig {
-                deadline: Duration::from_secs(3600),
-                ..crate::spec::ReadinessConfig::default()
-            },
-            ..WorkloadSpec::default()
-        };
+        let spec = sleeping();
         let down = |committed: &tokio_util::sync::CancellationToken| {
             let mut launch = Launch::new("blue", 0, 1, spec.clone());
             launch.journal = Some(Arc::clone(&journal));
             let down = Down {
-                committed: committed.clone(),
+                start: StartDown::Handed(committed.clone()),
                 stale: vec![stale.clone()],
             };
             let (supervision, life) = start_down(launch, down);
@@ -1344,6 +1365,63 @@ mod tests {
         done.await
             .expect("finished")
             .expect("the supervisor reports");
+    }
+
+    /// A workload whose instances run `sleep 1000` and never pass readiness (nothing answers on
+    /// their port), with a readiness deadline out of reach: each start stays running, not ready.
+    fn sleeping() -> WorkloadSpec {
+        WorkloadSpec {
+            command: Some("sleep".into()),
+            args: vec!["1000".into()],
+            readiness: crate::spec::ReadinessConfig {
+                deadline: Duration::from_secs(3600),
+                ..crate::spec::ReadinessConfig::default()
+            },
+            ..WorkloadSpec::default()
+        }
+    }
+
+    /// Session 37: an instance down at a start after a crash ([`StartDown::AtOnce`]) is started
+    /// at once, but only once its workload is supervised: before, a down instance whose start
+    /// was allowed before the service supervised the workload found no one to report to and
+    /// ended with nothing started. Its first start takes no backoff, and the next exit the usual
+    /// [`INITIAL_BACKOFF`].
+    #[tokio::test]
+    async fn an_instance_down_at_a_start_after_a_crash_starts_at_once_once_supervised() {
+        let down = Down {
+            start: StartDown::AtOnce,
+            stale: Vec::new(),
+        };
+        let (supervision, mut life) = start_down(Launch::new("blue", 0, 1, sleeping()), down);
+        tokio::time::sleep(INITIAL_BACKOFF).await;
+        let now = life.borrow().clone();
+        assert!(!now.finished, "waits to be supervised: {now:?}");
+        assert_eq!(supervision.pid(), 0, "nothing started before");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+        match next_event(&mut rx).await {
+            InstanceEventKind::Exited { status, restart_in } => {
+                assert_eq!(status, DOWN_AT_START);
+                assert_eq!(restart_in, Duration::ZERO, "at once");
+            }
+            other => panic!("reported as an exit first: {other:?}"),
+        }
+        let InstanceEventKind::Restarted {
+            pid, previous_pid, ..
+        } = next_event(&mut rx).await
+        else {
+            panic!("started")
+        };
+        assert_eq!(previous_pid, 0);
+        assert!(pid_running(pid), "{pid} runs");
+        super::signal_group(pid, Signal::SIGKILL);
+        match next_event(&mut rx).await {
+            InstanceEventKind::Exited { restart_in, .. } => {
+                assert_eq!(restart_in, INITIAL_BACKOFF, "the backoff starts as usual");
+            }
+            other => panic!("its exit: {other:?}"),
+        }
+        stop_and_wait(&supervision, &mut life, Signal::SIGKILL).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,8 +11,9 @@
 //!    decisions refuses rather than acting on them;
 //! 3. the child journal (every spawn of the previous run, recorded before it happened) is carried
 //!    into this run's journal before anything is stopped: a crash meanwhile finds it again;
-//! 4. the active workload's instances left running are adopted when each passes readiness; every
-//!    other leftover is stopped;
+//! 4. the active workload's instances left running are adopted when one of them passes readiness
+//!    (an instance with no process left, which the previous run was restarting, is started at
+//!    once beside them); every other leftover is stopped;
 //! 5. the active workload is started (or adopted); after a recovery that completed a rollout, the
 //!    workload it replaced is kept running until then, and serves again if the promoted one cannot
 //!    start ([`ServiceState::fall_back`]).
@@ -25,7 +26,7 @@ use crossfade_proxy::weight::Slot;
 
 use super::{ServiceHandle, StartRequest};
 use crate::driver::children::{
-    adoptable, adoptable_each, runs_any, stop_leftovers, ChildEntry, ChildJournal, JournalError,
+    adoptable_each, runs_any, stop_leftovers, ChildEntry, ChildJournal, JournalError,
 };
 use crate::driver::process::{Found, Unready};
 use crate::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
@@ -288,10 +289,7 @@ pub async fn recover(
         .active_workload
         .clone()
         .unwrap_or_else(|| blue.clone());
-    let (label, count) = (
-        active_spec.label(active_slot),
-        active_spec.instances as usize,
-    );
+    let label = active_spec.label(active_slot);
     let ports = spec.port_range.and_then(|range| range.ports());
     let journal = journal.map(Arc::new);
     let driver = match &journal {
@@ -299,29 +297,28 @@ pub async fn recover(
         None => LocalDriver::new(ports),
     };
     let candidates = adoptable_active
-        .then(|| adoptable(&recorded, label, count, &saved_active_pids))
-        .flatten()
-        .filter(|_| active_spec.command.is_some());
+        .then(|| found_after_crash(&recorded, label, &active_spec, &saved_active_pids))
+        .flatten();
     let adopted = match candidates {
-        Some(entries) => adopt_active(&driver, label, &active_spec, entries).await,
+        Some(found) => adopt_active(&driver, label, &active_spec, found).await,
         None => None,
     };
-    let mut adopted_entries = adopted.as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
+    let mut adopted_entries = adopted
+        .as_ref()
+        .map(|(_, f)| running(f))
+        .unwrap_or_default();
     // The replaced workload's processes still running as recorded, when the promoted one must be
     // started afresh: not stopped until it is ready.
-    let fallback = match fallback {
+    let (fallback, kept_found) = match fallback {
         Some(f) if adopted.is_none() => {
             let spec = f.spec.unwrap_or_else(|| blue.clone());
             let label = spec.label(f.slot).to_owned();
-            let kept = (spec.command.is_some())
-                .then(|| adoptable(&recorded, &label, spec.instances as usize, &f.pids))
-                .flatten()
-                .unwrap_or_default();
-            Some((f.slot, spec, kept))
+            let kept = found_after_crash(&recorded, &label, &spec, &f.pids);
+            (Some((f.slot, spec)), kept)
         }
-        _ => None,
+        _ => (None, None),
     };
-    let kept: &[ChildEntry] = fallback.as_ref().map_or(&[], |(_, _, kept)| kept);
+    let kept: &[ChildEntry] = &kept_found.as_deref().map(running).unwrap_or_default();
     let is_spared = |token: &str| adopted_entries.iter().chain(kept).any(|a| a.token == token);
     let others: Vec<ChildEntry> = recorded
         .iter()
@@ -331,8 +328,8 @@ pub async fn recover(
     let adopted_pids: Vec<u32> = (adopted_entries.iter().chain(kept))
         .filter_map(|e| e.pid)
         .collect();
-    if !adopted_entries.is_empty() {
-        let note = adopted_note(label, &adopted_entries);
+    if let Some((workload, found)) = &adopted {
+        let note = adopted_after_crash(label, found, workload);
         tracing::warn!("{note}");
         state.push_event(StatusEvent::now("Adopted", &note));
         start_events.push("Adopted".to_owned());
@@ -375,8 +372,7 @@ pub async fn recover(
         (Ok(workload), fallback) => {
             // The promoted workload serves: the one it replaced is not needed any more.
             let settled = fallback.is_some();
-            let kept = fallback.map(|(_, _, kept)| kept).unwrap_or_default();
-            let stopped = stop_kept(&kept);
+            let stopped = stop_kept(kept);
             if let Some(stopped) = &stopped {
                 state.note_stopped(stopped, true);
                 start_events.push("LeftoversStopped".to_owned());
@@ -389,27 +385,27 @@ pub async fn recover(
             }
             workload
         }
-        (Err(StartupError::Workload(e)), Some((slot, spec, kept))) if !cancel.is_cancelled() => {
+        (Err(StartupError::Workload(e)), Some((slot, spec))) if !cancel.is_cancelled() => {
             // Promoted, but it cannot start: the workload it replaced serves again rather than
             // nothing (DESIGN: never leave a route with no healthy backend while one exists).
             let promoted = active_spec.label(active_slot).to_owned();
             let label = spec.label(slot).to_owned();
             tracing::error!("{promoted} could not start: {e}; {label} serves again");
-            let readopted = match kept.is_empty() {
-                true => None,
-                false => adopt_active(&driver, &label, &spec, kept.clone()).await,
+            let readopted = match kept_found {
+                None => None,
+                Some(found) => adopt_active(&driver, &label, &spec, found).await,
             };
             let workload = match readopted {
-                Some((workload, entries)) => {
-                    adopted_entries = entries;
-                    let note = adopted_note(&label, &adopted_entries);
+                Some((workload, found)) => {
+                    adopted_entries = running(&found);
+                    let note = adopted_after_crash(&label, &found, &workload);
                     tracing::warn!("{note}");
                     state.push_event(StatusEvent::now("Adopted", &note));
                     start_events.push("Adopted".to_owned());
                     workload
                 }
                 None => {
-                    stop_leftovers(&kept);
+                    stop_leftovers(kept);
                     provision_active(&driver, slot, &spec, &cancel)
                         .await
                         .map_err(|again| match again {
@@ -433,11 +429,11 @@ pub async fn recover(
             (active_slot, active_spec) = (slot, spec);
             workload
         }
-        (Err(e), fallback) => {
+        (Err(e), _) => {
             // A signal stopped the start (or nothing can serve): the replaced workload kept as
             // the fallback is stopped with it, as a stop stops every workload of the run, rather
             // than left running with no run supervising it.
-            stop_kept(&fallback.map(|(_, _, kept)| kept).unwrap_or_default());
+            stop_kept(kept);
             let recorded = (store.as_ref()).and_then(|s| recorded_active(&state, &blue, s.path()));
             return Err(match (e, recorded) {
                 (StartupError::Workload(e), Some(note)) => {
@@ -635,8 +631,12 @@ pub async fn take_over(
             journal_path.display()
         ))
     })?;
-    let found = take_over_each(&recorded, &label, &active_spec, &state.active_pids)
-        .map_err(|why| refused(format!("{why} (child journal {})", journal_path.display())))?;
+    let found = found_each(&recorded, &label, &active_spec, &state.active_pids).map_err(|why| {
+        refused(format!(
+            "{why}, so it is neither adopted nor started again (child journal {})",
+            journal_path.display()
+        ))
+    })?;
     let entries: Vec<ChildEntry> = (found.iter())
         .flat_map(|f| match f {
             Found::Running(entry) => std::slice::from_ref(entry),
@@ -657,25 +657,15 @@ pub async fn take_over(
     // The entries of instances down stay until their start has stopped what they left.
     journal.drop_previous(&entries);
     let from = predecessor.map_or_else(|| "the old process".to_owned(), |p| format!("pid {p}"));
-    let adopted: Vec<ChildEntry> = (found.iter())
-        .filter_map(|f| match f {
-            Found::Running(entry) => Some(entry.clone()),
-            Found::Down { .. } => None,
-        })
-        .collect();
-    let down: Vec<String> = (found.iter().enumerate())
-        .filter(|(_, f)| matches!(f, Found::Down { .. }))
-        .map(|(i, _)| i.to_string())
-        .collect();
+    let adopted = running(&found);
     let mut note = format!("binary upgrade: took over from {from}");
     if !adopted.is_empty() {
         note = format!("{note}; {}", adopted_note(&label, &adopted));
     }
-    if !down.is_empty() {
+    if let Some(down) = down_instances(&found) {
         note = format!(
-            "{note}; {label} instance {} had no process (waiting for its restart): started \
-             by this process once the old one has handed it over",
-            down.join(", ")
+            "{note}; {label} instance {down} had no process (waiting for its restart): started \
+             by this process once the old one has handed it over"
         );
     }
     tracing::info!("{note}");
@@ -695,15 +685,15 @@ pub async fn take_over(
     })
 }
 
-/// What a binary upgrade's new process finds of each of `active`'s instances (`label`) in the
-/// old process's child journal `recorded`: its process running as recorded, its pid one of
-/// `active_pids` ([`adoptable_each`]), or no process of it running at all ([`Found::Down`],
-/// with its entries).
+/// What a start finds of each of `active`'s instances (`label`) in the child journal `recorded`
+/// of the run it takes over from (a binary upgrade's old process, or a run that crashed): its
+/// process running as recorded, its pid one of `active_pids` ([`adoptable_each`]), or no process
+/// of it running at all ([`Found::Down`], with its entries).
 ///
 /// # Errors
-/// Naming the instance, when a process of it runs but is not the one the state file records:
-/// it might be serving, so neither adopted nor started again.
-fn take_over_each(
+/// Naming the instance, when a process of it runs but is not the one the state file records
+/// (its pid is not one of `active_pids`): it might be serving, or be another start's.
+fn found_each(
     recorded: &[ChildEntry],
     label: &str,
     active: &WorkloadSpec,
@@ -715,7 +705,7 @@ fn take_over_each(
             Some(entry) => Ok(Found::Running(entry)),
             None if runs_any(recorded, label, index) => Err(format!(
                 "{label} instance {index} runs, but not as the state file records it (pids \
-                 {active_pids:?}), so it is neither adopted nor started again"
+                 {active_pids:?})"
             )),
             None => Ok(Found::Down {
                 stale: (recorded.iter())
@@ -866,24 +856,74 @@ fn read_journal(path: Option<&std::path::Path>) -> Vec<ChildEntry> {
     }
 }
 
-/// Adopts the active workload's instances that the previous run left running (`entries`, proven
-/// the same processes: [`adoptable`]) when at least one passes a readiness probe; the workload and
-/// the entries adopted. One that fails its probe (an instance the previous run was restarting, not
-/// ready yet) is adopted not ready beside the ready ones ([`Unready::BesideReady`]): withdrawn
-/// from the route until a probe passes, stopped and started again past its readiness deadline.
-/// `None` when none passes: the caller stops them with the other leftovers and starts the
-/// workload afresh, as after a crash with nothing left running.
+/// What a start after a crash takes over of the workload `label` of `spec` from the previous
+/// run's child journal `recorded`, instance by instance ([`found_each`]; `pids`: the pids the
+/// state file saved for it): `None`, so that the caller starts the workload afresh, when none of
+/// its instances runs as recorded, when one runs that is not the recorded process (logged: it
+/// cannot be told from a process of another start, so it is stopped rather than served), or for a
+/// workload without `command`. Until session 37 any instance with no process made the start stop
+/// the others and start the whole workload afresh.
+fn found_after_crash(
+    recorded: &[ChildEntry],
+    label: &str,
+    spec: &WorkloadSpec,
+    pids: &[u32],
+) -> Option<Vec<Found>> {
+    spec.command.as_ref()?;
+    match found_each(recorded, label, spec, pids) {
+        Ok(found) => found
+            .iter()
+            .any(|f| matches!(f, Found::Running(_)))
+            .then_some(found),
+        Err(why) => {
+            tracing::warn!(
+                "not adopting what the previous run left running: {why}; starting {label} afresh"
+            );
+            None
+        }
+    }
+}
+
+/// The journal entries of the instances of `found` whose process runs ([`Found::Running`]).
+fn running(found: &[Found]) -> Vec<ChildEntry> {
+    (found.iter())
+        .filter_map(|f| match f {
+            Found::Running(entry) => Some(entry.clone()),
+            Found::Down { .. } => None,
+        })
+        .collect()
+}
+
+/// The instances of `found` with no process ([`Found::Down`]), comma-separated (`0, 2`); `None`
+/// when every one runs.
+fn down_instances(found: &[Found]) -> Option<String> {
+    let down: Vec<String> = (found.iter().enumerate())
+        .filter(|(_, f)| matches!(f, Found::Down { .. }))
+        .map(|(i, _)| i.to_string())
+        .collect();
+    (!down.is_empty()).then(|| down.join(", "))
+}
+
+/// Adopts the active workload's instances that the previous run left (`found`:
+/// [`found_after_crash`]) when at least one passes a readiness probe; the workload and what was
+/// adopted. One that fails its probe (an instance the previous run was restarting, not ready yet)
+/// is adopted not ready beside the ready ones ([`Unready::BesideReady`]): withdrawn from the route
+/// until a probe passes, stopped and started again past its readiness deadline. One with no
+/// process ([`Found::Down`]) is started at once once the service supervises the workload,
+/// withdrawn until its start passes readiness. `None` when none passes: the caller stops them
+/// with the other leftovers and starts the workload afresh, as after a crash with nothing left
+/// running.
 async fn adopt_active(
     driver: &LocalDriver,
     label: &str,
     spec: &WorkloadSpec,
-    entries: Vec<ChildEntry>,
-) -> Option<(Workload, Vec<ChildEntry>)> {
+    found: Vec<Found>,
+) -> Option<(Workload, Vec<Found>)> {
     match driver
-        .adopt(label, spec, &entries, Unready::BesideReady)
+        .adopt(label, spec, &found, Unready::BesideReady)
         .await
     {
-        Ok(workload) => Some((workload, entries)),
+        Ok(workload) => Some((workload, found)),
         Err(e) => {
             tracing::warn!(
                 "not adopting what the previous run left running: {e}; starting {label} afresh"
@@ -946,6 +986,29 @@ fn save_started(store: Option<&StateFile>, state: &ServiceState) {
     if let Some(Err(e)) = store.map(|store| store.save(state)) {
         tracing::error!("{e}");
     }
+}
+
+/// The `Adopted` event's note after a crash: [`adopted_note`], then the instances that had no
+/// process and are started ([`Found::Down`]): `; v1 instance 0 had no process (the previous run
+/// was waiting to restart it): started again at once on port 25100`.
+fn adopted_after_crash(label: &str, found: &[Found], workload: &Workload) -> String {
+    let note = adopted_note(label, &running(found));
+    let Some(down) = down_instances(found) else {
+        return note;
+    };
+    let endpoints = workload.endpoints();
+    let ports: Vec<String> = (found.iter().zip(&endpoints))
+        .filter(|(f, _)| matches!(f, Found::Down { .. }))
+        .map(|(_, e)| e.port().to_string())
+        .collect();
+    let ports = match ports.len() {
+        1 => format!("port {}", ports.join("")),
+        _ => format!("ports {}", ports.join(", ")),
+    };
+    format!(
+        "{note}; {label} instance {down} had no process (the previous run was waiting to restart \
+         it): started again at once on {ports}"
+    )
 }
 
 /// The `Adopted` event's note: `adopted v1 left running by the previous run (ready): instance 0
@@ -1101,14 +1164,14 @@ mod tests {
             instances: 2,
             ..WorkloadSpec::default()
         };
-        let found = take_over_each(&recorded, "v1", &workload, &[pid]);
+        let found = found_each(&recorded, "v1", &workload, &[pid]);
         let stale = vec![dead, intent];
         assert_eq!(
             found,
             Ok(vec![Found::Running(runs.clone()), Found::Down { stale }])
         );
         // Its process runs, but the state file saved another pid for the workload.
-        let refused = take_over_each(&recorded, "v1", &workload, &[pid + 1]).unwrap_err();
+        let refused = found_each(&recorded, "v1", &workload, &[pid + 1]).unwrap_err();
         assert!(
             refused.contains("v1 instance 0 runs, but not as the state file records it"),
             "{refused}"
