@@ -85,6 +85,9 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc"
+# Every intra-doc link resolves, private items' docs included (they are the internal docs).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked
 echo "== cargo test"
 # The whole output also goes to a log; on failure, every panic message is printed again at the end,
 # where a truncated CI log still shows it.

@@ -34,7 +34,7 @@ pub const FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// How often the backlog's thread tries a pipe that took nothing.
 const RETRY: Duration = Duration::from_millis(10);
 
-/// The shared writer: a `tracing_subscriber` writer factory ([`LogQueue::make_writer`]), cheap
+/// The shared writer: a `tracing_subscriber` writer factory (its `MakeWriter::make_writer`), cheap
 /// to clone.
 #[derive(Clone)]
 pub struct LogQueue {

@@ -15,7 +15,7 @@
 //! - `notify`: `crossfade proxy` (with CONFIG or `--kube`) and `crossfade run` under systemd
 //!   `Type=notify`: the sd_notify(3) messages.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
-//!   `kubectl crossfade` plugin (argv[0] `kubectl-crossfade`).
+//!   `kubectl crossfade` plugin (`argv[0]` `kubectl-crossfade`).
 
 mod cluster;
 mod demo;

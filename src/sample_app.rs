@@ -67,11 +67,11 @@ pub struct SampleAppArgs {
     )]
     pub version: String,
 
-    /// Pool name for the `X-Pool` header [default: the version string].
+    /// Pool name for the `X-Pool` header (default: the version string).
     #[arg(long)]
     pub pool: Option<String>,
 
-    /// Instance id for the `X-Instance` header [default: `<pool>-<port>`].
+    /// Instance id for the `X-Instance` header (default: `<pool>-<port>`).
     #[arg(long)]
     pub instance: Option<String>,
 

@@ -570,7 +570,7 @@ impl RunSpec {
     /// endpoints bring, [`crate::traffic::TrafficSetter::set_endpoints`]).
     ///
     /// Validation ([`RunSpec::validate`], [`RunSpec::load`]) checks this config by the proxy's own
-    /// rules ([`ProxyConfig::validate`]) and reports its problems under the spec's paths
+    /// rules ([`ProxyConfig::validate`](crossfade_proxy::config::ProxyConfig::validate)) and reports its problems under the spec's paths
     /// (`routes[0].hosts[0]` as `route.hosts[0]`), so a valid spec always gives a valid config.
     pub fn proxy_config(
         &self,

@@ -553,9 +553,9 @@ impl ProxyConfig {
     /// What is valid but most likely not meant, each naming its field: a route shadowed by an
     /// earlier one ([`shadowed_routes`]); an endpoint listed twice, in both backends or
     /// unreachable by its address, and a sticky header that is the override header
-    /// ([`route_warnings`]), and a shadow that mirrors nothing ([`ShadowConfig::warnings`]); a
+    /// ([`validate::route_warnings`]), and a shadow that mirrors nothing ([`ShadowConfig::warnings`]); a
     /// minted `__Secure-`/`__Host-` cookie without `tls:`
-    /// ([`cookie_prefix_warnings`]); a timeout that cuts clients off set below 1 s
+    /// ([`validate::cookie_prefix_warnings`]); a timeout that cuts clients off set below 1 s
     /// ([`LimitsConfig::warnings`]). Empty when nothing is.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = validate::shadowed_routes(&self.routes);

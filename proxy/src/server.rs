@@ -702,7 +702,7 @@ where
 /// hyper's connection is boxed, one box per protocol: this future lives in the connection's task
 /// for its whole life, and an HTTP/1.1 connection then holds HTTP/1.1's state alone (712 B in a
 /// debug build), not space for HTTP/2's too (hyper-util's auto connection: 1,576 B). A `fn`
-/// returning an `async move` block for the reason given at [`http`]: as `async fn`s the two were
+/// returning an `async move` block for the reason given at [`http()`]: as `async fn`s the two were
 /// 128 B more per connection by `tests/idle_memory.rs`.
 fn serve_http<I>(
     builders: &Builders,

@@ -1,6 +1,6 @@
 //! Local processes: start a workload's instances as child processes, each on a free port, capture their
 //! output with a per-instance prefix, and stop them with SIGTERM, a grace period, then SIGKILL. Each
-//! instance lives in a [`supervisor`](super::supervisor) task, which restarts it while the workload
+//! instance lives in a [`super::supervisor`] task, which restarts it while the workload
 //! is supervised: on the same port, or on another free one when something else took it meanwhile.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -665,7 +665,7 @@ impl Instances {
     }
 
     /// From now on an instance that exits on its own is restarted (on its port, or another free
-    /// one when its port was taken), with exponential backoff (see [`supervisor`](super::supervisor)); each exit and restart is sent to `events`.
+    /// one when its port was taken), with exponential backoff (see [`super::supervisor`]); each exit and restart is sent to `events`.
     pub fn supervise(&self, backend: Slot, events: mpsc::UnboundedSender<InstanceEvent>) {
         for inst in &self.instances {
             inst.supervision.supervise(backend, events.clone());

@@ -666,7 +666,7 @@ async fn run(
                 &prefix,
             )
             .await;
-            launch.exited(sup.pid());
+            forget_exited(&sup, &launch, &mut hold).await;
         }
         let report = sup.reporting();
         let (Some((backend, events)), false) = (report, *stopping.borrow()) else {
@@ -830,6 +830,30 @@ async fn stop_unready(child: &mut Owned, pid: u32, grace: Duration) -> String {
     }
     signal_group(pid, Signal::SIGKILL);
     child.wait().await
+}
+
+/// Drops the exited instance's child-journal entry ([`Launch::exited`]) once its group is empty,
+/// unless a binary upgrade took the journal over meanwhile. From its freeze on ([`Hold::Held`])
+/// the new process reads and writes the journal, and this process's copy of it is stale: written
+/// then, it would replace the new process's entries (a crash of the new process would then find
+/// neither its instances nor what they left). So the entry is dropped once the hold is lifted (the
+/// takeover failed: the journal is this process's again), and never once the instance is
+/// released (the new process found no process of it and dropped its entries itself:
+/// [`Down::clear`]). The hold is read and the journal written under `spawning`, which every
+/// change of the hold takes, so a freeze cannot come between the two.
+async fn forget_exited(sup: &Supervision, launch: &Launch, hold: &mut watch::Receiver<Hold>) {
+    loop {
+        if hold.wait_for(|h| *h != Hold::Held).await.is_err() {
+            return;
+        }
+        let _spawning = sup.spawning.lock().unwrap_or_else(PoisonError::into_inner);
+        match *sup.hold.borrow() {
+            Hold::Off => return launch.exited(sup.pid()),
+            Hold::Released => return,
+            // Frozen again between the wait and the lock.
+            Hold::Held => {}
+        }
+    }
 }
 
 /// How often [`end_group`] looks whether the group is empty.
@@ -1422,6 +1446,66 @@ mod tests {
             other => panic!("its exit: {other:?}"),
         }
         stop_and_wait(&supervision, &mut life, Signal::SIGKILL).await;
+    }
+
+    /// Session 36 (backoff36's report): an instance whose main process exited while what it
+    /// forked held its group was in `end_group` (up to `stop_grace`) when a binary upgrade froze
+    /// the old process; once the group was empty, the old process wrote its copy of the child
+    /// journal over the one the new process had written meanwhile. Now it writes nothing once
+    /// released, and drops the entry once the hold is lifted (the takeover failed).
+    #[tokio::test]
+    async fn an_exit_whose_group_ends_during_a_handover_leaves_the_journal_to_the_new_process() {
+        use super::super::children::ChildJournal;
+        for lifted in [Hold::Released, Hold::Off] {
+            let dir = tempfile::tempdir().unwrap();
+            let pids = dir.path().join("pids");
+            // The forked child ignores SIGTERM (inherited through `exec`): the group stays until
+            // the test kills it.
+            let script = format!(
+                "(trap '' TERM; exec sleep 1000) & echo $! >> {}; wait",
+                pids.display()
+            );
+            let spec = WorkloadSpec {
+                command: Some("sh".into()),
+                args: vec!["-c".into(), script],
+                stop_grace: Duration::from_secs(600),
+                ..WorkloadSpec::default()
+            };
+            let journal = ChildJournal::create(dir.path().join("j")).expect("the journal");
+            let journal = Arc::new(journal);
+            let mut launch = Launch::new("blue", 0, 1, spec);
+            launch.journal = Some(Arc::clone(&journal));
+            // Not supervised: nothing is restarted (and journalled) after the exit.
+            let (supervision, mut life, pid) = spawned(launch);
+            let forked = pid_written(&pids, "the script's child started", |_| true).await;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL)
+                .unwrap();
+            tokio::time::timeout(PATIENCE, life.wait_for(|l| !l.running))
+                .await
+                .expect("the exit is seen")
+                .expect("the supervisor reports");
+
+            // Frozen while its group ends; the new process writes the journal.
+            supervision.hold(Hold::Held);
+            let new_process = "{\"version\": 1, \"children\": []}\n";
+            std::fs::write(journal.path(), new_process).unwrap();
+            supervision.hold(lifted);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(forked as i32), Signal::SIGKILL);
+            tokio::time::timeout(PATIENCE, life.wait_for(|l| l.finished))
+                .await
+                .expect("the supervisor finishes once the group is empty")
+                .expect("the supervisor reports");
+            let now = std::fs::read_to_string(journal.path()).unwrap();
+            match lifted {
+                Hold::Released => assert_eq!(now, new_process, "the new process's journal kept"),
+                _ => {
+                    let recorded = ChildJournal::read(journal.path()).expect("the journal reads");
+                    assert!(recorded.is_empty(), "the entry dropped: {recorded:?}");
+                    assert_ne!(now, new_process, "the journal is this process's again");
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,6 @@
 //! The TrafficShift controller: drives the same pure rollout machine as `crossfade run`
 //! ([`crate::rollout::Rollout`]) for each TrafficShift, through the Kubernetes driver
-//! ([`crate::driver::kube`]), the status store ([`super::store`]) and a [`MetricsSource`].
+//! ([`crate::driver::kube`]), the status store ([`super::store`]) and a [`MetricsSource`](crate::traffic::MetricsSource).
 //!
 //! A reconcile is level-triggered and never sleeps: it loads the machine (from memory, or from
 //! `status.rolloutState` after a restart, answering [`crate::rollout::Input::Reattached`]), feeds it a tick and what

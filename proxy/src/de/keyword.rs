@@ -59,7 +59,7 @@ impl Visitor<'_> for Keyword {
     }
 }
 
-/// `impl Deserialize` for a unit-only (keyword) enum through [`de::keyword`](crate::de::keyword),
+/// `impl Deserialize` for a unit-only (keyword) enum through [`de::keyword`](crate::de::keyword()),
 /// in place of `#[derive(Deserialize)]`, whose errors speak of YAML tags:
 /// `keyword_enum!(Type, default Some("word") | None, "word" => Type::Variant, ...)`, the words as
 /// the enum serializes them (keep `#[derive(Serialize)]`), `default` the word a field left out

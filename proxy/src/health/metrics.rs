@@ -1,6 +1,6 @@
 //! The health series of `/metrics`:
 //! - `crossfade_ejections_total{route,backend,reason}`: endpoints taken out, by
-//!   [`EjectReason`](super::EjectReason) (`upstream_failure`, `http_5xx`, `health_check`);
+//!   [`super::EjectReason`] (`upstream_failure`, `http_5xx`, `health_check`);
 //! - `crossfade_breaker_trips_total{route,backend}`: times the breaker tripped;
 //! - `crossfade_breaker_tripped{route,backend}`: 1 while the breaker holds the backend at 0;
 //! - `crossfade_fail_open_requests_total{route,backend}`: requests sent to the backend while its

@@ -1,6 +1,6 @@
 //! Pure: the fields of a TrafficShift's `spec` that its CRD schema does not have (trial 10, K11).
 //!
-//! The typed decode ([`super::decode`]) ignores unknown keys, as serde does by default; an API
+//! The typed decode ([`super::decode()`]) ignores unknown keys, as serde does by default; an API
 //! server with the schema prunes them, and `kubectl` (strict field validation) refuses them. On a
 //! server without the schema (the emulator, or a CRD not installed from `deploy/crd/`) a misspelled
 //! policy key (`spec.rollout.holdd`) would otherwise run the defaults silently, while `crossfade
