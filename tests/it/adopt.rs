@@ -3,6 +3,7 @@
 //! serving at once, event `Adopted`) instead of stopping it and paying its whole start time again,
 //! and starts it afresh only when it is not the same process any more.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use crate::support::child::wait_state;
+use crate::support::trace::{self, TraceConfig};
 use crate::support::{
-    pid_alive, pids_of, temp_dir, wait_gone, wait_until, Admin, App, Crossfade, Load, LoadConfig,
-    Spec,
+    pid_alive, pids_of, processes_with_arg, read_json, temp_dir, wait_gone, wait_until, Admin, App,
+    Crossfade, Load, LoadConfig, Spec,
 };
 
 /// The bound on a wait for an event (ready, exited): each returns as soon as its event happens.
@@ -253,6 +255,136 @@ async fn every_instance_of_a_healthy_blue_is_adopted() {
     }
     second.terminate(PATIENCE).await;
     wait_gone(&before, Duration::from_secs(5)).await;
+}
+
+/// Session 37: `run` killed (`kill -9`) while one of blue's two instances had no process (it
+/// exited and the run was waiting out its restart backoff; here `run` is frozen first, so that it
+/// cannot restart it). The next start stopped the live instance too and started both afresh,
+/// serving nothing for blue's whole start time. Now it adopts the live instance (same pid,
+/// serving at once) and starts the missing one at once on its old port, withdrawn from the route
+/// until it is ready: no request fails meanwhile, the `Adopted` event says which instance had no
+/// process, and the state file and the child journal name both processes (a second `kill -9`
+/// finds them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adopts_the_live_instance_and_starts_the_one_that_had_no_process() {
+    let version = "v1-adopt-down";
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    // A start takes 2 s to get ready: instance 0's start is under way while the restart serves.
+    let blue = App::version(version)
+        .flags(["--unready-for", "2s"])
+        .set("instances", json!(2))
+        .set(
+            "readiness",
+            json!({ "interval": "50ms", "deadline": format!("{}s", PATIENCE.as_secs()) }),
+        );
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    let pids = wait_state(&state, PATIENCE, "blue's 2 pids", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
+    })
+    .await;
+    let journal = dir.path().join("state.json.children");
+    let entries = read_json(&journal)["children"].clone();
+    let instance_0 = (entries.as_array().into_iter().flatten())
+        .find(|e| {
+            e["instance"] == 0
+                && e["pid"]
+                    .as_u64()
+                    .is_some_and(|p| pids.contains(&(p as u32)))
+        })
+        .unwrap_or_else(|| panic!("instance 0 in the journal: {entries:#}"))
+        .clone();
+    let victim = instance_0["pid"].as_u64().expect("instance 0's pid") as u32;
+    let port = instance_0["port"].as_u64().expect("instance 0's port") as u16;
+    let live = *pids
+        .iter()
+        .find(|&&p| p != victim)
+        .expect("instance 1's pid");
+
+    kill(Pid::from_raw(first.pid() as i32), Signal::SIGSTOP).expect("freeze run");
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill instance 0");
+    wait_gone(&[victim], PATIENCE).await;
+    first.kill_hard();
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    assert!(
+        pid_alive(live),
+        "the live instance (pid {live}) is adopted, not stopped\n{}",
+        second.log()
+    );
+    let load = Load::start(LoadConfig::new(spec.listen()));
+    let started = wait_state(&state, PATIENCE, "instance 0 started again", |s| {
+        let now = pids_of(&s["active_pids"]);
+        let started = now.iter().copied().find(|&p| p != live && p != 0);
+        started.filter(|_| now.len() == 2 && now.contains(&live))
+    })
+    .await;
+    wait_until(PATIENCE, "instance 0 ready", || async {
+        let status = admin.rollout().await;
+        let restarting = status["restarting"].as_array().map_or(0, Vec::len);
+        let restarted = event_reasons(&admin)
+            .await
+            .iter()
+            .any(|r| r == "ActiveRestarted");
+        (restarted && restarting == 0).then_some(())
+    })
+    .await;
+    load.wait_requests(50, PATIENCE).await;
+    let report = load.stop().await;
+    assert_eq!(
+        report.errors(),
+        0,
+        "no request fails from the restart's READY on: {report:?}"
+    );
+    assert_eq!(report.ok_from(version), report.total(), "{report:?}");
+
+    // Both instances serve through the route, instance 0 on its old port.
+    let records = trace::burst(&TraceConfig::new(spec.listen()), 40).await;
+    trace::assert_no_errors(&records);
+    let answered: BTreeSet<&str> = records.iter().filter_map(trace::Record::instance).collect();
+    let at_old_port = format!("{version}-{port}");
+    assert!(
+        answered.contains(at_old_port.as_str()),
+        "instance 0 on port {port}: {answered:?}"
+    );
+    assert_eq!(answered.len(), 2, "{answered:?}");
+
+    let alive: BTreeSet<u32> = processes_with_arg(version).into_iter().collect();
+    assert_eq!(alive, BTreeSet::from([live, started]), "what runs of blue");
+    let saved: BTreeSet<u32> = pids_of(&read_json(&state)["active_pids"])
+        .into_iter()
+        .collect();
+    assert_eq!(saved, alive, "the state file names both");
+    crate::crash::wait_journal(&journal, &alive, "after the restart").await;
+    let restarted = read_json(&journal)["children"].clone();
+    let entry = (restarted.as_array().into_iter().flatten())
+        .find(|e| e["instance"] == 0)
+        .unwrap_or_else(|| panic!("instance 0 in the journal: {restarted:#}"));
+    assert_eq!(
+        (entry["pid"].as_u64(), entry["port"].as_u64()),
+        (Some(u64::from(started)), Some(u64::from(port))),
+        "{restarted:#}"
+    );
+    let status = admin.rollout().await;
+    let note = (status["events"].as_array().into_iter().flatten())
+        .find(|e| e["reason"] == "Adopted")
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    for words in [
+        format!("instance 1 (pid {live}"),
+        "blue instance 0 had no process".to_owned(),
+        format!("started again at once on port {port}"),
+    ] {
+        assert!(note.contains(&words), "{words:?} in {note}");
+    }
+    second.terminate(PATIENCE).await;
+    wait_gone(&[live, started], Duration::from_secs(5)).await;
 }
 
 /// A child journal that cannot be read (a torn write on a filesystem that does not order it, a
