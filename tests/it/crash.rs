@@ -18,7 +18,9 @@
 //!   `Promoted` or `Retiring`, or between saving `Completed` and saving the promoted workload
 //!   active) as docs/architecture.md says, with a `Recovered` event naming the phase; a finished
 //!   one is `Restored`; no new rollout starts by itself; the active workload, when it was alive
-//!   at a `kill -9`, is adopted (same pids), never after a tree kill;
+//!   at a `kill -9`, is adopted (same pids), never after a tree kill; when one of its instances
+//!   had no process at the `kill -9` (killed first, waiting for its restart), the others are
+//!   adopted all the same and that one is started (session 37: before, all were started afresh);
 //! - a new rollout (`POST /rollout`, v3) then completes, and leaves v3 alone running.
 //!
 //! Some points kill the restart too, and a third start must recover from both.
@@ -725,11 +727,20 @@ async fn trial(point: Point) -> Trial {
         "{context}: the active slot saved: {saved:#}"
     );
     let adopted: BTreeSet<u32> = expected.pids.iter().copied().collect();
+    // The active workload's instances that were alive at the kill.
+    let live: BTreeSet<u32> = adopted.intersection(&alive_at_kill).copied().collect();
     match point.kill {
         Kill::Run if !adopted.is_empty() && adopted.is_subset(&alive_at_kill) => assert_eq!(
             pids,
             adopted,
             "{context}: the active workload adopted\n{}",
+            second.log()
+        ),
+        // Instance 0 killed first, with no process at the kill: the others adopted all the same.
+        Kill::Run if point.restarting => assert!(
+            !live.is_empty() && live.is_subset(&pids) && pids.len() == adopted.len(),
+            "{context}: the live instances {live:?} adopted, the one with no process started \
+             beside them: {pids:?}\n{}",
             second.log()
         ),
         Kill::Run => {}
@@ -852,6 +863,9 @@ async fn trial(point: Point) -> Trial {
             expected.slot,
             match (point.kill, !pids.is_empty() && pids == adopted) {
                 (Kill::Run, true) => "adopted",
+                (Kill::Run, false) if !live.is_empty() && live.is_subset(&pids) => {
+                    "adopted, the instance with no process started"
+                }
                 _ => "started afresh",
             },
             ready.duration_since(killed),
