@@ -12,8 +12,8 @@ use crate::rollout::wait_terminal;
 use crate::support::spec::write_json;
 use crate::support::trace::{self, TraceConfig};
 use crate::support::{
-    pid_alive, pids_of, read_json, run_to_end, temp_dir, wait_until, Admin, App, Crossfade, Load,
-    LoadConfig, Spec,
+    pid_alive, pids_of, read_json, run_to_end, temp_dir, wait_gone, wait_until, Admin, App,
+    Crossfade, Load, LoadConfig, Spec,
 };
 
 /// Kills `victim` (SIGKILL, as a crash) and waits until the state file lists a live replacement
@@ -1011,16 +1011,29 @@ async fn an_abort_ends_a_held_retirement_with_blue_active_again() {
     assert_eq!(report.errors(), 0, "{}", report.summary());
 }
 
-/// A `crossfade run` stopped (`hard`: SIGKILL, as a crash; else SIGTERM) while it holds blue
-/// after promotion, for a green whose instances run once and then fail every start (a script
-/// that exits 1 once its marker file exists), then started again with the same spec and state
-/// file; returns once the restarted run is ready.
-async fn restart_during_a_held_retirement(hard: bool) -> Restarted {
-    let held = stop_during_a_held_retirement(hard, GREEN_EXITS, &[]).await;
+/// How [`stop_during_a_held_retirement`] stops `crossfade run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM.
+    Term,
+    /// SIGKILL, as a crash.
+    Kill,
+    /// Blue runs two instances; `run` is frozen (SIGSTOP, so that it restarts nothing), blue's
+    /// instance 0 SIGKILLed, then `run` SIGKILLed: a crash while that instance waited for its
+    /// restart.
+    KillWithBlueDown,
+}
+
+/// A `crossfade run` stopped as `stop` says while it holds blue after promotion, for a green
+/// whose instances run once and then fail every start (a script that exits 1 once its marker
+/// file exists), then started again with the same spec and state file; returns once the
+/// restarted run is ready.
+async fn restart_during_a_held_retirement(stop: Stop) -> Restarted {
+    let held = stop_during_a_held_retirement(stop, GREEN_EXITS, &[]).await;
     let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
     again.wait_ready(&held.admin, Duration::from_secs(30)).await;
     Restarted {
-        _dir: held.dir,
+        dir: held.dir,
         admin: held.admin,
         run: again,
         listen: held.listen,
@@ -1034,7 +1047,7 @@ const GREEN_EXITS: &str = "echo 'green cannot start again' >&2; exit 1";
 /// A `crossfade run` stopped as [`restart_during_a_held_retirement`] says, for a green whose
 /// instances run `again` (shell) from their second start on and a blue run with `blue_flags`
 /// (sample-app flags); returns before any restart.
-async fn stop_during_a_held_retirement(hard: bool, again: &str, blue_flags: &[&str]) -> Held {
+async fn stop_during_a_held_retirement(stop: Stop, again: &str, blue_flags: &[&str]) -> Held {
     let dir = temp_dir();
     let state = dir.path().join("state.json");
     let marker = dir.path().join("green-started-once");
@@ -1051,7 +1064,10 @@ async fn stop_during_a_held_retirement(hard: bool, again: &str, blue_flags: &[&s
             "readiness",
             json!({ "deadline": "5s", "interval": "100ms" }),
         );
-    let blue = App::version("v1").flags(blue_flags.iter().copied());
+    let mut blue = App::version("v1").flags(blue_flags.iter().copied());
+    if stop == Stop::KillWithBlueDown {
+        blue = blue.set("instances", json!(2));
+    }
     let mut spec = Spec::new().blue(blue).green(green).state_file(&state);
     spec.json["rollout"]["steps"] =
         json!([{ "weight": 50, "hold": "1s" }, { "weight": 100, "hold": "1s" }]);
@@ -1084,10 +1100,17 @@ async fn stop_during_a_held_retirement(hard: bool, again: &str, blue_flags: &[&s
     .await;
     drop(slow);
     load.stop().await;
-    match hard {
-        true => run.kill_hard(),
-        false => {
+    match stop {
+        Stop::Term => {
             run.terminate(Duration::from_secs(30)).await;
+        }
+        Stop::Kill => run.kill_hard(),
+        Stop::KillWithBlueDown => {
+            kill(Pid::from_raw(run.pid() as i32), Signal::SIGSTOP).expect("freeze run");
+            let victim = blue_pids[0];
+            kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill blue instance 0");
+            wait_gone(&[victim], Duration::from_secs(30)).await;
+            run.kill_hard();
         }
     }
     Held {
@@ -1107,13 +1130,14 @@ struct Held {
     spec_path: std::path::PathBuf,
     /// The proxy's address.
     listen: std::net::SocketAddr,
-    /// Blue's pids before the stop.
+    /// Blue's pids before the stop, in instance order.
     blue_pids: Vec<u32>,
 }
 
 /// A `crossfade run` restarted by [`restart_during_a_held_retirement`].
 struct Restarted {
-    _dir: tempfile::TempDir,
+    /// The temporary directory of the spec, the state file and the logs.
+    dir: tempfile::TempDir,
     admin: Admin,
     /// The restarted run, ready.
     run: Crossfade,
@@ -1153,7 +1177,7 @@ impl Restarted {
 /// says so as a warning, and `run` serves blue as it says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_warns_of_a_promoted_green_that_cannot_start_as_run_falls_back() {
-    let held = stop_during_a_held_retirement(true, GREEN_EXITS, &[]).await;
+    let held = stop_during_a_held_retirement(Stop::Kill, GREEN_EXITS, &[]).await;
     let state = held.dir.path().join("state.json");
     let mut doc = read_json(&state);
     let gone = held.dir.path().join("gone");
@@ -1193,7 +1217,7 @@ async fn check_warns_of_a_promoted_green_that_cannot_start_as_run_falls_back() {
 /// again, and the rollout is recorded rolled back with green's start error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_a_held_retirement_keeps_blue_serving_when_green_cannot_start() {
-    let restarted = restart_during_a_held_retirement(true).await;
+    let restarted = restart_during_a_held_retirement(Stop::Kill).await;
     let blue_pids = restarted.blue_pids.clone();
     let log = restarted.blue_serves_again().await;
     // Still running after the crash: adopted, not started afresh.
@@ -1203,6 +1227,43 @@ async fn a_crash_during_a_held_retirement_keeps_blue_serving_when_green_cannot_s
             .all(|pid| log.contains(&format!("pid {pid}"))),
         "blue's instances were not adopted: {blue_pids:?}; log:\n{log}"
     );
+}
+
+/// Session 37: the same crash while one of blue's two instances had no process (it waited for
+/// its restart). Green cannot start, and blue serves again: its live instance is adopted (same
+/// pid) and the missing one started beside it. Before, the fallback adopted blue only when every
+/// instance ran, so it stopped the live one and started blue afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_held_retirement_with_a_blue_instance_down_adopts_the_other() {
+    let restarted = restart_during_a_held_retirement(Stop::KillWithBlueDown).await;
+    let (dead, live) = (restarted.blue_pids[0], restarted.blue_pids[1]);
+    let log = restarted.run.log();
+    assert!(
+        pid_alive(live),
+        "blue's live instance {live} adopted: {log}"
+    );
+    let state = restarted.dir.path().join("state.json");
+    let started = wait_until(Duration::from_secs(30), "blue's instance 0 started", || {
+        let pids = pids_of(&read_json(&state)["active_pids"]);
+        let started = pids.iter().copied().find(|&p| p != live && p != 0);
+        let both = pids.len() == 2 && pids.contains(&live) && started.is_some_and(pid_alive);
+        std::future::ready(started.filter(|_| both))
+    })
+    .await;
+    assert_ne!(started, dead);
+    let events = restarted.admin.rollout().await["events"].clone();
+    let note = (events.as_array().into_iter().flatten())
+        .rfind(|e| e["reason"] == "Adopted")
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    for words in [
+        format!("instance 1 (pid {live}"),
+        "blue instance 0 had no process".to_owned(),
+    ] {
+        assert!(note.contains(&words), "{words:?} in {note}");
+    }
+    restarted.blue_serves_again().await;
 }
 
 /// A signal while the restart waits for the promoted green (which starts but never becomes
@@ -1216,7 +1277,7 @@ async fn a_crash_during_a_held_retirement_keeps_blue_serving_when_green_cannot_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_while_the_restart_waits_for_the_promoted_green_stops_blue_and_the_next_start_falls_back(
 ) {
-    let held = stop_during_a_held_retirement(true, "exec sleep 120", &[]).await;
+    let held = stop_during_a_held_retirement(Stop::Kill, "exec sleep 120", &[]).await;
     assert!(
         held.blue_pids.iter().all(|&pid| pid_alive(pid)),
         "blue runs on after the crash: {:?}",
@@ -1257,7 +1318,7 @@ async fn a_signal_while_the_restart_waits_for_the_promoted_green_stops_blue_and_
     );
     let restarted = Restarted {
         run: Crossfade::run(held.dir.path(), &held.spec_path),
-        _dir: held.dir,
+        dir: held.dir,
         admin: held.admin,
         listen: held.listen,
         blue_pids: held.blue_pids,
@@ -1276,7 +1337,8 @@ async fn a_signal_while_the_restart_waits_for_the_promoted_green_stops_blue_and_
 /// the operator's stop (check33).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_while_the_fallback_starts_blue_afresh_is_said_to_be_a_stop_not_a_failure() {
-    let held = stop_during_a_held_retirement(false, GREEN_EXITS, &["--unready-for", "3s"]).await;
+    let held =
+        stop_during_a_held_retirement(Stop::Term, GREEN_EXITS, &["--unready-for", "3s"]).await;
     let mut again = Crossfade::run(held.dir.path(), &held.spec_path);
     wait_until(Duration::from_secs(30), "blue's fresh start", || async {
         let log = again.log();
@@ -1299,7 +1361,7 @@ async fn a_signal_while_the_fallback_starts_blue_afresh_is_said_to_be_a_stop_not
 /// afresh when green cannot start, rather than the run exiting with nothing to serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_a_held_retirement_starts_blue_again_when_green_cannot_start() {
-    let restarted = restart_during_a_held_retirement(false).await;
+    let restarted = restart_during_a_held_retirement(Stop::Term).await;
     let blue_pids = restarted.blue_pids.clone();
     restarted.blue_serves_again().await;
     assert!(
