@@ -68,7 +68,7 @@ pub struct ChildEntry {
     #[serde(default)]
     pub started_ticks: Option<u64>,
     /// The port the instance listens on (its `{port}`); `None` in journals written before it was
-    /// recorded, whose processes are never adopted ([`adoptable`]).
+    /// recorded, whose processes are never adopted ([`adoptable_each`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
 }
@@ -490,24 +490,13 @@ pub fn stop_leftovers(entries: &[ChildEntry]) -> Vec<Leftover> {
 }
 
 /// The previous run's processes of instances `0..instances` of `workload` that can be adopted, one
-/// per instance in instance order, or `None` when any instance has none: each entry names the
+/// per instance in instance order, `None` for an instance that has none: each entry names the
 /// workload, its pid is one of `active_pids` (the state file's pids of the active workload, so
 /// never a preview's), its port is recorded, and the process still runs as the same process (its
 /// start time matches the record, so a recycled pid is never adopted; a zombie does not run).
-pub fn adoptable(
-    entries: &[ChildEntry],
-    workload: &str,
-    instances: usize,
-    active_pids: &[u32],
-) -> Option<Vec<ChildEntry>> {
-    adoptable_each(entries, workload, instances, active_pids)
-        .into_iter()
-        .collect()
-}
-
-/// [`adoptable`] instance by instance: for each of instances `0..instances` of `workload`, in
-/// order, its adoptable entry, or `None` for an instance that has none (a binary upgrade's new
-/// process starts that one itself when no process of it runs: [`runs_any`]).
+/// A start after a crash and a binary upgrade's new process start an instance that has none
+/// themselves when no process of it runs ([`runs_any`]); until session 37 a start after a crash
+/// adopted nothing unless every instance had one (`adoptable`, removed).
 pub fn adoptable_each(
     entries: &[ChildEntry],
     workload: &str,
@@ -840,9 +829,9 @@ mod tests {
     }
 
     /// Trial 13, N7: only the active workload's processes that still run as the processes
-    /// recorded are adopted, one per instance: a recycled pid (another start time), a pid the
+    /// recorded are adoptable, one per instance: a recycled pid (another start time), a pid the
     /// state file does not list as active (a preview's), an entry without its port or another
-    /// workload's entry makes the whole workload start afresh.
+    /// workload's entry is not, nor is an instance without an entry.
     #[test]
     fn only_the_recorded_active_processes_still_running_as_recorded_are_adoptable() {
         let mut child = crate::test_support::sleeping_group_leader();
@@ -858,28 +847,24 @@ mod tests {
         };
         let ticks = start_ticks(pid);
         let good = entry(ticks, Some(8080));
+        let good_alone = std::slice::from_ref(&good);
         assert_eq!(
-            adoptable(std::slice::from_ref(&good), "blue", 1, &[pid]),
-            Some(vec![good.clone()])
+            adoptable_each(good_alone, "blue", 1, &[pid]),
+            [Some(good.clone())]
         );
         let recycled = entry(ticks.map(|t| t + 1), Some(8080));
-        assert_eq!(adoptable(&[recycled], "blue", 1, &[pid]), None);
+        assert_eq!(adoptable_each(&[recycled], "blue", 1, &[pid]), [None]);
+        assert_eq!(adoptable_each(good_alone, "blue", 1, &[pid + 1]), [None]);
+        let portless = entry(ticks, None);
+        assert_eq!(adoptable_each(&[portless], "blue", 1, &[pid]), [None]);
+        assert_eq!(adoptable_each(good_alone, "v2", 1, &[pid]), [None]);
         assert_eq!(
-            adoptable(std::slice::from_ref(&good), "blue", 1, &[pid + 1]),
-            None
-        );
-        assert_eq!(adoptable(&[entry(ticks, None)], "blue", 1, &[pid]), None);
-        assert_eq!(
-            adoptable(std::slice::from_ref(&good), "v2", 1, &[pid]),
-            None
-        );
-        assert_eq!(
-            adoptable(std::slice::from_ref(&good), "blue", 2, &[pid]),
-            None
+            adoptable_each(good_alone, "blue", 2, &[pid]),
+            [Some(good.clone()), None]
         );
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(adoptable(&[good], "blue", 1, &[pid]), None, "exited");
+        assert_eq!(adoptable_each(&[good], "blue", 1, &[pid]), [None], "exited");
     }
 
     /// Recorded processes are stopped by token (pid never written) and by pid and start time;

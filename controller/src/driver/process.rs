@@ -191,7 +191,7 @@ pub enum Unready {
 /// One instance of a workload taken over from a previous run ([`adopt`]), in instance order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found {
-    /// Its process runs as its child-journal entry records it ([`super::children::adoptable`]):
+    /// Its process runs as its child-journal entry records it ([`super::children::adoptable_each`]):
     /// adopted.
     Running(ChildEntry),
     /// No process of it runs: the run it is taken over from was waiting out its restart backoff
