@@ -243,12 +243,7 @@ async fn every_instance_of_a_healthy_blue_is_adopted() {
     before.sort_unstable();
     after.sort_unstable();
     assert_eq!(after, before, "both instances adopted");
-    let status = admin.rollout().await;
-    let note = (status["events"].as_array().into_iter().flatten())
-        .find(|e| e["reason"] == "Adopted")
-        .and_then(|e| e["message"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let note = admin.last_event("Adopted").await;
     for (i, pid) in ["instance 0", "instance 1"].iter().zip(&before) {
         assert!(note.contains(i), "{i}: {note}");
         assert!(note.contains(&format!("pid {pid}")), "pid {pid}: {note}");
@@ -370,12 +365,7 @@ async fn a_restart_adopts_the_live_instance_and_starts_the_one_that_had_no_proce
         (Some(u64::from(started)), Some(u64::from(port))),
         "{restarted:#}"
     );
-    let status = admin.rollout().await;
-    let note = (status["events"].as_array().into_iter().flatten())
-        .find(|e| e["reason"] == "Adopted")
-        .and_then(|e| e["message"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let note = admin.last_event("Adopted").await;
     for words in [
         format!("instance 1 (pid {live}"),
         "blue instance 0 had no process".to_owned(),

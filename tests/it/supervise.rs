@@ -1251,12 +1251,7 @@ async fn a_crash_during_a_held_retirement_with_a_blue_instance_down_adopts_the_o
     })
     .await;
     assert_ne!(started, dead);
-    let events = restarted.admin.rollout().await["events"].clone();
-    let note = (events.as_array().into_iter().flatten())
-        .rfind(|e| e["reason"] == "Adopted")
-        .and_then(|e| e["message"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let note = restarted.admin.last_event("Adopted").await;
     for words in [
         format!("instance 1 (pid {live}"),
         "blue instance 0 had no process".to_owned(),

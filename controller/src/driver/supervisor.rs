@@ -1367,14 +1367,7 @@ mod tests {
             !running(left.0.id()),
             "what its last process left is stopped"
         );
-        let InstanceEventKind::Restarted {
-            pid, previous_pid, ..
-        } = next_event(&mut rx).await
-        else {
-            panic!("started")
-        };
-        assert_eq!(previous_pid, 0);
-        assert!(running(pid), "{pid} runs");
+        let pid = started_from_nothing(&mut rx).await;
         let recorded = ChildJournal::read(journal.path()).expect("the journal reads");
         assert_eq!(recorded.len(), 1, "{recorded:?}");
         assert_eq!(
@@ -1389,6 +1382,20 @@ mod tests {
         done.await
             .expect("finished")
             .expect("the supervisor reports");
+    }
+
+    /// The next event, which must be the start of an instance that had no process (pid 0,
+    /// [`start_down`]); its pid, which runs.
+    async fn started_from_nothing(rx: &mut mpsc::UnboundedReceiver<InstanceEvent>) -> u32 {
+        let InstanceEventKind::Restarted {
+            pid, previous_pid, ..
+        } = next_event(rx).await
+        else {
+            panic!("started")
+        };
+        assert_eq!(previous_pid, 0);
+        assert!(pid_running(pid), "{pid} runs");
+        pid
     }
 
     /// A workload whose instances run `sleep 1000` and never pass readiness (nothing answers on
@@ -1430,14 +1437,7 @@ mod tests {
             }
             other => panic!("reported as an exit first: {other:?}"),
         }
-        let InstanceEventKind::Restarted {
-            pid, previous_pid, ..
-        } = next_event(&mut rx).await
-        else {
-            panic!("started")
-        };
-        assert_eq!(previous_pid, 0);
-        assert!(pid_running(pid), "{pid} runs");
+        let pid = started_from_nothing(&mut rx).await;
         super::signal_group(pid, Signal::SIGKILL);
         match next_event(&mut rx).await {
             InstanceEventKind::Exited { restart_in, .. } => {

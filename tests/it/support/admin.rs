@@ -197,6 +197,17 @@ impl Admin {
         self.get("/rollout").await
     }
 
+    /// The message of the last event with `reason` in `GET /rollout` (`crossfade run` only);
+    /// empty when there is none.
+    pub async fn last_event(&self, reason: &str) -> String {
+        let status = self.rollout().await;
+        (status["events"].as_array().into_iter().flatten())
+            .rfind(|e| e["reason"] == reason)
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// `GET /status`.
     pub async fn status(&self) -> Value {
         self.get("/status").await
