@@ -15,6 +15,7 @@ use super::cluster::Cluster;
 use super::shift::{
     aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable,
     not_progressing_for, notes, raw_shifts, raw_status_until, rollout_id, slow_policy, UNDECODABLE,
+    WAIT,
 };
 
 /// TrafficShift `web` rolling container `app` of Deployment `web` out to `image`.
@@ -992,4 +993,84 @@ async fn an_older_record_whose_target_cannot_be_told_waits_until_its_status_name
         .expect("name the record's target");
     superseded_into_web_then_rolled_out_on_web2(&c).await;
     ctl.abort();
+}
+
+/// What `status.rolloutState` a controller of a version before the promotion words (before
+/// 2026-12-01) wrote: a merge patch of `/status` removing every field added since. Without
+/// `rollout.promotion` and `deployment` the record names no target; the others (the template and
+/// images the preview was made from, the deadline, the capacity and replica readings, the
+/// superseding generation, `unreadyGraceMs`) came later still.
+fn older_than_promotion_words() -> serde_json::Value {
+    json!({ "status": { "rolloutState": {
+        "deployment": null, "unreadyGraceMs": null, "startedFrom": null, "startedTemplate": null,
+        "deadlineAtMs": null, "previewImages": null, "activeReadyMost": null,
+        "previewReplicas": null, "supersededBy": null, "rollout": { "promotion": null } } } })
+}
+
+/// kube37 (left by kube36): the dangerous case of an older record that names no target, past
+/// promotion. Rollout 1 on `web` is promoted (`web` takes `web:v2`); the controller stops while
+/// the role swap waits for `web` to roll out, its record is made one that a version before the
+/// promotion words wrote ([`older_than_promotion_words`]), and `spec.deployment` is edited to
+/// `web2`. Without `name_target` the record's target was the live `spec.deployment`: the
+/// restarted controller counted the edit as the same rollout and gave `web2` the promoted images
+/// while the traffic went to `web`'s pods. Now the record's target is the Deployment Service
+/// `web-blue` selects: rollout 1 completes on `web`, and rollout 2 of `web2` starts as a new
+/// rollout, `web2` untouched.
+#[tokio::test]
+async fn an_older_record_past_promotion_finishes_on_the_deployment_its_service_selects() {
+    let Some(c) = with_web2(&["web-green"]).await else {
+        return;
+    };
+    let (first, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    first.abort();
+    let _ = first.await;
+    let (stopped, _) = raw_status_until(&c.client, "Promoted", |s| s.phase.is_some()).await;
+    assert_eq!(stopped.phase, Some(Phase::Promoted), "{stopped:?}");
+    c.shifts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(older_than_promotion_words()),
+        )
+        .await
+        .expect("make the record an older version's");
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+    let second = c.controller();
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    // `web2` checked at every look: the promoted images going to it is the failure.
+    let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
+        let web2 = c.deploys.get("web2").await.expect("deployment web2");
+        assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
+        let status = c.status().await;
+        let next = status
+            .rollout_state
+            .as_ref()
+            .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "web2");
+        (next && at_step_one(&status)).then_some(status)
+    })
+    .await;
+    assert_eq!(started.observed_generation, Some(2), "{started:?}");
+    let completed = notes(&c.client, "web", "Completed").await;
+    assert!(
+        completed.iter().any(|n| n.contains("web runs web:v2")),
+        "rollout 1 completed on web: {completed:?}"
+    );
+    let web = c.deploys.get("web").await.expect("deployment web");
+    assert_eq!(super::shift::image(&web), "web:v2", "web promoted");
+    let events = events(&c.client).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e == "Warning TargetChanged" || e == "Warning RolledBack"),
+        "{events:?}"
+    );
+    second.abort();
 }
