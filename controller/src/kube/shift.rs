@@ -53,6 +53,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 pub use older::TARGET_UNKNOWN;
+pub(crate) use older::{name_older_target, OlderTarget};
 pub use status::{status_of, step_progress, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
