@@ -483,19 +483,19 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     }
     health.set_ready();
     let scraper = Arc::new(ProxyScraper::with_tokens(tokens));
+    let options = crossfade_controller::kube::Controllers {
+        proxy_namespaces: proxy_namespaces.to_vec(),
+        rollout_metrics,
+        instance: args.election.identity.clone(),
+        ..crossfade_controller::kube::Controllers::new(namespace, scraper)
+    };
     if !args.election.no_leader_election {
         let election = args.election.election(namespace);
         tracing::info!(lease = %format!("{}/{}", election.namespace, election.name),
             identity = %election.identity, "waiting to lead");
-        let run = crossfade_controller::kube::run_elected(
-            client,
-            namespace,
-            proxy_namespaces,
-            scraper,
-            rollout_metrics,
-            election,
-            async move { signals.wait().await },
-        );
+        let run = crossfade_controller::kube::run_elected(client, &options, election, async move {
+            signals.wait().await
+        });
         run.await.map_err(|e| api.explain(e.into()))?;
         tracing::info!("crossfade controller stopping");
         return Ok(ExitCode::SUCCESS);
@@ -503,14 +503,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     warn_if_led(&client, &args.election.election(namespace)).await;
     // The CRD was checked above (preflight): the controllers themselves, Events naming
     // `--identity` when given.
-    let run = crossfade_controller::kube::controllers(
-        client,
-        namespace,
-        proxy_namespaces,
-        scraper,
-        rollout_metrics,
-        args.election.identity.as_deref(),
-    );
+    let run = crossfade_controller::kube::controllers(client, &options);
     tokio::select! {
         () = run => Ok(ExitCode::SUCCESS),
         () = signals.wait() => {

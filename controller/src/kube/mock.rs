@@ -68,6 +68,27 @@ pub(crate) fn query(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The record of a rollout of generation 1 at its first step, whose weights (generation 1) wait
+/// for the proxies. It names no target Deployment and has no promotion words, as a record of a
+/// version before them (2026-12-01), and none of the fields added since.
+pub(crate) fn progressing_record() -> crate::kube::store::ShiftRecord {
+    let mut rollout = crate::rollout::Rollout::new(
+        1,
+        crate::spec::RolloutConfig::default(),
+        crossfade_proxy::weight::Slot::Blue,
+    );
+    let now = Instant::now();
+    rollout.step(crate::rollout::Input::Start, now);
+    rollout.step(crate::rollout::Input::PreviewReady, now);
+    assert_eq!(rollout.phase, crate::rollout::Phase::Progressing);
+    assert!(rollout.weights_pending);
+    crate::kube::store::ShiftRecord {
+        published_bp: rollout.preview_bp,
+        weights_generation: 1,
+        ..crate::kube::store::ShiftRecord::new(1, rollout)
+    }
+}
+
 // === impl ApiServer ===
 
 impl ApiServer {

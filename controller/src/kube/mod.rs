@@ -138,141 +138,104 @@ pub fn quoted(value: &str) -> String {
 /// The field manager of every write Crossfade makes (server-side apply and patches).
 pub const FIELD_MANAGER: &str = "crossfade";
 
-/// Runs the Deployment reconciler and the TrafficShift controller in `namespace` (all namespaces
-/// when `None`) until the returned future is dropped, after checking the CRD is installed. The
-/// proxies' Leases are read in `proxy_namespaces` (every namespace when empty; see
-/// [`proxies::Proxies::new`]); the analysis reads
-/// `metrics` ([`scrape::ProxyScraper`] in production). Transitions and Events feed
-/// `rollout_metrics` (the families of [`crate::metrics`], route `namespace/name`; pass
-/// [`crate::metrics::RolloutMetrics::default`] when nobody scrapes them).
+/// What the controllers of Kubernetes mode ([`run`], [`run_elected`], [`controllers`]) watch,
+/// read and report with. [`Controllers::new`] gives the production settings for a namespace and
+/// an analysis source; set the other fields on it (`Controllers { poll, ..Controllers::new(..) }`).
+#[derive(Clone)]
+pub struct Controllers {
+    /// The namespace whose Deployments and TrafficShifts are watched; every namespace when
+    /// `None`.
+    pub namespace: Option<String>,
+    /// The namespaces whose proxy Leases are read; every namespace when empty (see
+    /// [`proxies::Proxies::new`]).
+    pub proxy_namespaces: Vec<String>,
+    /// Where the analysis reads its counters: [`scrape::ProxyScraper`] in production.
+    pub metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    /// Fed by transitions and Events: the families of [`crate::metrics`], route
+    /// `namespace/name`. [`crate::metrics::RolloutMetrics::default`] when nobody scrapes them.
+    pub rollout_metrics: crate::metrics::RolloutMetrics,
+    /// The reporting instance the Events name (the replica's identity); none when `None`.
+    /// [`run_elected`] sets the election's identity instead.
+    pub instance: Option<String>,
+    /// How often a TrafficShift's reconcile looks again while it waits on the cluster (a
+    /// Deployment rolling out, a preview becoming ready), as a `Duration`; its watch events wake
+    /// it sooner. [`shift::POLL`] (2 s) in production; the tests lengthen it to show that a change
+    /// is acted on at its watch event, not at the next poll ([`shift::Context::polling_every`]).
+    pub poll: std::time::Duration,
+}
+
+impl Controllers {
+    /// The controllers of `namespace` (every namespace when `None`) with their analysis reading
+    /// `metrics`, as `crossfade controller --kube` runs them with no other flag: proxy Leases read
+    /// in every namespace, rollout metrics scraped by nobody, Events naming no instance, a
+    /// waiting reconcile looking again every [`shift::POLL`].
+    pub fn new(
+        namespace: Option<&str>,
+        metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
+    ) -> Controllers {
+        Controllers {
+            namespace: namespace.map(str::to_owned),
+            proxy_namespaces: Vec::new(),
+            metrics,
+            rollout_metrics: crate::metrics::RolloutMetrics::default(),
+            instance: None,
+            poll: shift::POLL,
+        }
+    }
+}
+
+/// Runs the Deployment reconciler and the TrafficShift controller as `options` says
+/// ([`controllers`]) until the returned future is dropped, after checking the CRD is installed.
 ///
 /// # Errors
 /// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
 pub async fn run(
     client: ::kube::Client,
-    namespace: Option<&str>,
-    proxy_namespaces: &[String],
-    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
-    rollout_metrics: crate::metrics::RolloutMetrics,
-) -> Result<(), shift::PreflightError> {
-    run_polling(
-        client,
-        namespace,
-        proxy_namespaces,
-        metrics,
-        rollout_metrics,
-        shift::POLL,
-    )
-    .await
-}
-
-/// As [`run`], a TrafficShift's reconcile looking again every `poll` while it waits on the
-/// cluster instead of every 2 s ([`shift::POLL`], [`shift::Context::polling_every`]): the tests
-/// lengthen it to show that a change is acted on at its watch event, not at the next poll.
-///
-/// # Errors
-/// As [`run`].
-pub async fn run_polling(
-    client: ::kube::Client,
-    namespace: Option<&str>,
-    proxy_namespaces: &[String],
-    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
-    rollout_metrics: crate::metrics::RolloutMetrics,
-    poll: std::time::Duration,
+    options: &Controllers,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
-    controllers_polling(
-        client,
-        namespace,
-        proxy_namespaces,
-        metrics,
-        rollout_metrics,
-        None,
-        poll,
-    )
-    .await;
+    controllers(client, options).await;
     Ok(())
 }
 
-/// Both controllers, without the CRD check; their Events name `instance` as reporting instance
-/// when given; the TrafficShift controller feeds `rollout_metrics`; proxy Leases are read in
-/// `proxy_namespaces` (every namespace when empty). Runs until dropped.
-pub async fn controllers(
-    client: ::kube::Client,
-    namespace: Option<&str>,
-    proxy_namespaces: &[String],
-    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
-    rollout_metrics: crate::metrics::RolloutMetrics,
-    instance: Option<&str>,
-) {
-    controllers_polling(
-        client,
-        namespace,
-        proxy_namespaces,
-        metrics,
-        rollout_metrics,
-        instance,
-        shift::POLL,
-    )
-    .await;
-}
-
-/// Both controllers ([`controllers`]), the TrafficShift controller looking again every `poll`
-/// while it waits on the cluster.
-async fn controllers_polling(
-    client: ::kube::Client,
-    namespace: Option<&str>,
-    proxy_namespaces: &[String],
-    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
-    rollout_metrics: crate::metrics::RolloutMetrics,
-    instance: Option<&str>,
-    poll: std::time::Duration,
-) {
-    let proxies = proxies::Proxies::new(client.clone(), proxy_namespaces);
+/// Both controllers, the Deployment reconciler and the TrafficShift controller, as `options`
+/// says, without the CRD check. Runs until dropped.
+pub async fn controllers(client: ::kube::Client, options: &Controllers) {
+    let proxies = proxies::Proxies::new(client.clone(), &options.proxy_namespaces);
     tokio::join!(
-        reconcile::run(client.clone(), namespace, instance),
-        shift::run(
-            client,
-            namespace,
-            proxies,
-            metrics,
-            rollout_metrics,
-            instance,
-            poll
-        )
+        reconcile::run(
+            client.clone(),
+            options.namespace.as_deref(),
+            options.instance.as_deref()
+        ),
+        shift::run(client, options, proxies)
     );
 }
 
 /// As [`run`], but acting only while this replica holds the Lease of `election`
 /// ([`leader::run_elected`]): the controllers start when it is acquired and are dropped when it
-/// lapses; Events name `election.identity`. When they are dropped, every route series of
-/// `rollout_metrics` goes ([`crate::metrics::RolloutMetrics::forget_all`]): a replica that
-/// follows exports none, whether it led before or not, so that only the leader's values are
-/// scraped. Returns when `shutdown` completes (the Lease released).
+/// lapses; Events name `election.identity` (whatever `options.instance` says). When they are
+/// dropped, every route series of `options.rollout_metrics` goes
+/// ([`crate::metrics::RolloutMetrics::forget_all`]): a replica that follows exports none, whether
+/// it led before or not, so that only the leader's values are scraped. Returns when `shutdown`
+/// completes (the Lease released).
 ///
 /// # Errors
 /// [`shift::PreflightError`] when the TrafficShift CRD is missing or the API cannot be reached.
 pub async fn run_elected(
     client: ::kube::Client,
-    namespace: Option<&str>,
-    proxy_namespaces: &[String],
-    metrics: std::sync::Arc<dyn scrape::ClusterMetrics>,
-    rollout_metrics: crate::metrics::RolloutMetrics,
+    options: &Controllers,
     election: leader::Election,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), shift::PreflightError> {
     shift::preflight(&client).await?;
-    let identity = election.identity.clone();
+    let options = Controllers {
+        instance: Some(election.identity.clone()),
+        ..options.clone()
+    };
     let work = || {
-        let forget = ForgetOnDrop(rollout_metrics.clone());
-        let controllers = controllers(
-            client.clone(),
-            namespace,
-            proxy_namespaces,
-            metrics.clone(),
-            rollout_metrics.clone(),
-            Some(&identity),
-        );
+        let forget = ForgetOnDrop(options.rollout_metrics.clone());
+        let controllers = controllers(client.clone(), &options);
         async move {
             let _forget = forget;
             controllers.await;

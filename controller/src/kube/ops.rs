@@ -152,6 +152,21 @@ pub enum OpsError {
         /// The field and what is wrong with it.
         problem: super::crd::DecodeError,
     },
+    /// The TrafficShift's running rollout record was written by an older version of crossfade
+    /// and names no target Deployment, and none can be told (the rule of the controller,
+    /// `kube/shift/older.rs`: the spec has changed since that rollout started, and Service
+    /// `<name>-blue` selects no one Deployment's pods): a command written on a Deployment might
+    /// not reach the rollout. The controller shows the same words in condition
+    /// `Progressing=False`, reason [`super::shift::TARGET_UNKNOWN`].
+    #[error("trafficshift {namespace}/{name}: the controller has not named the deployment its rollout acts on yet: {message}; nothing was written")]
+    TargetUnknown {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Why, and how to name it (`kubectl edit ... --subresource=status`).
+        message: String,
+    },
     /// The controller did not record the command in time.
     #[error("{annotations} written on deployment {deployment}, but no controller acted on it within {waited:?}; is `crossfade controller --kube` running and watching namespace {namespace}?")]
     NotActed {
@@ -233,8 +248,9 @@ pub fn nonce(now: SystemTime) -> String {
 ///
 /// # Errors
 /// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Undecodable`] for one that
-/// does not decode (nothing is written), [`OpsError::Api`] when a request fails (the Deployment
-/// missing included).
+/// does not decode and [`OpsError::TargetUnknown`] for a running record of an older version
+/// whose target cannot be told (nothing is written), [`OpsError::Api`] when a request fails (the
+/// Deployment missing included).
 pub async fn send(
     client: &Client,
     namespace: &str,
@@ -279,8 +295,8 @@ pub async fn send(
 
 /// The Deployment whose annotations the rollout of `shift` takes as commands: while a rollout
 /// runs (in `status.rolloutState`, not ended), its own target Deployment, which a newer spec
-/// naming another does not change until it has ended (`ShiftRecord::target`); else
-/// `spec.deployment`. Before (session 35), always `spec.deployment`: after an edit of it, a
+/// naming another does not change until it has ended (`ShiftRecord::target`; [`get_commanded`]
+/// names it in a record of an older version that does not); else `spec.deployment`. Before (session 35), always `spec.deployment`: after an edit of it, a
 /// command (a force-abort out of a capacity wait) went to a Deployment the rollout does not read,
 /// and was never acted on.
 fn commanded_deployment(shift: &TrafficShift) -> String {
@@ -307,8 +323,17 @@ enum Record {
 /// `kube/shift.rs`, `supersede_invalid`), the TrafficShift that rollout rolls out, with the
 /// object's metadata and status (with `record` [`Record::Any`], also once it has ended).
 ///
+/// With [`Record::Running`], a running record of an older version that names no target
+/// Deployment is given the one the controller gives it ([`super::shift::name_older_target`]): the
+/// spec's when the spec has not changed since the rollout started, else the one Service
+/// `<name>-blue` selects. Before (session 36), the live `spec.deployment` was taken: after an
+/// edit of it, the command went to a Deployment that rollout does not read.
+///
 /// # Errors
-/// As [`get`]: [`OpsError::Undecodable`] for one that does not decode with no such record.
+/// As [`get`]: [`OpsError::Undecodable`] for one that does not decode with no such record;
+/// [`OpsError::TargetUnknown`] for an older record whose target cannot be told, and
+/// [`OpsError::Refused`] or [`OpsError::Api`] when the Service or the Deployments it is told by
+/// cannot be read.
 async fn get_commanded(
     client: &Client,
     namespace: &str,
@@ -316,7 +341,24 @@ async fn get_commanded(
     record: Record,
 ) -> Result<TrafficShift, OpsError> {
     let api = super::shift::invalid::api(client.clone(), namespace);
-    let object = found(api.get_opt(name).await, namespace, name)?;
+    let mut object = found(api.get_opt(name).await, namespace, name)?;
+    if matches!(record, Record::Running) {
+        let named = super::shift::name_older_target(client, &mut object).await;
+        let named = named.map_err(|source| {
+            api_error(
+                format!("read service {namespace}/{name}-blue and the deployments of namespace {namespace} (the target of a rollout record of an older version)"),
+                format!("get on services and list on deployments.apps in namespace {namespace}"),
+                source,
+            )
+        })?;
+        if let super::shift::OlderTarget::Unknown(message) = named {
+            return Err(OpsError::TargetUnknown {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message,
+            });
+        }
+    }
     super::shift::invalid::typed(&object).or_else(|problem| {
         let running = super::shift::record_in(&object)
             .filter(|r| matches!(record, Record::Any) || !r.rollout.is_terminal());

@@ -53,6 +53,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 pub use older::TARGET_UNKNOWN;
+pub(crate) use older::{name_older_target, OlderTarget};
 pub use status::{status_of, step_progress, ANNOTATIONS_VALID, COMPLETED, PROGRESSING, PROMOTED};
 
 use super::backoff::Backoff;
@@ -1017,24 +1018,18 @@ pub async fn check_lists(
     Ok(())
 }
 
-/// Runs the TrafficShift controller in `namespace` (all namespaces when `None`) until dropped. It
-/// watches TrafficShifts and Deployments: a preview Deployment wakes its owner, a target
-/// Deployment the TrafficShifts that target it (the one of the same name, which the annotation
-/// trigger creates, and any whose `spec.deployment` it is or whose rollout record names it); and
-/// the proxies' Leases: a change of a route's applied generation wakes that route's
-/// TrafficShift. Its Events name `instance` as reporting instance when given (the replica's
-/// identity). Transitions and Events feed
-/// `rollout_metrics` ([`Context::with_metrics`]). While it waits on the cluster, a reconcile
-/// looks again every `poll` ([`Context::polling_every`]; `crossfade controller --kube`: 2 s).
-pub async fn run(
-    client: Client,
-    namespace: Option<&str>,
-    proxies: Proxies,
-    metrics: Arc<dyn ClusterMetrics>,
-    rollout_metrics: RolloutMetrics,
-    instance: Option<&str>,
-    poll: Duration,
-) {
+/// Runs the TrafficShift controller in `options.namespace` (all namespaces when `None`) until
+/// dropped, reading the proxies' Leases through `proxies`. It watches TrafficShifts and
+/// Deployments: a preview Deployment wakes its owner, a target Deployment the TrafficShifts that
+/// target it (the one of the same name, which the annotation trigger creates, and any whose
+/// `spec.deployment` it is or whose rollout record names it); and the proxies' Leases: a change
+/// of a route's applied generation wakes that route's TrafficShift. Its Events name
+/// `options.instance` as reporting instance when given (the replica's identity). The analysis
+/// reads `options.metrics`; transitions and Events feed `options.rollout_metrics`
+/// ([`Context::with_metrics`]). While it waits on the cluster, a reconcile looks again every
+/// `options.poll` ([`Context::polling_every`]; `crossfade controller --kube`: 2 s).
+pub async fn run(client: Client, options: &super::Controllers, proxies: Proxies) {
+    let namespace = options.namespace.as_deref();
     let resource = invalid::resource();
     let (shifts, deploys): (Api<DynamicObject>, Api<Deployment>) = match namespace {
         Some(ns) => (
@@ -1050,11 +1045,11 @@ pub async fn run(
     // Dynamic objects, decoded per object in the reconcile: see `invalid`.
     let controller = Controller::new_with(shifts, watcher::Config::default(), resource);
     let store = controller.store();
-    let mut ctx = Context::new(client, proxies, metrics)
-        .with_metrics(rollout_metrics)
+    let mut ctx = Context::new(client, proxies, options.metrics.clone())
+        .with_metrics(options.rollout_metrics.clone())
         .with_shifts(store.clone())
-        .polling_every(poll);
-    if let Some(instance) = instance {
+        .polling_every(options.poll);
+    if let Some(instance) = &options.instance {
         ctx = ctx.reporting_as(instance);
     }
     let ctx = Arc::new(ctx);

@@ -155,6 +155,31 @@ pub struct StatusStore {
 // === impl ShiftRecord ===
 
 impl ShiftRecord {
+    /// The record of `rollout`, rolling out spec generation `generation`: nothing published yet
+    /// (0 bp, weights generation 0), no command seen, and none of the optional fields (`images`,
+    /// `deployment`, ...), which the controller fills in as the rollout goes.
+    pub fn new(generation: i64, rollout: Rollout) -> ShiftRecord {
+        ShiftRecord {
+            generation,
+            rollout,
+            published_bp: 0,
+            weights_generation: 0,
+            shadow_published: false,
+            commands: CommandsSeen::default(),
+            annotation_problem: None,
+            images: None,
+            started_from: None,
+            started_template: None,
+            deadline_at_ms: None,
+            preview_images: None,
+            active_ready_most: None,
+            preview_replicas: None,
+            superseded_by: None,
+            deployment: None,
+            unready_grace_ms: None,
+        }
+    }
+
     /// The record in `status.rolloutState`, if there is one that decodes.
     ///
     /// A record that does not decode (written by another version) is `None` with a warning: the
@@ -191,8 +216,8 @@ impl ShiftRecord {
     /// The target Deployment of this rollout: [`Self::deployment`], else (a record of an older
     /// version) the one its promotion words name, else `shift`'s `spec.deployment`. The
     /// controller names the target of a running record that has neither before it reads it
-    /// (`kube/shift/older.rs`), so the last fallback is right there; `crossfade promote|abort
-    /// --kube` read it as it is.
+    /// (`kube/shift/older.rs`), so the last fallback is right there, and so do the commands of
+    /// `crossfade promote|abort|... --kube` (`kube/ops.rs`) by the same rule.
     pub fn target<'a>(&'a self, shift: &'a TrafficShift) -> &'a str {
         match (&self.deployment, &self.rollout.promotion) {
             (Some(deployment), _) => deployment,

@@ -12,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::cluster::Cluster;
+use super::lifecycle::an_older_record_whose_spec_names_another_deployment;
 use super::shift::{
     aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable, notes,
     slow_policy,
@@ -544,4 +545,60 @@ async fn a_paused_rollout_made_undecodable_is_aborted_from_its_record() {
     );
     c.deployment_deleted("web-green").await;
     ctl.abort();
+}
+
+/// kube37 (left by kube36): `crossfade promote --kube` on a running record of an older version
+/// that names no target (no `deployment`, no promotion words), whose `spec.deployment` was edited
+/// to `web2` while no controller ran: the annotation goes on `web`, the Deployment Service
+/// `web-blue` selects, which the rollout acts on (the controller's rule, `kube/shift/older.rs`).
+/// Before, it went on the live `spec.deployment`, `web2`, which that rollout does not read. With
+/// `web-blue` gone no target can be told: nothing is written, and the error says how to name it.
+#[tokio::test]
+async fn a_command_on_an_older_record_goes_to_the_deployment_its_blue_service_selects() {
+    use crossfade_controller::kube::ops::{send, Verb};
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::DeleteParams;
+    use kube::ResourceExt;
+
+    let Some(c) = an_older_record_whose_spec_names_another_deployment().await else {
+        return;
+    };
+    let annotation = |d: &Deployment, key: &str| d.annotations().get(key).cloned();
+
+    let sent = send(&c.client, "default", "web", Verb::Promote)
+        .await
+        .expect("promote sent");
+    assert_eq!(sent.deployment, "default/web");
+    let web = c.deploys.get("web").await.expect("deployment web");
+    assert_eq!(
+        annotation(&web, PROMOTE),
+        Some(sent.annotations[0].1.clone())
+    );
+    let web2 = c.deploys.get("web2").await.expect("deployment web2");
+    assert_eq!(annotation(&web2, PROMOTE), None, "nothing on web2");
+
+    let services: Api<Service> = Api::default_namespaced(c.client.clone());
+    services
+        .delete("web-blue", &DeleteParams::default())
+        .await
+        .expect("delete service web-blue");
+    let err = send(&c.client, "default", "web", Verb::Abort)
+        .await
+        .expect_err("no target can be told")
+        .to_string();
+    assert!(
+        err.starts_with(
+            "trafficshift default/web: the controller has not named the deployment its rollout \
+             acts on yet: status.rolloutState was written by an older version of crossfade"
+        ) && err.contains("service web-blue, which selects its target's pods, does not exist")
+            && err.ends_with(
+                "set status.rolloutState.deployment to it (kubectl edit trafficshift web -n \
+                 default --subresource=status); nothing was written"
+            ),
+        "{err}"
+    );
+    for name in ["web", "web2"] {
+        let d = c.deploys.get(name).await.expect("deployment");
+        assert_eq!(annotation(&d, ABORT), None, "no abort on {name}");
+    }
 }

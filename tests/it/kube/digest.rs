@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crossfade_controller::kube::command::PROMOTE;
 use crossfade_controller::kube::crd::{RevisionStatus, TrafficShiftStatus};
+use crossfade_controller::kube::Controllers;
 use crossfade_controller::metrics::RolloutMetrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -19,7 +20,7 @@ use serde_json::json;
 
 use super::cluster::{Cluster, FakeProxies};
 use super::pods::{digest_of, image_id_of, run_pod};
-use super::shift::completed;
+use super::shift::{completed, controller_with, in_default};
 use crate::support::wait_until;
 
 /// A first step that holds until promoted, then a short drain.
@@ -39,19 +40,14 @@ impl Scrape {
     fn controller(c: &Cluster) -> (Scrape, tokio::task::JoinHandle<()>) {
         let mut registry = Registry::with_prefix("crossfade");
         let metrics = RolloutMetrics::register(&mut registry);
-        let client = c.client.clone();
-        let proxies = FakeProxies::start(client.clone());
-        let task = tokio::spawn(async move {
-            crossfade_controller::kube::run(
-                client,
-                Some("default"),
-                &["default".to_owned()],
-                proxies,
-                metrics,
-            )
-            .await
-            .expect("preflight");
-        });
+        let proxies = FakeProxies::start(c.client.clone());
+        let task = controller_with(
+            &c.client,
+            Controllers {
+                rollout_metrics: metrics,
+                ..in_default(proxies)
+            },
+        );
         let registry = Arc::new(Mutex::new(registry));
         (Scrape { registry }, task)
     }

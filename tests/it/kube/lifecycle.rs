@@ -3,7 +3,7 @@
 //! left (K5), a `spec.route` edit keeps the rollout where it is (K12), and a missing or deleted
 //! target is said at once (K17).
 
-use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift};
+use crossfade_controller::kube::crd::{ConditionStatus, Phase, TrafficShift, TrafficShiftStatus};
 use crossfade_controller::kube::ops;
 use crossfade_controller::kube::shift::PROGRESSING;
 use crossfade_controller::kube::store::ShiftRecord;
@@ -15,6 +15,7 @@ use super::cluster::Cluster;
 use super::shift::{
     aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable,
     not_progressing_for, notes, raw_shifts, raw_status_until, rollout_id, slow_policy, UNDECODABLE,
+    WAIT,
 };
 
 /// TrafficShift `web` rolling container `app` of Deployment `web` out to `image`.
@@ -858,41 +859,24 @@ async fn the_deployment_a_rollout_acts_on_wakes_it_after_spec_deployment_names_a
     super::cluster::mark_available(&c.deploys, &promoted).await;
     let started = c
         .status_until("rollout 2 of api2 started", |s| {
-            s.rollout_state
-                .as_ref()
-                .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "api2")
+            second_rollout_of(s, "api2")
         })
         .await;
-    assert_eq!(started.observed_generation, Some(2), "{started:?}");
-    let completed = notes(&c.client, "web", "Completed").await;
-    assert!(
-        completed.iter().any(|n| n.contains("api runs web:v2")),
-        "rollout 1 completed on api: {completed:?}"
-    );
+    first_completed_on(&c, &started, "api").await;
     ctl.abort();
 }
 
 /// Rollout 1 of TrafficShift `web` at step 1 on Deployment `web`, in a cluster with `web2` too
-/// ([`with_web2`]); then, the controller stopped, its record made one of a version before session
-/// 35 (no `deployment`, no `unreadyGraceMs`, no promotion words: what a controller of that
-/// version wrote before its first reconcile by a newer one), and `spec.deployment` edited to
-/// `web2`. `None` when the emulator is not installed.
-async fn an_older_record_whose_spec_names_another_deployment() -> Option<Cluster> {
+/// ([`with_web2`]); then, the controller stopped, its record made one of a version before the
+/// promotion words (what a controller of that version wrote before its first reconcile by a
+/// newer one), and `spec.deployment` edited to `web2` ([`older_record_then_spec_naming_web2`]).
+/// `None` when the emulator is not installed.
+pub(super) async fn an_older_record_whose_spec_names_another_deployment() -> Option<Cluster> {
     let c = with_web2(&["web", "web2", "web-green"]).await?;
     let (first, _) = c.rollout_at_step_one().await;
     first.abort();
     let _ = first.await;
-    let older = json!({ "status": { "rolloutState": {
-        "deployment": null, "unreadyGraceMs": null, "rollout": { "promotion": null } } } });
-    c.shifts
-        .patch_status("web", &PatchParams::default(), &Patch::Merge(&older))
-        .await
-        .expect("make the record an older version's");
-    let edit = json!({ "spec": { "deployment": "web2" } });
-    c.shifts
-        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
-        .await
-        .expect("patch spec.deployment");
+    older_record_then_spec_naming_web2(&c).await;
     Some(c)
 }
 
@@ -901,10 +885,7 @@ async fn an_older_record_whose_spec_names_another_deployment() -> Option<Cluster
 async fn superseded_into_web_then_rolled_out_on_web2(c: &Cluster) {
     let started = c
         .status_until("rollout 2 of web2 at step 1", |s| {
-            at_step_one(s)
-                && s.rollout_state
-                    .as_ref()
-                    .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == "web2")
+            at_step_one(s) && second_rollout_of(s, "web2")
         })
         .await;
     assert_eq!(started.observed_generation, Some(2), "{started:?}");
@@ -915,13 +896,7 @@ async fn superseded_into_web_then_rolled_out_on_web2(c: &Cluster) {
             .any(|n| n.contains("superseded by spec generation 2")),
         "{aborted:?}"
     );
-    let events = events(&c.client).await;
-    assert!(
-        !events
-            .iter()
-            .any(|e| e == "Warning TargetChanged" || e == "Warning RolledBack"),
-        "{events:?}"
-    );
+    never_rolled_back(c).await;
     let services: Api<Service> = Api::default_namespaced(c.client.clone());
     let blue = services.get("web-blue").await.expect("service web-blue");
     let selector = blue.spec.and_then(|s| s.selector).unwrap_or_default();
@@ -992,4 +967,97 @@ async fn an_older_record_whose_target_cannot_be_told_waits_until_its_status_name
         .expect("name the record's target");
     superseded_into_web_then_rolled_out_on_web2(&c).await;
     ctl.abort();
+}
+
+/// Makes the record of TrafficShift `web` one that a controller of a version before the promotion
+/// words (before 2026-12-01) wrote, by a merge patch of `/status` removing every field added
+/// since: without `rollout.promotion` and `deployment` it names no target; the others (the
+/// template and images the preview was made from, the deadline, the capacity and replica
+/// readings, the superseding generation, `unreadyGraceMs`) came later still. Then edits
+/// `spec.deployment` to `web2`, as an operator might while the controller was being upgraded.
+async fn older_record_then_spec_naming_web2(c: &Cluster) {
+    let older = json!({ "status": { "rolloutState": {
+        "deployment": null, "unreadyGraceMs": null, "startedFrom": null, "startedTemplate": null,
+        "deadlineAtMs": null, "previewImages": null, "activeReadyMost": null,
+        "previewReplicas": null, "supersededBy": null, "rollout": { "promotion": null } } } });
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&older))
+        .await
+        .expect("make the record an older version's");
+    let edit = json!({ "spec": { "deployment": "web2" } });
+    c.shifts
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch spec.deployment");
+}
+
+/// kube37 (left by kube36): the dangerous case of an older record that names no target, past
+/// promotion. Rollout 1 on `web` is promoted (`web` takes `web:v2`); the controller stops while
+/// the role swap waits for `web` to roll out, its record is made one that a version before the
+/// promotion words wrote ([`older_record_then_spec_naming_web2`]), and `spec.deployment` is edited to
+/// `web2`. Without `name_target` the record's target was the live `spec.deployment`: the
+/// restarted controller counted the edit as the same rollout and gave `web2` the promoted images
+/// while the traffic went to `web`'s pods. Now the record's target is the Deployment Service
+/// `web-blue` selects: rollout 1 completes on `web`, and rollout 2 of `web2` starts as a new
+/// rollout, `web2` untouched.
+#[tokio::test]
+async fn an_older_record_past_promotion_finishes_on_the_deployment_its_service_selects() {
+    let Some(c) = with_web2(&["web-green"]).await else {
+        return;
+    };
+    let (first, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    first.abort();
+    let _ = first.await;
+    let (stopped, _) = raw_status_until(&c.client, "Promoted", |s| s.phase.is_some()).await;
+    assert_eq!(stopped.phase, Some(Phase::Promoted), "{stopped:?}");
+    older_record_then_spec_naming_web2(&c).await;
+    let second = c.controller();
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    // `web2` checked at every look: the promoted images going to it is the failure.
+    let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
+        let web2 = c.deploys.get("web2").await.expect("deployment web2");
+        assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
+        let status = c.status().await;
+        (second_rollout_of(&status, "web2") && at_step_one(&status)).then_some(status)
+    })
+    .await;
+    first_completed_on(&c, &started, "web").await;
+    let web = c.deploys.get("web").await.expect("deployment web");
+    assert_eq!(super::shift::image(&web), "web:v2", "web promoted");
+    never_rolled_back(&c).await;
+    second.abort();
+}
+
+/// No Warning `TargetChanged` or `RolledBack` about TrafficShift `web`.
+async fn never_rolled_back(c: &Cluster) {
+    let events = events(&c.client).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e == "Warning TargetChanged" || e == "Warning RolledBack"),
+        "{events:?}"
+    );
+}
+
+/// The status shows rollout 2, of Deployment `deployment` (its record names it).
+fn second_rollout_of(s: &TrafficShiftStatus, deployment: &str) -> bool {
+    s.rollout_state
+        .as_ref()
+        .is_some_and(|r| r["rollout"]["id"] == 2 && r["deployment"] == deployment)
+}
+
+/// `started`, the status of rollout 2, is of spec generation 2, and rollout 1 completed on
+/// `deployment` (its `Completed` Event says that `deployment` runs `web:v2`).
+async fn first_completed_on(c: &Cluster, started: &TrafficShiftStatus, deployment: &str) {
+    assert_eq!(started.observed_generation, Some(2), "{started:?}");
+    let completed = notes(&c.client, "web", "Completed").await;
+    let runs = format!("{deployment} runs web:v2");
+    assert!(
+        completed.iter().any(|n| n.contains(&runs)),
+        "rollout 1 completed on {deployment}: {completed:?}"
+    );
 }

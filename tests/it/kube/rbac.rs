@@ -213,17 +213,13 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
         let shutdown = async {
             let _ = stopped.await;
         };
-        crossfade_controller::kube::run_elected(
-            ctl_client,
-            Some("default"),
-            &[PROXY_LEASES.to_owned()],
-            metrics,
-            crossfade_controller::metrics::RolloutMetrics::default(),
-            election,
-            shutdown,
-        )
-        .await
-        .expect("preflight");
+        let options = crossfade_controller::kube::Controllers {
+            proxy_namespaces: vec![PROXY_LEASES.to_owned()],
+            ..crossfade_controller::kube::Controllers::new(Some("default"), metrics)
+        };
+        crossfade_controller::kube::run_elected(ctl_client, &options, election, shutdown)
+            .await
+            .expect("preflight");
     });
 
     // The annotation trigger (a TrafficShift applied) and a rollout through to completion.

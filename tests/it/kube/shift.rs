@@ -11,6 +11,7 @@ use crossfade_controller::kube::crd::{
 use crossfade_controller::kube::scrape::{ClusterMetrics, ProxyScraper};
 use crossfade_controller::kube::shift::{COMPLETED, PROGRESSING, PROMOTED};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
+use crossfade_controller::kube::Controllers;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
@@ -33,24 +34,40 @@ pub(super) fn controller(
 }
 
 /// As [`controller`], a reconcile waiting on the cluster looking again every `poll`
-/// (`kube::run_polling`) instead of every 2 s.
+/// (`kube::Controllers::poll`) instead of every 2 s.
 pub(super) fn controller_polling(
     client: &kube::Client,
     metrics: Arc<dyn ClusterMetrics>,
     poll: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    controller_with(
+        client,
+        Controllers {
+            poll,
+            ..in_default(metrics)
+        },
+    )
+}
+
+/// The controllers of namespace `default`, reading proxy Leases there and analysis counters
+/// from `metrics`, otherwise as `crossfade controller --kube` runs them.
+pub(super) fn in_default(metrics: Arc<dyn ClusterMetrics>) -> Controllers {
+    Controllers {
+        proxy_namespaces: vec!["default".to_owned()],
+        ..Controllers::new(Some("default"), metrics)
+    }
+}
+
+/// Starts both controllers (`kube::run`) as `options` says.
+pub(super) fn controller_with(
+    client: &kube::Client,
+    options: Controllers,
+) -> tokio::task::JoinHandle<()> {
     let client = client.clone();
     tokio::spawn(async move {
-        crossfade_controller::kube::run_polling(
-            client,
-            Some("default"),
-            &["default".to_owned()],
-            metrics,
-            crossfade_controller::metrics::RolloutMetrics::default(),
-            poll,
-        )
-        .await
-        .expect("preflight: the emulator serves TrafficShifts");
+        crossfade_controller::kube::run(client, &options)
+            .await
+            .expect("preflight: the emulator serves TrafficShifts");
     })
 }
 
@@ -597,19 +614,14 @@ async fn proxy_leases_count_in_every_listed_namespace_and_nowhere_else() {
         &["shop".to_owned(), "default".to_owned(), "shop".to_owned()],
     );
     assert_eq!(proxies.namespaces(), ["default", "shop"]);
-    let client = c.client.clone();
     let metrics = FakeProxies::start(c.client.clone());
-    let ctl = tokio::spawn(async move {
-        crossfade_controller::kube::run(
-            client,
-            Some("default"),
-            &["default".to_owned(), "shop".to_owned()],
-            metrics,
-            crossfade_controller::metrics::RolloutMetrics::default(),
-        )
-        .await
-        .expect("preflight");
-    });
+    let ctl = controller_with(
+        &c.client,
+        Controllers {
+            proxy_namespaces: vec!["default".to_owned(), "shop".to_owned()],
+            ..Controllers::new(Some("default"), metrics)
+        },
+    );
     c.create_shift(
         json!({ "steps": [{ "weight": 50 }, { "weight": 100 }], "hold": "300ms",
         "drainTimeout": "300ms", "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),
@@ -827,19 +839,14 @@ async fn preview_lost_after_promotion(lost: Lost) {
     }
     let mut registry = prometheus_client::registry::Registry::with_prefix("crossfade");
     let rollout_metrics = crossfade_controller::metrics::RolloutMetrics::register(&mut registry);
-    let client = c.client.clone();
     let metrics = FakeProxies::start(c.client.clone());
-    let ctl = tokio::spawn(async move {
-        crossfade_controller::kube::run(
-            client,
-            Some("default"),
-            &["default".to_owned()],
-            metrics,
+    let ctl = controller_with(
+        &c.client,
+        Controllers {
             rollout_metrics,
-        )
-        .await
-        .expect("preflight");
-    });
+            ..in_default(metrics)
+        },
+    );
     c.create_shift(
         json!({ "steps": [{ "weight": 100 }], "hold": "300ms", "drainTimeout": "300ms",
         "progressDeadline": "1m", "analysis": { "minRequests": 5 } }),

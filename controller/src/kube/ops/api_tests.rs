@@ -190,3 +190,99 @@ async fn a_forbidden_read_or_write_names_the_grant_it_needs() {
     );
     assert!(!refused.contains("Status {"), "{refused}");
 }
+
+/// TrafficShift `shop/web` of spec generation `generation` naming Deployment `deployment`, whose
+/// running rollout (of generation 1) has a record of a version before the promotion words: it
+/// names no target Deployment ([`mock::progressing_record`]).
+fn older_record_shift(generation: i64, deployment: &str) -> Value {
+    let record = serde_json::to_value(mock::progressing_record()).unwrap();
+    json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "namespace": "shop", "resourceVersion": "7",
+                      "generation": generation },
+        "spec": { "deployment": deployment, "images": { "app": "web:v2" } },
+        "status": { "rolloutState": record }
+    })
+}
+
+/// Deployment `name` of namespace `shop` selecting its pods by `app: <name>`.
+fn selecting(name: &str) -> Value {
+    json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": name, "namespace": "shop" },
+            "spec": { "selector": { "matchLabels": { "app": name } },
+                      "template": { "metadata": { "labels": { "app": name } },
+                                    "spec": { "containers": [{ "name": "app", "image": "web:v1" }] } } } })
+}
+
+/// `crossfade promote --kube shop/web` started on `client`, its read of the TrafficShift answered
+/// with `shift`.
+async fn promote_reading(
+    client: &kube::Client,
+    server: &mut mock::ApiServer,
+    shift: Value,
+) -> tokio::task::JoinHandle<Result<Sent, OpsError>> {
+    let client = client.clone();
+    let task = tokio::spawn(async move { send(&client, "shop", "web", Verb::Promote).await });
+    server.expect("GET", SHIFT).await.ok(shift);
+    task
+}
+
+/// The command of `task` written on Deployment `shop/web-app`.
+async fn annotated_web_app(
+    server: &mut mock::ApiServer,
+    task: tokio::task::JoinHandle<Result<Sent, OpsError>>,
+) {
+    server
+        .expect("PATCH", TARGET)
+        .await
+        .ok(selecting("web-app"));
+    let sent = task.await.unwrap().expect("sent");
+    assert_eq!(sent.deployment, "shop/web-app");
+}
+
+/// kube37 (left by kube36): a command on a running record of an older version that names no
+/// target goes where the controller's rule (`kube/shift/older.rs`) says the rollout acts. Before,
+/// it went to the live `spec.deployment`: after an edit of it, a Deployment the rollout does not
+/// read. The spec unchanged since the rollout started: the spec's, with no further read. The spec
+/// edited to `web-app2`: the Deployment whose selector Service `web-blue` has, `web-app`. That
+/// Service gone: nothing is written, and the error says why and how to name the target, in the
+/// words of the controller's `TargetUnknown` condition.
+#[tokio::test(start_paused = true)]
+async fn a_command_on_an_older_record_goes_to_the_deployment_its_rollout_acts_on() {
+    const SERVICE: &str = "/api/v1/namespaces/shop/services/web-blue";
+    const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
+    let (client, mut server) = mock::client();
+    let task = promote_reading(&client, &mut server, older_record_shift(1, "web-app")).await;
+    annotated_web_app(&mut server, task).await;
+
+    let task = promote_reading(&client, &mut server, older_record_shift(2, "web-app2")).await;
+    server.expect("GET", SERVICE).await.ok(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "web-blue", "namespace": "shop" },
+        "spec": { "selector": { "app": "web-app" } }
+    }));
+    server.expect("GET", DEPLOYMENTS).await.ok(json!({
+        "apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+        "items": [selecting("web-app2"), selecting("web-app")]
+    }));
+    annotated_web_app(&mut server, task).await;
+
+    let task = promote_reading(&client, &mut server, older_record_shift(2, "web-app2")).await;
+    server.expect("GET", SERVICE).await.respond(
+        404,
+        mock::status(404, "NotFound", "services \"web-blue\" not found"),
+    );
+    let err = task.await.unwrap().expect_err("target unknown");
+    assert!(matches!(err, OpsError::TargetUnknown { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "trafficshift shop/web: the controller has not named the deployment its rollout acts on \
+         yet: status.rolloutState was written by an older version of crossfade and does not name \
+         the deployment rollout 1 acts on, and the spec changed since that rollout started \
+         (generation 1, now 2): service web-blue, which selects its target's pods, does not exist \
+         or selects nothing; nothing is done until it is named: set \
+         status.rolloutState.deployment to it (kubectl edit trafficshift web -n shop \
+         --subresource=status); nothing was written"
+    );
+    server.assert_quiet(Duration::from_secs(1)).await;
+}

@@ -13,8 +13,7 @@ use super::*;
 use crate::kube::mock::{self, Answer, ApiServer, Seen};
 use crate::kube::scrape::ProxyScraper;
 use crate::kube::store::ShiftRecord;
-use crate::rollout::{Input, Rollout};
-use crossfade_proxy::weight::Slot;
+use crate::rollout::Input;
 
 const SHIFT: &str = "/apis/crossfade.dev/v1alpha1/namespaces/shop/trafficshifts/web";
 const STATUS: &str = "/apis/crossfade.dev/v1alpha1/namespaces/shop/trafficshifts/web/status";
@@ -58,35 +57,6 @@ fn target() -> Value {
                           "spec": { "containers": [{ "name": "app", "image": "web:v1" }] } }
         }
     })
-}
-
-/// A rollout at its first step, whose weights (generation 1) wait for the proxies.
-fn progressing() -> ShiftRecord {
-    let mut rollout = Rollout::new(1, crate::spec::RolloutConfig::default(), Slot::Blue);
-    let now = Instant::now();
-    rollout.step(Input::Start, now);
-    rollout.step(Input::PreviewReady, now);
-    assert_eq!(rollout.phase, crate::rollout::Phase::Progressing);
-    assert!(rollout.weights_pending);
-    ShiftRecord {
-        generation: 1,
-        published_bp: rollout.preview_bp,
-        rollout,
-        weights_generation: 1,
-        shadow_published: false,
-        commands: Default::default(),
-        annotation_problem: None,
-        images: None,
-        started_from: None,
-        started_template: None,
-        deadline_at_ms: None,
-        preview_images: None,
-        active_ready_most: None,
-        preview_replicas: None,
-        superseded_by: None,
-        deployment: None,
-        unready_grace_ms: None,
-    }
 }
 
 /// A cluster for [`ApiServer::serve`]: the TrafficShift as last written, the target, no preview,
@@ -248,7 +218,7 @@ async fn a_500_on_the_first_status_write_fails_the_reconcile_before_anything_is_
 #[tokio::test(start_paused = true)]
 async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_nothing() {
     let (ctx, mut server) = context();
-    let object = shift_json(Some(&progressing()));
+    let object = shift_json(Some(&mock::progressing_record()));
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(internal_error());
 
@@ -312,7 +282,7 @@ async fn a_rollout_whose_status_write_failed_resumes_from_status_and_deletes_not
 #[tokio::test(start_paused = true)]
 async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout() {
     let (ctx, mut server) = context();
-    let object = shift_json(Some(&progressing()));
+    let object = shift_json(Some(&mock::progressing_record()));
     let mut cluster = Cluster::new(object.clone());
     cluster.writes.push_back(Answer::Hold);
     let started = Instant::now();
@@ -348,7 +318,7 @@ async fn a_status_write_that_never_answers_is_dropped_at_the_reconcile_timeout()
 
 /// A deleted TrafficShift whose rollout has ended: `deletionTimestamp` set, the record terminal.
 fn deleted_and_completed(preview: bool) -> (Value, Option<Value>) {
-    let mut record = progressing();
+    let mut record = mock::progressing_record();
     record.rollout.phase = crate::rollout::Phase::Completed;
     record.rollout.weights_pending = false;
     let mut object = shift_json(Some(&record));
@@ -439,7 +409,7 @@ async fn a_deleted_trafficshift_that_does_not_decode_whose_rollout_ended_deletes
 #[tokio::test(start_paused = true)]
 async fn a_deleted_trafficshift_that_does_not_decode_mid_rollout_is_aborted_from_its_record() {
     let (ctx, mut server) = context();
-    let mut object = shift_json(Some(&progressing()));
+    let mut object = shift_json(Some(&mock::progressing_record()));
     object["metadata"]["deletionTimestamp"] = json!("2026-11-30T10:00:00Z");
     undecodable(&mut object);
     let mut cluster = Cluster::new(object.clone());
@@ -538,7 +508,7 @@ async fn a_new_note_of_the_same_reason_is_a_new_event_and_a_repeat_a_series() {
 #[tokio::test(start_paused = true)]
 async fn a_template_changed_before_the_promotion_patch_rolls_back_rather_than_promote() {
     let (ctx, mut server) = context();
-    let mut record = progressing();
+    let mut record = mock::progressing_record();
     let now = Instant::now();
     let applied = |bp: u32| Input::WeightsApplied {
         preview_bp: bp,

@@ -121,26 +121,15 @@ impl Machine {
         let generation = shift.metadata.generation.unwrap_or(1);
         let id = previous.map_or(1, |p| p.rollout.id.checked_add(1).unwrap_or(1));
         Machine::new(ShiftRecord {
-            generation,
-            rollout: Rollout::new(id, config, Slot::Blue),
-            published_bp: 0,
             weights_generation: previous.map_or(0, |p| p.weights_generation),
-            shadow_published: false,
             commands: previous.map_or_else(Default::default, |p| CommandsSeen {
                 paused: None,
                 ..p.commands.clone()
             }),
             annotation_problem: previous.and_then(|p| p.annotation_problem.clone()),
-            images: None,
-            started_from: None,
-            started_template: None,
-            deadline_at_ms: None,
-            preview_images: None,
-            active_ready_most: None,
-            preview_replicas: None,
-            superseded_by: None,
             deployment: Some(shift.spec.deployment.clone()),
             unready_grace_ms: Some(grace_ms(shift)),
+            ..ShiftRecord::new(generation, Rollout::new(id, config, Slot::Blue))
         })
     }
 }

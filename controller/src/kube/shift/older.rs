@@ -15,7 +15,9 @@
 //! target's `spec.selector.matchLabels` at its start and which only a new rollout changes; else
 //! none can be told, and the controller does nothing on the cluster for the TrafficShift until
 //! it can ([`refuse`]: condition `Progressing=False`, reason [`TARGET_UNKNOWN`], and a Warning
-//! Event saying how to name it).
+//! Event saying how to name it). The commands of `crossfade promote|abort|... --kube`
+//! (`kube/ops.rs`) take the same rule ([`name_older_target`]) for the Deployment they annotate,
+//! and write nothing when it cannot tell (session 36: the live `spec.deployment`).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +37,20 @@ use crate::rollout::{Phase, Promotion};
 /// rollout started so that the Deployment it acts on cannot be told ([`name_target`]).
 pub const TARGET_UNKNOWN: &str = "TargetUnknown";
 
+/// What [`name_older_target`] found for a TrafficShift's rollout record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OlderTarget {
+    /// Nothing to name: no record, an ended rollout, or a record that names its target
+    /// (`deployment`, or promotion words).
+    Recorded,
+    /// The record named no target; it now names this Deployment (in the object as read, not yet
+    /// on the cluster).
+    Named(String),
+    /// The record names no target and none can be told: why, and how to name it, in the words of
+    /// condition `Progressing=False` reason [`TARGET_UNKNOWN`].
+    Unknown(String),
+}
+
 /// Names the target Deployment of the running rollout in `object`'s `status.rolloutState` (as
 /// read from the API server) when the record names none and no promotion words either: the
 /// record gets `deployment` ([`ShiftRecord::deployment`]), which every later step reads (the
@@ -43,7 +59,54 @@ pub const TARGET_UNKNOWN: &str = "TargetUnknown";
 /// changed since the rollout started) or the rollout has not started (`Pending`); else the only
 /// Deployment of the namespace whose `spec.selector.matchLabels` are the selector of the
 /// rollout's blue Service. Records that name their target, ended rollouts and objects without a
-/// record are left as they are.
+/// record are left as they are ([`OlderTarget::Recorded`]).
+///
+/// The one rule for the controller ([`name_target`]) and for the commands of
+/// `crossfade promote|abort|... --kube` (`kube/ops.rs`), which annotate the Deployment it names.
+///
+/// # Errors
+/// The API error when the Service `<name>-blue` cannot be read or the namespace's Deployments
+/// cannot be listed (only for a record that names no target, of an earlier spec generation).
+pub(crate) async fn name_older_target(
+    client: &kube::Client,
+    object: &mut DynamicObject,
+) -> Result<OlderTarget, kube::Error> {
+    let Some(record) = super::record_in(object) else {
+        return Ok(OlderTarget::Recorded);
+    };
+    let named = record.deployment.is_some() || record.rollout.promotion != Promotion::Swap;
+    if named || record.rollout.is_terminal() {
+        return Ok(OlderTarget::Recorded);
+    }
+    let generation = object.metadata.generation.unwrap_or(1);
+    let spec = object
+        .data
+        .pointer("/spec/deployment")
+        .and_then(|d| d.as_str());
+    let same_spec = record.generation == generation || record.rollout.phase == Phase::Pending;
+    let target = match spec.filter(|_| same_spec) {
+        Some(spec) => Ok(spec.to_owned()),
+        None => selected_by_blue_service(client, object).await?,
+    };
+    match target {
+        Ok(target) => {
+            if let Some(state) = object.data.pointer_mut("/status/rolloutState") {
+                state["deployment"] = serde_json::Value::String(target.clone());
+            }
+            Ok(OlderTarget::Named(target))
+        }
+        Err(why) => Ok(OlderTarget::Unknown(format!(
+            "status.rolloutState was written by an older version of crossfade and does not name the deployment rollout {} acts on, and the spec changed since that rollout started (generation {}, now {generation}): {why}; nothing is done until it is named: set status.rolloutState.deployment to it (kubectl edit trafficshift {} -n {} --subresource=status)",
+            record.rollout.id,
+            record.generation,
+            object.name_any(),
+            object.namespace().unwrap_or_else(|| "default".into()),
+        ))),
+    }
+}
+
+/// [`name_older_target`] for the controller, before anything is done with a record read from
+/// status: logs the target it names.
 ///
 /// Returns `Some(why)` when no target can be told (no such Service, or not exactly one Deployment
 /// selecting its pods): [`refuse`] says so.
@@ -54,38 +117,18 @@ pub(super) async fn name_target(
     ctx: &Context,
     object: &mut DynamicObject,
 ) -> Result<Option<String>, ShiftError> {
-    let Some(record) = super::record_in(object) else {
-        return Ok(None);
-    };
-    let named = record.deployment.is_some() || record.rollout.promotion != Promotion::Swap;
-    if named || record.rollout.is_terminal() {
-        return Ok(None);
-    }
-    let generation = object.metadata.generation.unwrap_or(1);
-    let spec = object
-        .data
-        .pointer("/spec/deployment")
-        .and_then(|d| d.as_str());
-    let same_spec = record.generation == generation || record.rollout.phase == Phase::Pending;
-    let target = match spec.filter(|_| same_spec) {
-        Some(spec) => Ok(spec.to_owned()),
-        None => selected_by_blue_service(ctx, object).await?,
-    };
-    match target {
-        Ok(target) => {
-            tracing::info!(trafficshift = %invalid::key(object), rollout = record.rollout.id, "status.rolloutState of an older version names no target deployment: it is {target}");
-            if let Some(state) = object.data.pointer_mut("/status/rolloutState") {
-                state["deployment"] = serde_json::Value::String(target);
-            }
+    let shift = invalid::key(object);
+    let named = name_older_target(&ctx.client, object).await;
+    match named.map_err(|source| ShiftError::Read {
+        shift: shift.clone(),
+        source,
+    })? {
+        OlderTarget::Recorded => Ok(None),
+        OlderTarget::Named(target) => {
+            tracing::info!(trafficshift = %shift, "status.rolloutState of an older version names no target deployment: it is {target}");
             Ok(None)
         }
-        Err(why) => Ok(Some(format!(
-            "status.rolloutState was written by an older version of crossfade and does not name the deployment rollout {} acts on, and the spec changed since that rollout started (generation {}, now {generation}): {why}; nothing is done until it is named: set status.rolloutState.deployment to it (kubectl edit trafficshift {} -n {} --subresource=status)",
-            record.rollout.id,
-            record.generation,
-            object.name_any(),
-            object.namespace().unwrap_or_else(|| "default".into()),
-        ))),
+        OlderTarget::Unknown(why) => Ok(Some(why)),
     }
 }
 
@@ -93,31 +136,24 @@ pub(super) async fn name_target(
 /// name when exactly one Deployment of the namespace has the Service's selector as its
 /// `matchLabels`, else `Err` with why not, in words.
 async fn selected_by_blue_service(
-    ctx: &Context,
+    client: &kube::Client,
     object: &DynamicObject,
-) -> Result<Result<String, String>, ShiftError> {
+) -> Result<Result<String, String>, kube::Error> {
     let ns = object.namespace().unwrap_or_else(|| "default".into());
-    let read = |source| ShiftError::Read {
-        shift: invalid::key(object),
-        source,
-    };
     let service_name = crate::driver::kube::service_name(
         &super::bare(object),
         crossfade_proxy::weight::Slot::Blue,
     );
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let service = services.get_opt(&service_name).await.map_err(read)?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let service = services.get_opt(&service_name).await?;
     let selector = service.and_then(|s| s.spec).and_then(|s| s.selector);
     let Some(selector) = selector.filter(|s| !s.is_empty()) else {
         return Ok(Err(format!(
             "service {service_name}, which selects its target's pods, does not exist or selects nothing"
         )));
     };
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let listed = deployments
-        .list(&ListParams::default())
-        .await
-        .map_err(read)?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let listed = deployments.list(&ListParams::default()).await?;
     Ok(selected(&service_name, &selector, &listed.items))
 }
 

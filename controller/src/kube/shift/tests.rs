@@ -19,23 +19,9 @@ fn record(phase: Phase, published_bp: u32) -> ShiftRecord {
     rollout.phase = phase;
     rollout.message = format!("{phase} now");
     ShiftRecord {
-        generation: 2,
-        rollout,
         published_bp,
         weights_generation: 4,
-        shadow_published: false,
-        commands: Default::default(),
-        annotation_problem: None,
-        images: None,
-        started_from: None,
-        started_template: None,
-        deadline_at_ms: None,
-        preview_images: None,
-        active_ready_most: None,
-        preview_replicas: None,
-        superseded_by: None,
-        deployment: None,
-        unready_grace_ms: None,
+        ..ShiftRecord::new(2, rollout)
     }
 }
 
