@@ -625,16 +625,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
                 ..
             } => {
                 self.metrics.restarted(event.backend);
-                let state = &mut self.config.state;
-                let preview = state
-                    .rollout
-                    .iter_mut()
-                    .flat_map(|r| r.preview_pids.iter_mut());
-                for p in state.active_pids.iter_mut().chain(preview) {
-                    if p == previous_pid {
-                        *p = *pid;
-                    }
-                }
+                (self.config.state).restarted(event.instance, *previous_pid, *pid);
                 let message = match moved_from {
                     Some(from) => format!(
                         "active workload {workload}: instance {i} restarted on {} (pid {pid}, restart {restarts}): its port {} was taken by another process; the route moves it there once it is ready",

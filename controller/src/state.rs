@@ -557,6 +557,28 @@ pub enum BlueCheck {
 }
 
 impl ServiceState {
+    /// A supervised instance, `instance` of its workload, was started again: its new `pid`
+    /// replaces `previous_pid` where the state records it (`active_pids`, and a rollout's
+    /// `preview_pids`). A `previous_pid` of 0 is an instance that had no process when this run
+    /// started ([`crate::driver::process::Found::Down`]): such instances are all saved as 0, in
+    /// instance order, so only entry `instance` of `active_pids` is replaced (until session 37
+    /// every 0 was, and with two instances down the state file named the first one's pid twice
+    /// and the second's not at all, which a crash then would neither adopt nor stop).
+    pub fn restarted(&mut self, instance: usize, previous_pid: u32, pid: u32) {
+        if previous_pid == 0 {
+            if let Some(p) = self.active_pids.get_mut(instance).filter(|p| **p == 0) {
+                *p = pid;
+            }
+            return;
+        }
+        let preview = (self.rollout.iter_mut()).flat_map(|r| r.preview_pids.iter_mut());
+        for p in self.active_pids.iter_mut().chain(preview) {
+            if *p == previous_pid {
+                *p = pid;
+            }
+        }
+    }
+
     /// Decides what an edited `blue:` means (see [`BlueCheck`]). Call after [`ServiceState::recover`].
     pub fn check_blue(&self, blue: &WorkloadSpec) -> BlueCheck {
         let Some(active) = &self.active_workload else {
@@ -659,6 +681,29 @@ mod tests {
             args: vec!["--version".into(), version.into()],
             ..WorkloadSpec::default()
         }
+    }
+
+    /// down37's report: two instances with no process at a start after a crash are both saved as
+    /// pid 0; each one's restart must replace its own entry, not every 0.
+    #[test]
+    fn a_restart_replaces_its_own_instances_pid_and_a_down_instance_only_its_entry() {
+        let mut state = promoted("v1", "v2");
+        state.active_pids = vec![0, 11, 0];
+        let preview = state.rollout.as_mut().map(|r| &mut r.preview_pids).unwrap();
+        *preview = vec![0, 21];
+        state.restarted(2, 0, 42);
+        assert_eq!(state.active_pids, [0, 11, 42]);
+        state.restarted(0, 0, 41);
+        assert_eq!(state.active_pids, [41, 11, 42]);
+        state.restarted(1, 11, 43);
+        state.restarted(1, 21, 44);
+        assert_eq!(state.active_pids, [41, 43, 42]);
+        let preview = state.rollout.as_ref().map(|r| r.preview_pids.clone());
+        assert_eq!(
+            preview,
+            Some(vec![0, 44]),
+            "a preview's 0 is not an instance down"
+        );
     }
 
     #[test]
