@@ -70,7 +70,9 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
         if blue == green && green.is_command() {
             problems.push(Problem {
                 path: "green".into(),
-                message: "is the same workload as blue (command, args, env, name and the rest):                           a rollout to it would change nothing; put the new version under                           green:, or remove green: to only serve blue"
+                message: "is the same workload as blue (command, args, env, name and the rest): \
+                          a rollout to it would change nothing; put the new version under \
+                          green:, or remove green: to only serve blue"
                     .into(),
             });
         }
