@@ -602,7 +602,11 @@ fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
     let mut files = spec.proxy_config(Slot::Blue, Vec::new(), spec.blue_protocol());
     files.state_file = spec.state_file.clone();
     files
-        .check_files_among(Some(path), &run_own_files(&spec))
+        .check_files_among(
+            Some(path),
+            &run_own_files(&spec),
+            crossfade_proxy::config::FilesOf::Run,
+        )
         .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
     let mut warnings = spec.warnings(&text);
     warnings.extend(files.file_warnings());
