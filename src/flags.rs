@@ -432,7 +432,9 @@ fn crossfade_file(path: &std::path::Path) -> Option<&'static str> {
     if let Some(kind) = crate::file_kind::state_kind(&text) {
         return Some(kind.described());
     }
-    if text.contains("-----BEGIN ") {
+    // A page (an earlier report) never counts as PEM, whatever text its events quote.
+    let page = text.trim_start().starts_with('<');
+    if !page && text.lines().any(|line| line.starts_with("-----BEGIN ")) {
         return Some("a PEM file (a TLS certificate or key, such as a config's tls.cert)");
     }
     let doc: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -390,7 +390,11 @@ async fn a_report_over_one_of_crossfades_own_files_is_refused_and_the_file_kept(
     assert!(out.stderr.contains("is a rollout spec"), "{}", out.stderr);
     // An earlier report is replaced as before (the refusal reads what is there).
     let earlier = dir.path().join("report.html");
-    std::fs::write(&earlier, "<!DOCTYPE html><title>an earlier report</title>").unwrap();
+    std::fs::write(
+        &earlier,
+        "<!DOCTYPE html><title>an earlier report</title>\n-----BEGIN quoted in an event\n",
+    )
+    .unwrap();
     let (state_arg, earlier_arg) = (state.display().to_string(), earlier.display().to_string());
     let out = run_to_end(
         ["report", "--state", &state_arg, "-o", &earlier_arg],
