@@ -190,6 +190,20 @@ async fn a_file_the_proxy_writes_that_is_another_file_it_names_is_refused_and_le
             "tls/tls.crt",
             "tls.cert",
         ),
+        // User37: the file each save writes and renames over the state file; the log's
+        // lines went into the state file until the next save.
+        (
+            json!({ "access_log": ".w.json.tmp", "state_file": "w.json" }),
+            "access_log",
+            ".w.json.tmp",
+            "state_file's temporary file",
+        ),
+        (
+            json!({ "access_log": ".w.json.bak.tmp", "state_file": "w.json" }),
+            "access_log",
+            ".w.json.bak.tmp",
+            "state_file's backup's temporary file",
+        ),
     ];
     for (keys, field, named, other) in cases {
         let mut config = config.clone();
@@ -566,6 +580,15 @@ async fn a_spec_whose_written_files_clash_is_refused_in_the_specs_own_words() {
                 dir.path().join("tls.crt").display()
             ),
             "crossfade run replaces it with the rollout's state at every transition",
+        ),
+        // The file the child journal is written into before its rename (user37).
+        (
+            json!({ "access_log": ".state.json.children.tmp", "state_file": "state.json" }),
+            format!(
+                "access_log: {} is also state_file's child journal's temporary file",
+                dir.path().join(".state.json.children.tmp").display()
+            ),
+            "the proxy appends a JSON line per request to it",
         ),
     ];
     for (keys, clash, writes) in cases {

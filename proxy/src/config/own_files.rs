@@ -205,10 +205,11 @@ fn named_files(config: &ProxyConfig, config_file: Option<&Path>, whose: FilesOf)
     named
 }
 
-/// The state file at `path` and the two files beside it that its saves write
-/// (`crossfade_controller::store`): `PATH.bak` and `PATH.lock`, taken beside the file the link
-/// `path` may be, as the saves take them.
-fn state_files(path: &Path, whose: FilesOf) -> [Named; 3] {
+/// The state file at `path` and the files beside it that its saves write
+/// (`crossfade_controller::store`): `PATH.bak`, `PATH.lock` and the temporary files `.NAME.tmp`
+/// and `.NAME.bak.tmp` that each save renames into place, taken beside the file the link `path`
+/// may be, as the saves take them.
+fn state_files(path: &Path, whose: FilesOf) -> [Named; 5] {
     let real = crate::files::real_path(path);
     let beside = |suffix: &str| {
         let mut name = real.as_os_str().to_owned();
@@ -222,6 +223,13 @@ fn state_files(path: &Path, whose: FilesOf) -> [Named; 3] {
         by: whose.state_writer(),
         config: false,
     };
+    // Each save writes its file first as `.<name>.tmp` beside it and renames that over it
+    // (`crossfade_controller::store`): an access log there would be truncated into the state
+    // file by the next save and then append to it (user37).
+    let temporary = |name: &Path| {
+        let file = name.file_name().unwrap_or_default().to_string_lossy();
+        name.with_file_name(format!(".{file}.tmp"))
+    };
     let backup = match whose {
         FilesOf::Proxy => "replaces it with the state file's backup at every change of the routes",
         FilesOf::Run => "replaces it with the state file's backup at every transition",
@@ -233,6 +241,16 @@ fn state_files(path: &Path, whose: FilesOf) -> [Named; 3] {
             "state_file's lock",
             beside(".lock"),
             "writes its process ID into it, as the state file's lock",
+        ),
+        written(
+            "state_file's temporary file",
+            temporary(&real),
+            "writes each save into it, then renames it over the state file",
+        ),
+        written(
+            "state_file's backup's temporary file",
+            temporary(&beside(".bak")),
+            "writes each backup into it, then renames it over the backup",
         ),
     ]
 }
