@@ -62,14 +62,17 @@ pub struct DemoArgs {
     json: bool,
     /// Also write the rollout's HTML report (charts of traffic share, error rate and latency per
     /// backend, with step and verdict markers) to this file. Checked before the demo runs: not a
-    /// directory, and its directory exists.
+    /// directory, its directory exists, and not one of crossfade's own files (a spec, a state
+    /// file, a proxy config, a PEM certificate or key), which the page would replace.
     #[arg(long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
     report: Option<std::path::PathBuf>,
 }
 
 /// The demo's settings errors by the flags the user typed, not the spec paths they were copied into
 /// (`--steps[1]: 10% is not above the previous step (50%)`, `--hold: 0s is below the minimum of 10ms`; trial
-/// report 5 F15), one per line.
+/// report 5 F15), one per line. A problem of the listeners names both by their flags, in its
+/// message too (`--admin: 127.0.0.1:24200 is also the --listen address`; until user37 it read
+/// `admin: ... is also the listen address`, words the demo's flags do not have).
 fn in_flags(error: &SpecError) -> String {
     let SpecError::Invalid(problems) = error else {
         return error.to_string();
@@ -81,12 +84,30 @@ fn in_flags(error: &SpecError) -> String {
         match path {
             "rollout.hold" => "--hold".to_owned(),
             "rollout.analysis.min_requests" => "--rate".to_owned(),
+            "listen" => "--listen".to_owned(),
+            "admin" => "--admin".to_owned(),
             other => other.to_owned(),
         }
     };
+    // The listeners' rules name the other listener by its key (`the listen address`, `give
+    // admin another port`).
+    let words = |path: &str, message: &str| -> String {
+        if !matches!(path, "listen" | "admin") {
+            return message.to_owned();
+        }
+        let words: Vec<&str> = message
+            .split(' ')
+            .map(|word| match word {
+                "listen" => "--listen",
+                "admin" => "--admin",
+                other => other,
+            })
+            .collect();
+        words.join(" ")
+    };
     let lines: Vec<String> = problems
         .iter()
-        .map(|p| format!("{}: {}", flag(&p.path), p.message))
+        .map(|p| format!("{}: {}", flag(&p.path), words(&p.path, &p.message)))
         .collect();
     lines.join("\n")
 }

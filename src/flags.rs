@@ -405,8 +405,42 @@ pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
             path.display()
         ));
     }
+    if let Some(what) = crossfade_file(&path) {
+        return Err(format!(
+            "{} is {what}: the report would replace what it holds; give the report a file of \
+             its own, e.g. report.html",
+            path.display()
+        ));
+    }
     writable(&path)?;
     Ok(path)
+}
+
+/// What an existing `path` is when it is one of crossfade's own files, which a report written
+/// over it would destroy: a spec, a proxy config or rollout file ([`file_kind::settings_file`]),
+/// a state file of either command or its backup ([`file_kind::state_kind`]), a state file's
+/// child journal (`<state_file>.children`), or a PEM certificate or key (`tls.cert`). User37: `crossfade report --state state.json -o
+/// state.json` replaced the state file of a running `crossfade run` with the page.
+///
+/// [`file_kind::settings_file`]: crate::file_kind::settings_file
+/// [`file_kind::state_kind`]: crate::file_kind::state_kind
+fn crossfade_file(path: &std::path::Path) -> Option<&'static str> {
+    let text = crossfade_proxy::files::read_config_string(path).ok()?;
+    if let Some(kind) = crate::file_kind::settings_file(&text) {
+        return Some(kind);
+    }
+    if let Some(kind) = crate::file_kind::state_kind(&text) {
+        return Some(kind.described());
+    }
+    // A page (an earlier report) never counts as PEM, whatever text its events quote.
+    let page = text.trim_start().starts_with('<');
+    if !page && text.lines().any(|line| line.starts_with("-----BEGIN ")) {
+        return Some("a PEM file (a TLS certificate or key, such as a config's tls.cert)");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let journal = doc.get("version").is_some() && doc.get("children").is_some_and(|c| c.is_array());
+    journal
+        .then_some("the child journal of a `crossfade run` state file (the processes it started)")
 }
 
 /// Whether the report file `path` can be written: opened for appending (an existing file is not

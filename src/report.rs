@@ -23,7 +23,9 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// Where to write the report (HTML, self-contained). Checked before anything is read: not a
-    /// directory, and its directory exists.
+    /// directory, its directory exists, and not one of crossfade's own files (a state file, its
+    /// backup or child journal, a spec, a proxy config, a PEM certificate or key), which the page
+    /// would replace.
     #[arg(short, long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
     output: PathBuf,
     #[command(flatten)]

@@ -602,7 +602,11 @@ fn load_spec(path: &Path) -> anyhow::Result<(RunSpec, Vec<String>)> {
     let mut files = spec.proxy_config(Slot::Blue, Vec::new(), spec.blue_protocol());
     files.state_file = spec.state_file.clone();
     files
-        .check_files_among(Some(path), &run_own_files(&spec))
+        .check_files_among(
+            Some(path),
+            &run_own_files(&spec),
+            crossfade_proxy::config::FilesOf::Run,
+        )
         .map_err(|e| anyhow::anyhow!("spec {} is not valid:\n{e}", path.display()))?;
     let mut warnings = spec.warnings(&text);
     warnings.extend(files.file_warnings());
@@ -629,10 +633,19 @@ fn run_own_files(spec: &RunSpec) -> Vec<crossfade_proxy::config::OtherFile> {
         }
     }
     if let Some(state_file) = &spec.state_file {
+        let journal = ChildJournal::path_for(&crossfade_proxy::files::real_path(state_file));
+        // Written as `.NAME.tmp` and renamed into place, as the state file is.
+        let name = journal.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = journal.with_file_name(format!(".{name}.tmp"));
         files.push(OtherFile {
             field: "state_file's child journal".to_owned(),
-            path: ChildJournal::path_for(&crossfade_proxy::files::real_path(state_file)),
+            path: journal,
             writes: Some("records every process it starts in it"),
+        });
+        files.push(OtherFile {
+            field: "state_file's child journal's temporary file".to_owned(),
+            path: temporary,
+            writes: Some("writes the journal into it, then renames it over the journal"),
         });
     }
     files

@@ -494,13 +494,14 @@ impl ProxyConfig {
     /// `state_file` (its directory is missing or not a directory; the file itself is made at the
     /// first save).
     pub fn check_files(&self, config_file: Option<&Path>) -> Result<(), ConfigError> {
-        self.check_files_among(config_file, &[])
+        self.check_files_among(config_file, &[], FilesOf::Proxy)
     }
 
     /// [`ProxyConfig::check_files`], with `others` also among the files that no file the proxy
     /// writes may be: for `crossfade run`, whose spec names files that are not the proxy's (its
     /// workloads' programs, its state file's child journal). A clash is named on the written
-    /// file's field (`access_log: PATH is also blue.command: ...`).
+    /// file's field (`access_log: PATH is also blue.command: ...`), in the words of `whose`
+    /// files they are (`the spec file`, and what `crossfade run` writes into its state file).
     ///
     /// # Errors
     /// As [`ProxyConfig::check_files`], a clash with one of `others` included.
@@ -508,8 +509,9 @@ impl ProxyConfig {
         &self,
         config_file: Option<&Path>,
         others: &[OtherFile],
+        whose: FilesOf,
     ) -> Result<(), ConfigError> {
-        ConfigError::from_problems(own_files::clashes(self, config_file, others))?;
+        ConfigError::from_problems(own_files::clashes(self, config_file, others, whose))?;
         if let Some(tls) = &self.tls {
             crate::tls::Tls::new(tls)?;
         }
@@ -885,7 +887,7 @@ mod balance;
 mod health;
 mod listener;
 mod own_files;
-pub use own_files::OtherFile;
+pub use own_files::{FilesOf, OtherFile};
 mod shadow;
 mod validate;
 

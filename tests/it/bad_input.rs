@@ -2342,3 +2342,31 @@ async fn a_state_files_active_workload_edited_to_no_instance_is_refused_naming_f
         "the file is left as it was"
     );
 }
+
+/// User37: a spec whose `listen` and `admin` lie inside a `port_range` just wide enough for blue
+/// and green passed `crossfade check` (`ok`); `run` then served, and green found every port of
+/// the range taken (the proxy's own listeners held two) and was rolled back. `check` and `run`
+/// now count the ports the listeners take and refuse it before starting, naming `port_range`.
+#[tokio::test]
+async fn a_port_range_whose_ports_the_proxys_own_listeners_take_is_refused_by_check_and_run() {
+    let dir = temp_dir();
+    let mut spec = Spec::new()
+        .blue(App::version("v1").set("instances", json!(2)))
+        .green(App::version("v2").set("instances", json!(2)));
+    let port = spec.listen().port();
+    let admin = format!("127.0.0.1:{}", port + 1);
+    spec.json["admin"] = json!(admin);
+    spec.json["port_range"] = json!(format!("{port}-{}", port + 3));
+    let file = spec.write(dir.path(), "spec.yaml");
+    let words = format!(
+        "port_range: {port}-{}: 2 ports left for instances (listen 127.0.0.1:{port} and admin \
+         {admin} take 2 of its 4), but blue (2 instances) and green (2 instances) run together \
+         during a rollout: 4 needed; widen port_range",
+        port + 3
+    );
+    for command in ["check", "run"] {
+        refuses(command, &file, &[&words]).await;
+    }
+    let listening = tokio::net::TcpStream::connect(spec.listen()).await;
+    assert!(listening.is_err(), "run started nothing");
+}

@@ -190,6 +190,20 @@ async fn a_file_the_proxy_writes_that_is_another_file_it_names_is_refused_and_le
             "tls/tls.crt",
             "tls.cert",
         ),
+        // User37: the file each save writes and renames over the state file; the log's
+        // lines went into the state file until the next save.
+        (
+            json!({ "access_log": ".w.json.tmp", "state_file": "w.json" }),
+            "access_log",
+            ".w.json.tmp",
+            "state_file's temporary file",
+        ),
+        (
+            json!({ "access_log": ".w.json.bak.tmp", "state_file": "w.json" }),
+            "access_log",
+            ".w.json.bak.tmp",
+            "state_file's backup's temporary file",
+        ),
     ];
     for (keys, field, named, other) in cases {
         let mut config = config.clone();
@@ -538,4 +552,68 @@ async fn run_exit_after_rollout_refuses_an_access_log_on_stdout() {
     let args = [Path::new("check").as_os_str(), path.as_os_str()];
     let checked = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
     assert_eq!(checked.code, Some(0), "{checked:?}");
+}
+
+/// User37: the same clash in a `crossfade run` spec was told in a proxy config's words: the spec
+/// as `the proxy config file`, and a `state_file` that is the TLS certificate as what `the proxy
+/// replaces ... with the weights`, where `run` keeps its rollouts there. `check` and `run` now name
+/// the spec file and what `crossfade run` writes, and start nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_whose_written_files_clash_is_refused_in_the_specs_own_words() {
+    let dir = temp_dir();
+    let (_, chain, key) = crate::clients::certificates("spec-files");
+    std::fs::write(dir.path().join("tls.crt"), chain).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    let cases = [
+        (
+            json!({ "access_log": "spec.yaml" }),
+            format!(
+                "access_log: {} is also the spec file",
+                dir.path().join("spec.yaml").display()
+            ),
+            "the proxy appends a JSON line per request to it",
+        ),
+        (
+            json!({ "state_file": "tls.crt", "tls": { "cert": "tls.crt", "key": "tls.key" } }),
+            format!(
+                "state_file: {} is also tls.cert",
+                dir.path().join("tls.crt").display()
+            ),
+            "crossfade run replaces it with the rollout's state at every transition",
+        ),
+        // The file the child journal is written into before its rename (user37).
+        (
+            json!({ "access_log": ".state.json.children.tmp", "state_file": "state.json" }),
+            format!(
+                "access_log: {} is also state_file's child journal's temporary file",
+                dir.path().join(".state.json.children.tmp").display()
+            ),
+            "the proxy appends a JSON line per request to it",
+        ),
+    ];
+    for (keys, clash, writes) in cases {
+        let mut spec = crate::support::Spec::new();
+        for (key, value) in keys.as_object().unwrap() {
+            spec.json[key] = value.clone();
+        }
+        let file = spec.write(dir.path(), "spec.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        for command in ["check", "run"] {
+            let args = [Path::new(command).as_os_str(), file.as_os_str()];
+            let out = run_to_end_in(Some(dir.path()), args, &[], Duration::from_secs(30)).await;
+            assert_eq!(out.code, Some(1), "{command}: {out:?}");
+            let said = format!("{clash}: {writes}, which would destroy what it holds");
+            assert!(
+                out.stderr.contains(&said),
+                "{command} says {said:?}: {out:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "the spec is kept"
+        );
+        let listening = tokio::net::TcpStream::connect(spec.listen()).await;
+        assert!(listening.is_err(), "run started nothing");
+    }
 }

@@ -182,6 +182,36 @@ async fn demo_settings_errors_name_the_flags() {
     }
 }
 
+/// User37: `--listen` and `--admin` on one port were refused in the spec's words (`admin:
+/// 127.0.0.1:24200 is also the listen address`); they are named by their flags, as every other
+/// demo setting is.
+#[tokio::test]
+async fn demo_listen_and_admin_on_one_port_are_named_by_their_flags() {
+    let port = crate::support::free_addr().port();
+    let loopback = format!("127.0.0.1:{port}");
+    let every = format!("0.0.0.0:{port}");
+    for (listen, admin, wanted) in [
+        (
+            &loopback,
+            &loopback,
+            format!("--admin: {loopback} is also the --listen address"),
+        ),
+        (
+            &every,
+            &loopback,
+            format!(
+                "--admin: {loopback} shares port {port} with --listen {every}, and --listen \
+                 {every} takes that port on every address: give --admin another port"
+            ),
+        ),
+    ] {
+        let args = ["demo", "--listen", listen, "--admin", admin];
+        let out = run_to_end(args, Duration::from_secs(20)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(&wanted), "{args:?}: {}", out.stderr);
+    }
+}
+
 /// Trial 19 left: `--green-latency-ms 1000000000000` (30 years) ran the whole demo; `--steps ""`
 /// and `1e400` as a step exited 1 where other bad flag values exit 2, and `1e400` was echoed as
 /// `inf`.

@@ -261,6 +261,8 @@ async fn report_is_written_from_the_admin_api_and_from_the_state_file_once_the_r
     )
     .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // User37: the state file itself as the output replaced it with the page.
+    report_over_is_refused(&state, &state, "the state file of a `crossfade run`").await;
 
     for page in [from_admin, from_state] {
         let html = std::fs::read_to_string(&page).expect("the report was written");
@@ -322,6 +324,90 @@ async fn report_refuses_a_state_file_without_a_rollout() {
         "{}",
         out.stderr
     );
+}
+
+/// Runs `crossfade report --state STATE -o OUTPUT` and requires a usage error (exit 2) naming
+/// OUTPUT as `what`, with OUTPUT left as it was.
+async fn report_over_is_refused(state: &Path, output: &Path, what: &str) {
+    let before = std::fs::read(output).expect("the file exists");
+    let (state, out_path) = (state.display().to_string(), output.display().to_string());
+    let args = ["report", "--state", &state, "-o", &out_path];
+    let out = run_to_end(args, Duration::from_secs(10)).await;
+    assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+    let said = format!("{out_path} is {what}");
+    assert!(
+        out.stderr.contains(&said),
+        "{said:?} in {args:?}: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("the report would replace what it holds"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(output).unwrap(), before, "{out_path} is kept");
+}
+
+/// User37: `crossfade report -o FILE` (and `demo --report FILE`) wrote the page over whatever
+/// FILE held: the `--state` file it read (a running instance's state, then read as corrupt), a
+/// spec, a proxy config, a TLS key. Such a file of crossfade's is refused before anything is
+/// read (exit 2) and kept; an earlier report, or a new file, is written as before.
+#[tokio::test]
+async fn a_report_over_one_of_crossfades_own_files_is_refused_and_the_file_kept() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, NO_ROLLOUT_STATE).expect("write the state file");
+    let spec = Spec::new().write(dir.path(), "spec.yaml");
+    let config = crate::support::spec::write_json(
+        dir.path(),
+        "proxy.yaml",
+        &crate::support::proxy_config(&["127.0.0.1:9".parse().unwrap()], &[]),
+    );
+    let journal = dir.path().join("state.json.children");
+    std::fs::write(&journal, r#"{"version": 1, "children": []}"#).unwrap();
+    let key = dir.path().join("tls.key");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    for (output, what) in [
+        (&state, "the state file of a `crossfade run`"),
+        (&spec, "a rollout spec for `crossfade run`"),
+        (&config, "a proxy config for `crossfade proxy`"),
+        (
+            &journal,
+            "the child journal of a `crossfade run` state file",
+        ),
+        (&key, "a PEM file"),
+    ] {
+        report_over_is_refused(&state, output, what).await;
+    }
+    let spec_arg = spec.display().to_string();
+    let out = run_to_end(["demo", "--report", &spec_arg], Duration::from_secs(10)).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("is a rollout spec"), "{}", out.stderr);
+    // An earlier report is replaced as before (the refusal reads what is there).
+    let earlier = dir.path().join("report.html");
+    std::fs::write(
+        &earlier,
+        "<!DOCTYPE html><title>an earlier report</title>\n-----BEGIN quoted in an event\n",
+    )
+    .unwrap();
+    let (state_arg, earlier_arg) = (state.display().to_string(), earlier.display().to_string());
+    let out = run_to_end(
+        ["report", "--state", &state_arg, "-o", &earlier_arg],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        out.code,
+        Some(1),
+        "read, and refused for its content: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("no rollout has run"), "{}", out.stderr);
 }
 
 /// Trial report 8: `CROSSFADE_ADMIN` in the environment is a default for `--admin`, not a conflict

@@ -215,6 +215,50 @@ mod tests {
         assert!(RunSpec::from_yaml(&text).is_ok());
     }
 
+    /// User37: the proxy's own `listen` and `admin` inside the range take their ports from the
+    /// instances (each instance binds 127.0.0.1), so a range just wide enough for blue and green
+    /// passed `check`, and green then found every port taken and was rolled back. Counted when
+    /// bound on 127.0.0.1 or on every address, once per port; not on another address.
+    #[test]
+    fn the_proxys_own_listeners_inside_port_range_leave_fewer_ports_for_instances() {
+        let spec = |listen: &str, admin: &str| {
+            RunSpec::from_yaml(&format!(
+                "listen: \"{listen}\"\nadmin: \"{admin}\"\nport_range: 27200-27203\n\
+                 blue: {{ command: ./app, args: [\"{{port}}\", v1], instances: 2 }}\n\
+                 green: {{ command: ./app, args: [\"{{port}}\", v2], instances: 2 }}\n"
+            ))
+        };
+        let message = spec("127.0.0.1:27200", "127.0.0.1:27201")
+            .expect_err("4 instances in the 2 ports listen and admin leave")
+            .to_string();
+        assert_eq!(
+            message,
+            "port_range: 27200-27203: 2 ports left for instances (listen 127.0.0.1:27200 and \
+             admin 127.0.0.1:27201 take 2 of its 4), but blue (2 instances) and green (2 \
+             instances) run together during a rollout: 4 needed; widen port_range"
+        );
+        for (listen, admin) in [
+            ("0.0.0.0:27203", "127.0.0.1:9901"),
+            ("[::]:27202", "127.0.0.1:1"),
+        ] {
+            let message = spec(listen, admin).expect_err(listen).to_string();
+            assert!(
+                message.contains(&format!(
+                    "3 ports left for instances (listen {listen} takes 1 of its 4)"
+                )),
+                "{message}"
+            );
+        }
+        assert!(
+            spec("10.0.0.5:27200", "127.0.0.1:9901").is_ok(),
+            "a listener on another address leaves 127.0.0.1's port free"
+        );
+        assert!(
+            spec("127.0.0.1:8080", "127.0.0.1:9901").is_ok(),
+            "listeners outside the range take none of it"
+        );
+    }
+
     #[test]
     fn a_bad_port_range_is_refused_naming_the_field() {
         for (written, expected) in [

@@ -877,8 +877,13 @@ fn a_green_that_is_the_same_workload_as_blue_is_refused() {
     let app = "{ name: v1, command: /bin/app, args: [--port, \"{port}\"] }";
     let found = problems(&format!("blue: {app}\ngreen: {app}\n"));
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(
-        found[0].starts_with("green: is the same workload as blue"),
+    // The whole line, one space between words (until user37 the message carried two runs of 26
+    // spaces from a string literal continued without `\`).
+    assert_eq!(
+        found[0],
+        "green: is the same workload as blue (command, args, env, name and the rest): a rollout \
+         to it would change nothing; put the new version under green:, or remove green: to only \
+         serve blue",
         "{found:?}"
     );
     let v2 = "{ name: v2, command: /bin/app, args: [--port, \"{port}\"] }";

@@ -70,7 +70,9 @@ pub(super) fn run_spec(spec: &RunSpec) -> Vec<Problem> {
         if blue == green && green.is_command() {
             problems.push(Problem {
                 path: "green".into(),
-                message: "is the same workload as blue (command, args, env, name and the rest):                           a rollout to it would change nothing; put the new version under                           green:, or remove green: to only serve blue"
+                message: "is the same workload as blue (command, args, env, name and the rest): \
+                          a rollout to it would change nothing; put the new version under \
+                          green:, or remove green: to only serve blue"
                     .into(),
             });
         }
@@ -113,10 +115,15 @@ pub(super) fn run_spec_with(spec: &RunSpec, blue_is: &str) -> Vec<Problem> {
 }
 
 /// `port_range` must hold a port for every `{port}` instance that runs at once: blue's, and
-/// during a rollout green's beside them (trial 12, M6). Only a valid range is counted.
+/// during a rollout green's beside them (trial 12, M6). Only a valid range is counted, less the
+/// ports of it that the proxy's own `listen` and `admin` take from the instances (user37: a
+/// `listen` inside a range just wide enough passed `check`, and green then found every port
+/// taken and was rolled back).
 fn port_range_fits(r: &mut Report, spec: &RunSpec, range: &super::PortRange) {
     let Some(ports) = range.ports() else { return };
+    let taken = taken_in_range(spec, &ports);
     let size = u64::from(*ports.end()) - u64::from(*ports.start()) + 1;
+    let free = size - taken.ports;
     let started = |w: &Option<WorkloadSpec>| {
         w.as_ref()
             .filter(|w| w.is_command())
@@ -124,11 +131,19 @@ fn port_range_fits(r: &mut Report, spec: &RunSpec, range: &super::PortRange) {
     };
     let (blue, green) = (started(&spec.blue), started(&spec.green));
     let needed = blue.unwrap_or(0) + green.unwrap_or(0);
-    if needed <= size {
+    if needed <= free {
         return;
     }
     let plural = |n: u64| if n == 1 { "" } else { "s" };
-    let have = format!("{range}: {size} port{}", plural(size));
+    let have = match taken.ports {
+        0 => format!("{range}: {size} port{}", plural(size)),
+        n => format!(
+            "{range}: {free} port{} left for instances ({} take{} {n} of its {size})",
+            plural(free),
+            taken.named.join(" and "),
+            if taken.named.len() == 1 { "s" } else { "" },
+        ),
+    };
     let message = match (blue, green) {
         (Some(b), Some(g)) => format!(
             "{have}, but blue ({b} instance{}) and green ({g} instance{}) run together during a \
@@ -137,13 +152,48 @@ fn port_range_fits(r: &mut Report, spec: &RunSpec, range: &super::PortRange) {
             plural(g)
         ),
         (Some(b), None) => {
-            format!("{have}, but blue has {b} instances: {needed} needed; widen port_range")
+            format!(
+                "{have}, but blue has {b} instance{}: {needed} needed; widen port_range",
+                plural(b)
+            )
         }
         (None, _) => {
-            format!("{have}, but green has {needed} instances: {needed} needed; widen port_range")
+            format!(
+                "{have}, but green has {needed} instance{}: {needed} needed; widen port_range",
+                plural(needed)
+            )
         }
     };
     r.add("port_range", message);
+}
+
+/// The ports of a `port_range` that the proxy's own listeners take from its instances.
+struct Taken {
+    /// How many ports of the range (`listen` and `admin` on one port count once).
+    ports: u64,
+    /// Each listener that takes one, as `listen 127.0.0.1:25100`.
+    named: Vec<String>,
+}
+
+/// The proxy's own listeners (`listen`, `admin`) on a port of `ports` where an instance, which
+/// binds its `{port}` on 127.0.0.1 (the driver's port allocation), cannot take it: on 127.0.0.1
+/// itself, or on an unspecified address (`0.0.0.0`, and `[::]`, which Linux binds for IPv4 too).
+fn taken_in_range(spec: &RunSpec, ports: &std::ops::RangeInclusive<u16>) -> Taken {
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let listeners: Vec<(&str, SocketAddr)> = [("listen", spec.listen), ("admin", spec.admin)]
+        .into_iter()
+        .filter(|(_, addr)| ports.contains(&addr.port()))
+        .filter(|(_, addr)| addr.ip().is_unspecified() || addr.ip() == loopback)
+        .collect();
+    let mut taken: Vec<u16> = listeners.iter().map(|(_, addr)| addr.port()).collect();
+    taken.dedup();
+    Taken {
+        ports: taken.len() as u64,
+        named: listeners
+            .iter()
+            .map(|(field, addr)| format!("{field} {addr}"))
+            .collect(),
+    }
 }
 
 /// Every problem of one workload named `path` (`green`), without the checks that need the rest of

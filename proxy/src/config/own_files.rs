@@ -25,12 +25,54 @@ pub struct OtherFile {
     pub writes: Option<&'static str>,
 }
 
+/// Whose files are checked, for the words of a clash: a `crossfade proxy` config's, or a
+/// `crossfade run` spec's (whose proxy takes the spec's fields, while the spec file, the state
+/// file and its child journal are `run`'s: user37, a spec's clash named "the proxy config file"
+/// and a state file "replaced with the weights").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilesOf {
+    /// `crossfade proxy CONFIG` (and `--kube --config FILE`).
+    Proxy,
+    /// `crossfade run SPEC`.
+    Run,
+}
+
+impl FilesOf {
+    /// What the config file is called.
+    fn config_file(self) -> &'static str {
+        match self {
+            FilesOf::Proxy => "the proxy config file",
+            FilesOf::Run => "the spec file",
+        }
+    }
+
+    /// Who writes the state file (its backup, its lock) and the caller's other files.
+    fn state_writer(self) -> &'static str {
+        match self {
+            FilesOf::Proxy => "the proxy",
+            FilesOf::Run => "crossfade run",
+        }
+    }
+
+    /// What a save does to the state file.
+    fn state_writes(self) -> &'static str {
+        match self {
+            FilesOf::Proxy => "replaces it with the weights at every change of the routes",
+            FilesOf::Run => "replaces it with the rollout's state at every transition",
+        }
+    }
+}
+
 /// A file the config names: its field (or what it is) and its path.
 struct Named {
     field: String,
     path: PathBuf,
-    /// What the proxy does to it, for a file it writes; `None` for a file it only reads.
+    /// What is done to it, for a file that is written; `None` for a file that is only read.
     writes: Option<&'static str>,
+    /// Who writes it (`the proxy`, `crossfade run`), for a file that is written.
+    by: &'static str,
+    /// Whether it is the config file itself.
+    config: bool,
 }
 
 /// Every file the proxy would write that is also another file the config names (or the config
@@ -43,25 +85,28 @@ pub(super) fn clashes(
     config: &ProxyConfig,
     config_file: Option<&Path>,
     others: &[OtherFile],
+    whose: FilesOf,
 ) -> Vec<Problem> {
-    let mut named = named_files(config, config_file);
+    let mut named = named_files(config, config_file, whose);
     named.extend(others.iter().map(|other| Named {
         field: other.field.clone(),
         path: other.path.clone(),
         writes: other.writes,
+        by: whose.state_writer(),
+        config: false,
     }));
     let mut problems = Vec::new();
     for (i, written) in named.iter().enumerate() {
-        let Some(writes) = written.writes else {
+        if written.writes.is_none() {
             continue;
-        };
+        }
         for (j, other) in named.iter().enumerate() {
             let told = other.writes.is_some() && j < i;
             if i == j || told || is_state_of_config(written, other) {
                 continue;
             }
             if same_file(&written.path, &other.path) {
-                problems.push(clash(written, writes, other));
+                problems.push(clash(written, other));
             }
         }
     }
@@ -80,16 +125,20 @@ pub(super) fn flag_clashes(
         field: flag.to_owned(),
         path: path.to_path_buf(),
         writes: Some(writes),
+        by: "the proxy",
+        config: false,
     };
-    named_files(config, config_file)
+    named_files(config, config_file, FilesOf::Proxy)
         .iter()
         .filter(|other| same_file(path, &other.path))
-        .map(|other| clash(&written, writes, other).to_string())
+        .map(|other| clash(&written, other).to_string())
         .collect()
 }
 
-/// The problem for `written` (which the proxy `writes`) reaching the same file as `other`.
-fn clash(written: &Named, writes: &str, other: &Named) -> Problem {
+/// The problem for `written` (a file written: by the proxy, or by `crossfade run`) reaching the
+/// same file as `other`.
+fn clash(written: &Named, other: &Named) -> Problem {
+    let (by, writes) = (written.by, written.writes.unwrap_or_default());
     let field = written.field.split('\'').next().unwrap_or_default();
     let also = if other.path == written.path {
         other.field.clone()
@@ -99,8 +148,8 @@ fn clash(written: &Named, writes: &str, other: &Named) -> Problem {
     Problem::new(
         field,
         format!(
-            "{} is also {also}: the proxy {writes}, which would destroy what it holds; give {field} \
-             a file of its own",
+            "{} is also {also}: {by} {writes}, which would destroy what it holds; give {field} a \
+             file of its own",
             written.path.display()
         ),
     )
@@ -109,19 +158,25 @@ fn clash(written: &Named, writes: &str, other: &Named) -> Problem {
 /// A state file (not its backup or lock) that is the config file: the start's reading of the
 /// state file (the `crossfade` CLI's) refuses it saying what the file holds, a proxy config.
 fn is_state_of_config(written: &Named, other: &Named) -> bool {
-    written.field == "state_file" && other.field == "the proxy config file"
+    written.field == "state_file" && other.config
 }
 
-/// The files of `config` (and the config file itself, first), in field order.
-fn named_files(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<Named> {
+/// The files of `config` (and the config file itself, first), in field order, in the words of
+/// `whose` files they are.
+fn named_files(config: &ProxyConfig, config_file: Option<&Path>, whose: FilesOf) -> Vec<Named> {
     let read = |field: String, path: &Path| Named {
         field,
         path: path.to_path_buf(),
         writes: None,
+        by: "",
+        config: false,
     };
     let mut named = Vec::new();
     if let Some(path) = config_file {
-        named.push(read("the proxy config file".to_owned(), path));
+        named.push(Named {
+            config: true,
+            ..read(whose.config_file().to_owned(), path)
+        });
     }
     if let Some(tls) = &config.tls {
         named.push(read("tls.cert".to_owned(), &tls.cert));
@@ -136,6 +191,8 @@ fn named_files(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<Named> {
             field: "access_log".to_owned(),
             path: path.clone(),
             writes: Some("appends a JSON line per request to it"),
+            by: "the proxy",
+            config: false,
         });
     }
     if let Some(path) = config
@@ -143,37 +200,58 @@ fn named_files(config: &ProxyConfig, config_file: Option<&Path>) -> Vec<Named> {
         .as_deref()
         .filter(|p| !p.as_os_str().is_empty())
     {
-        named.extend(state_files(path));
+        named.extend(state_files(path, whose));
     }
     named
 }
 
-/// The state file at `path` and the two files beside it that its saves write
-/// (`crossfade_controller::store`): `PATH.bak` and `PATH.lock`, taken beside the file the link
-/// `path` may be, as the saves take them.
-fn state_files(path: &Path) -> [Named; 3] {
+/// The state file at `path` and the files beside it that its saves write
+/// (`crossfade_controller::store`): `PATH.bak`, `PATH.lock` and the temporary files `.NAME.tmp`
+/// and `.NAME.bak.tmp` that each save renames into place, taken beside the file the link `path`
+/// may be, as the saves take them.
+fn state_files(path: &Path, whose: FilesOf) -> [Named; 5] {
     let real = crate::files::real_path(path);
     let beside = |suffix: &str| {
         let mut name = real.as_os_str().to_owned();
         name.push(suffix);
         PathBuf::from(name)
     };
+    let written = |field: &str, path: PathBuf, writes: &'static str| Named {
+        field: field.to_owned(),
+        path,
+        writes: Some(writes),
+        by: whose.state_writer(),
+        config: false,
+    };
+    // Each save writes its file first as `.<name>.tmp` beside it and renames that over it
+    // (`crossfade_controller::store`): an access log there would be truncated into the state
+    // file by the next save and then append to it (user37).
+    let temporary = |name: &Path| {
+        let file = name.file_name().unwrap_or_default().to_string_lossy();
+        name.with_file_name(format!(".{file}.tmp"))
+    };
+    let backup = match whose {
+        FilesOf::Proxy => "replaces it with the state file's backup at every change of the routes",
+        FilesOf::Run => "replaces it with the state file's backup at every transition",
+    };
     [
-        Named {
-            field: "state_file".to_owned(),
-            path: path.to_path_buf(),
-            writes: Some("replaces it with the weights at every change of the routes"),
-        },
-        Named {
-            field: "state_file's backup".to_owned(),
-            path: beside(".bak"),
-            writes: Some("replaces it with the state file's backup at every change of the routes"),
-        },
-        Named {
-            field: "state_file's lock".to_owned(),
-            path: beside(".lock"),
-            writes: Some("writes its process ID into it, as the state file's lock"),
-        },
+        written("state_file", path.to_path_buf(), whose.state_writes()),
+        written("state_file's backup", beside(".bak"), backup),
+        written(
+            "state_file's lock",
+            beside(".lock"),
+            "writes its process ID into it, as the state file's lock",
+        ),
+        written(
+            "state_file's temporary file",
+            temporary(&real),
+            "writes each save into it, then renames it over the state file",
+        ),
+        written(
+            "state_file's backup's temporary file",
+            temporary(&beside(".bak")),
+            "writes each backup into it, then renames it over the backup",
+        ),
     ]
 }
 
