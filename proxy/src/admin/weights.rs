@@ -109,7 +109,7 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
                 "{slot} has no endpoints: it cannot take weight ({})",
                 Percent(weights.of(slot))
             );
-            (message, Some(slot.as_str()))
+            (message, Some(slot.as_str().to_owned()))
         })
         .collect();
     if !empty.is_empty() {
@@ -149,9 +149,9 @@ fn lone_small_number(body: &[u8]) -> Option<String> {
     ))
 }
 
-/// What is wrong with a body, and the field at fault (`blue`, `green`), `None` for the body as a
-/// whole.
-type Fault = (String, Option<&'static str>);
+/// What is wrong with a body, and the field at fault (`blue`, `green`, or an unknown key as the
+/// body spells it), `None` for the body as a whole.
+type Fault = (String, Option<String>);
 
 /// Every fault of a refused body, in body order (blue before green); never empty.
 pub(crate) type ParseError = Vec<Fault>;
@@ -164,7 +164,7 @@ fn refused(problems: &[Fault]) -> AdminReply {
     let Some(((message, field), rest)) = problems.split_first() else {
         return AdminReply::error(StatusCode::BAD_REQUEST, "weights refused", None);
     };
-    let mut reply = AdminReply::error(StatusCode::BAD_REQUEST, message.clone(), *field);
+    let mut reply = AdminReply::error(StatusCode::BAD_REQUEST, message.clone(), field.as_deref());
     if let (false, Some(object)) = (rest.is_empty(), reply.body.as_object_mut()) {
         let listed: Vec<Value> = problems
             .iter()
@@ -179,7 +179,8 @@ fn refused(problems: &[Fault]) -> AdminReply {
 /// (strings are percent and need the `%` sign). A side left out gets what the other leaves of 100 %.
 ///
 /// # Errors
-/// Every fault found: not JSON, not an object, an unknown field (each alone); else each of `blue`
+/// Every fault found: not JSON, not an object, an unknown field (each alone; an unknown field is
+/// named as the field at fault, as Kubernetes' strict field validation names one); else each of `blue`
 /// and `green` that is not a weight (both when both are wrong); else a sum other than 100 % or 0
 /// (named on `green`).
 pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
@@ -196,7 +197,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
             .unwrap_or_default();
         let message =
             format!("unknown field {unknown:?} (expected \"blue\" and/or \"green\"){hint}");
-        return Err(vec![(message, None)]);
+        return Err(vec![(message, Some(unknown.clone()))]);
     }
     let (blue, green) = match (field(&object, Slot::Blue), field(&object, Slot::Green)) {
         (Ok(blue), Ok(green)) => (blue, green),
@@ -230,7 +231,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
                 Percent(weights.green),
                 weights.green
             );
-            return Err(vec![(message, Some("blue"))]);
+            return Err(vec![(message, Some("blue".to_owned()))]);
         }
     }
     if weights.blue + weights.green != FULL_BP && weights.blue + weights.green != 0 {
@@ -243,7 +244,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Weights, ParseError> {
             message.push(' ');
             message.push_str(&hint);
         }
-        return Err(vec![(message, Some("green"))]);
+        return Err(vec![(message, Some("green".to_owned()))]);
     }
     Ok(weights)
 }
@@ -279,7 +280,7 @@ fn field(object: &Map<String, Value>, slot: Slot) -> Result<Option<u32>, Fault> 
     };
     weight_bp(value)
         .map(Some)
-        .map_err(|message| (message, Some(name)))
+        .map_err(|message| (message, Some(name.to_owned())))
 }
 
 fn weight_bp(value: &Value) -> Result<u32, String> {

@@ -23,13 +23,24 @@ fn every_wrong_field_of_a_body_is_listed() {
         (r#"{"blue": 12000, "green": 0}"#, vec![Some("blue")]),
         (r#"{"blue": 0, "green": true}"#, vec![Some("green")]),
         (r#"{"blue": 9000, "green": 2000}"#, vec![Some("green")]),
-        (r#"{"blue": 12000, "bleu": 1}"#, vec![None]),
+        (r#"{"blue": 12000, "bleu": 1}"#, vec![Some("bleu")]),
         ("[1]", vec![None]),
     ] {
         let faults = parse(body.as_bytes()).unwrap_err();
-        let named: Vec<Option<&str>> = faults.iter().map(|(_, field)| *field).collect();
+        let named: Vec<Option<&str>> = faults.iter().map(|(_, field)| field.as_deref()).collect();
         assert_eq!(named, fields, "{body}: {faults:?}");
     }
+    // An unknown key is the field at fault, as the body spells it (session 37, user37: the
+    // README promised `field` for the first wrong field, and it was left out).
+    let faults = parse(br#"{"bleu": 1}"#).unwrap_err();
+    assert_eq!(
+        faults,
+        [(
+            "unknown field \"bleu\" (expected \"blue\" and/or \"green\"); did you mean \"blue\"?"
+                .to_owned(),
+            Some("bleu".to_owned())
+        )]
+    );
     let faults = parse(br#"{"blue": 12000, "green": -2000}"#).unwrap_err();
     assert_eq!(faults[0].0, "120% is above 100%");
     assert_eq!(
@@ -55,12 +66,15 @@ fn a_weight_past_u64_is_refused_without_digits_the_client_did_not_send() {
 
 #[test]
 fn a_refusal_keeps_error_and_field_for_the_first_fault_and_lists_several() {
-    let one = super::refused(&[("120% is above 100%".into(), Some("blue"))]);
+    let one = super::refused(&[("120% is above 100%".into(), Some("blue".into()))]);
     assert_eq!(
         one.body,
         serde_json::json!({ "error": "120% is above 100%", "field": "blue" })
     );
-    let two = super::refused(&[("a".into(), Some("blue")), ("b".into(), Some("green"))]);
+    let two = super::refused(&[
+        ("a".into(), Some("blue".into())),
+        ("b".into(), Some("green".into())),
+    ]);
     assert_eq!(
         two.body,
         serde_json::json!({
@@ -161,7 +175,7 @@ fn a_lone_small_number_is_applied_with_a_note_saying_it_was_basis_points() {
         refused,
         [(
             "blue 100 alone is 100 basis points (1%) and gives green the rest (99%): write \"100%\" for 100 percent, or give both sides ({\"blue\": 100, \"green\": 9900}) for basis points".to_owned(),
-            Some("blue")
+            Some("blue".to_owned())
         )]
     );
     assert!(super::parse(br#"{"blue": "100%"}"#).is_ok());
