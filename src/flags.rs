@@ -419,8 +419,9 @@ pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
 /// What an existing `path` is when it is one of crossfade's own files, which a report written
 /// over it would destroy: a spec, a proxy config or rollout file ([`file_kind::settings_file`]),
 /// a state file of either command or its backup ([`file_kind::state_kind`]), a state file's
-/// child journal (`<state_file>.children`), or a PEM certificate or key (`tls.cert`). User37: `crossfade report --state state.json -o
-/// state.json` replaced the state file of a running `crossfade run` with the page.
+/// child journal (`<state_file>.children`), or a PEM certificate or key (`tls.cert`). User37:
+/// `crossfade report --state state.json -o state.json` replaced the state file of a running
+/// `crossfade run` with the page.
 ///
 /// [`file_kind::settings_file`]: crate::file_kind::settings_file
 /// [`file_kind::state_kind`]: crate::file_kind::state_kind
