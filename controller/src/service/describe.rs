@@ -384,8 +384,10 @@ fn backend_line(
 impl ServiceStatus {
     /// What `crossfade migrate` prints once the instance started rollout `id` (trial 12, M9):
     /// which versions it moves between (slot in brackets), the effective steps, hold and analysis
-    /// bounds (after the file's `rollout:` was applied over the running spec's), and how to
-    /// follow it:
+    /// bounds (after the file's `rollout:` was applied over the running spec's), with the
+    /// sequential judge's settings when it judges, the `analysis.interval` when set, the shadow
+    /// step's bounds, the checks' and the gates' names (`; gates approval (before_promotion)`),
+    /// and how to follow it:
     ///
     /// ```text
     /// rollout 2 started on route web: v2 (green) to v3 (blue)
@@ -400,10 +402,28 @@ impl ServiceStatus {
         let config = &rollout.config;
         let steps: Vec<String> = config.steps.iter().map(|s| s.weight.to_string()).collect();
         let analysis = &config.analysis;
-        let mut bounds = vec![format!(
+        let mut bounds = Vec::new();
+        // The judge, its look interval, the shadow step, checks and gates decide the rollout as
+        // much as the bounds (user37b: a sequential judge read as the fixed thresholds, and the
+        // checks and gates the running spec's `rollout:` kept went unsaid).
+        if analysis.judge == crate::spec::JudgeKind::Sequential {
+            bounds.push(format!(
+                "sequential judge against the active backend (alpha {}, beta {}, allowing {} \
+                 more errors and {} more latency, failing when worse than {})",
+                crate::spec::fraction_percent(analysis.alpha),
+                crate::spec::fraction_percent(analysis.beta),
+                crate::spec::fraction_percent(analysis.max_error_rate_increase),
+                analysis.max_latency_increase,
+                analysis.fail_when_worse_than,
+            ));
+        }
+        if let Some(interval) = analysis.interval {
+            bounds.push(format!("every {}", crate::spec::human(interval)));
+        }
+        bounds.push(format!(
             "error rate ≤ {}",
             crate::spec::fraction_percent(analysis.max_error_rate)
-        )];
+        ));
         if let Some(p99) = analysis.max_p99 {
             bounds.push(format!("p99 ≤ {}", crate::spec::human(p99)));
         }
@@ -424,8 +444,29 @@ impl ServiceStatus {
             "{policy} after {} in a row",
             counted(analysis.max_inconclusive.into(), "inconclusive window")
         ));
+        if let Some(shadow) = &analysis.shadow {
+            bounds.push(format!(
+                "shadow step: mismatch rate ≤ {}, at least {} compared",
+                crate::spec::fraction_percent(shadow.max_mismatch_rate),
+                shadow.min_compared
+            ));
+        }
+        if !analysis.checks.is_empty() {
+            let names: Vec<&str> = analysis.checks.iter().map(|c| c.name.as_str()).collect();
+            bounds.push(format!("checks {}", names.join(", ")));
+        }
+        let gates = if config.gates.is_empty() {
+            String::new()
+        } else {
+            let gates: Vec<String> = config
+                .gates
+                .iter()
+                .map(|g| format!("{} ({})", g.name, g.at))
+                .collect();
+            format!("; gates {}", gates.join(", "))
+        };
         Some(format!(
-            "rollout {id} started on route {}: {} to {}\n  steps {}; hold {}; analysis: {}\n  \
+            "rollout {id} started on route {}: {} to {}\n  steps {}; hold {}; analysis: {}{gates}\n  \
              follow it with `crossfade status --admin {admin}`",
             self.route,
             named(self.from_version.as_deref(), start),
