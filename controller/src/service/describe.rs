@@ -22,6 +22,7 @@ impl ServiceStatus {
     ///   holding 10s since 2026-12-01T22:31:05.120Z: 4s elapsed, 6s left
     ///   weights: blue 75%, green 25% (table generation 7)
     ///   last verdict: pass at step 2 (25%): 812 requests ≥ 50, error rate 0% ≤ 1%
+    ///   (then each check's value, `; budget 0.5 ≥ 0.2 (web)`, when the analysis has checks)
     ///   last event: StepStarted: step 2/4: green at 25%
     /// backends (requests and errors counted per slot since crossfade started, across versions):
     ///   blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
@@ -120,11 +121,17 @@ impl ServiceStatus {
                 .iter()
                 .map(|f| f.to_string())
                 .collect();
-            let values = if values.is_empty() {
+            let mut values = if values.is_empty() {
                 last.verdict.summary.clone()
             } else {
                 values.join(", ")
             };
+            // The checks decide as much as the proxy's numbers (user37b: a verdict left
+            // inconclusive by a check without a value read "31 requests ≥ 5, error rate 0% ≤ 1%").
+            let checks: Vec<String> = last.verdict.checks.iter().map(|c| c.describe()).collect();
+            if !checks.is_empty() && !values.contains(&checks.join(", ")) {
+                values = format!("{values}; {}", checks.join(", "));
+            }
             let _ = writeln!(
                 out,
                 "  last verdict: {} at step {} ({}): {values}",
