@@ -66,7 +66,11 @@ impl Reply {
     /// was refused as `status 302`, with no hint to write the URL it points to).
     pub fn refusal(&self) -> String {
         let mut why = format!("status {}", self.status.as_u16());
-        if let Some(location) = self.location.as_deref().filter(|_| self.status.is_redirection()) {
+        if let Some(location) = self
+            .location
+            .as_deref()
+            .filter(|_| self.status.is_redirection())
+        {
             let location: String = location.chars().take(200).collect();
             why.push_str(&format!(
                 ", a redirect to {location}, which is not followed: write the URL it points to"
