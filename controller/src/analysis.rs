@@ -307,7 +307,9 @@ impl Finding {
 }
 
 impl fmt::Display for Finding {
-    /// `error rate 2.1% > 1%`, `p99 120ms ≤ 250ms`, `12 requests < 50`.
+    /// `error rate 2.1% > 1%`, `p99 120ms ≤ 250ms`, `12 requests < 50`; a value above its bound
+    /// that did not fail (the sequential judge's ceilings, before the evidence is in) is
+    /// `error rate 7.41%, not proven above 1%`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (good, bad) = match self.metric {
             Metric::Requests | Metric::ShadowCompared => ("≥", "<"),
@@ -317,6 +319,14 @@ impl fmt::Display for Finding {
         let (v, t) = (self.value, self.threshold);
         match self.metric {
             Metric::Requests => write!(f, "{v} requests {cmp} {t}"),
+            // The sequential judge's ceiling fails only on evidence: until then an error rate
+            // above `max_error_rate` is not a pass and is not shown as within it.
+            Metric::ErrorRate if self.ok && v > t => write!(
+                f,
+                "error rate {}, not proven above {}",
+                fraction_percent(v),
+                fraction_percent(t)
+            ),
             Metric::ErrorRate => {
                 write!(
                     f,

@@ -56,9 +56,33 @@ pub struct Reply {
     pub status: StatusCode,
     /// The body, at most [`MAX_BODY_BYTES`].
     pub body: Bytes,
+    /// A redirect's `Location` header, as sent (redirects are not followed).
+    pub location: Option<String>,
 }
 
 impl Reply {
+    /// Why a non-2xx answer is not one: `status 500: boom`; a redirect (3xx with a `Location`)
+    /// says where it points and that it is not followed (user37b: a gate whose URL redirected
+    /// was refused as `status 302`, with no hint to write the URL it points to).
+    pub fn refusal(&self) -> String {
+        let mut why = format!("status {}", self.status.as_u16());
+        if let Some(location) = self
+            .location
+            .as_deref()
+            .filter(|_| self.status.is_redirection())
+        {
+            let location: String = location.chars().take(200).collect();
+            why.push_str(&format!(
+                ", a redirect to {location}, which is not followed: write the URL it points to"
+            ));
+        }
+        let excerpt = self.excerpt();
+        if !excerpt.is_empty() {
+            why.push_str(&format!(": {excerpt}"));
+        }
+        why
+    }
+
     /// The start of the body as text, for messages: at most 200 characters, one line.
     pub fn excerpt(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
@@ -235,12 +259,20 @@ async fn exchange(
     }
     .map_err(|e| describe(&e))?;
     let status = response.status();
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
         .map_err(|e| format!("reading the body: {e}"))?
         .to_bytes();
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        body,
+        location,
+    })
 }
 
 /// The request: `crossfade` as user agent, JSON accepted unless `headers` name their own

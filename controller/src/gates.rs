@@ -78,15 +78,7 @@ pub async fn ask(
                     r.status.as_u16()
                 ));
             }
-            Ok(r) => {
-                let excerpt = r.excerpt();
-                let why = if excerpt.is_empty() {
-                    format!("status {}", r.status.as_u16())
-                } else {
-                    format!("status {}: {excerpt}", r.status.as_u16())
-                };
-                return refused(gate, why);
-            }
+            Ok(r) => return refused(gate, r.refusal()),
             Err(e) => return refused(gate, e),
         }
     }

@@ -13,7 +13,7 @@ use crate::rollout::wait_terminal;
 use crate::support::webhook::{Reply, WebhookServer};
 use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
-/// Answers `POST /ok` with 200, `/no` with 403 `not approved`, `/auth` with 200 when the
+/// Answers `POST /ok` with 200, `/no` with 403 `not approved`, `/moved` with a 302 to `/ok`, `/auth` with 200 when the
 /// `Authorization` is [`ADMITTED`] and 401 otherwise, and `/switch` with the status a test sets
 /// (0: no answer for 2 s, then 200). Records every request's path, JSON body and `Authorization`.
 struct GateServer {
@@ -31,6 +31,7 @@ impl GateServer {
         let server = WebhookServer::start_with_auth(move |path, auth| match path {
             "/ok" => Reply::new(200, ""),
             "/no" => Reply::new(403, "not approved"),
+            "/moved" => Reply::new(302, "").location("/ok"),
             "/auth" if auth == ADMITTED => Reply::new(200, ""),
             "/auth" => Reply::new(401, "unauthorized"),
             _ => match status.load(Ordering::SeqCst) {
@@ -135,26 +136,45 @@ async fn gates_at_every_point_are_asked_in_order_with_the_rollouts_context() {
     run.terminate(Duration::from_secs(15)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusing_rollback_gate_rolls_back_before_green_gets_traffic() {
+/// Rolls out v2 with one `before_step` gate at the [`GateServer`]'s `path`, `on_reject:
+/// rollback`; checks that the rollout rolled back before green got any traffic, with no client
+/// error, and returns its reason.
+async fn rolled_back_by_a_refusing_gate(path: &str) -> String {
     let dir = temp_dir();
     let server = GateServer::start().await;
     let mut spec = Spec::new();
     spec.json["rollout"]["gates"] = json!([{
-        "name": "load-test", "at": "before_step", "url": server.url("/no"), "on_reject": "rollback",
+        "name": "load-test", "at": "before_step", "url": server.url(path), "on_reject": "rollback",
     }]);
     let (mut run, admin, load) = start(&spec, dir.path()).await;
     roll_out(&admin, App::version("v2")).await;
     let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
     assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
-    assert_eq!(
-        rollout["reason"],
-        "before step 1/3 (10%): gate load-test refused: status 403: not approved"
-    );
     let report = load.stop().await;
     assert_eq!(report.ok_from("v2"), 0, "green got no traffic: {report:?}");
     assert_eq!(report.errors(), 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;
+    rollout["reason"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_rollback_gate_rolls_back_before_green_gets_traffic() {
+    assert_eq!(
+        rolled_back_by_a_refusing_gate("/no").await,
+        "before step 1/3 (10%): gate load-test refused: status 403: not approved"
+    );
+}
+
+/// user37b: a gate whose URL redirects (an `http://` moved to `https://`, a missing trailing
+/// slash) is refused, as any non-2xx answer is, and the reason says where it points and that
+/// redirects are not followed (it said only `status 302`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_gate_is_refused_naming_where_it_points() {
+    assert_eq!(
+        rolled_back_by_a_refusing_gate("/moved").await,
+        "before step 1/3 (10%): gate load-test refused: status 302, a redirect to /ok, which is \
+         not followed: write the URL it points to"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::observability::prometheus::Prometheus;
 use crate::rollout::wait_terminal;
 use crate::support::webhook::{Reply, WebhookServer};
-use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
+use crate::support::{run_to_end, temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 /// The preview's share of 5xx answers over the last 5 s, from the proxy's own counters in
 /// Prometheus; no sample (green not scraped yet) is inconclusive.
@@ -166,6 +166,20 @@ async fn prometheus_down_is_inconclusive_and_green_is_never_promoted() {
         "no analysis passed without its check: {rollout:#}"
     );
     assert_eq!(rollout["step"], 0, "never past the first step: {rollout:#}");
+    // user37b: `crossfade status` names the check that left the last verdict inconclusive
+    // (it read `... requests ≥ 10, error rate 0% ≤ 100%` as if nothing were missing).
+    let addr = admin.addr.to_string();
+    let status = run_to_end(["status", "--admin", &addr], Duration::from_secs(20)).await;
+    let last = status
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("last verdict: inconclusive"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("; error-ratio: no value (prometheus: "),
+        "{}",
+        status.stdout
+    );
     let report = load.stop().await;
     assert_eq!(report.errors(), 0, "{report:?}");
     run.terminate(Duration::from_secs(15)).await;

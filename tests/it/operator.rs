@@ -810,6 +810,58 @@ async fn every_command_suggested_while_retiring_is_accepted_when_suggested() {
     run.terminate(Duration::from_secs(15)).await;
 }
 
+/// user37b: what `crossfade migrate` prints as the effective policy names the judge (a sequential
+/// judge is not the fixed thresholds it printed before), its look interval, the checks and the
+/// gates, also those the running spec's `rollout:` kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_prints_the_sequential_judge_checks_and_gates_it_started_with() {
+    let dir = temp_dir();
+    let mut spec = Spec::new();
+    // A gate the file does not write: the running spec's stays in force, and is said.
+    spec.json["rollout"]["gates"] = json!([{
+        "name": "approval", "at": "before_promotion",
+        "url": format!("http://{}/ask", crate::support::free_addr()),
+    }]);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+
+    let request = json!({
+        "green": App::version("v2").set("name", json!("v2")).json,
+        "rollout": {
+            "hold": "5m", "progress_deadline": "10m",
+            "analysis": {
+                "judge": "sequential", "interval": "1s",
+                "checks": [{
+                    "name": "budget", "min": 0.2,
+                    "web": { "url": format!("http://{}/budget", crate::support::free_addr()),
+                             "json_path": "$.remaining" },
+                }],
+            },
+        },
+    });
+    let file = write_json(dir.path(), "green.yaml", &request);
+    let (code, out) = operator("migrate", &admin, &[&file.to_string_lossy()]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "; hold 5m; analysis: sequential judge against the active backend (alpha 1%, beta 5%, \
+             allowing 1% more errors and 20% more latency, failing when worse than blue), every 1s, \
+             error rate ≤ 1%"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(", checks budget; gates approval (before_promotion)\n"),
+        "{out}"
+    );
+
+    let (code, out) = operator("abort", &admin, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    wait_terminal(&admin, Duration::from_secs(30)).await;
+    run.terminate(Duration::from_secs(15)).await;
+}
+
 /// Trial 12, M2: a `crossfade migrate` file's `rollout:` changes only the keys it writes; the
 /// running spec's steps and analysis bounds (`max_p99`, `min_requests`) stay in force, as the
 /// effective policy on `GET /rollout` shows.

@@ -289,11 +289,7 @@ async fn web(
     let value = async {
         let reply = fetch::send(Method::GET, &url, &headers?, None, timeout).await?;
         if !reply.status.is_success() {
-            return Err(format!(
-                "status {}: {}",
-                reply.status.as_u16(),
-                reply.excerpt()
-            ));
+            return Err(reply.refusal());
         }
         let body: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| format!("the body is not JSON ({e}): {}", reply.excerpt()))?;

@@ -319,6 +319,7 @@ fn an_excerpt_is_one_line_with_runs_of_white_space_as_one_space() {
     let reply = Reply {
         status: http::StatusCode::UNAUTHORIZED,
         body: Bytes::from_static(b"{\n  \"error\": \"missing Authorization: Bearer <token>\"\n}\n"),
+        location: None,
     };
     assert_eq!(
         reply.excerpt(),
@@ -327,6 +328,7 @@ fn an_excerpt_is_one_line_with_runs_of_white_space_as_one_space() {
     let long = Reply {
         status: http::StatusCode::OK,
         body: Bytes::from("x".repeat(500)),
+        location: None,
     };
     assert_eq!(long.excerpt().chars().count(), 200);
 }

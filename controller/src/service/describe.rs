@@ -22,6 +22,7 @@ impl ServiceStatus {
     ///   holding 10s since 2026-12-01T22:31:05.120Z: 4s elapsed, 6s left
     ///   weights: blue 75%, green 25% (table generation 7)
     ///   last verdict: pass at step 2 (25%): 812 requests ≥ 50, error rate 0% ≤ 1%
+    ///   (then each check's value, `; budget 0.5 ≥ 0.2 (web)`, when the analysis has checks)
     ///   last event: StepStarted: step 2/4: green at 25%
     /// backends (requests and errors counted per slot since crossfade started, across versions):
     ///   blue      75%  v1, active: 812 requests, 0 errors, 1 in flight; 127.0.0.1:41001 up
@@ -120,11 +121,17 @@ impl ServiceStatus {
                 .iter()
                 .map(|f| f.to_string())
                 .collect();
-            let values = if values.is_empty() {
+            let mut values = if values.is_empty() {
                 last.verdict.summary.clone()
             } else {
                 values.join(", ")
             };
+            // The checks decide as much as the proxy's numbers (user37b: a verdict left
+            // inconclusive by a check without a value read "31 requests ≥ 5, error rate 0% ≤ 1%").
+            let checks: Vec<String> = last.verdict.checks.iter().map(|c| c.describe()).collect();
+            if !checks.is_empty() && !values.contains(&checks.join(", ")) {
+                values = format!("{values}; {}", checks.join(", "));
+            }
             let _ = writeln!(
                 out,
                 "  last verdict: {} at step {} ({}): {values}",
@@ -384,8 +391,10 @@ fn backend_line(
 impl ServiceStatus {
     /// What `crossfade migrate` prints once the instance started rollout `id` (trial 12, M9):
     /// which versions it moves between (slot in brackets), the effective steps, hold and analysis
-    /// bounds (after the file's `rollout:` was applied over the running spec's), and how to
-    /// follow it:
+    /// bounds (after the file's `rollout:` was applied over the running spec's), with the
+    /// sequential judge's settings when it judges, the `analysis.interval` when set, the shadow
+    /// step's bounds, the checks' and the gates' names (`; gates approval (before_promotion)`),
+    /// and how to follow it:
     ///
     /// ```text
     /// rollout 2 started on route web: v2 (green) to v3 (blue)
@@ -400,10 +409,28 @@ impl ServiceStatus {
         let config = &rollout.config;
         let steps: Vec<String> = config.steps.iter().map(|s| s.weight.to_string()).collect();
         let analysis = &config.analysis;
-        let mut bounds = vec![format!(
+        let mut bounds = Vec::new();
+        // The judge, its look interval, the shadow step, checks and gates decide the rollout as
+        // much as the bounds (user37b: a sequential judge read as the fixed thresholds, and the
+        // checks and gates the running spec's `rollout:` kept went unsaid).
+        if analysis.judge == crate::spec::JudgeKind::Sequential {
+            bounds.push(format!(
+                "sequential judge against the active backend (alpha {}, beta {}, allowing {} \
+                 more errors and {} more latency, failing when worse than {})",
+                crate::spec::fraction_percent(analysis.alpha),
+                crate::spec::fraction_percent(analysis.beta),
+                crate::spec::fraction_percent(analysis.max_error_rate_increase),
+                analysis.max_latency_increase,
+                analysis.fail_when_worse_than,
+            ));
+        }
+        if let Some(interval) = analysis.interval {
+            bounds.push(format!("every {}", crate::spec::human(interval)));
+        }
+        bounds.push(format!(
             "error rate ≤ {}",
             crate::spec::fraction_percent(analysis.max_error_rate)
-        )];
+        ));
         if let Some(p99) = analysis.max_p99 {
             bounds.push(format!("p99 ≤ {}", crate::spec::human(p99)));
         }
@@ -424,8 +451,29 @@ impl ServiceStatus {
             "{policy} after {} in a row",
             counted(analysis.max_inconclusive.into(), "inconclusive window")
         ));
+        if let Some(shadow) = &analysis.shadow {
+            bounds.push(format!(
+                "shadow step: mismatch rate ≤ {}, at least {} compared",
+                crate::spec::fraction_percent(shadow.max_mismatch_rate),
+                shadow.min_compared
+            ));
+        }
+        if !analysis.checks.is_empty() {
+            let names: Vec<&str> = analysis.checks.iter().map(|c| c.name.as_str()).collect();
+            bounds.push(format!("checks {}", names.join(", ")));
+        }
+        let gates = if config.gates.is_empty() {
+            String::new()
+        } else {
+            let gates: Vec<String> = config
+                .gates
+                .iter()
+                .map(|g| format!("{} ({})", g.name, g.at))
+                .collect();
+            format!("; gates {}", gates.join(", "))
+        };
         Some(format!(
-            "rollout {id} started on route {}: {} to {}\n  steps {}; hold {}; analysis: {}\n  \
+            "rollout {id} started on route {}: {} to {}\n  steps {}; hold {}; analysis: {}{gates}\n  \
              follow it with `crossfade status --admin {admin}`",
             self.route,
             named(self.from_version.as_deref(), start),

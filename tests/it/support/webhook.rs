@@ -25,6 +25,8 @@ pub struct Reply {
     pub body: String,
     /// How long to wait before answering (a slow or hanging webhook).
     pub delay: Duration,
+    /// A `Location` header to send (a redirect), if any.
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -34,7 +36,14 @@ impl Reply {
             status,
             body: body.into(),
             delay: Duration::ZERO,
+            location: None,
         }
+    }
+
+    /// The same answer with a `Location: location` header (give a 3xx `status`: a redirect).
+    pub fn location(mut self, location: impl Into<String>) -> Reply {
+        self.location = Some(location.into());
+        self
     }
 
     /// The same answer, sent `delay` later.
@@ -115,6 +124,14 @@ impl WebhookServer {
                                     hyper::Response::new(Full::new(Bytes::from(reply.body)));
                                 *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
                                     .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                                if let Some(location) = reply
+                                    .location
+                                    .and_then(|l| hyper::header::HeaderValue::from_str(&l).ok())
+                                {
+                                    response
+                                        .headers_mut()
+                                        .insert(hyper::header::LOCATION, location);
+                                }
                                 Ok::<_, hyper::Error>(response)
                             }
                         });

@@ -153,6 +153,24 @@ fn the_error_ceiling_fails_even_when_blue_is_as_bad() {
 }
 
 #[test]
+fn an_error_rate_above_the_ceiling_before_the_evidence_is_in_is_not_shown_within_it() {
+    // 5% errors in 60 green requests against max_error_rate 1%: not yet proven above the ceiling
+    // (blue is as bad, so the comparison does not fail either), and never "5% ≤ 1%".
+    let v = judge().judge(&window(60, 3, 0), &window(540, 27, 0));
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
+    let f = v.finding(Metric::ErrorRate).unwrap();
+    assert!(f.ok, "{f:?}");
+    assert_eq!(f.to_string(), "error rate 5%, not proven above 1%");
+    let listed = v
+        .findings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(!listed.contains("5% ≤ 1%"), "{listed}");
+}
+
+#[test]
 fn verdicts_stay_finite_and_round_trip_through_json() {
     let v = judge().judge(&window(100_000, 50_000, 0), &window(900_000, 0, 0));
     assert!(v.findings.iter().all(|f| f.value.is_finite()), "{v:?}");
