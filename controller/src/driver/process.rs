@@ -219,6 +219,18 @@ pub enum StartDown {
     AtOnce,
 }
 
+// === impl Found ===
+
+impl Found {
+    /// The journal entry of the process adopted for this instance; `None` for an instance down.
+    pub fn running(&self) -> Option<&ChildEntry> {
+        match self {
+            Found::Running(entry) => Some(entry),
+            Found::Down { .. } => None,
+        }
+    }
+}
+
 /// Takes over the instances a previous run left running, `found` (one per instance, in
 /// instance order), after each running one was probed once for readiness (the workload's path
 /// and timeout), its output relayed again first ([`reattach`]). From then on each is supervised,
@@ -242,12 +254,7 @@ pub async fn adopt(
     start_down: &StartDown,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
     let r = &spec.readiness;
-    let running = || {
-        found.iter().filter_map(|f| match f {
-            Found::Running(entry) => Some(entry),
-            Found::Down { .. } => None,
-        })
-    };
+    let running = || found.iter().filter_map(Found::running);
     // Output first: a process that logs each request (to a pipe with no reader: `EPIPE`) may fail
     // the very probe that would adopt it.
     for entry in running() {

@@ -886,12 +886,7 @@ fn found_after_crash(
 
 /// The journal entries of the instances of `found` whose process runs ([`Found::Running`]).
 fn running(found: &[Found]) -> Vec<ChildEntry> {
-    (found.iter())
-        .filter_map(|f| match f {
-            Found::Running(entry) => Some(entry.clone()),
-            Found::Down { .. } => None,
-        })
-        .collect()
+    found.iter().filter_map(Found::running).cloned().collect()
 }
 
 /// The instances of `found` with no process ([`Found::Down`]), comma-separated (`0, 2`); `None`
