@@ -101,9 +101,23 @@ pub struct SampleAppArgs {
           env = "CROSSFADE_SAMPLE_ERROR_RATE")]
     pub error_rate: f64,
 
+    /// Share of non-health requests answered 500 (as `--error-rate`), read from this file every
+    /// 100 ms, in place of `--error-rate` while the file holds one: a service that starts
+    /// failing while it runs (a dependency going bad), for drift tests. A missing file or other
+    /// content means `--error-rate`.
+    #[arg(long, value_name = "PATH")]
+    pub error_rate_file: Option<std::path::PathBuf>,
+
     /// Milliseconds added to every non-health request.
     #[arg(long, value_name = "MS", default_value_t = 0, allow_negative_numbers = true, value_parser = crate::flags::whole::<u64>)]
     pub latency: u64,
+
+    /// Milliseconds added to every non-health request, read from this file (a whole number)
+    /// every 100 ms, in place of `--latency` while the file holds one: a service whose latency
+    /// changes while it runs (a neighbour's load, a cold cache), for drift tests. A missing file
+    /// or other content means `--latency`.
+    #[arg(long, value_name = "PATH")]
+    pub latency_file: Option<std::path::PathBuf>,
 
     /// Exit with status 1 this long after start, without draining: a crash for crash-loop tests.
     #[arg(long, value_name = "DURATION", value_parser = crossfade_proxy::duration::parse)]
@@ -187,6 +201,7 @@ pub async fn serve(
         .local_addr()
         .context("sample-app: listener address")?;
     let app = Arc::new(App::new(&args, local.port())?);
+    let follow = follow_files(&app, &args);
     let builder = Arc::new(connection_builder(args.idle_timeout, args.h2c));
     let exit_after = exit_timer(args.exit_after);
     let orphaned = orphaned(args.exit_with_parent);
@@ -214,11 +229,56 @@ pub async fn serve(
         }
     }
 
-    drop(listener);
+    drop((listener, follow));
     tracing::info!(connections = conns.len(), "sample-app draining");
     let _ = drain_tx.send(());
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Tasks that set `app`'s faults from `--latency-file` and `--error-rate-file` while it runs;
+/// they end when the returned handles are dropped.
+fn follow_files(app: &Arc<App>, args: &SampleAppArgs) -> Vec<AbortOnDrop> {
+    let mut tasks = Vec::new();
+    if let Some(path) = args.latency_file.clone() {
+        let (app, fixed) = (app.clone(), args.latency);
+        tasks.push(follow(path, move |text| {
+            let ms = text.and_then(|s| s.trim().parse().ok());
+            app.set_latency(ms.unwrap_or(fixed));
+        }));
+    }
+    if let Some(path) = args.error_rate_file.clone() {
+        let (app, fixed) = (app.clone(), args.error_rate);
+        tasks.push(follow(path, move |text| {
+            let rate = text.and_then(|s| crossfade_controller::spec::parse_rate(s.trim()).ok());
+            app.set_error_rate(rate.unwrap_or(fixed));
+        }));
+    }
+    tasks
+}
+
+/// A task that reads the file at `path` every 100 ms (the first time at once) and hands its
+/// text to `apply` (`None` when it cannot be read).
+fn follow(
+    path: std::path::PathBuf,
+    apply: impl Fn(Option<String>) + Send + Sync + 'static,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            apply(tokio::fs::read_to_string(&path).await.ok());
+        }
+    }))
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves once this process's parent is not `watch`'s (it was reparented: the parent died),

@@ -56,6 +56,7 @@ use std::fmt;
 
 use crossfade_proxy::histogram::HistogramSnapshot;
 use crossfade_proxy::stats::Unanswered;
+use crossfade_proxy::weight::FULL_BP;
 use crossfade_proxy::BackendSnapshot;
 use serde::{Deserialize, Serialize};
 
@@ -206,6 +207,32 @@ pub trait Judge: Send + Sync {
     /// (cumulative counts, for sequential tests) rather than at its last conclusive verdict.
     fn cumulative(&self) -> bool {
         false
+    }
+
+    /// Judges one look at a step where the active backend takes no traffic (the preview's weight
+    /// is 100%, [`FULL_BP`]): whatever the active backend shows is from earlier steps (a cumulative
+    /// judge) or nothing at all. By default the same as [`Judge::judge`]: the threshold judge's
+    /// only relative rule, `max_p99_ratio`, is skipped when the active backend served fewer than
+    /// `min_requests` in the window. [`SequentialJudge`] overrides it.
+    fn judge_without_active_traffic(&self, preview: &Window, active: &Window) -> Verdict {
+        self.judge(preview, active)
+    }
+}
+
+/// Judges one look at a step where the preview's weight is `preview_bp` basis points (0 to
+/// [`FULL_BP`]): [`Judge::judge_without_active_traffic`] when the active backend takes no
+/// traffic, [`Judge::judge`] otherwise. The local runtime and Kubernetes mode both judge
+/// through it.
+pub fn judge_at(
+    judge: &(dyn Judge + Send + Sync),
+    preview_bp: u32,
+    preview: &Window,
+    active: &Window,
+) -> Verdict {
+    if preview_bp >= FULL_BP {
+        judge.judge_without_active_traffic(preview, active)
+    } else {
+        judge.judge(preview, active)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::checks::{self, Context};
-use crate::analysis::{split, Judge, Outcome, Verdict, Window};
+use crate::analysis::{judge_at, split, Judge, Outcome, Verdict, Window};
 use crate::driver::{probe, DriverError, InstanceEvent, Workload, WorkloadDriver};
 use crate::gates::GateContext;
 use crate::rollout::{
@@ -932,10 +932,12 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             &self.window_start
         };
         let verdict = match (start, &now) {
-            (Some((p0, a0)), Some((p1, a1))) => self
-                .seams
-                .judge
-                .judge(&Window::between(p0, p1), &Window::between(a0, a1)),
+            (Some((p0, a0)), Some((p1, a1))) => judge_at(
+                &*self.seams.judge,
+                self.applied_bp,
+                &Window::between(p0, p1),
+                &Window::between(a0, a1),
+            ),
             // Without readings the window cannot pass: judge an empty one, which is inconclusive.
             _ => self
                 .seams

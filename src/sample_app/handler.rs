@@ -56,7 +56,8 @@ pub(super) struct App {
     started: Instant,
     health: HealthPlan,
     errors: ErrorBudget,
-    latency: Duration,
+    /// `--latency` (or `--latency-file`'s latest reading), in milliseconds.
+    latency_ms: AtomicU64,
     /// `--hang-after`: from then on, no request is answered.
     hang_after: Option<Duration>,
     reject_uploads: bool,
@@ -77,7 +78,7 @@ pub(super) struct HealthPlan {
 #[derive(Debug)]
 pub(super) struct ErrorBudget {
     /// The rate in parts per million, so the arithmetic is exact integers.
-    per_million: u64,
+    per_million: AtomicU64,
     seen: AtomicU64,
 }
 
@@ -136,7 +137,7 @@ impl App {
                 flap: args.health_flap.map(|d| (d, args.health_flap_cycles)),
             },
             errors: ErrorBudget::new(args.error_rate),
-            latency: Duration::from_millis(args.latency),
+            latency_ms: AtomicU64::new(args.latency),
             hang_after: args.hang_after,
             reject_uploads: args.reject_uploads,
             websocket: Arc::new(Identity {
@@ -192,12 +193,28 @@ impl App {
         text(status, body)
     }
 
+    /// Sets the latency added to every non-health request, in milliseconds (`--latency-file`).
+    pub(super) fn set_latency(&self, ms: u64) {
+        self.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sets the share of non-health requests answered 500 (`--error-rate-file`).
+    pub(super) fn set_error_rate(&self, rate: f64) {
+        self.errors.set(rate);
+    }
+
+    /// Waits out the added latency, if any.
+    async fn delay(&self) {
+        let ms = self.latency_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
     /// `--latency` first, then `--error-rate`, then the route itself. An injected error on
     /// `/upload` reads (drops) the body first, as the other routes' bodies were before this.
     async fn with_faults(&self, route: Route, mut req: Request<Incoming>) -> Response<ResBody> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
+        self.delay().await;
         if self.errors.next_fails() {
             let whole =
                 route != Route::Upload || self.reject_uploads || drain(req.body_mut()).await;
@@ -216,9 +233,7 @@ impl App {
     /// A gRPC call on any path but `/healthz` (its body read already): `--latency`, then
     /// `--error-rate` as gRPC status INTERNAL, then the reply naming the version ([`grpc`]).
     async fn grpc(&self) -> Response<ResBody> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
+        self.delay().await;
         if self.errors.next_fails() {
             return grpc::injected_error();
         }
@@ -411,17 +426,26 @@ impl HealthPlan {
 impl ErrorBudget {
     /// A budget failing `rate` (clamped to `0..=1`) of requests.
     pub(super) fn new(rate: f64) -> Self {
-        let per_million = (rate.clamp(0.0, 1.0) * 1e6).round() as u64;
         Self {
-            per_million,
+            per_million: AtomicU64::new(Self::ppm(rate)),
             seen: AtomicU64::new(0),
         }
+    }
+
+    /// `rate` (clamped to `0..=1`) in parts per million.
+    fn ppm(rate: f64) -> u64 {
+        (rate.clamp(0.0, 1.0) * 1e6).round() as u64
+    }
+
+    /// Fails `rate` (clamped to `0..=1`) of the requests from now on (`--error-rate-file`).
+    pub(super) fn set(&self, rate: f64) {
+        self.per_million.store(Self::ppm(rate), Ordering::Relaxed);
     }
 
     /// Whether the next request must fail.
     pub(super) fn next_fails(&self) -> bool {
         let i = u128::from(self.seen.fetch_add(1, Ordering::Relaxed));
-        let ppm = u128::from(self.per_million);
+        let ppm = u128::from(self.per_million.load(Ordering::Relaxed));
         (i + 1) * ppm / 1_000_000 > i * ppm / 1_000_000
     }
 }

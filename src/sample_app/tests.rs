@@ -155,6 +155,76 @@ async fn error_rate_answers_exactly_twenty_of_a_hundred_requests_with_500() {
 }
 
 #[tokio::test]
+async fn the_latency_file_sets_the_added_latency_while_the_app_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("latency");
+    let app = start(SampleAppArgs {
+        latency: 150,
+        latency_file: Some(path.clone()),
+        ..args("v1")
+    })
+    .await;
+    let client = client();
+    let timed = |url: String| {
+        let client = client.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            let (status, _, _) = get(&client, url).await;
+            assert_eq!(status, StatusCode::OK);
+            started.elapsed()
+        }
+    };
+    // No file yet: `--latency`.
+    let took = timed(app.url("/")).await;
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    // Written while the app runs: read within 100 ms.
+    std::fs::write(&path, "400\n").expect("write the latency file");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = timed(app.url("/")).await;
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // Not a whole number: `--latency` again.
+    std::fs::write(&path, "slow").expect("write the latency file");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = timed(app.url("/")).await;
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn the_error_rate_file_sets_the_share_of_500s_while_the_app_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("error-rate");
+    let app = start(SampleAppArgs {
+        error_rate_file: Some(path.clone()),
+        ..args("v1")
+    })
+    .await;
+    let client = client();
+    let errors = |n: usize| {
+        let (client, url) = (client.clone(), app.url("/"));
+        async move {
+            let mut errors = 0;
+            for _ in 0..n {
+                let (status, _, _) = get(&client, url.clone()).await;
+                errors += usize::from(status == StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            errors
+        }
+    };
+    // No file: `--error-rate` (0).
+    assert_eq!(errors(20).await, 0);
+    // 25%: 25 of any 100 consecutive requests, from within 100 ms of the write.
+    std::fs::write(&path, "25%\n").expect("write the error-rate file");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(errors(100).await, 25);
+    // Not a rate: `--error-rate` again.
+    std::fs::write(&path, "many").expect("write the error-rate file");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(errors(20).await, 0);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn every_response_carries_pool_instance_and_version() {
     let client = client();
     let app = start(args("v2")).await;

@@ -82,8 +82,22 @@ struct Comparison {
     worse: f64,
     not_worse: f64,
     r1: f64,
-    /// What `worse` is evidence of: worse than blue, or worse beyond the allowance.
-    fail_when: FailWhenWorseThan,
+    /// What `worse` is evidence of.
+    basis: FailBasis,
+}
+
+/// What a look's *worse* e-values are evidence of.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FailBasis {
+    /// Green is worse than blue (`fail_when_worse_than: blue`).
+    Blue,
+    /// Green is worse than blue by more than the allowed increase (`allowance`).
+    Allowance,
+    /// Both at once (the smaller of the two e-values): a look at a step where blue takes no
+    /// traffic, whatever `fail_when_worse_than` says. Nothing measured at that step compares
+    /// green with blue on the same traffic, so a drift of the service's own (load, a cold cache)
+    /// reads as green being worse; the allowance is the drift the spec accepts.
+    Both,
 }
 
 // === impl SequentialJudge ===
@@ -118,7 +132,17 @@ impl SequentialJudge {
         2 + u32::from(self.config.max_error_rate < 1.0) + u32::from(self.config.max_p99.is_some())
     }
 
-    fn errors(&self, preview: &Window, active: &Window) -> Comparison {
+    /// What the *worse* tests are evidence of: the spec's `fail_when_worse_than`, or both
+    /// bases at a step where blue takes no traffic (`alone`).
+    fn basis(&self, alone: bool) -> FailBasis {
+        match (alone, self.config.fail_when_worse_than) {
+            (true, _) => FailBasis::Both,
+            (false, FailWhenWorseThan::Blue) => FailBasis::Blue,
+            (false, FailWhenWorseThan::Allowance) => FailBasis::Allowance,
+        }
+    }
+
+    fn errors(&self, preview: &Window, active: &Window, basis: FailBasis) -> Comparison {
         let green = Tally {
             bad: preview.errors,
             total: preview.requests,
@@ -130,15 +154,13 @@ impl SequentialJudge {
         let p_blue = (blue.bad as f64 + 0.5) / (blue.total as f64 + 1.0);
         let increase = self.config.max_error_rate_increase;
         let r1 = ((p_blue + increase) / p_blue).max(MIN_RATIO);
-        let fail_when = self.config.fail_when_worse_than;
-        let mut comparison = compare(green, blue, r1, fail_when);
-        if fail_when == FailWhenWorseThan::Allowance {
+        let mut comparison = compare(green, blue, r1, basis, || {
             // The ratio test against `r1` conditions on the errors seen: with none on blue's side
             // `r1` grows with blue's traffic and a broken green can never be proven beyond it. The
             // absolute split below can; either may fail (each at half the level: Bonferroni).
-            let absolute = beyond_absolute(green, blue, increase);
-            comparison.worse = comparison.worse.max(absolute) / 2.0;
-        }
+            let ratio = ratio_evidence(green, blue, r1, &beyond_alternatives(r1));
+            ratio.max(beyond_absolute(green, blue, increase)) / 2.0
+        });
         // The ratio test conditions on the errors seen on both sides: with none (a healthy green
         // and a healthy blue) it stays at 1 forever. Green's own rate below `increase` also shows
         // it is not worse than blue by `increase` (blue's rate is ≥ 0), and that one-sample test
@@ -151,7 +173,12 @@ impl SequentialJudge {
     }
 
     /// The slow-request comparison, or why it cannot be made yet.
-    fn slow(&self, preview: &Window, active: &Window) -> Result<(f64, Comparison), String> {
+    fn slow(
+        &self,
+        preview: &Window,
+        active: &Window,
+        basis: FailBasis,
+    ) -> Result<(f64, Comparison), String> {
         let blue_n = active.latency.count();
         if blue_n < self.config.min_requests {
             return Err(format!(
@@ -172,10 +199,8 @@ impl SequentialJudge {
             _ => f64::INFINITY,
         };
         let r1 = r1.clamp(MIN_RATIO, 1e6);
-        Ok((
-            bound,
-            compare(green, blue, r1, self.config.fail_when_worse_than),
-        ))
+        let beyond = || ratio_evidence(green, blue, r1, &beyond_alternatives(r1));
+        Ok((bound, compare(green, blue, r1, basis, beyond)))
     }
 
     /// The ceilings' e-values: (error rate, (the `max_p99` finding, its e-value)), 1 and `None`
@@ -216,6 +241,21 @@ impl Judge for SequentialJudge {
     }
 
     fn judge(&self, preview: &Window, active: &Window) -> Verdict {
+        self.look(preview, active, false)
+    }
+
+    /// At a step where blue takes no traffic (green at 100%), blue's counts are those of the
+    /// earlier steps, set against green's newest requests: a fail needs evidence that green is
+    /// worse than blue *and* beyond the allowed increases ([`FailBasis::Both`]), so that a drift
+    /// of the service's own within the allowance is not read as green being worse.
+    fn judge_without_active_traffic(&self, preview: &Window, active: &Window) -> Verdict {
+        self.look(preview, active, true)
+    }
+}
+
+impl SequentialJudge {
+    /// One look; `alone` when blue takes no traffic at this step.
+    fn look(&self, preview: &Window, active: &Window, alone: bool) -> Verdict {
         let c = &self.config;
         if preview.requests < c.min_requests {
             let threshold = ThresholdJudge::new(self.config.clone());
@@ -225,8 +265,9 @@ impl Judge for SequentialJudge {
         }
         let fail_bar = f64::from(self.fail_tests()) / c.alpha;
         let pass_bar = 1.0 / c.beta;
-        let errors = self.errors(preview, active);
-        let slow = self.slow(preview, active);
+        let basis = self.basis(alone);
+        let errors = self.errors(preview, active, basis);
+        let slow = self.slow(preview, active, basis);
         let (e_rate, p99) = self.ceilings(preview);
         let rate = preview.error_rate().unwrap_or(0.0);
 
@@ -313,12 +354,21 @@ fn is_pass(metric: Metric) -> bool {
 
 // === impl Comparison ===
 
-/// Both tests of one metric. The "worse" test is against `H0: r ≤ 1` (`blue`) or `H0: r ≤ r1`
-/// (`allowance`, betting on [`beyond_alternatives`]).
-fn compare(green: Tally, blue: Tally, r1: f64, fail_when: FailWhenWorseThan) -> Comparison {
-    let worse = match fail_when {
-        FailWhenWorseThan::Blue => ratio_evidence(green, blue, 1.0, &worse_alternatives(r1)),
-        FailWhenWorseThan::Allowance => ratio_evidence(green, blue, r1, &beyond_alternatives(r1)),
+/// Both tests of one metric. The "worse" test is against `H0: r ≤ 1` (`Blue`), the metric's
+/// evidence beyond the allowance `beyond` (`Allowance`), or the smaller of the two (`Both`: a fail
+/// then needs both, so either guarantee holds).
+fn compare(
+    green: Tally,
+    blue: Tally,
+    r1: f64,
+    basis: FailBasis,
+    beyond: impl FnOnce() -> f64,
+) -> Comparison {
+    let than_blue = || ratio_evidence(green, blue, 1.0, &worse_alternatives(r1));
+    let worse = match basis {
+        FailBasis::Blue => than_blue(),
+        FailBasis::Allowance => beyond(),
+        FailBasis::Both => than_blue().min(beyond()),
     };
     Comparison {
         green,
@@ -326,7 +376,7 @@ fn compare(green: Tally, blue: Tally, r1: f64, fail_when: FailWhenWorseThan) -> 
         worse,
         not_worse: ratio_evidence(green, blue, r1, &not_worse_alternatives(r1)),
         r1,
-        fail_when,
+        basis,
     }
 }
 
@@ -386,9 +436,10 @@ impl Comparison {
     fn describe(&self, fail_bar: f64, pass_bar: f64) -> String {
         let pct = |t: Tally| t.rate().map_or("-".to_string(), fraction_percent);
         let rates = format!("green {} vs blue {}", pct(self.green), pct(self.blue));
-        let beyond = match self.fail_when {
-            FailWhenWorseThan::Blue => "",
-            FailWhenWorseThan::Allowance => " beyond the allowance",
+        let beyond = match self.basis {
+            FailBasis::Blue => "",
+            FailBasis::Allowance => " beyond the allowance",
+            FailBasis::Both => " than blue and beyond the allowance",
         };
         if self.worse >= fail_bar {
             format!(
@@ -432,12 +483,17 @@ fn summary(
         ),
         Err(why) => why.clone(),
     };
+    // At a step where blue takes no traffic the words say so: its rates are from earlier steps.
+    let judge = match errors.basis {
+        FailBasis::Both => "sequential (blue at 0%)",
+        FailBasis::Blue | FailBasis::Allowance => "sequential",
+    };
     let errors = format!("errors {}", errors.describe(fail_bar, pass_bar));
     match outcome {
-        Outcome::Fail => format!("sequential: {errors}; {slow} ({requests} requests)"),
-        Outcome::Pass => format!("sequential: {errors}; {slow}; {requests} requests"),
+        Outcome::Fail => format!("{judge}: {errors}; {slow} ({requests} requests)"),
+        Outcome::Pass => format!("{judge}: {errors}; {slow}; {requests} requests"),
         Outcome::Inconclusive => {
-            format!("sequential, collecting evidence: {errors}; {slow}; {requests} requests")
+            format!("{judge}, collecting evidence: {errors}; {slow}; {requests} requests")
         }
     }
 }

@@ -20,7 +20,7 @@ use super::status::{
     invalid_spec, not_progressing, shows_invalid, shows_not_progressing, status_of,
 };
 use super::{Context, ShiftError};
-use crate::analysis::{split, Outcome, Window};
+use crate::analysis::{judge_at, split, Outcome, Window};
 use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::capacity;
 use crate::kube::crd::TrafficShift;
@@ -1418,9 +1418,12 @@ impl<'a> Exec<'a> {
             &m.window_start
         };
         let mut verdict = match (start, &now) {
-            (Some((p0, a0)), Some((p1, a1))) => m
-                .judge
-                .judge(&Window::between(p0, p1), &Window::between(a0, a1)),
+            (Some((p0, a0)), Some((p1, a1))) => judge_at(
+                &*m.judge,
+                m.record.published_bp,
+                &Window::between(p0, p1),
+                &Window::between(a0, a1),
+            ),
             _ => m.judge.judge(&Window::default(), &Window::default()),
         };
         // The observed split over this step's window (not the cumulative one).
