@@ -385,7 +385,7 @@ async fn the_sequential_judge_does_not_read_a_drift_at_the_100_percent_step_as_g
                 let rollout = &status["rollout"];
                 let ended = status["running"] == false
                     && matches!(rollout["phase"].as_str(), Some("RolledBack" | "Completed"));
-                (passed_at(rollout, 1, 10_000) || ended).then(|| !ended)
+                (passed_at(rollout, 1, 10_000) || ended).then_some(!ended)
             },
         )
         .await;
