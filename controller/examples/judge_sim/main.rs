@@ -6,17 +6,23 @@
 //! cargo run --release -p crossfade-controller --example judge_sim -- --trials 1000
 //! ```
 //!
+//! A second table ([`drift`]) runs rollouts of two steps, 10% and then 100%, where green at the
+//! 100% step drifts within the allowances or breaks beyond them, through the sequential judge as
+//! it was before it knew a step without blue traffic and as it is now.
+//!
 //! Options: `--trials N` (per cell, default 1000), `--seed S` (default 20261130), `--threads T`
-//! (default: available parallelism), `--rates 10,100,1000` (total requests per second).
+//! (default: available parallelism), `--rates 10,100,1000` (total requests per second),
+//! `--tables main,drift` (which tables, default both).
 //! Same seed, same numbers. The model and the judges' settings are documented in
 //! docs/judgement.md.
 
+mod drift;
 mod judges;
 mod mann_whitney;
 mod rng;
 mod stream;
 
-use judges::{Outcome, Trial};
+use judges::Outcome;
 use stream::{Version, BLUE};
 
 /// One regression case: green's version.
@@ -72,7 +78,44 @@ struct Args {
     seed: u64,
     threads: usize,
     rates: Vec<f64>,
+    tables: Vec<String>,
 }
+
+/// The 100% step's cases: green at the second step.
+const DRIFT_CASES: [Case; 5] = [
+    Case {
+        name: "no drift",
+        green: BLUE,
+    },
+    Case {
+        name: "errors +0.5pp (within 1 pp)",
+        green: Version {
+            error_rate: 0.010,
+            p99: BLUE.p99,
+        },
+    },
+    Case {
+        name: "p99 +10% (within 20%)",
+        green: Version {
+            error_rate: BLUE.error_rate,
+            p99: BLUE.p99 * 1.1,
+        },
+    },
+    Case {
+        name: "errors +5pp (beyond)",
+        green: Version {
+            error_rate: 0.055,
+            p99: BLUE.p99,
+        },
+    },
+    Case {
+        name: "p99 +50% (beyond)",
+        green: Version {
+            error_rate: BLUE.error_rate,
+            p99: BLUE.p99 * 1.5,
+        },
+    },
+];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -80,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 20_261_130,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         rates: vec![10.0, 100.0, 1000.0],
+        tables: vec!["main".into(), "drift".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -99,6 +143,16 @@ fn parse_args() -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
+            "--tables" => {
+                args.tables = value.split(',').map(|t| t.trim().to_string()).collect();
+                if let Some(t) = args
+                    .tables
+                    .iter()
+                    .find(|t| !matches!(t.as_str(), "main" | "drift"))
+                {
+                    return Err(format!("--tables: {t:?} is neither main nor drift"));
+                }
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -115,6 +169,17 @@ fn main() {
     };
     // tokio's clock, as clippy.toml asks (no runtime needed to read it).
     let started = tokio::time::Instant::now();
+    if args.tables.iter().any(|t| t == "main") {
+        main_table(&args);
+    }
+    if args.tables.iter().any(|t| t == "drift") {
+        drift_table(&args);
+    }
+    eprintln!("\njudge_sim: done in {:.0?}", started.elapsed());
+}
+
+/// The judges on one green version over the whole horizon.
+fn main_table(args: &Args) {
     println!(
         "judge_sim: {} trials per cell, seed {}, horizon {} s, green weight {}%\n",
         args.trials,
@@ -127,26 +192,68 @@ fn main() {
     for (ri, &rate) in args.rates.iter().enumerate() {
         for (ci, case) in CASES.iter().enumerate() {
             let cell_seed = args.seed ^ ((ri as u64) << 40) ^ ((ci as u64) << 32);
-            let trials = run_cell(&args, rate, case.green, cell_seed);
+            let trials = run_cell(args, cell_seed, |seed| {
+                judges::trial(rate, case.green, seed)
+            });
             for (ji, name) in judges::NAMES.iter().enumerate() {
                 let outcomes: Vec<&Outcome> = trials.iter().map(|t| &t.0[ji]).collect();
                 println!("| {rate} | {} | {name} | {} |", case.name, row(&outcomes));
             }
         }
     }
-    eprintln!("\njudge_sim: done in {:.0?}", started.elapsed());
 }
 
-/// Runs `args.trials` trials of one cell over `args.threads` threads.
-fn run_cell(args: &Args, rate: f64, green: Version, seed: u64) -> Vec<Trial> {
+/// The 100% step: rollbacks at each step and passes at the second, per judge.
+fn drift_table(args: &Args) {
+    println!(
+        "\njudge_sim drift: {} trials per cell, seed {}, green at 10% for {s} s then at 100% for {s} s\n",
+        args.trials,
+        args.seed,
+        s = drift::STEP
+    );
+    println!("| total req/s | green at 100% | judge | rollback at 10% | rollback at 100% | median s into 100% to rollback | a pass at 100% before any fail |");
+    println!("|---:|---|---|---:|---:|---:|---:|");
+    for (ri, &rate) in args.rates.iter().enumerate() {
+        for (ci, case) in DRIFT_CASES.iter().enumerate() {
+            let cell_seed = args.seed ^ ((ri as u64) << 40) ^ ((ci as u64) << 32) ^ (1 << 60);
+            let trials = run_cell(args, cell_seed, |seed| drift::trial(rate, case.green, seed));
+            let n = trials.len() as f64;
+            let pct = |k: usize| format!("{:.1}%", 100.0 * k as f64 / n);
+            for (ji, name) in drift::NAMES.iter().enumerate() {
+                let o: Vec<drift::Outcome> = trials.iter().map(|t| t.0[ji]).collect();
+                let early = o
+                    .iter()
+                    .filter(|o| o.rollback.is_some_and(|t| t <= drift::STEP));
+                let late: Vec<f64> = o
+                    .iter()
+                    .filter_map(|o| o.rollback.filter(|&t| t > drift::STEP))
+                    .map(|t| f64::from(t - drift::STEP))
+                    .collect();
+                let passed = o.iter().filter(|o| o.passed_at_full).count();
+                println!(
+                    "| {rate} | {} | {name} | {} | {} | {} | {} |",
+                    case.name,
+                    pct(early.count()),
+                    pct(late.len()),
+                    median(&late),
+                    pct(passed)
+                );
+            }
+        }
+    }
+}
+
+/// Runs `args.trials` trials of one cell over `args.threads` threads: `trial(seed)` for each.
+fn run_cell<T: Send>(args: &Args, seed: u64, trial: impl Fn(u64) -> T + Sync) -> Vec<T> {
     let threads = args.threads.max(1) as u64;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
+                let trial = &trial;
                 s.spawn(move || {
                     (t..args.trials)
                         .step_by(threads as usize)
-                        .map(|i| judges::trial(rate, green, seed.wrapping_add(i)))
+                        .map(|i| trial(seed.wrapping_add(i)))
                         .collect::<Vec<_>>()
                 })
             })

@@ -76,6 +76,7 @@ mod cli;
 pub mod cluster;
 mod commands;
 mod digest;
+mod drift;
 mod e2e;
 pub mod emulator;
 mod fidelity;
