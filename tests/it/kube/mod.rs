@@ -37,6 +37,8 @@
 //! - [`invalid`]: a TrafficShift that does not decode or fails validation gets
 //!   `Progressing=False` `InvalidSpec` naming the field and one Warning Event per generation; it
 //!   does not keep the others from being reconciled.
+//! - [`drift`]: the sequential judge at the 100% step: a drift of the service's own within the
+//!   allowance (errors 0 → 5% once green has all the traffic) does not roll green back.
 //! - [`inexact`]: a `maxP99` between the proxies' latency bucket bounds: one `InexactBound`
 //!   Warning Event per rollout naming the bounds around it, the verdict's p99 an estimate in its
 //!   bucket, the bound acting as the upper bucket bound; a bucket bound: no Event, decided exactly.
