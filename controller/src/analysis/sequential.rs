@@ -21,6 +21,12 @@
 //! `beyond_absolute`), each at half the level, since the ratio test cannot gather evidence
 //! against a blue without errors.
 //!
+//! At a step where blue takes no traffic (green at 100%, [`Judge::judge_without_active_traffic`])
+//! blue's counts are those of the earlier steps: a *worse* e-value is then the smaller of the two
+//! (worse than blue, and worse beyond the allowance), so a fail needs evidence of both and a drift
+//! of the service's own within the allowance is not read as green being worse (docs/judgement.md,
+//! "A step where blue takes no traffic").
+//!
 //! Hard ceilings stay, as one-sample tests of the same kind: `max_error_rate` (green's error rate
 //! above it) and `max_p99` (more than 1% of green's requests slower than it; requests still
 //! unanswered that have waited longer than `max_p99` count as slower, as in the threshold judge).
