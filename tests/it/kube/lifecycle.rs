@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, ResourceExt};
 use serde_json::json;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, FakeProxies};
 use super::shift::{
     aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable,
     not_progressing_for, notes, raw_shifts, raw_status_until, rollout_id, slow_policy, UNDECODABLE,
@@ -1028,6 +1028,55 @@ async fn an_older_record_past_promotion_finishes_on_the_deployment_its_service_s
     first_completed_on(&c, &started, "web").await;
     let web = c.deploys.get("web").await.expect("deployment web");
     assert_eq!(super::shift::image(&web), "web:v2", "web promoted");
+    never_rolled_back(&c).await;
+    second.abort();
+}
+
+/// The same older record in the `Retiring` phase (left by kube37): the role swap is done, all
+/// traffic is back on `web`, and the preview drains (held by a request still open to green)
+/// when the controller stops, its record is made one of a version before the promotion words
+/// ([`older_record_then_spec_naming_web2`]) and `spec.deployment` is edited to `web2`. The
+/// target is named by the same code as for `Promoted` (`older::name_older_target`, for every
+/// phase but `Pending` and the ended ones); what differs is what reads it afterwards: here the
+/// drain, the preview's deletion and the `Completed` words, not the role swap. Without
+/// `name_target` the retirement took the live `spec.deployment` (`Exec::pin`), completed saying
+/// `web2 runs web:v2`, which `web2` never did, and no rollout of `web2` ever started (the record
+/// of rollout 1 already named it with the spec's images). Now rollout 1 completes on `web`, and
+/// rollout 2 of `web2` starts as a new rollout, `web2` untouched.
+#[tokio::test]
+async fn an_older_record_retiring_finishes_on_the_deployment_its_service_selects() {
+    let Some(c) = with_web2(&["web-green"]).await else {
+        return;
+    };
+    let mut policy = slow_policy();
+    // The drain holds while green has a request open, far longer than the test.
+    policy["drainTimeout"] = json!("10m");
+    c.create_shift(policy).await;
+    let proxies = FakeProxies::start(c.client.clone());
+    proxies.hold_green(1, 0);
+    let first = c.controller_with(proxies.clone());
+    raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    raw_status_until(&c.client, "Retiring", |s| s.phase == Some(Phase::Retiring)).await;
+    first.abort();
+    let _ = first.await;
+    let (stopped, _) = raw_status_until(&c.client, "a phase", |s| s.phase.is_some()).await;
+    assert_eq!(stopped.phase, Some(Phase::Retiring), "{stopped:?}");
+    older_record_then_spec_naming_web2(&c).await;
+    let second = c.controller_with(proxies.clone());
+    proxies.hold_green(0, 0);
+    let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
+        let web2 = c.deploys.get("web2").await.expect("deployment web2");
+        assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
+        let status = c.status().await;
+        (second_rollout_of(&status, "web2") && at_step_one(&status)).then_some(status)
+    })
+    .await;
+    first_completed_on(&c, &started, "web").await;
     never_rolled_back(&c).await;
     second.abort();
 }
