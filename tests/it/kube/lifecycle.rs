@@ -1081,6 +1081,63 @@ async fn an_older_record_retiring_finishes_on_the_deployment_its_service_selects
     second.abort();
 }
 
+/// Session 38: `status.rolloutState` removed by another client after promotion (while the
+/// target rolls out the promoted images, all traffic on the preview). The controller reads
+/// status again and finds no record: before, the TrafficShift counted as new, its target already
+/// ran the spec's images, so it showed `UpToDate`, and `status.weights` kept the preview's 100%
+/// and the preview was never drained or deleted, for good (an abort was refused: `does not
+/// run`). Now a rollout of the spec starts (Warning Event `RolloutRecordMissing`): its first step
+/// returns the share to the target, its weights generation carries on above the one the proxies
+/// applied (before it started again from 1, which they counted as applied at once) and it is
+/// rollout 2, not 1 again; an abort then ends it with the preview deleted.
+#[tokio::test]
+async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_the_target() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let (first, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let (promoted, _) = raw_status_until(&c.client, "Promoted at 100%", |s| {
+        s.phase == Some(Phase::Promoted)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
+    })
+    .await;
+    let published = promoted.weights.as_ref().map_or(0, |w| w.generation);
+    first.abort();
+    let _ = first.await;
+    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")))
+        .await
+        .expect("remove status.rolloutState");
+    let second = c.controller();
+    let started = raw_status_until(&c.client, "a rollout at step 1", |s| {
+        s.rollout_state.is_some() && at_step_one(s)
+    })
+    .await
+    .0;
+    assert_eq!(rollout_id(&started), Some(2), "{started:?}");
+    let generation = started.weights.as_ref().map_or(0, |w| w.generation);
+    assert!(
+        generation > published,
+        "weights generation {generation} after {published}"
+    );
+    let missing = notes(&c.client, "web", "RolloutRecordMissing").await;
+    assert!(
+        missing.iter().any(|n| n.contains("gives the preview 100%")),
+        "{missing:?}"
+    );
+    ops::send(&c.client, "default", "web", ops::Verb::Abort)
+        .await
+        .expect("abort rollout 2");
+    c.deployment_deleted("web-green").await;
+    let ended = c.status_until("Aborted", |s| s.phase == Some(Phase::Aborted)).await;
+    assert_eq!(ended.weights.as_ref().map(|w| w.preview.bp()), Some(0), "{ended:?}");
+    second.abort();
+}
+
 /// No Warning `TargetChanged` or `RolledBack` about TrafficShift `web`.
 async fn never_rolled_back(c: &Cluster) {
     let events = events(&c.client).await;
