@@ -1109,7 +1109,11 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
     let _ = first.await;
     let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
     c.shifts
-        .patch_status("web", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")))
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")),
+        )
         .await
         .expect("remove status.rolloutState");
     let second = c.controller();
@@ -1133,8 +1137,14 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
         .await
         .expect("abort rollout 2");
     c.deployment_deleted("web-green").await;
-    let ended = c.status_until("Aborted", |s| s.phase == Some(Phase::Aborted)).await;
-    assert_eq!(ended.weights.as_ref().map(|w| w.preview.bp()), Some(0), "{ended:?}");
+    let ended = c
+        .status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    assert_eq!(
+        ended.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "{ended:?}"
+    );
     second.abort();
 }
 

@@ -239,11 +239,8 @@ async fn the_preview_follows_the_targets_replicas_until_promotion() {
 /// cluster", step 5: the shell function that plays the Deployment controller), read from the
 /// page, for a Deployment of `generation`.
 fn walkthrough_status(generation: i64) -> serde_json::Value {
-    let page = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/kubernetes.md"
-    ))
-    .expect("read docs/kubernetes.md");
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md"))
+        .expect("read docs/kubernetes.md");
     let function = page
         .split("available() {")
         .nth(1)

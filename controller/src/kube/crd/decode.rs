@@ -178,7 +178,8 @@ mod tests {
         }));
         assert_eq!(e.field, "spec.rollout.steps", "{e}");
         assert!(
-            e.reason.starts_with("must have at least one step (leave steps out"),
+            e.reason
+                .starts_with("must have at least one step (leave steps out"),
             "{e}"
         );
         let object = shift(json!({ "deployment": "web", "images": { "app": "web:v2" },
