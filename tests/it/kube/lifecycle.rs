@@ -1017,15 +1017,7 @@ async fn an_older_record_past_promotion_finishes_on_the_deployment_its_service_s
     older_record_then_spec_naming_web2(&c).await;
     let second = c.controller();
     super::cluster::mark_available(&c.deploys, &promoted).await;
-    // `web2` checked at every look: the promoted images going to it is the failure.
-    let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
-        let web2 = c.deploys.get("web2").await.expect("deployment web2");
-        assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
-        let status = c.status().await;
-        (second_rollout_of(&status, "web2") && at_step_one(&status)).then_some(status)
-    })
-    .await;
-    first_completed_on(&c, &started, "web").await;
+    web2_rolled_out_after_web_completes(&c).await;
     let web = c.deploys.get("web").await.expect("deployment web");
     assert_eq!(super::shift::image(&web), "web:v2", "web promoted");
     never_rolled_back(&c).await;
@@ -1069,14 +1061,7 @@ async fn an_older_record_retiring_finishes_on_the_deployment_its_service_selects
     older_record_then_spec_naming_web2(&c).await;
     let second = c.controller_with(proxies.clone());
     proxies.hold_green(0, 0);
-    let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
-        let web2 = c.deploys.get("web2").await.expect("deployment web2");
-        assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
-        let status = c.status().await;
-        (second_rollout_of(&status, "web2") && at_step_one(&status)).then_some(status)
-    })
-    .await;
-    first_completed_on(&c, &started, "web").await;
+    web2_rolled_out_after_web_completes(&c).await;
     never_rolled_back(&c).await;
     second.abort();
 }
@@ -1146,6 +1131,20 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
         "{ended:?}"
     );
     second.abort();
+}
+
+/// Waits until rollout 2, of `web2`, is at step 1, `web2` still running `web:v1` at every look
+/// (the promoted images going to it is the failure), and checks that rollout 1 completed on
+/// `web` ([`first_completed_on`]).
+async fn web2_rolled_out_after_web_completes(c: &Cluster) {
+    let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
+        let web2 = c.deploys.get("web2").await.expect("deployment web2");
+        assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
+        let status = c.status().await;
+        (second_rollout_of(&status, "web2") && at_step_one(&status)).then_some(status)
+    })
+    .await;
+    first_completed_on(c, &started, "web").await;
 }
 
 /// No Warning `TargetChanged` or `RolledBack` about TrafficShift `web`.
