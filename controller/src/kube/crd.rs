@@ -181,7 +181,7 @@ where
 }
 
 /// The visitor of [`steps_written`]: refuses the empty list inside the sequence, so that the
-/// error is placed at the list itself (`spec.rollout.steps`, [`decode`]), not at the end of the
+/// error is placed at the list itself (`spec.rollout.steps`, [`decode()`]), not at the end of the
 /// map that holds it.
 struct StepsWritten;
 
