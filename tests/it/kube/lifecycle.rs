@@ -1147,6 +1147,59 @@ async fn web2_rolled_out_after_web_completes(c: &Cluster) {
     first_completed_on(c, &started, "web").await;
 }
 
+/// Session 38: the target Deployment deleted after promotion, while it rolls out the promoted
+/// images (all traffic on the preview). Before, each reconcile failed naming the missing
+/// Deployment, the next read the rollout from status again and wrote its re-issued wait's new
+/// deadline, and that write woke the next reconcile at once: about 20 status writes a second,
+/// and nothing in status or Events said why. Now the rollout waits (the preview keeps serving),
+/// a Warning Event `DeploymentMissing` says so once, the status is left alone, and the role swap
+/// goes on once the Deployment exists again.
+#[tokio::test]
+async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status() {
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    super::cluster::promoted_target(&c.deploys).await;
+    c.deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete web");
+    let missing = crate::support::wait_until(WAIT, "a DeploymentMissing Event", || async {
+        let notes = notes(&c.client, "web", "DeploymentMissing").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert_eq!(
+        missing,
+        ["spec.deployment: deployment web was deleted after promotion; the preview web-green keeps serving all traffic, and the role swap goes on once the deployment exists again"]
+    );
+    let version = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap_or_default();
+    let before = c.shifts.get("web").await.expect("get web");
+    // Three looks of the controller (every 2 s): before, each wrote the status about ten times.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let after = c.shifts.get("web").await.expect("get web");
+    assert_eq!(
+        version(&before),
+        version(&after),
+        "status rewritten while waiting"
+    );
+    let status = after.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
+    assert_eq!(status.weights.map(|w| w.preview.bp()), Some(10_000));
+    // Back: promoted again, rolled out, then the swap and the end.
+    c.create_target(&[]).await;
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    ctl.abort();
+}
+
 /// No Warning `TargetChanged` or `RolledBack` about TrafficShift `web`.
 async fn never_rolled_back(c: &Cluster) {
     let events = events(&c.client).await;
