@@ -130,9 +130,14 @@ pub struct ImageRef(#[schemars(length(min = 1, max = 4096), regex(pattern = r"^\
     expecting = "a map of rollout settings (steps, hold, analysis, ...)"
 )]
 pub struct RolloutPolicy {
-    /// The preview's weight at each step, strictly increasing, the last one 100%.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
+    /// The preview's weight at each step, strictly increasing, the last one 100%; at least one
+    /// when written (omitted: the default steps).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "steps_written"
+    )]
+    #[schemars(length(min = 1, max = 100))]
     pub steps: Vec<StepPolicy>,
     /// How long each step holds its weight unless the step sets its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +163,47 @@ pub struct RolloutPolicy {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[schemars(length(max = crate::spec::MAX_GATES))]
     pub gates: Vec<Gate>,
+}
+
+/// `spec.rollout.steps` as written: a list of at least one step. An empty list is refused
+/// (`must have at least one step`, as `crossfade run` says of `rollout.steps: []`) rather than
+/// read as the field left out: before (session 38) `steps: []` silently rolled out with the
+/// default steps 5%, 25%, 50%, 100%. The CRD's schema says the same (`minItems: 1`), so a real
+/// API server refuses it at admission; this catches what an API server without the schema let in.
+///
+/// # Errors
+/// An empty list, or what a list of [`StepPolicy`] refuses.
+fn steps_written<'de, D>(d: D) -> Result<Vec<StepPolicy>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    d.deserialize_seq(StepsWritten)
+}
+
+/// The visitor of [`steps_written`]: refuses the empty list inside the sequence, so that the
+/// error is placed at the list itself (`spec.rollout.steps`, [`decode()`]), not at the end of the
+/// map that holds it.
+struct StepsWritten;
+
+impl<'de> serde::de::Visitor<'de> for StepsWritten {
+    type Value = Vec<StepPolicy>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sequence of steps")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut steps = Vec::new();
+        while let Some(step) = seq.next_element()? {
+            steps.push(step);
+        }
+        if steps.is_empty() {
+            return Err(serde::de::Error::custom(
+                "must have at least one step (leave steps out for the default 5%, 25%, 50%, 100%)",
+            ));
+        }
+        Ok(steps)
+    }
 }
 
 /// `spec.rollout.unreadyGrace` when not set: long enough for a pod to restart and pass its

@@ -561,7 +561,16 @@ async fn reconcile_with(
     // A rollout about to start (a new TrafficShift, or a new spec after an ended rollout) that
     // has nothing to roll out, or no Deployment to roll out yet, does not start (trial 10, K5
     // and K17): no Services, no preview, no terminal state to retry from.
-    if machine.record.rollout.phase == crate::rollout::Phase::Pending {
+    // A record removed from status by another client while the split it published still gives
+    // the preview a share (after promotion: all of it): the rollout starts even though the
+    // target runs the images, as its first step returns that share to the target; `UpToDate`
+    // would leave it on the preview, and the preview undeleted, for good (session 38).
+    let left_share = first.then(|| left_preview_share(&shift)).flatten();
+    if let Some(note) = &left_share {
+        tracing::warn!(trafficshift = %crate::driver::kube::key(&*shift), "{note}");
+        exec.event("RolloutRecordMissing", note).await;
+    }
+    if machine.record.rollout.phase == crate::rollout::Phase::Pending && left_share.is_none() {
         if status::shows_not_progressing_for(&shift, UP_TO_DATE) {
             return Ok(Action::await_change()); // this generation was found rolled out already
         }
@@ -778,6 +787,19 @@ fn bare(object: &DynamicObject) -> TrafficShift {
     let mut shift = TrafficShift::new(&object.name_any(), spec);
     shift.metadata = object.metadata.clone();
     shift
+}
+
+/// For a TrafficShift with no rollout record in its status: why a rollout must start anyway, when
+/// `status.weights` still gives the preview a share (the record was removed by another client:
+/// a new TrafficShift has no published weights, and an ended rollout leaves the preview 0%).
+fn left_preview_share(shift: &TrafficShift) -> Option<String> {
+    let weights = shift.status.as_ref()?.weights.as_ref()?;
+    (weights.preview.bp() > 0).then(|| {
+        format!(
+            "status.rolloutState is missing while status.weights still gives the preview {} (generation {}): starting a rollout of the spec, whose first step returns that share to deployment {}",
+            weights.preview, weights.generation, shift.spec.deployment
+        )
+    })
 }
 
 /// `object` as the API server has it now, untyped; `None` when it is gone.

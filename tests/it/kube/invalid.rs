@@ -26,7 +26,7 @@ fn raw_api(client: &kube::Client) -> Api<DynamicObject> {
 }
 
 /// Creates TrafficShift `name` with `spec` as it is, valid or not.
-async fn create(client: &kube::Client, name: &str, spec: Value) {
+pub(super) async fn create(client: &kube::Client, name: &str, spec: Value) {
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
         "metadata": { "name": name }, "spec": spec,
@@ -58,7 +58,7 @@ fn spec(rollout: Value) -> Value {
 /// Waits until TrafficShift `name`'s `Progressing` condition has reason `InvalidSpec` and a
 /// message containing `field`, set from the current generation; returns the condition and
 /// generation.
-async fn refused(client: &kube::Client, name: &str, field: &str) -> (Value, i64) {
+pub(super) async fn refused(client: &kube::Client, name: &str, field: &str) -> (Value, i64) {
     refused_for(client, name, "InvalidSpec", field).await
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, ResourceExt};
 use serde_json::json;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, FakeProxies};
 use super::shift::{
     aborted_as_invalid, at_step_one, condition, events, events_with, make_undecodable,
     not_progressing_for, notes, raw_shifts, raw_status_until, rollout_id, slow_policy, UNDECODABLE,
@@ -1017,7 +1017,126 @@ async fn an_older_record_past_promotion_finishes_on_the_deployment_its_service_s
     older_record_then_spec_naming_web2(&c).await;
     let second = c.controller();
     super::cluster::mark_available(&c.deploys, &promoted).await;
-    // `web2` checked at every look: the promoted images going to it is the failure.
+    web2_rolled_out_after_web_completes(&c).await;
+    let web = c.deploys.get("web").await.expect("deployment web");
+    assert_eq!(super::shift::image(&web), "web:v2", "web promoted");
+    never_rolled_back(&c).await;
+    second.abort();
+}
+
+/// The same older record in the `Retiring` phase (left by kube37): the role swap is done, all
+/// traffic is back on `web`, and the preview drains (held by a request still open to green)
+/// when the controller stops, its record is made one of a version before the promotion words
+/// ([`older_record_then_spec_naming_web2`]) and `spec.deployment` is edited to `web2`. The
+/// target is named by the same code as for `Promoted` (`older::name_older_target`, for every
+/// phase but `Pending` and the ended ones); what differs is what reads it afterwards: here the
+/// drain, the preview's deletion and the `Completed` words, not the role swap. Without
+/// `name_target` the retirement took the live `spec.deployment` (`Exec::pin`), completed saying
+/// `web2 runs web:v2`, which `web2` never did, and no rollout of `web2` ever started (the record
+/// of rollout 1 already named it with the spec's images). Now rollout 1 completes on `web`, and
+/// rollout 2 of `web2` starts as a new rollout, `web2` untouched.
+#[tokio::test]
+async fn an_older_record_retiring_finishes_on_the_deployment_its_service_selects() {
+    let Some(c) = with_web2(&["web-green"]).await else {
+        return;
+    };
+    let mut policy = slow_policy();
+    // The drain holds while green has a request open, far longer than the test.
+    policy["drainTimeout"] = json!("10m");
+    c.create_shift(policy).await;
+    let proxies = FakeProxies::start(c.client.clone());
+    proxies.hold_green(1, 0);
+    let first = c.controller_with(proxies.clone());
+    raw_status_until(&c.client, "step 1 at 10%", at_step_one).await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    raw_status_until(&c.client, "Retiring", |s| s.phase == Some(Phase::Retiring)).await;
+    first.abort();
+    let _ = first.await;
+    let (stopped, _) = raw_status_until(&c.client, "a phase", |s| s.phase.is_some()).await;
+    assert_eq!(stopped.phase, Some(Phase::Retiring), "{stopped:?}");
+    older_record_then_spec_naming_web2(&c).await;
+    let second = c.controller_with(proxies.clone());
+    proxies.hold_green(0, 0);
+    web2_rolled_out_after_web_completes(&c).await;
+    never_rolled_back(&c).await;
+    second.abort();
+}
+
+/// Session 38: `status.rolloutState` removed by another client after promotion (while the
+/// target rolls out the promoted images, all traffic on the preview). The controller reads
+/// status again and finds no record: before, the TrafficShift counted as new, its target already
+/// ran the spec's images, so it showed `UpToDate`, and `status.weights` kept the preview's 100%
+/// and the preview was never drained or deleted, for good (an abort was refused: `does not
+/// run`). Now a rollout of the spec starts (Warning Event `RolloutRecordMissing`): its first step
+/// returns the share to the target, its weights generation carries on above the one the proxies
+/// applied (before it started again from 1, which they counted as applied at once) and it is
+/// rollout 2, not 1 again; an abort then ends it with the preview deleted.
+#[tokio::test]
+async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_the_target() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let (first, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let (promoted, _) = raw_status_until(&c.client, "Promoted at 100%", |s| {
+        s.phase == Some(Phase::Promoted)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
+    })
+    .await;
+    let published = promoted.weights.as_ref().map_or(0, |w| w.generation);
+    first.abort();
+    let _ = first.await;
+    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
+    c.shifts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")),
+        )
+        .await
+        .expect("remove status.rolloutState");
+    let second = c.controller();
+    let started = raw_status_until(&c.client, "a rollout at step 1", |s| {
+        s.rollout_state.is_some() && at_step_one(s)
+    })
+    .await
+    .0;
+    assert_eq!(rollout_id(&started), Some(2), "{started:?}");
+    let generation = started.weights.as_ref().map_or(0, |w| w.generation);
+    assert!(
+        generation > published,
+        "weights generation {generation} after {published}"
+    );
+    let missing = notes(&c.client, "web", "RolloutRecordMissing").await;
+    assert!(
+        missing.iter().any(|n| n.contains("gives the preview 100%")),
+        "{missing:?}"
+    );
+    ops::send(&c.client, "default", "web", ops::Verb::Abort)
+        .await
+        .expect("abort rollout 2");
+    c.deployment_deleted("web-green").await;
+    let ended = c
+        .status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    assert_eq!(
+        ended.weights.as_ref().map(|w| w.preview.bp()),
+        Some(0),
+        "{ended:?}"
+    );
+    second.abort();
+}
+
+/// Waits until rollout 2, of `web2`, is at step 1, `web2` still running `web:v1` at every look
+/// (the promoted images going to it is the failure), and checks that rollout 1 completed on
+/// `web` ([`first_completed_on`]).
+async fn web2_rolled_out_after_web_completes(c: &Cluster) {
     let started = crate::support::wait_until(WAIT, "rollout 2 of web2 at step 1", || async {
         let web2 = c.deploys.get("web2").await.expect("deployment web2");
         assert_eq!(super::shift::image(&web2), "web:v1", "web2 untouched");
@@ -1025,11 +1144,60 @@ async fn an_older_record_past_promotion_finishes_on_the_deployment_its_service_s
         (second_rollout_of(&status, "web2") && at_step_one(&status)).then_some(status)
     })
     .await;
-    first_completed_on(&c, &started, "web").await;
-    let web = c.deploys.get("web").await.expect("deployment web");
-    assert_eq!(super::shift::image(&web), "web:v2", "web promoted");
-    never_rolled_back(&c).await;
-    second.abort();
+    first_completed_on(c, &started, "web").await;
+}
+
+/// Session 38: the target Deployment deleted after promotion, while it rolls out the promoted
+/// images (all traffic on the preview). Before, each reconcile failed naming the missing
+/// Deployment, the next read the rollout from status again and wrote its re-issued wait's new
+/// deadline, and that write woke the next reconcile at once: about 20 status writes a second,
+/// and nothing in status or Events said why. Now the rollout waits (the preview keeps serving),
+/// a Warning Event `DeploymentMissing` says so once, the status is left alone, and the role swap
+/// goes on once the Deployment exists again.
+#[tokio::test]
+async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status() {
+    let Some(c) = Cluster::start(&["web-green"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    let (ctl, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    super::cluster::promoted_target(&c.deploys).await;
+    c.deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete web");
+    let missing = crate::support::wait_until(WAIT, "a DeploymentMissing Event", || async {
+        let notes = notes(&c.client, "web", "DeploymentMissing").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert_eq!(
+        missing,
+        ["spec.deployment: deployment web was deleted after promotion; the preview web-green keeps serving all traffic, and the role swap goes on once the deployment exists again"]
+    );
+    let version = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap_or_default();
+    let before = c.shifts.get("web").await.expect("get web");
+    // Three looks of the controller (every 2 s): before, each wrote the status about ten times.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let after = c.shifts.get("web").await.expect("get web");
+    assert_eq!(
+        version(&before),
+        version(&after),
+        "status rewritten while waiting"
+    );
+    let status = after.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
+    assert_eq!(status.weights.map(|w| w.preview.bp()), Some(10_000));
+    // Back: promoted again, rolled out, then the swap and the end.
+    c.create_target(&[]).await;
+    let promoted = super::cluster::promoted_target(&c.deploys).await;
+    super::cluster::mark_available(&c.deploys, &promoted).await;
+    c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    ctl.abort();
 }
 
 /// No Warning `TargetChanged` or `RolledBack` about TrafficShift `web`.

@@ -243,6 +243,14 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
         .create(&PostParams::default(), &web)
         .await
         .expect("create web shift");
+    // One that does not decode: its InvalidSpec condition is written by a merge patch of
+    // /status (controller/src/kube/shift/invalid.rs), the one status write that is not the
+    // store's replace. Before, the ClusterRole lacked that `patch`: on a cluster the condition
+    // was refused (403), and `kubectl describe` never said why nothing rolled out.
+    let undecodable = json!({ "deployment": "nope", "images": { "app": "nope:v2" },
+        "rollout": { "hold": "ten seconds" } });
+    super::invalid::create(&client, "typo", undecodable).await;
+    super::invalid::refused(&client, "typo", "spec.rollout.hold").await;
     wait_until(
         Duration::from_secs(30),
         "web Completed, api-green created",

@@ -234,3 +234,68 @@ async fn the_preview_follows_the_targets_replicas_until_promotion() {
     assert_eq!(status.phase, Some(Phase::Progressing), "{status:?}");
     ctl.abort();
 }
+
+/// The Deployment status that `available` writes in docs/kubernetes.md ("Try it without a
+/// cluster", step 5: the shell function that plays the Deployment controller), read from the
+/// page, for a Deployment of `generation`.
+fn walkthrough_status(generation: i64) -> serde_json::Value {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md"))
+        .expect("read docs/kubernetes.md");
+    let function = page
+        .split("available() {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("docs/kubernetes.md defines the shell function available()");
+    let body = function
+        .split("-p \"")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once('"'))
+        .map(|(body, _)| body)
+        .expect("available() writes the status with -p \"...\"");
+    let body = body
+        .replace("\\\"", "\"")
+        .replace("$g", &generation.to_string());
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("available()'s status {body}: {e}"))
+}
+
+/// docs/kubernetes.md's walkthrough plays the kubelet with `available`, which wrote
+/// `availableReplicas` but no `readyReplicas` (a Deployment controller never writes the one
+/// without the other). The controller reads a backend's ready pods from `readyReplicas`, so the
+/// walkthrough's first rollout was rolled back at about its third step, `deployment web-green
+/// has had ready replicas 0 of 1 for 30s (spec.rollout.unreadyGrace)`. The status it writes now
+/// (read from the page) keeps the preview ready past its grace.
+#[tokio::test]
+async fn the_walkthroughs_kubelet_stand_in_keeps_the_preview_ready() {
+    let Some(c) = Cluster::start(&["web"]) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    // The walkthrough's one replica (step 4), which its status speaks of.
+    let one = json!({ "spec": { "replicas": 1 } });
+    c.deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(one))
+        .await
+        .expect("scale web to 1");
+    let ctl = c.controller();
+    c.create_shift(policy()).await;
+    let green = wait_until(WAIT, "the preview web-green", || async {
+        c.deploys.get_opt("web-green").await.ok().flatten()
+    })
+    .await;
+    let status = walkthrough_status(green.metadata.generation.expect("generation"));
+    c.deploys
+        .patch_status("web-green", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("write web-green's status as the walkthrough does");
+    c.status_until("green at 50%", at_half).await;
+    // Past the grace (1 s), the controller looking every 2 s meanwhile: a preview read as
+    // without ready pods is rolled back by now.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let now = c.status().await;
+    assert!(at_half(&now), "the preview still holds 50%: {now:?}");
+    assert_eq!(
+        event_notes(&c.client, "PreviewFailed").await,
+        Vec::<String>::new()
+    );
+    ctl.abort();
+}

@@ -166,6 +166,29 @@ mod tests {
         assert_eq!(decoded.metadata, plain.metadata);
     }
 
+    /// `steps: []` is refused naming the field, as `crossfade run` refuses `rollout.steps: []`;
+    /// before (session 38) it was read as left out, and the default steps were rolled out. Left
+    /// out, the default steps are still taken.
+    #[test]
+    fn an_empty_step_list_is_refused_naming_the_field_and_a_missing_one_is_the_default() {
+        let e = error(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": { "steps": [], "hold": "10s" }
+        }));
+        assert_eq!(e.field, "spec.rollout.steps", "{e}");
+        assert!(
+            e.reason
+                .starts_with("must have at least one step (leave steps out"),
+            "{e}"
+        );
+        let object = shift(json!({ "deployment": "web", "images": { "app": "web:v2" },
+            "rollout": { "hold": "10s" } }));
+        let decoded = decode(&object).expect("decodes");
+        let config = decoded.spec.rollout.to_config().expect("valid");
+        assert_eq!(config.steps, crate::spec::RolloutConfig::default().steps);
+    }
+
     #[test]
     fn a_string_where_a_number_goes_is_named_by_its_field() {
         let e = error(json!({

@@ -68,6 +68,7 @@ const WARNINGS: &[&str] = &[
     "DeploymentMissing",
     "AbortForced",
     "TargetUnready",
+    "RolloutRecordMissing",
     super::older::TARGET_UNKNOWN,
 ];
 
@@ -1035,8 +1036,27 @@ impl<'a> Exec<'a> {
         if m.record.published_bp != 0 {
             self.observe_preview_lost(m).await?;
         }
+        let Some(read) = read else {
+            // The target deleted after promotion: the preview, the only backend with pods, keeps
+            // serving; looked at again within POLL and at the Deployment's creation. Said once (a
+            // Warning Event). Before (session 38) each reconcile failed here; the next one read
+            // the rollout from status again, whose re-issued wait wrote a new deadline, and that
+            // write woke the next at once: about 20 status writes a second until it was back.
+            let why = format!(
+                "spec.deployment: deployment {} was deleted after promotion; the preview {} keeps serving all traffic, and the role swap goes on once the deployment exists again",
+                shift.spec.deployment,
+                preview_name(&shift)
+            );
+            if m.waiting_said.as_ref() != Some(&why) {
+                tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "{why}");
+                self.event(crate::kube::shift::DEPLOYMENT_MISSING, &why)
+                    .await;
+                m.waiting_said = Some(why);
+            }
+            return Ok(());
+        };
         // The reading checked above guards the patch (its resourceVersion).
-        match self.ctx.driver.promote_target(&shift, read).await? {
+        match self.ctx.driver.promote_target(&shift, Some(read)).await? {
             Availability::Available => {
                 if let Some(why) = self.handover_waits(&shift).await {
                     // Looked at again within POLL (`swap_requested` stays set).

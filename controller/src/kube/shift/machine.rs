@@ -134,6 +134,24 @@ impl Machine {
     }
 }
 
+/// A rollout started with no record in `shift`'s status carries on the numbers the status still
+/// shows, if any: the weights generation (`status.weights.generation`) and the rollout id
+/// (`status.rolloutId` + 1). A new TrafficShift shows neither. One whose `status.rolloutState`
+/// another client removed does (session 38): before, its next rollout published weights from
+/// generation 1 again, which every proxy that had applied a later one counted as applied at
+/// once, and numbered itself rollout 1 again.
+fn continue_numbering(record: &mut ShiftRecord, shift: &TrafficShift) {
+    let Some(status) = shift.status.as_ref() else {
+        return;
+    };
+    if let Some(weights) = &status.weights {
+        record.weights_generation = record.weights_generation.max(weights.generation);
+    }
+    if let Some(id) = status.rollout_id {
+        record.rollout.id = id.checked_add(1).unwrap_or(1);
+    }
+}
+
 /// `shift`'s `spec.rollout.unreadyGrace` (or the default) in milliseconds, as a record keeps it.
 pub(super) fn grace_ms(shift: &TrafficShift) -> u64 {
     let grace = shift.spec.rollout.unready_grace().as_millis();
@@ -155,7 +173,11 @@ pub(super) fn load(
                 let inputs = initial(Some(&record), unix_ms_now());
                 (Machine::new(record), inputs)
             }
-            None => return (Machine::start(config, shift, None), initial(None, 0)),
+            None => {
+                let mut machine = Machine::start(config, shift, None);
+                continue_numbering(&mut machine.record, shift);
+                return (machine, initial(None, 0));
+            }
         },
     };
     if machine.record.generation == generation {
