@@ -385,3 +385,34 @@ async fn a_green_as_fast_as_blue_on_the_same_requests_passes_the_paired_ratio() 
     assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// User38: a shadow step whose requests are all skipped for their method (a POST-only service
+/// under the default `mirror.methods`, here GET load with `methods: [HEAD]`) is inconclusive, and
+/// the rollback said only `0 shadow comparisons < 50 (..., 612 skipped, 0 errors)`: nothing on
+/// why no request was compared. The proxy now reports its skips by reason, and the verdict names
+/// the reason and the `mirror` key that decides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_step_whose_requests_are_all_skipped_names_why() {
+    let dir = temp_dir();
+    let mut spec = shadow_spec();
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "1s" }, 100]);
+    spec.json["rollout"]["analysis"]["max_inconclusive"] = json!(1);
+    spec.json["rollout"]["analysis"]["shadow"]["mirror"]["methods"] = json!(["HEAD"]);
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let load = Load::start(LoadConfig::new(spec.listen()));
+
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("0 shadow comparisons < 50")
+            && reason.contains("for their method, not in mirror.methods)"),
+        "reason: {reason}"
+    );
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
