@@ -1537,12 +1537,14 @@ pub async fn run(
     let (spec, auth, warnings) = validated_spec(path, token)?;
     // The outcome line is what a CI job reads from standard output: an access log there would
     // bury it among a JSON line per request (also after it, from the drain).
+    // A usage error (exit 2, README "Exit code"): the spec alone is valid (`check` takes it, a
+    // plain `run` serves it); this flag is what rules it out.
     if exit_after.is_some() && spec.access_log == crossfade_proxy::config::AccessLogConfig::Stdout {
-        anyhow::bail!(
+        return Err(crate::flags::usage(
             "access_log: stdout cannot be used with --exit-after-rollout, whose outcome line is \
              all that standard output may carry (a job reads it there); write the access log to \
-             a file (access_log: access.log, beside the spec) or leave it off"
-        );
+             a file (access_log: access.log, beside the spec) or leave it off",
+        ));
     }
     for warning in &warnings {
         tracing::warn!("spec {}: {warning}", path.display());

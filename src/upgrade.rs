@@ -798,13 +798,15 @@ pub async fn run(
     // Before anything binds: `/readyz` may answer before this task is scheduled again.
     let mut signals = Signals::install()?;
     let (spec, auth, warnings) = crate::serve::validated_spec(path, token)?;
+    // A usage error (exit 2, README "Exit code"), as `--exit-after-rollout` with a spec's
+    // `access_log: stdout`: the spec alone is valid; this flag is what needs more of it.
     if spec.state_file.is_none() {
-        anyhow::bail!(
+        return Err(crate::flags::usage(format!(
             "--upgrade-socket: the spec {} has no state_file: a new process takes the running \
              workload over from the state file and its child journal, so an in-place upgrade of \
              `crossfade run` needs one (state_file: state.json, beside the spec)",
             path.display()
-        );
+        )));
     }
     for warning in &warnings {
         tracing::warn!("spec {}: {warning}", path.display());

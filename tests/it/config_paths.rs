@@ -528,8 +528,12 @@ async fn an_access_log_or_state_file_that_is_a_workloads_program_or_the_child_jo
 /// 4-second rollout under light load, and more from the drain), so `--json`'s object could not be
 /// read as stdout's one line. The start is refused naming `access_log`, with nothing started; a
 /// plain `run` still takes it.
+///
+/// User38: the refusal exited 1, a failure while running, though the spec alone is valid and the
+/// flag is what rules it out: a usage error, 2, by the README's exit-code rule. So is `run
+/// --upgrade-socket` with a spec that has no `state_file` (it exited 1 too).
 #[tokio::test]
-async fn run_exit_after_rollout_refuses_an_access_log_on_stdout() {
+async fn run_flags_the_spec_rules_out_are_refused_as_usage_errors() {
     let dir = temp_dir();
     let mut spec = crate::support::Spec::new();
     spec.json["access_log"] = json!("stdout");
@@ -541,7 +545,7 @@ async fn run_exit_after_rollout_refuses_an_access_log_on_stdout() {
         path.as_os_str(),
     ];
     let refused = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
-    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert_eq!(refused.code, Some(2), "{refused:?}");
     assert!(
         refused
             .stderr
@@ -552,6 +556,23 @@ async fn run_exit_after_rollout_refuses_an_access_log_on_stdout() {
     let args = [Path::new("check").as_os_str(), path.as_os_str()];
     let checked = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
     assert_eq!(checked.code, Some(0), "{checked:?}");
+
+    let stateless = crate::support::Spec::new().write(dir.path(), "stateless.yaml");
+    let socket = dir.path().join("upgrade.sock");
+    let args = [
+        Path::new("run").as_os_str(),
+        Path::new("--upgrade-socket").as_os_str(),
+        socket.as_os_str(),
+        stateless.as_os_str(),
+    ];
+    let refused = run_to_end_in(None, args, &[], Duration::from_secs(60)).await;
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(
+        refused.stderr.contains("--upgrade-socket: the spec ")
+            && refused.stderr.contains("has no state_file"),
+        "{refused:?}"
+    );
+    assert!(!socket.exists(), "nothing listens on the upgrade socket");
 }
 
 /// User37: the same clash in a `crossfade run` spec was told in a proxy config's words: the spec

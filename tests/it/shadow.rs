@@ -38,16 +38,10 @@ fn finding(verdict: &Value, metric: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_whose_body_differs_is_rolled_back_in_the_shadow_step_before_any_client_sees_it() {
-    let dir = temp_dir();
     // `GET /` answers the version string: v1 and v2 differ in every body.
     let spec = shadow_spec();
-    let admin = Admin::new(spec.admin());
-    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    run.wait_ready(&admin, Duration::from_secs(15)).await;
-    let load = Load::start(LoadConfig::new(spec.listen()));
-
-    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
-    let report = load.stop().await;
+    let (_dir, admin, mut run, rollout, report) =
+        rollout_under(&spec, LoadConfig::new(spec.listen())).await;
 
     assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
     let reason = rollout["reason"].as_str().unwrap_or_default();
@@ -184,14 +178,23 @@ fn slow_green_spec(latency_ms: u64) -> Spec {
 async fn slow_green_rollout(
     latency_ms: u64,
 ) -> (tempfile::TempDir, Admin, Crossfade, Value, LoadReport) {
-    let dir = temp_dir();
     let spec = slow_green_spec(latency_ms);
-    let admin = Admin::new(spec.admin());
-    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
-    run.wait_ready(&admin, Duration::from_secs(15)).await;
     let mut config = LoadConfig::new(spec.listen());
     config.path = "/chunked".into();
     config.rate = 50;
+    rollout_under(&spec, config).await
+}
+
+/// `spec` run under the load `config` to the rollout's end. Returns the still-serving run (with
+/// its directory and admin API), the ended rollout and the load's report.
+async fn rollout_under(
+    spec: &Spec,
+    config: LoadConfig,
+) -> (tempfile::TempDir, Admin, Crossfade, Value, LoadReport) {
+    let dir = temp_dir();
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
     let load = Load::start(config);
     let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
     let report = load.stop().await;
@@ -382,6 +385,31 @@ async fn a_green_as_fast_as_blue_on_the_same_requests_passes_the_paired_ratio() 
     assert!(summary.contains("(paired: p99 "), "{summary}");
     let ratio = finding(&passed, "shadow_p99_ratio");
     assert!(ratio.is_some_and(|r| (0.7..1.4).contains(&r)), "{passed:#}");
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}
+
+/// User38: a shadow step whose requests are all skipped for their method (a POST-only service
+/// under the default `mirror.methods`, here GET load with `methods: [HEAD]`) is inconclusive, and
+/// the rollback said only `0 shadow comparisons < 50 (..., 612 skipped, 0 errors)`: nothing on
+/// why no request was compared. The proxy now reports its skips by reason, and the verdict names
+/// the reason and the `mirror` key that decides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_step_whose_requests_are_all_skipped_names_why() {
+    let mut spec = shadow_spec();
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "1s" }, 100]);
+    spec.json["rollout"]["analysis"]["max_inconclusive"] = json!(1);
+    spec.json["rollout"]["analysis"]["shadow"]["mirror"]["methods"] = json!(["HEAD"]);
+    let (_dir, _admin, mut run, rollout, report) =
+        rollout_under(&spec, LoadConfig::new(spec.listen())).await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("0 shadow comparisons < 50")
+            && reason.contains("for their method, not in mirror.methods)"),
+        "reason: {reason}"
+    );
     assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
     run.terminate(Duration::from_secs(15)).await;
 }

@@ -35,6 +35,7 @@
 //! judge's evidence rules (`max_latency_increase`, `max_error_rate_increase`) weigh live traffic
 //! over the rollout and are not applied here; its ceilings (`max_error_rate`, `max_p99`) are.
 
+use crossfade_proxy::shadow::SkipReason;
 use crossfade_proxy::ShadowSnapshot;
 
 use super::{millis, Finding, Metric, Outcome, ThresholdJudge, Verdict, Window};
@@ -190,15 +191,18 @@ fn shadow(finding: Finding) -> Finding {
 }
 
 /// `3 differed (0 status, 0 header, 3 body), 1 skipped, 0 errors`, and the mirrored requests
-/// still waiting for the preview's answer when there are any.
+/// still waiting for the preview's answer when there are any. Skips are named by reason when the
+/// proxy reports them ([`ShadowSnapshot::skipped_by`]): `2000 skipped (2000 for their method, not
+/// in mirror.methods)`.
 fn detail(w: &ShadowSnapshot) -> String {
     let mut text = format!(
-        "{} differed ({} status, {} header, {} body), {} skipped, {} errors",
+        "{} differed ({} status, {} header, {} body), {} skipped{}, {} errors",
         w.mismatched,
         w.status_mismatches,
         w.header_mismatches,
         w.body_mismatches,
         w.skipped,
+        skip_reasons(w),
         w.errors
     );
     let waiting = w.unanswered.total();
@@ -206,6 +210,36 @@ fn detail(w: &ShadowSnapshot) -> String {
         text = format!("{text}, {waiting} still unanswered");
     }
     text
+}
+
+/// ` (2000 for their method, not in mirror.methods; 3 over mirror.max_in_flight)`: each reason
+/// with skips in the window, in [`SkipReason::ALL`]'s order, with the `mirror` key that decides it
+/// (docs/shadow.md, "What is mirrored"); empty when none is reported by reason.
+fn skip_reasons(w: &ShadowSnapshot) -> String {
+    let reasons: Vec<String> = SkipReason::ALL
+        .iter()
+        .zip(w.skipped_by)
+        .filter(|&(_, n)| n > 0)
+        .map(|(reason, n)| {
+            let why = match reason {
+                SkipReason::Method => "for their method, not in mirror.methods",
+                SkipReason::RequestBody => {
+                    "for a request body above mirror.max_body_bytes, broken, or not ended within \
+                     mirror.timeout"
+                }
+                SkipReason::Concurrency => "over mirror.max_in_flight",
+                SkipReason::BodyTooLarge => {
+                    "for answers above mirror.max_body_bytes with equal status and headers"
+                }
+                SkipReason::PrimaryIncomplete => "for the active backend's answer not completing",
+            };
+            format!("{n} {why}")
+        })
+        .collect();
+    match reasons.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", reasons.join("; ")),
+    }
 }
 
 fn verdict(outcome: Outcome, findings: Vec<Finding>, summary: String) -> Verdict {

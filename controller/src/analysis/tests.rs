@@ -407,6 +407,26 @@ mod shadow {
         assert!(v.summary.contains("no shadow counters"), "{}", v.summary);
     }
 
+    /// User38: a shadow step over a POST-only service (every request skipped for its method,
+    /// which `mirror.methods` leaves out by default) rolled back saying `0 shadow comparisons <
+    /// 20 (..., 2000 skipped, ...)`, with nothing on why. The skips are named by reason and key.
+    #[test]
+    fn too_few_comparisons_name_why_the_skipped_requests_were_skipped() {
+        let skipped = ShadowSnapshot {
+            mirrored: 0,
+            skipped: 2003,
+            skipped_by: [2000, 0, 3, 0, 0],
+            ..ShadowSnapshot::default()
+        };
+        let v = judge(&analysis(), Some(&skipped), &Window::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(
+            v.summary,
+            "0 shadow comparisons < 20 (0 differed (0 status, 0 header, 0 body), 2003 skipped \
+             (2000 for their method, not in mirror.methods; 3 over mirror.max_in_flight), 0 errors)"
+        );
+    }
+
     #[test]
     fn the_mismatch_rate_fails_above_its_bound_and_passes_at_it() {
         let none = Window::default();

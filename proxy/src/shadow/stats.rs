@@ -119,6 +119,13 @@ pub struct ShadowSnapshot {
     pub body_mismatches: u64,
     /// Sampled requests not compared, all reasons.
     pub skipped: u64,
+    /// `skipped` by reason, in [`SkipReason::ALL`]'s order (`method`, `request_body`,
+    /// `concurrency`, `body_too_large`, `primary_incomplete`), so that a shadow step with too few
+    /// comparisons can say why (user38: a POST-only service had every request skipped for its
+    /// `method`, and the rollback said only `2000 skipped`). All 0 (and absent from the JSON)
+    /// from a data plane that does not report it (Kubernetes mode sums `skipped` alone).
+    #[serde(default, skip_serializing_if = "no_skips")]
+    pub skipped_by: [u64; 5],
     /// Mirrored exchanges that failed on the mirror target (no answer to compare).
     pub errors: u64,
     /// Mirrored exchanges in flight now.
@@ -376,6 +383,7 @@ impl ShadowStats {
             header_mismatches,
             body_mismatches,
             skipped: self.skips().iter().sum(),
+            skipped_by: self.skips(),
             errors: self.errors().iter().sum(),
             in_flight: self.in_flight(),
             latency: self.latency().snapshot(),
@@ -384,6 +392,12 @@ impl ShadowStats {
             paired_preview: self.paired_preview().snapshot(),
         }
     }
+}
+
+/// Whether no skip is counted by reason (serde's `skip_serializing_if` for
+/// [`ShadowSnapshot::skipped_by`]).
+fn no_skips(by: &[u64; 5]) -> bool {
+    by.iter().all(|&n| n == 0)
 }
 
 /// The empty histogram a backend never mirrored to reads.
@@ -454,6 +468,9 @@ impl ShadowSnapshot {
                 .saturating_sub(earlier.header_mismatches),
             body_mismatches: self.body_mismatches.saturating_sub(earlier.body_mismatches),
             skipped: self.skipped.saturating_sub(earlier.skipped),
+            skipped_by: std::array::from_fn(|i| {
+                self.skipped_by[i].saturating_sub(earlier.skipped_by[i])
+            }),
             errors: self.errors.saturating_sub(earlier.errors),
             in_flight: self.in_flight,
             latency: self.latency.since(&earlier.latency),
