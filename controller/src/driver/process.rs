@@ -156,7 +156,7 @@ fn spawn_one(
     let mut launch = Launch::new(name, index, port, spec.clone());
     launch.journal = at.journal.cloned();
     launch.ports = at.ports.cloned();
-    let child = launch.spawn()?;
+    let child = launch.spawn(None)?;
     let pid = child.id().unwrap_or_default();
     let (supervision, life) = supervisor::start(launch, Proc::Spawned(child), pid);
     let command = spec.command.as_deref().unwrap_or_default();
@@ -540,12 +540,14 @@ impl Launch {
     /// Spawns the process in its own process group, its output relayed with [`Launch::prefix`].
     /// With a journal, the spawn is recorded durably before it happens and its pid right after
     /// ([`super::children`]); with or without one, a token unique to the spawn is in the process's
-    /// environment ([`TOKEN_VAR`]), inherited by what it starts.
+    /// environment ([`TOKEN_VAR`]), inherited by what it starts. `replaces`: for a supervised
+    /// restart, the pid of the process it replaces (0 when the instance had none), recorded in
+    /// the journal entry ([`ChildEntry::replaces`]).
     ///
     /// # Errors
     /// [`DriverError::Spawn`] when the command cannot be started; [`DriverError::Other`] naming
     /// the journal when the spawn cannot be recorded (nothing is spawned then).
-    pub(super) fn spawn(&self) -> Result<Child, DriverError> {
+    pub(super) fn spawn(&self, replaces: Option<u32>) -> Result<Child, DriverError> {
         let (name, spec, port) = (&self.workload, &self.spec, self.port);
         let command = spec.command.clone().unwrap_or_default();
         let fill = |s: &str| s.replace(PORT_PLACEHOLDER, &port.to_string());
@@ -564,7 +566,7 @@ impl Launch {
         let token = match &self.journal {
             Some(journal) => {
                 let token = journal
-                    .intend(name, self.index, &command, port)
+                    .intend(name, self.index, &command, port, replaces)
                     .map_err(|e| DriverError::Other {
                         workload: name.to_owned(),
                         message: format!(

@@ -947,7 +947,7 @@ fn restart(
         Ok(None) => {}
         Err(e) => return Attempt::Failed(e),
     }
-    match launch.spawn() {
+    match launch.spawn(Some(sup.pid())) {
         Ok(next) => {
             let pid = next.id().unwrap_or_default();
             let previous_pid = sup.pid.swap(pid, Ordering::SeqCst);
@@ -1055,7 +1055,7 @@ mod tests {
     /// Spawns `launch`'s process and starts its supervisor task ([`start`]): the supervisor's
     /// handle, its [`Life`] and the process's pid.
     fn spawned(launch: Launch) -> (Arc<Supervision>, watch::Receiver<Life>, u32) {
-        let child = launch.spawn().expect("the instance starts");
+        let child = launch.spawn(None).expect("the instance starts");
         let pid = child.id().unwrap_or_default();
         let (supervision, life) = start(launch, Proc::Spawned(child), pid);
         (supervision, life, pid)
@@ -1429,6 +1429,7 @@ mod tests {
             pid: None,
             started_ticks: None,
             port: Some(1),
+            replaces: None,
         };
         // What the dead instance forked, still running with its token; killed when the test
         // ends, also when it fails.

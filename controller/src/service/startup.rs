@@ -1184,6 +1184,7 @@ mod tests {
             pid: Some(pid),
             started_ticks: ticks,
             port: Some(25_100 + u16::try_from(instance).unwrap()),
+            replaces: None,
         };
         let runs = entry(0, "t-0", pid, crate::driver::children::start_ticks(pid));
         // Another start time: the process it names is gone.
