@@ -577,8 +577,11 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         Ok(())
     }
 
-    /// Records a supervised instance's exit or restart: log, event, metric, and the new pid in the
-    /// state file (so that a crash of this controller still finds the restarted process).
+    /// Records a supervised instance's exit or restart: log, event, metric, and the state file
+    /// saved with the new pid (so that a crash of this controller still finds the restarted
+    /// process) and each instance's restart backoff (so that the next start goes on with it:
+    /// saved at every exit, restart and readiness, which the supervisor publishes before it
+    /// reports them).
     fn instance_event(&mut self, event: InstanceEvent) {
         self.track_restart(&event);
         if event.kind == InstanceEventKind::Ready {
@@ -586,6 +589,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
             tracing::info!(route = %self.config.route, backend = %event.backend, "active workload {}: instance {} ready again at {}", event.workload, event.instance, event.endpoint);
             let running = self.status.borrow().running;
             self.publish(running);
+            self.persist();
             return;
         }
         let (workload, i) = (&event.workload, event.instance);
@@ -640,11 +644,9 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         };
         self.metrics.event(None, reason);
         self.push_event(reason, &message);
-        // After the event is published: whoever sees the new pid in the state file also sees the
-        // event on `GET /rollout` (and the file holds both).
-        if matches!(event.kind, InstanceEventKind::Restarted { .. }) {
-            self.persist();
-        }
+        // After the event is published: whoever sees the new pid (or backoff) in the state file
+        // also sees the event on `GET /rollout` (and the file holds both).
+        self.persist();
     }
 
     /// Keeps [`Service::restarting`] true: an exit (or a failed start) adds the instance with its
@@ -889,6 +891,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         self.config.state.active = Some(self.config.active_slot);
         self.config.state.active_workload = Some(self.config.active_spec.clone());
         self.config.state.active_pids = self.config.active.pids();
+        self.config.state.active_backoff = self.config.active.backoffs();
         self.persist();
         self.publish(false);
         for reply in reports {
@@ -989,6 +992,7 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
         if !self.config.active.is_placeholder() {
             state.active_workload = Some(self.config.active_spec.clone());
             state.active_pids = self.config.active.pids();
+            state.active_backoff = self.config.active.backoffs();
         }
         match &self.config.store {
             Some(store) => store.save(&*state),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crossfade_proxy::weight::Slot;
 
+use crate::driver::supervisor::Backoff;
 use crate::rollout::{Phase, Rollout};
 use crate::spec::WorkloadSpec;
 use crate::timeline::Timeline;
@@ -54,6 +55,13 @@ pub struct ServiceState {
     pub active_workload: Option<WorkloadSpec>,
     /// Process ids of the active workload's instances, for orphan clean-up after a crash.
     pub active_pids: Vec<u32>,
+    /// Where each of the active workload's instances stands in its restart backoff, in instance
+    /// order (`null` for one that is not in a backoff); written only while one is. A binary
+    /// upgrade's new process and a start after a crash go on from it rather than from 500 ms
+    /// ([`crate::driver::supervisor::Backoff`]). Missing in state files written before session 38,
+    /// and then none is.
+    #[serde(default, skip_serializing_if = "no_backoff")]
+    pub active_backoff: Vec<Option<Backoff>>,
     /// The spec's `blue:` section when this state was last started (to tell an edited `blue:` from
     /// an unchanged one after a rollout made another workload active). `None` in state files
     /// written before it was recorded.
@@ -72,6 +80,12 @@ pub struct ServiceState {
     pub ended: Vec<EndedRollout>,
     /// Recent events, oldest first.
     pub events: Vec<StatusEvent>,
+}
+
+/// Whether no active instance is in a restart backoff (`active_backoff` is then left out of the
+/// file, so that a file with none reads as before session 38).
+fn no_backoff(backoffs: &[Option<Backoff>]) -> bool {
+    backoffs.iter().all(Option::is_none)
 }
 
 /// The format version of a state document (`"version": 1`), so that a document this crossfade
@@ -222,6 +236,9 @@ impl ServiceState {
     /// Applies the recovery rule (module docs) to a state loaded at start.
     pub fn recover(&mut self) -> Recovery {
         let mut orphan_pids = std::mem::take(&mut self.active_pids);
+        // The backoff of instances whose processes are leftovers now; a start that adopts them
+        // puts it back with their pids.
+        self.active_backoff.clear();
         let mut note = None;
         let mut ended = None;
         let mut took = None;
@@ -1256,6 +1273,40 @@ mod tests {
         assert_eq!(saved["version"], 1);
         let again: ServiceState = serde_json::from_value(saved).unwrap();
         assert_eq!(again.last_rollout_id, 2);
+    }
+
+    /// Session 38: `active_backoff` (each active instance's restart backoff) is optional: a file
+    /// written before it loads with none; one with it keeps it through a save and a load; with
+    /// no instance in a backoff it is not written at all (the file reads as before); and a
+    /// recovery drops it with the pids (the start that adopts them puts it back).
+    #[test]
+    fn active_backoff_is_optional_kept_when_saved_and_left_out_when_none() {
+        let before = r#"{"version":1,"route":"web","active":"blue","active_pids":[7,8],"last_rollout_id":2,"events":[]}"#;
+        let mut state: ServiceState = serde_json::from_str(before).unwrap();
+        assert!(state.active_backoff.is_empty());
+        state.active_backoff = vec![None, None];
+        let saved = serde_json::to_value(&state).unwrap();
+        assert!(saved.get("active_backoff").is_none(), "{saved}");
+
+        let waiting = Backoff {
+            exits_in_a_row: 4,
+            next_restart_in_ms: 8_000,
+            restart_due_unix_ms: Some(1_780_000_000_000),
+            ready_since_unix_ms: None,
+        };
+        state.active_backoff = vec![None, Some(waiting)];
+        let saved = serde_json::to_value(&state).unwrap();
+        assert_eq!(saved["active_backoff"][1]["next_restart_in_ms"], 8_000);
+        let again: ServiceState = serde_json::from_value(saved).unwrap();
+        assert_eq!(again.active_backoff, [None, Some(waiting)]);
+
+        let unknown = r#"{"version":1,"route":"web","active_pids":[7],"last_rollout_id":0,"events":[],"active_backoff":[{"exits_in_a_row":1,"next_restart_in_ms":500,"nope":1}]}"#;
+        let refused = serde_json::from_str::<ServiceState>(unknown).unwrap_err();
+        assert!(refused.to_string().contains("nope"), "{refused}");
+
+        let mut state = again;
+        state.recover();
+        assert!(state.active_backoff.is_empty());
     }
 
     /// A green of the same spec whose program is another build than the rolled-back one (both

@@ -252,6 +252,62 @@ async fn every_instance_of_a_healthy_blue_is_adopted() {
     wait_gone(&before, Duration::from_secs(5)).await;
 }
 
+/// Session 38 (down37's report, "Left"): `run` killed (`kill -9`) after its supervisor restarted
+/// an instance and before the state file saved the new pid (here no save works from the exit on,
+/// which holds that window open; the child journal is written as ever). The next start found the
+/// restarted process running but not among the state file's pids, and stopped both instances to
+/// start blue afresh. The journal entry of a restart records the pid it replaces, which is the
+/// one the state file saved for the instance: the next start adopts both instances, same pids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_killed_before_it_saved_a_restarted_instances_pid_adopts_it() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let blue = App::version("v1-adopt-unsaved").set("instances", json!(2));
+    let spec = Spec::new().blue(blue).state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+    let before = wait_state(&state, PATIENCE, "blue's 2 pids", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
+    })
+    .await;
+    // From here no save of the state file works: its temporary file's path is a directory.
+    let blocker = dir.path().join(".state.json.tmp");
+    std::fs::create_dir(&blocker).expect("block the state file's saves");
+    kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).expect("kill blue instance 1");
+    let journal = dir.path().join("state.json.children");
+    let restarted = wait_until(PATIENCE, "instance 1's restart journalled", || async {
+        let recorded = read_json(&journal)["children"].as_array().cloned()?;
+        let entry = recorded.iter().find(|e| {
+            e["instance"] == 1 && e["pid"].as_u64().is_some_and(|p| p != u64::from(before[1]))
+        })?;
+        entry["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    })
+    .await;
+    assert!(pid_alive(restarted), "the restart {restarted} runs");
+    let saved = pids_of(&read_json(&state)["active_pids"]);
+    assert_eq!(saved, before, "the restart's pid is not saved");
+    first.kill_hard();
+    std::fs::remove_dir(&blocker).expect("saves work again");
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    second.wait_ready(&admin, PATIENCE).await;
+    let after = wait_state(&state, PATIENCE, "blue's pids saved", |s| {
+        Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        after,
+        [before[0], restarted],
+        "both adopted, not started afresh"
+    );
+    let note = admin.last_event("Adopted").await;
+    assert!(note.contains(&format!("pid {restarted}")), "{note}");
+    second.terminate(PATIENCE).await;
+    wait_gone(&after, Duration::from_secs(5)).await;
+}
+
 /// Session 37: `run` killed (`kill -9`) while one of blue's two instances had no process (it
 /// exited and the run was waiting out its restart backoff; here `run` is frozen first, so that it
 /// cannot restart it). The next start stopped the live instance too and started both afresh,

@@ -999,6 +999,114 @@ async fn an_instance_waiting_for_its_restart_does_not_block_a_run_upgrade_and_th
     run.stop(new).await;
 }
 
+/// Session 38 (down37's report, "Left"): the restart backoff of a crash-looping instance went
+/// back to 500 ms at each binary upgrade, so an upgrade made it hammer whatever it fails on
+/// again. Now the old process saves each instance's backoff with its pids (`active_backoff`),
+/// and the new process goes on from it: instance 1, down at the takeover while it waited out
+/// its 4 s backoff, is reported once the old process has handed over with the rest of that
+/// same wait, and its next exit with 8 s (until then: 500 ms, then 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_instance_keeps_its_restart_backoff_across_a_run_upgrade() {
+    let (mut run, _crash, _pids) = one_crash_looping("v1-backoff-kept").await;
+    let due = saved_restart_due(&run).await;
+    let (new, _) = run.upgrade_under_load().await;
+    let exits = the_rest_then_8s(&run, "Upgraded", due).await;
+    assert!(
+        exits.contains("took it over in a binary upgrade"),
+        "{exits}"
+    );
+    run.stop(new).await;
+}
+
+/// Session 38: the same crash loop, `crossfade run` killed (SIGKILL) while instance 1 waits out
+/// its 4 s backoff. The next start adopts instance 0 and starts instance 1 once the rest of that
+/// wait has passed (the state file saved it at the exit), then goes on with 8 s. Until then it
+/// was started at once, and its next exit got 500 ms. Instance 0 serves meanwhile: a start after
+/// a crash adopts a workload only beside an instance that answers its probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_after_a_kill_9_keeps_a_crash_looping_instances_restart_backoff() {
+    let (mut run, _crash, pids) = one_crash_looping("v1-backoff-crash").await;
+    let due = saved_restart_due(&run).await;
+    run.old.kill_hard();
+    let spec_path = run.dir.path().join("spec.yaml");
+    let mut again = Crossfade::run(run.dir.path(), &spec_path);
+    again.wait_ready(&run.admin, PATIENCE).await;
+    let exits = the_rest_then_8s(&run, "Adopted", due).await;
+    assert!(
+        exits.contains("no process when this crossfade started"),
+        "{exits}"
+    );
+    let adopted = crate::supervise::events(&run.admin).await;
+    let (_, adopted) = (adopted.iter().rev())
+        .find(|(r, _)| r == "Adopted")
+        .expect("the Adopted event");
+    assert!(
+        adopted.contains(&format!("(pid {}", pids[0]))
+            && adopted.contains("started again once the rest of its restart backoff has passed"),
+        "{adopted}"
+    );
+    let mut instances = pids_of(&read_json(&run.state)["active_pids"]);
+    again.terminate(PATIENCE).await;
+    instances.retain(|p| pid_alive(*p));
+    wait_gone(&instances, Duration::from_secs(10)).await;
+}
+
+/// When instance 1 of [`one_crash_looping`]'s run is due to restart, in ms since the Unix epoch,
+/// as its state file saved it with its 4 s wait (its next backoff 8 s).
+async fn saved_restart_due(run: &OneSick) -> u64 {
+    wait_state(&run.state, PATIENCE, "instance 1's backoff saved", |s| {
+        let saved = &s["active_backoff"][1];
+        let waiting = saved["next_restart_in_ms"] == 8_000;
+        waiting
+            .then(|| saved["restart_due_unix_ms"].as_u64())
+            .flatten()
+    })
+    .await
+}
+
+/// Waits for the first two exits of instance 1 reported after the last event `since` (the new
+/// process's first event), and asserts that the first is reported with the rest of the wait
+/// that was `due` (ms since the epoch; computed just before its event was stamped), the second
+/// with 8 s. The two messages.
+async fn the_rest_then_8s(run: &OneSick, since: &str, due: u64) -> String {
+    // Each: (time in ms, restart_in, message).
+    let exits = wait_until(
+        PATIENCE,
+        "two exits of instance 1 reported anew",
+        || async {
+            let events = run.admin.rollout().await["events"].clone();
+            let events = events.as_array().cloned().unwrap_or_default();
+            let start = events.iter().rposition(|e| e["reason"] == since)?;
+            let exits: Vec<(f64, Duration, String)> = (events[start..].iter())
+                .filter(|e| e["reason"] == "ActiveExited")
+                .filter_map(|e| {
+                    let message = e["message"].as_str()?.to_owned();
+                    let (_, restart_in) = message.rsplit_once("restarting in ")?;
+                    let restart_in = crossfade_proxy::duration::parse(restart_in).ok()?;
+                    let at = e["at_unix_seconds"].as_f64()? * 1000.0;
+                    (message.contains("instance 1 ")).then_some((at, restart_in, message))
+                })
+                .collect();
+            (exits.len() >= 2).then_some(exits)
+        },
+    )
+    .await;
+    let (at, first, message) = &exits[0];
+    let rest = (due as f64 - at).max(0.0);
+    let first_ms = first.as_secs_f64() * 1000.0;
+    assert!(
+        first_ms >= rest - 50.0 && first_ms <= rest + 1000.0 && *first <= Duration::from_secs(4),
+        "the rest of its 4s wait, due at {due} ms, reported at {at} ms: {message}"
+    );
+    let (_, second, next) = &exits[1];
+    assert_eq!(
+        *second,
+        Duration::from_secs(8),
+        "the backoff goes on: {next}"
+    );
+    format!("{message}\n{next}")
+}
+
 /// The same upgrade, its new process killed (SIGKILL) right after the old one exited, while
 /// the instance it was to start still crashes: nothing is lost. The next `crossfade run` on the
 /// same spec and state file (a restart after a crash) finds what the new process recorded,

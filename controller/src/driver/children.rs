@@ -71,6 +71,13 @@ pub struct ChildEntry {
     /// recorded, whose processes are never adopted ([`adoptable_each`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// For a supervised restart: the pid of the process it replaces (0 for an instance that had
+    /// no process when this run took it over). With the state file's pid for the instance it
+    /// proves the process to be that instance's next one, so a start after a crash adopts it
+    /// although the run died before saving its pid ([`adoptable_each`]). `None` for a first
+    /// start, and in journals written before session 38.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u32>,
 }
 
 /// The journal file's JSON document: `{"version": 1, "children": [ChildEntry, ...]}`; unknown
@@ -261,8 +268,9 @@ impl ChildJournal {
         &self.path
     }
 
-    /// Records, durably, that instance `instance` of `workload` is about to be spawned; returns
-    /// the token to put in its environment ([`TOKEN_VAR`]).
+    /// Records, durably, that instance `instance` of `workload` is about to be spawned on `port`
+    /// (as the restart of the process `replaces`, when it is one: [`ChildEntry::replaces`]);
+    /// returns the token to put in its environment ([`TOKEN_VAR`]).
     ///
     /// # Errors
     /// The I/O error of the write; the entry is then not kept, and the caller must not spawn.
@@ -272,6 +280,7 @@ impl ChildJournal {
         instance: usize,
         command: &str,
         port: u16,
+        replaces: Option<u32>,
     ) -> io::Result<String> {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let token = format!("{}-{n}", self.prefix);
@@ -284,6 +293,7 @@ impl ChildJournal {
             pid: None,
             started_ticks: None,
             port: Some(port),
+            replaces,
         });
         if let Err(e) = self.write(&entries) {
             entries.retain(|e| e.token != token);
@@ -491,9 +501,13 @@ pub fn stop_leftovers(entries: &[ChildEntry]) -> Vec<Leftover> {
 
 /// The previous run's processes of instances `0..instances` of `workload` that can be adopted, one
 /// per instance in instance order, `None` for an instance that has none: each entry names the
-/// workload, its pid is one of `active_pids` (the state file's pids of the active workload, so
-/// never a preview's), its port is recorded, and the process still runs as the same process (its
-/// start time matches the record, so a recycled pid is never adopted; a zombie does not run).
+/// workload, its pid is one of `active_pids` (the state file's pids of the active workload, in
+/// instance order, so never a preview's) or it is the supervised restart of the instance's pid
+/// there ([`ChildEntry::replaces`]: the run died between the restart's spawn and the save of its
+/// pid; until session 38 the start then stopped the whole workload and started it afresh), its
+/// port is recorded, and the process still runs as the same process (its start time matches the
+/// record, so a recycled pid is never adopted; a zombie does not run). A recorded pid comes
+/// first.
 /// A start after a crash and a binary upgrade's new process start an instance that has none
 /// themselves when no process of it runs ([`runs_any`]); until session 37 a start after a crash
 /// adopted nothing unless every instance had one (`adoptable`, removed).
@@ -505,17 +519,21 @@ pub fn adoptable_each(
 ) -> Vec<Option<ChildEntry>> {
     (0..instances)
         .map(|index| {
-            entries
-                .iter()
-                .find(|e| {
-                    e.workload == workload
-                        && e.instance == index
-                        && e.port.is_some()
-                        && e.pid.is_some_and(|pid| active_pids.contains(&pid))
-                        && e.pid
-                            .is_some_and(|pid| runs_as_recorded(pid, e.started_ticks))
-                })
-                .cloned()
+            let candidate = |e: &&ChildEntry| {
+                e.workload == workload
+                    && e.instance == index
+                    && e.port.is_some()
+                    && e.pid
+                        .is_some_and(|pid| runs_as_recorded(pid, e.started_ticks))
+            };
+            let recorded = (entries.iter().filter(candidate))
+                .find(|e| e.pid.is_some_and(|pid| active_pids.contains(&pid)));
+            // The restart of the process the state file saved for this instance (0: none).
+            let restart = || {
+                let saved = active_pids.get(index)?;
+                (entries.iter().filter(candidate)).find(|e| e.replaces == Some(*saved))
+            };
+            recorded.or_else(restart).cloned()
         })
         .collect()
 }
@@ -707,7 +725,7 @@ mod tests {
         assert!(path.ends_with("state.json.children"), "{path:?}");
         let journal = ChildJournal::create(path.clone()).unwrap();
         assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
-        let token = journal.intend("v2", 1, "app", 8080).unwrap();
+        let token = journal.intend("v2", 1, "app", 8080, None).unwrap();
         let read = ChildJournal::read(&path).unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!((read[0].pid, read[0].instance), (None, 1), "{read:?}");
@@ -722,7 +740,7 @@ mod tests {
         assert_eq!(ChildJournal::read(&path).unwrap().len(), 1);
         journal.forget(&token, None);
         assert_eq!(ChildJournal::read(&path).unwrap(), Vec::new());
-        let second = journal.intend("v2", 0, "app", 8081).unwrap();
+        let second = journal.intend("v2", 0, "app", 8081, None).unwrap();
         assert_ne!(second, token, "tokens are unique");
     }
 
@@ -737,7 +755,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json.children");
         let journal = ChildJournal::create(path.clone()).unwrap();
-        let token = journal.intend("blue", 0, "sh", 8080).unwrap();
+        let token = journal.intend("blue", 0, "sh", 8080, None).unwrap();
         let mut child = std::process::Command::new("sh")
             .args(["-c", "exec sleep 1000"])
             .process_group(0)
@@ -844,6 +862,7 @@ mod tests {
             pid: Some(pid),
             started_ticks: ticks,
             port,
+            replaces: None,
         };
         let ticks = start_ticks(pid);
         let good = entry(ticks, Some(8080));
@@ -865,6 +884,58 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(adoptable_each(&[good], "blue", 1, &[pid]), [None], "exited");
+    }
+
+    /// Session 38: `crossfade run` killed between a supervised restart's spawn and the save of
+    /// its pid leaves the state file with the pid it replaced (or 0, for an instance that had no
+    /// process), and the journal with the restart, which records that pid as the one it replaces:
+    /// that proves it the instance's next process, so it is adopted (the next start stopped the
+    /// whole workload and started it afresh). A process that replaces another pid, or a first
+    /// start's (nothing replaced), is not.
+    #[test]
+    fn the_restart_of_the_recorded_process_is_adoptable_before_its_pid_was_saved() {
+        let mut child = crate::test_support::sleeping_group_leader();
+        let pid = child.id();
+        let restart = |replaces: Option<u32>| ChildEntry {
+            token: "t-9".into(),
+            workload: "blue".into(),
+            instance: 1,
+            command: "sleep".into(),
+            pid: Some(pid),
+            started_ticks: start_ticks(pid),
+            port: Some(8081),
+            replaces,
+        };
+        // Instance 0's recorded process is this test's too: both run.
+        let zero = ChildEntry {
+            token: "t-1".into(),
+            instance: 0,
+            port: Some(8080),
+            replaces: None,
+            ..restart(None)
+        };
+        for saved in [4_242, 0] {
+            let entries = [zero.clone(), restart(Some(saved))];
+            assert_eq!(
+                adoptable_each(&entries, "blue", 2, &[pid, saved]),
+                [Some(zero.clone()), Some(restart(Some(saved)))],
+                "the restart of {saved}"
+            );
+            let other = [zero.clone(), restart(Some(saved + 1))];
+            assert_eq!(
+                adoptable_each(&other, "blue", 2, &[pid, saved]),
+                [Some(zero.clone()), None],
+                "the restart of another process"
+            );
+        }
+        let first = [zero.clone(), restart(None)];
+        assert_eq!(
+            adoptable_each(&first, "blue", 2, &[pid, 4_242]),
+            [Some(zero.clone()), None],
+            "a first start"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Recorded processes are stopped by token (pid never written) and by pid and start time;
@@ -917,6 +988,7 @@ mod tests {
             pid,
             started_ticks: ticks,
             port: None,
+            replaces: None,
         };
         let entries = [
             entry(&by_token_token, None, None),
@@ -971,6 +1043,7 @@ mod tests {
             pid: Some(pid),
             started_ticks: ticks,
             port: None,
+            replaces: None,
         };
         let stopped = stop_leftovers(&[entry]);
         assert!(stopped.is_empty(), "{stopped:?}");

@@ -146,6 +146,16 @@ impl Workload {
         }
     }
 
+    /// Where each instance stands in its restart backoff ([`supervisor::Backoff`], `None` when not
+    /// in one), in instance order; empty for static endpoints. Saved in the state file so that a
+    /// binary upgrade's new process or a start after a crash goes on from it.
+    pub fn backoffs(&self) -> Vec<Option<supervisor::Backoff>> {
+        match &self.kind {
+            Kind::Processes(p) => p.backoffs(),
+            Kind::Static => Vec::new(),
+        }
+    }
+
     /// Process ids of the instances Crossfade started (empty for static endpoints). Recorded in the
     /// state file so that a restarted controller can stop an orphaned preview.
     pub fn pids(&self) -> Vec<u32> {
@@ -245,9 +255,11 @@ impl LocalDriver {
     /// left (`found`, one per instance: [`children::adoptable_each`]): each instance whose
     /// process runs is probed once for readiness, one that fails adopted not ready or refusing
     /// the adoption by `unready` ([`process::adopt`]); each one [`process::Found::Down`] is
-    /// started at once once the workload is supervised ([`process::StartDown::AtOnce`]), its
+    /// started once the workload is supervised ([`process::StartDown::AtOnce`]), its
     /// endpoint withdrawn until its start passes readiness. They are recorded in this driver's
-    /// journal from then on.
+    /// journal from then on. Each goes on with its restart backoff as `backoffs` (the state
+    /// file's `active_backoff`) saved it: an instance down waits the rest of its wait
+    /// ([`supervisor::down_delay`]).
     ///
     /// # Errors
     /// With [`process::Unready::Refuse`], [`DriverError::NotReady`] when an instance fails its
@@ -259,16 +271,19 @@ impl LocalDriver {
         spec: &WorkloadSpec,
         found: &[process::Found],
         unready: process::Unready,
+        backoffs: &[Option<supervisor::Backoff>],
     ) -> Result<Workload, DriverError> {
         let start = process::StartDown::AtOnce;
-        self.adopt_found(name, spec, found, unready, &start).await
+        (self.adopt_found(name, spec, found, unready, &start, backoffs)).await
     }
 
     /// A binary upgrade's new process takes over, as the workload `name` of `spec`, what the old
     /// one ran: each instance whose process runs is adopted (not ready when its probe fails,
     /// [`process::Unready::Supervise`]), and each one [`process::Found::Down`] is started once
     /// `committed` is cancelled (the old process has handed the workload over), its endpoint
-    /// withdrawn until its start passes readiness.
+    /// withdrawn until its start passes readiness. Each goes on with its restart backoff as the
+    /// old process saved it (`backoffs`, the state file's `active_backoff`): the upgrade does not
+    /// put a crash-looping instance back to [`supervisor::INITIAL_BACKOFF`].
     ///
     /// # Errors
     /// [`DriverError::Other`] when no port is free for an instance down.
@@ -277,11 +292,12 @@ impl LocalDriver {
         name: &str,
         spec: &WorkloadSpec,
         found: &[process::Found],
+        backoffs: &[Option<supervisor::Backoff>],
         committed: &CancellationToken,
     ) -> Result<Workload, DriverError> {
         let supervise = process::Unready::Supervise;
         let start = process::StartDown::Handed(committed.clone());
-        self.adopt_found(name, spec, found, supervise, &start).await
+        (self.adopt_found(name, spec, found, supervise, &start, backoffs)).await
     }
 
     async fn adopt_found(
@@ -291,6 +307,7 @@ impl LocalDriver {
         found: &[process::Found],
         unready: process::Unready,
         start_down: &process::StartDown,
+        backoffs: &[Option<supervisor::Backoff>],
     ) -> Result<Workload, DriverError> {
         let (instances, endpoints) = process::adopt(
             name,
@@ -298,8 +315,11 @@ impl LocalDriver {
             found,
             &self.ports,
             self.journal.as_ref(),
-            unready,
-            start_down,
+            &process::Takeover {
+                unready,
+                start_down,
+                backoffs,
+            },
         )
         .await?;
         Ok(Workload {

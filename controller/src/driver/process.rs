@@ -156,7 +156,7 @@ fn spawn_one(
     let mut launch = Launch::new(name, index, port, spec.clone());
     launch.journal = at.journal.cloned();
     launch.ports = at.ports.cloned();
-    let child = launch.spawn()?;
+    let child = launch.spawn(None)?;
     let pid = child.id().unwrap_or_default();
     let (supervision, life) = supervisor::start(launch, Proc::Spawned(child), pid);
     let command = spec.command.as_deref().unwrap_or_default();
@@ -211,12 +211,28 @@ pub enum Found {
 pub enum StartDown {
     /// A binary upgrade's new process: once this token is cancelled (the old process has handed
     /// the workload over; until then a failed handover leaves the instance to the old process),
-    /// after [`supervisor::INITIAL_BACKOFF`], reported with [`supervisor::DOWN_AT_TAKEOVER`].
+    /// after the rest of the wait the old process saved for it, else
+    /// [`supervisor::INITIAL_BACKOFF`] ([`supervisor::down_delay`]), reported with
+    /// [`supervisor::DOWN_AT_TAKEOVER`].
     Handed(CancellationToken),
-    /// A start after a crash: at once, reported with [`supervisor::DOWN_AT_START`]. No other
+    /// A start after a crash: after the rest of the wait the dead run saved for it, else at once
+    /// ([`supervisor::down_delay`]), reported with [`supervisor::DOWN_AT_START`]. No other
     /// process supervises the instance any more, and the run that did waited out some of its
     /// backoff already.
     AtOnce,
+}
+
+/// How [`adopt`] takes a workload over.
+#[derive(Clone, Copy, Debug)]
+pub struct Takeover<'a> {
+    /// What an instance that fails its readiness probe does to the adoption.
+    pub unready: Unready,
+    /// When an instance [`Found::Down`] is started.
+    pub start_down: &'a StartDown,
+    /// Where each instance stood in its restart backoff under the run it is taken from (the
+    /// state file's `active_backoff`, in instance order; a missing entry counts as none): its
+    /// supervisor goes on from there ([`supervisor::down_delay`] for an instance down).
+    pub backoffs: &'a [Option<supervisor::Backoff>],
 }
 
 // === impl Found ===
@@ -235,8 +251,9 @@ impl Found {
 /// instance order), after each running one was probed once for readiness (the workload's path
 /// and timeout), its output relayed again first ([`reattach`]). From then on each is supervised,
 /// stopped and restarted like a spawned one. An instance whose probe fails is adopted not ready
-/// or refuses the whole adoption, by `unready`. An instance [`Found::Down`] is started as
-/// `start_down` says, not ready until its start passes readiness ([`supervisor::start_down`]).
+/// or refuses the whole adoption, by `how.unready`. An instance [`Found::Down`] is started as
+/// `how.start_down` says, not ready until its start passes readiness ([`supervisor::start_down`]).
+/// Each goes on with its restart backoff as `how.backoffs` says ([`Takeover`]).
 ///
 /// # Errors
 /// With [`Unready::Refuse`], or [`Unready::BesideReady`] when no instance passes its probe (also
@@ -250,9 +267,13 @@ pub async fn adopt(
     found: &[Found],
     ports: &Arc<Ports>,
     journal: Option<&Arc<ChildJournal>>,
-    unready: Unready,
-    start_down: &StartDown,
+    how: &Takeover<'_>,
 ) -> Result<(Instances, Vec<SocketAddr>), DriverError> {
+    let Takeover {
+        unready,
+        start_down,
+        backoffs,
+    } = *how;
     let r = &spec.readiness;
     let running = || found.iter().filter_map(Found::running);
     // Output first: a process that logs each request (to a pipe with no reader: `EPIPE`) may fail
@@ -329,6 +350,7 @@ pub async fn adopt(
         let mut launch = Launch::new(name, index, endpoint.port(), spec.clone());
         launch.journal = journal.cloned();
         launch.ports = Some(Arc::clone(ports));
+        launch.backoff = backoffs.get(index).copied().flatten();
         let entry = match f {
             Found::Running(entry) => entry,
             Found::Down { stale } => {
@@ -338,9 +360,17 @@ pub async fn adopt(
                 };
                 let (supervision, life) = supervisor::start_down(launch, down);
                 instances.instances.push(Instance { supervision, life });
-                let when = match start_down {
-                    StartDown::Handed(_) => "once the old process has handed the workload over",
-                    StartDown::AtOnce => "at once",
+                let delay = supervisor::down_delay(
+                    backoffs.get(index).and_then(Option::as_ref),
+                    start_down,
+                    std::time::SystemTime::now(),
+                );
+                let when = match (start_down, delay) {
+                    (StartDown::Handed(_), _) => {
+                        "once the old process has handed the workload over"
+                    }
+                    (StartDown::AtOnce, Some(Duration::ZERO)) => "at once",
+                    (StartDown::AtOnce, _) => "once the rest of its restart backoff has passed",
                 };
                 tracing::warn!(workload = %name, instance = index, port = endpoint.port(), "no process runs: started {when}; no request goes there until it is ready");
                 continue;
@@ -411,6 +441,9 @@ pub(super) struct Launch {
     pub(super) journal: Option<Arc<ChildJournal>>,
     /// The token ([`TOKEN_VAR`]) of the current process (recorded in the journal when there is one), until [`Launch::exited`] forgets it.
     token: std::sync::Mutex<Option<String>>,
+    /// For an instance taken over from another run ([`adopt`]): where it stood in its restart
+    /// backoff there, which its supervisor goes on from ([`supervisor::Backoff`]).
+    pub(super) backoff: Option<supervisor::Backoff>,
 }
 
 impl Launch {
@@ -424,6 +457,7 @@ impl Launch {
             ports: None,
             journal: None,
             token: std::sync::Mutex::new(None),
+            backoff: None,
         }
     }
 
@@ -506,12 +540,14 @@ impl Launch {
     /// Spawns the process in its own process group, its output relayed with [`Launch::prefix`].
     /// With a journal, the spawn is recorded durably before it happens and its pid right after
     /// ([`super::children`]); with or without one, a token unique to the spawn is in the process's
-    /// environment ([`TOKEN_VAR`]), inherited by what it starts.
+    /// environment ([`TOKEN_VAR`]), inherited by what it starts. `replaces`: for a supervised
+    /// restart, the pid of the process it replaces (0 when the instance had none), recorded in
+    /// the journal entry ([`ChildEntry::replaces`]).
     ///
     /// # Errors
     /// [`DriverError::Spawn`] when the command cannot be started; [`DriverError::Other`] naming
     /// the journal when the spawn cannot be recorded (nothing is spawned then).
-    pub(super) fn spawn(&self) -> Result<Child, DriverError> {
+    pub(super) fn spawn(&self, replaces: Option<u32>) -> Result<Child, DriverError> {
         let (name, spec, port) = (&self.workload, &self.spec, self.port);
         let command = spec.command.clone().unwrap_or_default();
         let fill = |s: &str| s.replace(PORT_PLACEHOLDER, &port.to_string());
@@ -530,7 +566,7 @@ impl Launch {
         let token = match &self.journal {
             Some(journal) => {
                 let token = journal
-                    .intend(name, self.index, &command, port)
+                    .intend(name, self.index, &command, port, replaces)
                     .map_err(|e| DriverError::Other {
                         workload: name.to_owned(),
                         message: format!(
@@ -636,6 +672,15 @@ impl Instances {
     /// restarted has its new pid here.
     pub fn pids(&self) -> Vec<u32> {
         self.instances.iter().map(|i| i.supervision.pid()).collect()
+    }
+
+    /// Where each instance (in order) stands in its restart backoff now
+    /// ([`Supervision::backoff`]): `None` for one that is not in a backoff.
+    pub fn backoffs(&self) -> Vec<Option<supervisor::Backoff>> {
+        self.instances
+            .iter()
+            .map(|i| i.supervision.backoff())
+            .collect()
     }
 
     /// Whether each instance (in order) can serve now: false from its exit until its supervisor
@@ -805,8 +850,11 @@ mod tests {
             &found,
             &ports,
             None,
-            Unready::BesideReady,
-            &StartDown::AtOnce,
+            &Takeover {
+                unready: Unready::BesideReady,
+                start_down: &StartDown::AtOnce,
+                backoffs: &[],
+            },
         )
         .await;
         match adopted {

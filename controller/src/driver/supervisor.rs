@@ -35,12 +35,14 @@
 //! handover failed); released, never. The new process starts an instance that had no process at
 //! its takeover itself, once the old one has handed over ([`start_down`]). A start after a crash
 //! of `crossfade run` starts an instance of the workload it adopts that had no process (the dead
-//! run was waiting out its backoff) the same way, at once.
+//! run was waiting out its backoff) the same way. Either goes on with each instance's backoff as
+//! the previous supervisor saved it ([`Backoff`], the state file's `active_backoff`): an instance
+//! down waits the rest of its wait ([`down_delay`]), and the delays go on doubling from there.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crossfade_proxy::weight::Slot;
 use nix::sys::signal::Signal;
@@ -60,6 +62,97 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An instance that was ready this long before it exited is restarted after [`INITIAL_BACKOFF`]
 /// again (one that never answered its readiness probe after a restart keeps its backoff).
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Where an instance stands in its restart backoff: what its supervisor publishes
+/// ([`Supervision::backoff`]) and the state file saves per active instance (`active_backoff`), so
+/// that a binary upgrade's new process, or a start after a crash of `crossfade run`, goes on with
+/// the instance's backoff instead of [`INITIAL_BACKOFF`] (until session 38 each upgrade or crash
+/// start put a crash-looping instance back to 500 ms, hammering whatever it fails on). Times are
+/// wall-clock milliseconds since the Unix epoch, since they cross processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Exits in a row (a failed start or a restart stopped as not ready counts as one), since its
+    /// first start or since it last stayed ready [`STABLE_AFTER`].
+    pub exits_in_a_row: u32,
+    /// The delay its next exit gets before the restart, in milliseconds: [`INITIAL_BACKOFF`]
+    /// doubled per exit in a row, at most [`MAX_BACKOFF`].
+    pub next_restart_in_ms: u64,
+    /// While it has no process and waits out its backoff: when its restart is due. `None` once
+    /// started again.
+    #[serde(default)]
+    pub restart_due_unix_ms: Option<u64>,
+    /// Since when its process has answered its readiness probe; `None` while not ready since
+    /// its last start. Ready for [`STABLE_AFTER`], the instance is out of its backoff.
+    #[serde(default)]
+    pub ready_since_unix_ms: Option<u64>,
+}
+
+// === impl Backoff ===
+
+impl Backoff {
+    /// Whether the instance is out of its backoff at `now`: ready for [`STABLE_AFTER`] (its next
+    /// exit gets [`INITIAL_BACKOFF`] again).
+    pub fn settled(&self, now: SystemTime) -> bool {
+        let stable = u64::try_from(STABLE_AFTER.as_millis()).unwrap_or(u64::MAX);
+        self.ready_since_unix_ms
+            .is_some_and(|since| unix_ms(now) >= since.saturating_add(stable))
+    }
+
+    /// The delay the instance's next exit gets, within [`INITIAL_BACKOFF`]..=[`MAX_BACKOFF`]
+    /// whatever the file says.
+    pub fn next_restart_in(&self) -> Duration {
+        Duration::from_millis(self.next_restart_in_ms).clamp(INITIAL_BACKOFF, MAX_BACKOFF)
+    }
+
+    /// While it waits for its restart: the rest of that wait at `now` (zero once due), at most
+    /// [`Backoff::next_restart_in`] (a clock set back does not make it wait longer than its
+    /// backoff). `None` when it was not waiting.
+    pub fn remaining(&self, now: SystemTime) -> Option<Duration> {
+        let due = self.restart_due_unix_ms?;
+        let rest = Duration::from_millis(due.saturating_sub(unix_ms(now)));
+        Some(rest.min(self.next_restart_in()))
+    }
+
+    /// How long it has been ready at `now`, at most [`STABLE_AFTER`]; `None` when not ready.
+    fn ready_for(&self, now: SystemTime) -> Option<Duration> {
+        let since = self.ready_since_unix_ms?;
+        Some(Duration::from_millis(unix_ms(now).saturating_sub(since)).min(STABLE_AFTER))
+    }
+}
+
+/// `time` in milliseconds since the Unix epoch (0 before it).
+fn unix_ms(time: SystemTime) -> u64 {
+    ms(time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default())
+}
+
+/// `d` in whole milliseconds.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When an instance [`Down`] at a takeover is started, given the backoff its previous supervisor
+/// saved (`saved`, read at `now`): `Some(delay)` after a fixed delay, `None` after its backoff's
+/// next delay, as one more exit in a row.
+/// - It was waiting for its restart: the rest of that wait (it continues the same wait).
+/// - A backoff was saved, not waiting (its restarted process died unreported): its next delay.
+/// - Nothing saved (a state file written before session 38, an instance that was not in a
+///   backoff): a binary upgrade's new process after [`INITIAL_BACKOFF`], as for any first exit;
+///   a start after a crash at once (the run that supervised it already waited some of it).
+///
+/// A start after a crash keeps the backoff because the instance is never the only one serving
+/// there: such a start adopts a workload only beside an instance that answers its probe
+/// ([`super::process::Unready::BesideReady`]), and starts the whole workload afresh, at once,
+/// when none does.
+pub fn down_delay(saved: Option<&Backoff>, start: &StartDown, now: SystemTime) -> Option<Duration> {
+    match (saved, start) {
+        (Some(saved), _) => saved.remaining(now),
+        (None, StartDown::Handed(_)) => None,
+        (None, StartDown::AtOnce) => Some(Duration::ZERO),
+    }
+}
 
 /// What happened to a supervised instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,9 +310,24 @@ pub struct Supervision {
     /// restart is half done and none starts, so [`Supervision::pid`] is the pid a binary
     /// upgrade's new process finds running (or none runs).
     spawning: Mutex<()>,
+    /// Where it stands in its restart backoff, published before each event is reported (so an
+    /// event's save carries it): `None` while out of it.
+    backoff: Mutex<Option<Backoff>>,
 }
 
 impl Supervision {
+    /// Where the instance stands in its restart backoff now ([`Backoff`]); `None` when it is not
+    /// in one (no exit yet, or ready [`STABLE_AFTER`] since its last restart).
+    pub fn backoff(&self) -> Option<Backoff> {
+        let now = SystemTime::now();
+        let backoff = *self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
+        backoff.filter(|b| !b.settled(now))
+    }
+
+    fn publish_backoff(&self, backoff: Option<Backoff>) {
+        *self.backoff.lock().unwrap_or_else(PoisonError::into_inner) = backoff;
+    }
+
     /// The current process id.
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::SeqCst)
@@ -445,9 +553,10 @@ impl Down {
 /// Starts the supervisor task of an instance [`Down`] at a takeover: no process, not ready (its
 /// endpoint withdrawn once attached), pid 0. Once supervised and, after a binary upgrade
 /// ([`StartDown::Handed`]), once its token is cancelled, it is reported as an exit
-/// ([`DOWN_AT_TAKEOVER`], [`DOWN_AT_START`]) and started: after [`INITIAL_BACKOFF`] at an upgrade,
-/// at once after a crash ([`StartDown::AtOnce`]); then supervised as any restart is. A stop or
-/// release before then ends it with nothing started.
+/// ([`DOWN_AT_TAKEOVER`], [`DOWN_AT_START`]) and started after the rest of the wait its previous
+/// supervisor saved (`launch.backoff`), else after [`INITIAL_BACKOFF`] at an upgrade and at once
+/// after a crash ([`StartDown::AtOnce`]) ([`down_delay`]); then supervised as any restart is. A
+/// stop or release before then ends it with nothing started.
 pub(super) fn start_down(launch: Launch, down: Down) -> (Arc<Supervision>, watch::Receiver<Life>) {
     start_with(launch, None, 0, false, Some(down))
 }
@@ -483,6 +592,7 @@ fn start_with(
         gate: Mutex::new(None),
         hold: watch::Sender::new(Hold::Off),
         spawning: Mutex::new(()),
+        backoff: Mutex::new(None),
     });
     let (life_tx, life) = watch::channel(Life {
         running: child.is_some(),
@@ -517,6 +627,8 @@ async fn run(
     let prefix = launch.prefix();
     let mut stopping = sup.stopping.subscribe();
     let mut hold = sup.hold.subscribe();
+    // The backoff its previous supervisor saved, unless it has been ready long enough since.
+    let saved = (launch.backoff.take()).filter(|b| !b.settled(SystemTime::now()));
     // Down at a takeover: started once supervised (unsupervised, an exit is not restarted) and,
     // at a binary upgrade, once the old process has handed it over.
     let mut first_exit = None;
@@ -541,21 +653,40 @@ async fn run(
             life.send_modify(|l| l.finished = true);
             return;
         }
-        let (status, delay) = match down.start {
-            StartDown::Handed(_) => (DOWN_AT_TAKEOVER, None),
-            StartDown::AtOnce => (DOWN_AT_START, Some(Duration::ZERO)),
+        let status = match down.start {
+            StartDown::Handed(_) => DOWN_AT_TAKEOVER,
+            StartDown::AtOnce => DOWN_AT_START,
         };
+        first_delay = down_delay(saved.as_ref(), &down.start, SystemTime::now());
         down.clear(&launch, &prefix);
         first_exit = Some(status.to_owned());
-        first_delay = delay;
     }
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = saved.map_or(INITIAL_BACKOFF, |b| b.next_restart_in());
+    let mut exits = saved.map_or(0, |b| b.exits_in_a_row);
+    // Published before each event is reported, so that the save the event makes carries it.
+    let publish = |exits: u32, backoff: Duration, due: Option<u64>, ready_at: Option<u64>| {
+        let record = Backoff {
+            exits_in_a_row: exits,
+            next_restart_in_ms: ms(backoff),
+            restart_due_unix_ms: due,
+            ready_since_unix_ms: ready_at,
+        };
+        sup.publish_backoff((exits > 0 || due.is_some()).then_some(record));
+    };
     let mut restarts = 0;
     // The instance's endpoint in the route: its first one until a restart that moved is ready.
     let mut routed = launch.endpoint();
     // Since when the process running now has been ready (the first one: from the start, unless
     // adopted not ready).
-    let mut ready_since = ready.then(Instant::now);
+    // Adopted ready: for as long as its saved backoff says it has been (so that a takeover does
+    // not restart its way to `STABLE_AFTER`).
+    let ready_for = (saved.and_then(|b| b.ready_for(SystemTime::now()))).unwrap_or_default();
+    let mut ready_since = ready.then(|| {
+        let now = Instant::now();
+        now.checked_sub(ready_for).unwrap_or(now)
+    });
+    let ready_at = |ready_for: Duration| unix_ms(SystemTime::now()).saturating_sub(ms(ready_for));
+    publish(exits, backoff, None, ready.then(|| ready_at(ready_for)));
     // The restarted (or adopted) process was stopped for not passing readiness in time: since
     // when, its deadline and last probe, for the next report.
     let mut unready: Option<(ProbedSince, Duration, String)> = None;
@@ -607,6 +738,7 @@ async fn run(
                 }
                 Restarted::Ready => {
                     ready_since = Some(Instant::now());
+                    publish(exits, backoff, None, Some(ready_at(Duration::ZERO)));
                     let endpoint = launch.endpoint();
                     // Ready before the gate is read: an attach that reads `ready` after setting
                     // the gate ([`super::process::Instances::attach`]) then either sees it ready
@@ -678,6 +810,7 @@ async fn run(
             .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
         {
             backoff = INITIAL_BACKOFF;
+            exits = 0;
         }
         let (workload, instance) = (launch.workload.clone(), launch.index);
         let report = |endpoint, kind| {
@@ -695,11 +828,14 @@ async fn run(
             let restart_in = match first_delay.take() {
                 Some(delay) => delay,
                 None => {
+                    exits = exits.saturating_add(1);
                     let next = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     next
                 }
             };
+            let due = unix_ms(SystemTime::now()).saturating_add(ms(restart_in));
+            publish(exits, backoff, Some(due), None);
             report(
                 routed,
                 match (failure.take(), unready.take()) {
@@ -754,6 +890,7 @@ async fn run(
             signal_group(pid, Signal::SIGTERM);
         }
         restarts += 1;
+        publish(exits, backoff, None, None);
         let (workload, instance, port) = (&launch.workload, launch.index, launch.port);
         tracing::warn!(%workload, instance, pid, port, restarts, "instance restarted");
         life.send_replace(Life {
@@ -810,7 +947,7 @@ fn restart(
         Ok(None) => {}
         Err(e) => return Attempt::Failed(e),
     }
-    match launch.spawn() {
+    match launch.spawn(Some(sup.pid())) {
         Ok(next) => {
             let pid = next.id().unwrap_or_default();
             let previous_pid = sup.pid.swap(pid, Ordering::SeqCst);
@@ -918,7 +1055,7 @@ mod tests {
     /// Spawns `launch`'s process and starts its supervisor task ([`start`]): the supervisor's
     /// handle, its [`Life`] and the process's pid.
     fn spawned(launch: Launch) -> (Arc<Supervision>, watch::Receiver<Life>, u32) {
-        let child = launch.spawn().expect("the instance starts");
+        let child = launch.spawn(None).expect("the instance starts");
         let pid = child.id().unwrap_or_default();
         let (supervision, life) = start(launch, Proc::Spawned(child), pid);
         (supervision, life, pid)
@@ -1292,6 +1429,7 @@ mod tests {
             pid: None,
             started_ticks: None,
             port: Some(1),
+            replaces: None,
         };
         // What the dead instance forked, still running with its token; killed when the test
         // ends, also when it fails.
@@ -1446,6 +1584,112 @@ mod tests {
             other => panic!("its exit: {other:?}"),
         }
         stop_and_wait(&supervision, &mut life, Signal::SIGKILL).await;
+    }
+
+    /// The next event on the paused clock (no timeout: it would run out while a real process
+    /// starts or exits).
+    async fn paused_event(rx: &mut mpsc::UnboundedReceiver<InstanceEvent>) -> InstanceEventKind {
+        rx.recv().await.expect("an event").kind
+    }
+
+    /// Stops the instance on the paused clock: [`stop_and_wait`] without its timeout.
+    async fn paused_stop(supervision: &Supervision, life: &mut watch::Receiver<Life>) {
+        supervision.stop();
+        super::signal_group(supervision.pid(), Signal::SIGKILL);
+        let done = life.wait_for(|l| l.finished).await;
+        done.expect("the supervisor reports");
+    }
+
+    /// Session 38: an instance taken over by a binary upgrade's new process (or adopted by a
+    /// start after a crash) goes on with the backoff its previous supervisor saved: its next exit
+    /// is restarted after the saved delay, which doubles from there (until then it got 500 ms,
+    /// whatever its crash loop had grown to). One that has been ready [`STABLE_AFTER`] is out of
+    /// its backoff, as under one supervisor.
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_taken_over_goes_on_with_the_backoff_its_previous_run_saved() {
+        let now = unix_ms(SystemTime::now());
+        let stable = ms(STABLE_AFTER);
+        for (ready_for, restart_in, exits) in [(1_000, 4_000, 4), (stable + 1_000, 500, 1)] {
+            let mut launch = Launch::new("blue", 0, 1, exiting("exec sleep 1000"));
+            launch.backoff = Some(Backoff {
+                exits_in_a_row: 3,
+                next_restart_in_ms: 4_000,
+                restart_due_unix_ms: None,
+                ready_since_unix_ms: Some(now - ready_for),
+            });
+            let (supervision, mut life, pid, mut rx) = supervised(launch);
+            super::signal_group(pid, Signal::SIGKILL);
+            match paused_event(&mut rx).await {
+                InstanceEventKind::Exited { restart_in: r, .. } => {
+                    assert_eq!(r, Duration::from_millis(restart_in), "ready {ready_for} ms");
+                }
+                other => panic!("its exit: {other:?}"),
+            }
+            // Published before the event was reported, for the save it makes.
+            let published = supervision.backoff().expect("in its backoff");
+            assert_eq!(published.exits_in_a_row, exits);
+            assert_eq!(published.next_restart_in_ms, restart_in * 2);
+            assert!(published.restart_due_unix_ms.is_some(), "{published:?}");
+            paused_stop(&supervision, &mut life).await;
+        }
+    }
+
+    /// Session 38: an instance down at a start after a crash whose saved backoff says the dead
+    /// run was waiting to restart it waits the rest of that wait (another instance serves: the
+    /// start adopts a workload only beside one that is ready), then goes on with the saved
+    /// backoff. Until then it was started at once and its next exit got 500 ms.
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_down_at_a_start_after_a_crash_waits_the_rest_of_its_saved_backoff() {
+        let mut launch = Launch::new("blue", 0, 1, exiting("exec sleep 1000"));
+        launch.backoff = Some(Backoff {
+            exits_in_a_row: 4,
+            next_restart_in_ms: 8_000,
+            restart_due_unix_ms: Some(unix_ms(SystemTime::now()) + 3_000),
+            ready_since_unix_ms: None,
+        });
+        let down = Down {
+            start: StartDown::AtOnce,
+            stale: Vec::new(),
+        };
+        let (supervision, mut life) = start_down(launch, down);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        supervision.supervise(Slot::Blue, tx);
+        let waited = match paused_event(&mut rx).await {
+            InstanceEventKind::Exited { status, restart_in } => {
+                assert_eq!(status, DOWN_AT_START);
+                // Less the real time since the saved backoff was made.
+                assert!(
+                    restart_in > Duration::from_secs(2) && restart_in <= Duration::from_secs(3),
+                    "the rest of the wait: {restart_in:?}"
+                );
+                restart_in
+            }
+            other => panic!("reported as an exit first: {other:?}"),
+        };
+        let reported = Instant::now();
+        let InstanceEventKind::Restarted {
+            pid, previous_pid, ..
+        } = paused_event(&mut rx).await
+        else {
+            panic!("started")
+        };
+        assert_eq!(previous_pid, 0);
+        assert!(
+            reported.elapsed() >= waited,
+            "started only once it has waited"
+        );
+        super::signal_group(pid, Signal::SIGKILL);
+        match paused_event(&mut rx).await {
+            InstanceEventKind::Exited { restart_in, .. } => {
+                assert_eq!(
+                    restart_in,
+                    Duration::from_secs(8),
+                    "the saved backoff goes on"
+                );
+            }
+            other => panic!("its exit: {other:?}"),
+        }
+        paused_stop(&supervision, &mut life).await;
     }
 
     /// Session 36 (backoff36's report): an instance whose main process exited while what it

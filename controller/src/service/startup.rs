@@ -28,7 +28,7 @@ use super::{ServiceHandle, StartRequest};
 use crate::driver::children::{
     adoptable_each, runs_any, stop_leftovers, ChildEntry, ChildJournal, JournalError,
 };
-use crate::driver::process::{Found, Unready};
+use crate::driver::process::{Found, StartDown, Unready};
 use crate::driver::{CancellationToken, LocalDriver, Workload, WorkloadDriver};
 use crate::rollout::Phase;
 use crate::spec::{RunSpec, WorkloadSpec};
@@ -164,6 +164,7 @@ pub async fn recover(
     let workload_before = state.active_workload.clone();
     let saved_preview_pids = (state.rollout.as_ref()).map(|r| r.preview_pids.clone());
     let saved_active_pids = state.active_pids.clone();
+    let saved_backoff = state.active_backoff.clone();
     // The state as the previous run left it: what the file keeps while a completing recovery
     // waits for the promoted workload (below).
     let unrecovered = state.clone();
@@ -176,10 +177,12 @@ pub async fn recover(
         slot: active_before.unwrap_or(Slot::Blue),
         spec: workload_before,
         pids: saved_active_pids.clone(),
+        backoff: saved_backoff.clone(),
     });
-    let saved_active_pids = match state.active == active_before {
-        true => saved_active_pids,
-        false => saved_preview_pids.unwrap_or_default(),
+    // The promoted preview's instances were not supervised: no backoff.
+    let (saved_active_pids, saved_backoff) = match state.active == active_before {
+        true => (saved_active_pids, saved_backoff),
+        false => (saved_preview_pids.unwrap_or_default(), Vec::new()),
     };
     let mut adoptable_active = true;
     if let Some(note) = &recovery.note {
@@ -220,6 +223,7 @@ pub async fn recover(
     // workload now recorded as active and must never be adopted as it.
     if adoptable_active {
         state.active_pids = saved_active_pids.clone();
+        state.active_backoff = saved_backoff.clone();
     }
     // A recorded workload that cannot serve as written (a state file edited by hand): refused
     // before anything is written, stopped or started, naming the file and the field; after a
@@ -300,7 +304,7 @@ pub async fn recover(
         .then(|| found_after_crash(&recorded, label, &active_spec, &saved_active_pids))
         .flatten();
     let adopted = match candidates {
-        Some(found) => adopt_active(&driver, label, &active_spec, found).await,
+        Some(found) => adopt_active(&driver, label, &active_spec, found, &saved_backoff).await,
         None => None,
     };
     let mut adopted_entries = adopted
@@ -314,7 +318,7 @@ pub async fn recover(
             let spec = f.spec.unwrap_or_else(|| blue.clone());
             let label = spec.label(f.slot).to_owned();
             let kept = found_after_crash(&recorded, &label, &spec, &f.pids);
-            (Some((f.slot, spec)), kept)
+            (Some((f.slot, spec, f.backoff)), kept)
         }
         _ => (None, None),
     };
@@ -329,7 +333,7 @@ pub async fn recover(
         .filter_map(|e| e.pid)
         .collect();
     if let Some((workload, found)) = &adopted {
-        let note = adopted_after_crash(label, found, workload);
+        let note = adopted_after_crash(label, found, workload, &saved_backoff);
         tracing::warn!("{note}");
         state.push_event(StatusEvent::now("Adopted", &note));
         start_events.push("Adopted".to_owned());
@@ -385,7 +389,7 @@ pub async fn recover(
             }
             workload
         }
-        (Err(StartupError::Workload(e)), Some((slot, spec))) if !cancel.is_cancelled() => {
+        (Err(StartupError::Workload(e)), Some((slot, spec, backoff))) if !cancel.is_cancelled() => {
             // Promoted, but it cannot start: the workload it replaced serves again rather than
             // nothing (DESIGN: never leave a route with no healthy backend while one exists).
             let promoted = active_spec.label(active_slot).to_owned();
@@ -393,12 +397,12 @@ pub async fn recover(
             tracing::error!("{promoted} could not start: {e}; {label} serves again");
             let readopted = match kept_found {
                 None => None,
-                Some(found) => adopt_active(&driver, &label, &spec, found).await,
+                Some(found) => adopt_active(&driver, &label, &spec, found, &backoff).await,
             };
             let workload = match readopted {
                 Some((workload, found)) => {
                     adopted_entries = running(&found);
-                    let note = adopted_after_crash(&label, &found, &workload);
+                    let note = adopted_after_crash(&label, &found, &workload, &backoff);
                     tracing::warn!("{note}");
                     state.push_event(StatusEvent::now("Adopted", &note));
                     start_events.push("Adopted".to_owned());
@@ -449,13 +453,17 @@ pub async fn recover(
     // workload, and a start after a `kill -9` then took the `blue:` as never edited (nothing to
     // compare it with) and adopted the old processes as the edited blue
     // (`adopt::an_edited_blue_is_started_afresh_not_adopted`, 2 of 3 runs in session 36).
-    let pids = active.pids();
+    let (pids, backoff) = (active.pids(), active.backoffs());
     let workload = Some(active_spec.clone());
-    if state.active_pids != pids || state.active_workload != workload {
+    if state.active_pids != pids
+        || state.active_workload != workload
+        || state.active_backoff != backoff
+    {
         state.route.clone_from(&spec.route.name);
         state.active = Some(active_slot);
         state.active_workload = workload;
         state.active_pids = pids;
+        state.active_backoff = backoff;
         save_started(store.as_ref(), &state);
     }
     let runtime_journal = journal.as_ref().and(runtime_journal).map(RuntimeJournal);
@@ -651,7 +659,13 @@ pub async fn take_over(
     let driver = LocalDriver::new(ports).with_journal(Arc::clone(&journal));
     let handed_over = CancellationToken::new();
     let active = driver
-        .take_over(&label, &active_spec, &found, &handed_over)
+        .take_over(
+            &label,
+            &active_spec,
+            &found,
+            &state.active_backoff,
+            &handed_over,
+        )
         .await
         .map_err(|e| refused(format!("not adopting {label}: {e}")))?;
     // The entries of instances down stay until their start has stopped what they left.
@@ -904,18 +918,21 @@ fn down_instances(found: &[Found]) -> Option<String> {
 /// adopted. One that fails its probe (an instance the previous run was restarting, not ready yet)
 /// is adopted not ready beside the ready ones ([`Unready::BesideReady`]): withdrawn from the route
 /// until a probe passes, stopped and started again past its readiness deadline. One with no
-/// process ([`Found::Down`]) is started at once once the service supervises the workload,
-/// withdrawn until its start passes readiness. `None` when none passes: the caller stops them
-/// with the other leftovers and starts the workload afresh, as after a crash with nothing left
-/// running.
+/// process ([`Found::Down`]) is started once the service supervises the workload, withdrawn until
+/// its start passes readiness. Each goes on with the restart backoff the previous run saved for
+/// it (`backoff`, [`ServiceState::active_backoff`]): one with no process waits the rest of its
+/// wait, at once when none is saved ([`crate::driver::supervisor::down_delay`]). `None` when none
+/// passes: the caller stops them with the other leftovers and starts the workload afresh, as
+/// after a crash with nothing left running.
 async fn adopt_active(
     driver: &LocalDriver,
     label: &str,
     spec: &WorkloadSpec,
     found: Vec<Found>,
+    backoff: &[Option<crate::driver::supervisor::Backoff>],
 ) -> Option<(Workload, Vec<Found>)> {
     match driver
-        .adopt(label, spec, &found, Unready::BesideReady)
+        .adopt(label, spec, &found, Unready::BesideReady, backoff)
         .await
     {
         Ok(workload) => Some((workload, found)),
@@ -936,6 +953,8 @@ struct Fallback {
     slot: Slot,
     spec: Option<WorkloadSpec>,
     pids: Vec<u32>,
+    /// Its instances' restart backoff as saved ([`ServiceState::active_backoff`]).
+    backoff: Vec<Option<crate::driver::supervisor::Backoff>>,
 }
 
 /// Starts `spec` as the active workload in `slot`. A signal before it is ready cancels the start
@@ -985,8 +1004,15 @@ fn save_started(store: Option<&StateFile>, state: &ServiceState) {
 
 /// The `Adopted` event's note after a crash: [`adopted_note`], then the instances that had no
 /// process and are started ([`Found::Down`]): `; v1 instance 0 had no process (the previous run
-/// was waiting to restart it): started again at once on port 25100`.
-fn adopted_after_crash(label: &str, found: &[Found], workload: &Workload) -> String {
+/// was waiting to restart it): started again at once on port 25100`, or `started again once the
+/// rest of its restart backoff has passed on port 25100` when `backoff` (as saved) says one was
+/// waiting.
+fn adopted_after_crash(
+    label: &str,
+    found: &[Found],
+    workload: &Workload,
+    backoff: &[Option<crate::driver::supervisor::Backoff>],
+) -> String {
     let note = adopted_note(label, &running(found));
     let Some(down) = down_instances(found) else {
         return note;
@@ -1000,9 +1026,22 @@ fn adopted_after_crash(label: &str, found: &[Found], workload: &Workload) -> Str
         1 => format!("port {}", ports.join("")),
         _ => format!("ports {}", ports.join(", ")),
     };
+    // As its supervisor decides it ([`crate::driver::supervisor::down_delay`]).
+    let now = std::time::SystemTime::now();
+    let at_once = (found.iter().enumerate())
+        .filter(|(_, f)| matches!(f, Found::Down { .. }))
+        .all(|(i, _)| {
+            let saved = backoff.get(i).and_then(Option::as_ref);
+            let delay = crate::driver::supervisor::down_delay(saved, &StartDown::AtOnce, now);
+            delay == Some(std::time::Duration::ZERO)
+        });
+    let when = match at_once {
+        true => "at once",
+        false => "once the rest of its restart backoff has passed",
+    };
     format!(
         "{note}; {label} instance {down} had no process (the previous run was waiting to restart \
-         it): started again at once on {ports}"
+         it): started again {when} on {ports}"
     )
 }
 
@@ -1145,6 +1184,7 @@ mod tests {
             pid: Some(pid),
             started_ticks: ticks,
             port: Some(25_100 + u16::try_from(instance).unwrap()),
+            replaces: None,
         };
         let runs = entry(0, "t-0", pid, crate::driver::children::start_ticks(pid));
         // Another start time: the process it names is gone.
