@@ -906,10 +906,14 @@ mod tests {
             port: Some(8081),
             replaces,
         };
-        // Instance 0's recorded process is this test's too: both run.
+        // Instance 0's recorded process: another that runs.
+        let mut other_child = crate::test_support::sleeping_group_leader();
+        let zero_pid = other_child.id();
         let zero = ChildEntry {
             token: "t-1".into(),
             instance: 0,
+            pid: Some(zero_pid),
+            started_ticks: start_ticks(zero_pid),
             port: Some(8080),
             replaces: None,
             ..restart(None)
@@ -917,25 +921,27 @@ mod tests {
         for saved in [4_242, 0] {
             let entries = [zero.clone(), restart(Some(saved))];
             assert_eq!(
-                adoptable_each(&entries, "blue", 2, &[pid, saved]),
+                adoptable_each(&entries, "blue", 2, &[zero_pid, saved]),
                 [Some(zero.clone()), Some(restart(Some(saved)))],
                 "the restart of {saved}"
             );
             let other = [zero.clone(), restart(Some(saved + 1))];
             assert_eq!(
-                adoptable_each(&other, "blue", 2, &[pid, saved]),
+                adoptable_each(&other, "blue", 2, &[zero_pid, saved]),
                 [Some(zero.clone()), None],
                 "the restart of another process"
             );
         }
         let first = [zero.clone(), restart(None)];
         assert_eq!(
-            adoptable_each(&first, "blue", 2, &[pid, 4_242]),
+            adoptable_each(&first, "blue", 2, &[zero_pid, 4_242]),
             [Some(zero.clone()), None],
             "a first start"
         );
-        let _ = child.kill();
-        let _ = child.wait();
+        for child in [&mut child, &mut other_child] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Recorded processes are stopped by token (pid never written) and by pid and start time;
