@@ -360,6 +360,9 @@ pub async fn reconcile_finalized(
 /// traffic back to the target, then the preview deleted, as an abort does), else finishes
 /// (after promotion); `Ok` once it has ended and the preview is gone, and the finalizer is then
 /// removed. Never starts a rollout (the deletion bumped the generation; it is not a new spec).
+/// With no rollout record in status while `status.weights` still gives the preview a share (the
+/// record removed by another client), that share goes back to the target first, as an abort sends
+/// it ([`machine::left_share_rollout`]), before the preview is deleted.
 ///
 /// # Errors
 /// [`ShiftError::Finalizing`] while the rollout has not ended yet (looked at again within 2 s),
@@ -391,6 +394,7 @@ async fn end_deleted(
     ctx: &Context,
 ) -> Result<Action, ShiftError> {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
+    let mut missing = None;
     let (machine, mut inputs) = match in_memory {
         Some(m) => (m, vec![crate::rollout::Input::Tick]),
         None => match super::store::ShiftRecord::from_status(&shift) {
@@ -399,9 +403,20 @@ async fn end_deleted(
                 (Machine::new(record), inputs)
             }
             None => {
-                // Nothing was ever started; a preview of a lost record goes anyway.
-                ctx.driver.delete_preview(&shift).await?;
-                return Ok(Action::await_change());
+                // A record removed while the split still gives the preview a share: that share
+                // goes back to the target first, as an abort sends it (session 39).
+                let config = shift.spec.rollout.to_config().unwrap_or_default();
+                let Some(machine) = machine::left_share_rollout(&shift, config) else {
+                    // Nothing was ever started; a preview of a lost record goes anyway.
+                    ctx.driver.delete_preview(&shift).await?;
+                    return Ok(Action::await_change());
+                };
+                let then = format!(
+                    "trafficshift deleted: returning that share to deployment {} first; the preview is deleted once the proxies applied it",
+                    shift.spec.deployment
+                );
+                missing = left_preview_share(&shift, &then);
+                (machine, Vec::new())
             }
         },
     };
@@ -411,6 +426,9 @@ async fn end_deleted(
     pinned.metadata.generation = Some(machine.record.generation);
     let pinned = Arc::new(pinned);
     let exec = exec::Exec::new(ctx, pinned.clone());
+    if let Some(note) = &missing {
+        say_record_missing(&exec, &shift, note).await;
+    }
     let phase = machine.record.rollout.phase;
     if matches!(
         phase,
@@ -565,10 +583,13 @@ async fn reconcile_with(
     // the preview a share (after promotion: all of it): the rollout starts even though the
     // target runs the images, as its first step returns that share to the target; `UpToDate`
     // would leave it on the preview, and the preview undeleted, for good (session 38).
-    let left_share = first.then(|| left_preview_share(&shift)).flatten();
+    let then = format!(
+        "starting a rollout of the spec, whose first step returns that share to deployment {}",
+        shift.spec.deployment
+    );
+    let left_share = first.then(|| left_preview_share(&shift, &then)).flatten();
     if let Some(note) = &left_share {
-        tracing::warn!(trafficshift = %crate::driver::kube::key(&*shift), "{note}");
-        exec.event("RolloutRecordMissing", note).await;
+        say_record_missing(&exec, &shift, note).await;
     }
     if machine.record.rollout.phase == crate::rollout::Phase::Pending && left_share.is_none() {
         if status::shows_not_progressing_for(&shift, UP_TO_DATE) {
@@ -751,28 +772,29 @@ pub(crate) fn of_record(
     object: &DynamicObject,
     record: &super::store::ShiftRecord,
 ) -> TrafficShift {
-    let route = object
-        .data
-        .pointer("/spec/route")
-        .and_then(|r| serde_json::from_value(r.clone()).ok());
-    // A record of an older version may not name its target: the object's own, if it is a name.
-    let deployment = object
-        .data
-        .pointer("/spec/deployment")
-        .and_then(|d| d.as_str());
-    let mut base = bare(object);
-    base.spec.deployment = deployment.unwrap_or_default().to_owned();
-    base.spec.route = route;
-    let status = object.data.get("status");
-    base.status = status
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .or_else(|| {
-            Some(crate::kube::crd::TrafficShiftStatus {
-                rollout_state: serde_json::to_value(record).ok(),
-                ..Default::default()
-            })
-        });
+    let mut base = readable(object);
+    base.status = base.status.or_else(|| {
+        Some(crate::kube::crd::TrafficShiftStatus {
+            rollout_state: serde_json::to_value(record).ok(),
+            ..Default::default()
+        })
+    });
     record.rolled_out(&base)
+}
+
+/// A TrafficShift that does not decode, as far as it does: `object`'s metadata, its
+/// `spec.deployment` when that is a name (a record of an older version may not name its target)
+/// and its `spec.route` and `status` when they decode; the rest of the spec empty.
+fn readable(object: &DynamicObject) -> TrafficShift {
+    let data = &object.data;
+    let mut base = bare(object);
+    let deployment = data.pointer("/spec/deployment").and_then(|d| d.as_str());
+    base.spec.deployment = deployment.unwrap_or_default().to_owned();
+    let route = data.pointer("/spec/route");
+    base.spec.route = route.and_then(|r| serde_json::from_value(r.clone()).ok());
+    let status = data.get("status");
+    base.status = status.and_then(|s| serde_json::from_value(s.clone()).ok());
+    base
 }
 
 /// A TrafficShift of `object`'s name and metadata, with an empty spec: for what is found by
@@ -789,17 +811,24 @@ fn bare(object: &DynamicObject) -> TrafficShift {
     shift
 }
 
-/// For a TrafficShift with no rollout record in its status: why a rollout must start anyway, when
+/// For a TrafficShift with no rollout record in its status: why a rollout must run anyway, when
 /// `status.weights` still gives the preview a share (the record was removed by another client:
-/// a new TrafficShift has no published weights, and an ended rollout leaves the preview 0%).
-fn left_preview_share(shift: &TrafficShift) -> Option<String> {
-    let weights = shift.status.as_ref()?.weights.as_ref()?;
-    (weights.preview.bp() > 0).then(|| {
+/// a new TrafficShift has no published weights, and an ended rollout leaves the preview 0%),
+/// ending with `then`, what is done about it.
+fn left_preview_share(shift: &TrafficShift, then: &str) -> Option<String> {
+    machine::left_share(shift).map(|weights| {
         format!(
-            "status.rolloutState is missing while status.weights still gives the preview {} (generation {}): starting a rollout of the spec, whose first step returns that share to deployment {}",
-            weights.preview, weights.generation, shift.spec.deployment
+            "status.rolloutState is missing while status.weights still gives the preview {} (generation {}): {then}",
+            weights.preview, weights.generation
         )
     })
+}
+
+/// Says [`left_preview_share`]'s `note` about `shift` in the log and as a Warning Event
+/// `RolloutRecordMissing`.
+async fn say_record_missing(exec: &exec::Exec<'_>, shift: &TrafficShift, note: &str) {
+    tracing::warn!(trafficshift = %crate::driver::kube::key(shift), "{note}");
+    exec.event("RolloutRecordMissing", note).await;
 }
 
 /// `object` as the API server has it now, untyped; `None` when it is gone.
@@ -859,7 +888,9 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError>
 /// in `status.rolloutState` as the API server has it now) ends from its record as for one that
 /// decodes ([`cleanup`]: aborted before promotion, finished after it, then the preview deleted
 /// and the finalizer removed); before, the finalizer stayed until the object was fixed. With
-/// none under way the preview, if one is left, is deleted and the finalizer goes.
+/// none under way the preview, if one is left, is deleted and the finalizer goes; with no record
+/// at all while `status.weights` still gives the preview a share, that share goes back to the
+/// target first ([`end_deleted`], from what of the object decodes: [`readable`]).
 ///
 /// # Errors
 /// [`ShiftError::Finalizing`] while the rollout has not ended or the preview is not gone yet, or
@@ -891,10 +922,16 @@ async fn cleanup_undecodable(
         Some(m) => Some(m.record.clone()),
         None => record_in(object),
     };
+    let recorded = record.is_some();
     if let Some(record) = record.filter(|r| !r.rollout.is_terminal()) {
         tracing::info!(trafficshift = %invalid::key(object), "deleted while it does not decode ({problem}): ending its rollout from the record");
         let shift = Arc::new(of_record(object, &record));
         return Box::pin(end_deleted(shift, in_memory, ctx)).await;
+    }
+    // No record while the split still gives the preview a share: returned first (session 39).
+    let shift = readable(object);
+    if !recorded && machine::left_share(&shift).is_some() {
+        return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await;
     }
     // The preview is found by name and owner uid only: the spec is not needed.
     if ctx.driver.delete_preview(&bare(object)).await? {

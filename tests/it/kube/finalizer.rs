@@ -1,13 +1,18 @@
 //! The TrafficShift finalizer: deleting a TrafficShift mid-rollout returns all traffic to the
-//! target (blue), deletes the preview, and only then lets the TrafficShift go.
+//! target (blue), deletes the preview, and only then lets the TrafficShift go; so does deleting
+//! one whose rollout record was removed while `status.weights` still gives the preview a share.
 
-use crossfade_controller::kube::crd::Phase;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus};
 use crossfade_controller::kube::shift::FINALIZER;
 use kube::api::DeleteParams;
 use serde_json::json;
 
-use super::cluster::{until_deleted, Cluster};
-use super::shift::{events_with, image, notes};
+use super::cluster::{until_deleted, Cluster, ReplicaLease};
+use super::shift::{events_with, image, make_undecodable, notes, raw_shifts, WAIT};
+use crate::support::wait_until;
 
 #[tokio::test]
 async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_deletes_the_preview() {
@@ -61,5 +66,86 @@ async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_delete
         aborted[0].ends_with("(TrafficShift deleted at step 2/3 (50%))"),
         "{aborted:?}"
     );
+    ctl.abort();
+}
+
+/// Session 39: a TrafficShift deleted after `status.rolloutState` was removed (after promotion,
+/// all traffic on the preview, by another client) while `status.weights` still gives the preview
+/// 100%. Before, the finalizer found no record, deleted the preview at once and let the
+/// TrafficShift go, while the proxies still sent the preview all the traffic. Now the share goes
+/// back to the target first, as weights published one generation above the proxies' (Warning
+/// Event `RolloutRecordMissing`), the preview is kept until every live proxy replica applied
+/// them, and only then is it deleted and the finalizer removed.
+#[tokio::test]
+async fn deleting_a_trafficshift_whose_record_was_removed_returns_the_preview_share_before_deleting_it(
+) {
+    if let Some(c) = Cluster::with_target().await {
+        deleted_after_its_record_was_removed(&c, false).await;
+    }
+}
+
+/// As above, for a TrafficShift that does not decode (`spec.rollout.hold: 9000h`): before, with
+/// no record the finalizer deleted the preview at once by name and owner.
+#[tokio::test]
+async fn deleting_a_trafficshift_that_does_not_decode_whose_record_was_removed_returns_the_preview_share_first(
+) {
+    if let Some(c) = Cluster::with_target().await {
+        deleted_after_its_record_was_removed(&c, true).await;
+    }
+}
+
+/// Promotes rollout 1, removes its record ([`super::lifecycle::record_removed_after_promotion`]),
+/// makes the TrafficShift undecodable if asked, deletes it and starts the controllers with a live
+/// proxy replica that applied the 100% and nothing since; checks that the preview's share goes
+/// back to the target before the preview is deleted, and that both go once the replica applied it.
+async fn deleted_after_its_record_was_removed(c: &Cluster, undecodable: bool) {
+    let published = super::lifecycle::record_removed_after_promotion(c).await;
+    if undecodable {
+        make_undecodable(&c.client).await;
+    }
+    let applied = |generation: u64| BTreeMap::from([("default/web".to_owned(), generation)]);
+    let replica = ReplicaLease::start(c.client.clone(), "crossfade-proxy-slow", applied(published));
+    let raw = raw_shifts(&c.client);
+    raw.delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let ctl = c.controller();
+    let returned = wait_until(WAIT, "the preview's share back to the target", || async {
+        let Some(shift) = raw.get_opt("web").await.expect("get") else {
+            let preview = c.deploys.get_opt("web-green").await.expect("get");
+            let preview = if preview.is_some() { "kept" } else { "deleted" };
+            panic!("the trafficshift went (preview {preview}) while status.weights still gave the preview 100% (generation {published}): never returned to the target");
+        };
+        let status = shift.data.get("status").cloned()?;
+        let weights = serde_json::from_value::<TrafficShiftStatus>(status).ok()?.weights?;
+        (weights.preview.bp() == 0 && weights.generation > published).then_some(weights.generation)
+    })
+    .await;
+    // Held by the replica behind: looked at again every 2 s meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_some(),
+        "the preview is deleted before every proxy replica applied generation {returned}"
+    );
+    assert!(
+        raw.get_opt("web").await.expect("get").is_some(),
+        "the finalizer went"
+    );
+    replica.ack(applied(returned));
+    until_deleted(&raw, "web").await;
+    c.deployment_deleted("web-green").await;
+    let missing = notes(&c.client, "web", "RolloutRecordMissing").await;
+    assert!(
+        missing.iter().any(|n| n.contains("gives the preview 100%")),
+        "{missing:?}"
+    );
+    events_with(&c.client, &["Normal Deleting", "Normal Aborted"]).await;
+    let aborted = notes(&c.client, "web", "Aborted").await;
+    assert!(
+        aborted.len() == 1
+            && aborted[0].starts_with(&format!("aborted: green at 0% (generation {returned})")),
+        "{aborted:?}"
+    );
+    replica.stop().await;
     ctl.abort();
 }

@@ -1080,27 +1080,7 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
     let Some(c) = Cluster::with_target().await else {
         return;
     };
-    let (first, _) = c.rollout_at_step_one().await;
-    ops::send(&c.client, "default", "web", ops::Verb::Promote)
-        .await
-        .expect("promote rollout 1");
-    let (promoted, _) = raw_status_until(&c.client, "Promoted at 100%", |s| {
-        s.phase == Some(Phase::Promoted)
-            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
-    })
-    .await;
-    let published = promoted.weights.as_ref().map_or(0, |w| w.generation);
-    first.abort();
-    let _ = first.await;
-    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
-    c.shifts
-        .patch_status(
-            "web",
-            &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")),
-        )
-        .await
-        .expect("remove status.rolloutState");
+    let published = record_removed_after_promotion(&c).await;
     let second = c.controller();
     let started = raw_status_until(&c.client, "a rollout at step 1", |s| {
         s.rollout_state.is_some() && at_step_one(s)
@@ -1131,6 +1111,33 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
         "{ended:?}"
     );
     second.abort();
+}
+
+/// Runs rollout 1 of TrafficShift `web` to `Promoted` (all traffic on the preview), stops its
+/// controllers there and removes `status.rolloutState`, as another client may; returns the
+/// weights generation published at 100%, which `status.weights` still shows.
+pub(super) async fn record_removed_after_promotion(c: &Cluster) -> u64 {
+    let (first, _) = c.rollout_at_step_one().await;
+    ops::send(&c.client, "default", "web", ops::Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let (promoted, _) = raw_status_until(&c.client, "Promoted at 100%", |s| {
+        s.phase == Some(Phase::Promoted)
+            && s.weights.as_ref().is_some_and(|w| w.preview.bp() == 10_000)
+    })
+    .await;
+    first.abort();
+    let _ = first.await;
+    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
+    c.shifts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")),
+        )
+        .await
+        .expect("remove status.rolloutState");
+    promoted.weights.as_ref().map_or(0, |w| w.generation)
 }
 
 /// Waits until rollout 2, of `web2`, is at step 1, `web2` still running `web:v1` at every look

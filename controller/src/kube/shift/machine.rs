@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use super::ACK_POLL;
 use crate::analysis::{judge_for, Judge};
 use crate::driver::kube::preview_name;
-use crate::kube::crd::{CommandsSeen, TrafficShift};
+use crate::kube::crd::{CommandsSeen, TrafficShift, WeightsStatus};
 use crate::kube::store::ShiftRecord;
 use crate::rollout::{AbortCause, Input, OperatorCommand, Phase, Promotion, Rollout};
 use crate::spec::RolloutConfig;
@@ -150,6 +150,37 @@ fn continue_numbering(record: &mut ShiftRecord, shift: &TrafficShift) {
     if let Some(id) = status.rollout_id {
         record.rollout.id = id.checked_add(1).unwrap_or(1);
     }
+}
+
+/// For a TrafficShift being deleted with no rollout record in its status while `status.weights`
+/// still gives the preview a share (the record was removed by another client, after promotion
+/// all of it): a rollout of `shift`'s spec (`config`) standing where that split left it, at the
+/// first step whose weight reaches the share (the last one if none does), so that the deletion
+/// aborts it as it aborts any rollout under way: the share goes back to the target as weights
+/// published one generation above the proxies' ([`continue_numbering`]), and the preview is
+/// deleted once every live proxy replica applied them. Before (session 39), the finalizer
+/// deleted the preview at once while the proxies still sent it that share. `None` when
+/// `status.weights` gives the preview nothing.
+pub(super) fn left_share_rollout(shift: &TrafficShift, config: RolloutConfig) -> Option<Machine> {
+    let weights = left_share(shift)?;
+    let share = weights.preview.bp();
+    let mut machine = Machine::start(config, shift, None);
+    continue_numbering(&mut machine.record, shift);
+    let r = &mut machine.record.rollout;
+    let steps = r.config.steps.len();
+    r.step = (0..steps)
+        .find(|&i| r.config.weight_bp(i) >= share)
+        .unwrap_or(steps.saturating_sub(1));
+    r.phase = Phase::Progressing;
+    r.preview_ready = true;
+    (r.preview_bp, r.applied_bp, r.generation) = (share, share, weights.generation);
+    Some(machine)
+}
+
+/// `shift`'s `status.weights` when they give the preview a share (above 0%).
+pub(super) fn left_share(shift: &TrafficShift) -> Option<&WeightsStatus> {
+    let weights = shift.status.as_ref()?.weights.as_ref()?;
+    (weights.preview.bp() > 0).then_some(weights)
 }
 
 /// `shift`'s `spec.rollout.unreadyGrace` (or the default) in milliseconds, as a record keeps it.

@@ -719,3 +719,38 @@ fn an_older_records_target_is_the_only_deployment_its_blue_service_selects() {
         )
     );
 }
+
+/// Session 39: a deleted TrafficShift with no record while `status.weights` still gives the
+/// preview a share gets a rollout standing at that share (numbered on from status), which the
+/// deletion's abort sends back to the target as published weights; with no share, none.
+#[test]
+fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_target() {
+    let mut shift: TrafficShift = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "generation": 5 },
+        "spec": { "deployment": "web", "images": { "app": "web:v2" } },
+        "status": { "rolloutId": 3,
+            "weights": { "active": "80%", "preview": "20%", "generation": 7 } }
+    }))
+    .expect("trafficshift");
+    let m = machine::left_share_rollout(&shift, RolloutConfig::default()).expect("a rollout");
+    let r = &m.record.rollout;
+    assert_eq!((r.id, r.phase, r.step), (4, Phase::Progressing, 1));
+    assert_eq!((r.preview_bp, r.applied_bp, r.generation), (2000, 2000, 7));
+    assert_eq!(m.record.weights_generation, 7);
+    let mut rollout = r.clone();
+    let now = tokio::time::Instant::now();
+    let abort = Input::Abort(crate::rollout::AbortCause::Deleted);
+    let commands = rollout.step(abort, now);
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, crate::rollout::Command::SetWeights { preview_bp: 0 })),
+        "{commands:?}"
+    );
+    assert_eq!(rollout.phase, Phase::Aborting);
+    let status = shift.status.as_mut().expect("status");
+    status.weights.as_mut().expect("weights").preview =
+        serde_json::from_value("0%".into()).expect("0%");
+    assert!(machine::left_share_rollout(&shift, RolloutConfig::default()).is_none());
+}
