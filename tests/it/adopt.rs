@@ -272,9 +272,17 @@ async fn a_restart_killed_before_it_saved_a_restarted_instances_pid_adopts_it() 
         Some(pids_of(&s["active_pids"])).filter(|p| p.len() == 2)
     })
     .await;
-    // From here no save of the state file works: its temporary file's path is a directory.
+    // From here no save of the state file works: its temporary file's path is a directory. A
+    // save under way holds that path for a moment (the run saves on its own too): try again.
     let blocker = dir.path().join(".state.json.tmp");
-    std::fs::create_dir(&blocker).expect("block the state file's saves");
+    wait_until(PATIENCE, "the state file's saves blocked", || async {
+        match std::fs::create_dir(&blocker) {
+            Ok(()) => Some(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+            Err(e) => panic!("block the state file's saves: {e}"),
+        }
+    })
+    .await;
     kill(Pid::from_raw(before[1] as i32), Signal::SIGKILL).expect("kill blue instance 1");
     let journal = dir.path().join("state.json.children");
     let restarted = wait_until(PATIENCE, "instance 1's restart journalled", || async {
