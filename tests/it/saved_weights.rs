@@ -202,6 +202,34 @@ async fn a_corrupt_state_file_starts_from_its_backup_or_stops_the_start_naming_i
     );
 }
 
+/// Trial 39 (user39): a state file and a backup damaged alike (both truncated to nothing, as a
+/// full disk leaves them) made the refusal end in a dangling `; the state file`: the file's own
+/// cause was left out as already said, since the backup's words held the same text. The
+/// refusal now names the state file's cause itself, at start and in `crossfade check`.
+#[tokio::test]
+async fn a_state_file_damaged_like_its_backup_is_refused_naming_its_own_cause() {
+    let dir = temp_dir();
+    let unused: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut config = proxy_config(&[unused], &[]);
+    config["state_file"] = json!("weights.json");
+    let path = write_json(dir.path(), "proxy.yaml", &config);
+    let state = dir.path().join("weights.json");
+    std::fs::write(&state, "").unwrap();
+    std::fs::write(dir.path().join("weights.json.bak"), "").unwrap();
+    let cause = "EOF while parsing a value at line 1 column 0";
+    let said = format!("start from the config file's weights); the state file: {cause}");
+    let path_arg = path.to_str().unwrap();
+    for command in ["proxy", "check"] {
+        let refused = run_to_end([command, path_arg], Duration::from_secs(60)).await;
+        assert_eq!(refused.code, Some(1), "{command}: {refused:?}");
+        assert!(refused.stderr.contains(&said), "{command}: {refused:?}");
+        assert!(
+            !refused.stderr.trim_end().ends_with("the state file"),
+            "{refused:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_route_the_config_no_longer_has_is_ignored_with_a_warning() {
     let dir = temp_dir();
