@@ -1133,17 +1133,41 @@ pub fn warn_about(config: &ProxyConfig, path: &Path, prefix: &str) {
 }
 
 /// Warns about each setting of `file` that differs from `in_force` (read at start) and that a
-/// reload does not apply, so that no change is ignored silently.
+/// reload does not apply, so that no change is ignored silently; with what a start would refuse
+/// in the files those settings name ([`start_would_refuse`]).
 pub fn warn_not_reloaded(in_force: &ProxyConfig, file: &ProxyConfig, path: &Path) {
     let changed = not_reloaded(in_force, file);
     if !changed.is_empty() {
+        let refused = start_would_refuse(file, &changed, path)
+            .map(|e| format!("; a start or a binary upgrade would refuse this file: {e}"))
+            .unwrap_or_default();
         tracing::warn!(
             "SIGHUP: {}: changed settings not applied, they need a restart or a binary upgrade \
-             (the values read at start stay in force): {}",
+             (the values read at start stay in force): {}{refused}",
             path.display(),
             changed.join(", ")
         );
     }
+}
+
+/// The settings that name a file a start reads or writes ([`ProxyConfig::check_files`]).
+const FILE_SETTINGS: [&str; 3] = ["tls", "access_log", "state_file"];
+
+/// Why a start would refuse `file` ([`ProxyConfig::check_files`], one line), when one of the
+/// `changed` settings that a reload does not apply names a file: a SIGHUP checks the values but
+/// not those files, so a `tls:` added with a certificate that is not there was only named as
+/// needing a restart, and the restart failed (trial 39). `None` when no such setting changed
+/// (a TLS pair in force is reloaded on its own, see [`reload_tls`]) or the files are fine.
+fn start_would_refuse(file: &ProxyConfig, changed: &[String], path: &Path) -> Option<String> {
+    let names_a_file = |key: &String| {
+        let top = key.split('.').next().unwrap_or_default();
+        FILE_SETTINGS.contains(&top)
+    };
+    if !changed.iter().any(names_a_file) {
+        return None;
+    }
+    let refused = file.check_files(Some(path)).err()?;
+    Some(one_line(&refused.to_string()))
 }
 
 /// Logs a route reload: each route whose runtime weights were kept (info) or replaced by the

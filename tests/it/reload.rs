@@ -190,3 +190,33 @@ async fn a_sighup_on_a_deleted_config_says_it_cannot_read_it() {
     assert_eq!(admin.status().await["routes"][0]["name"], "web");
     proxy.terminate(Duration::from_secs(15)).await;
 }
+
+/// Trial 39 (user39): a SIGHUP on a file that adds `tls:` with a certificate that is not there, or
+/// moves `state_file` into a directory that is not there, only named `tls` and `state_file` as
+/// needing a restart, and the restart then refused the file. The warning now says what the
+/// start would refuse, naming the field; the routes are reloaded all the same, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_warns_when_a_setting_it_cannot_apply_names_a_file_a_start_would_refuse() {
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let mut config = proxy_config(&[blue.addr], &[]);
+    let (mut proxy, admin) = started(dir.path(), &config).await;
+    config["tls"] = json!({ "cert": "missing.crt", "key": "missing.key" });
+    config["state_file"] = json!("no-such-dir/weights.json");
+    config["routes"][0]["path_prefix"] = json!("/api");
+    write_json(dir.path(), "proxy.yaml", &config);
+    let log = hang_up(&proxy, 1).await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("changed settings not applied"))
+        .unwrap_or_else(|| panic!("no warning: {log}"));
+    let cert = dir.path().join("missing.crt");
+    let said = format!(
+        "(the values read at start stay in force): state_file, tls; a start or a binary upgrade \
+         would refuse this file: invalid config: tls.cert: cannot read {}: ",
+        cert.display()
+    );
+    assert!(line.contains(&said), "{line}");
+    assert_eq!(admin.status().await["routes"][0]["path_prefix"], "/api");
+    proxy.terminate(Duration::from_secs(15)).await;
+}
