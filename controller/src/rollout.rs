@@ -79,7 +79,8 @@
 //!   (Kubernetes) sends [`Input::Reattached`] instead: the rollout resumes where it stood with fresh
 //!   timers but what was left of its progress deadline: provisioning asks for the preview again (the driver adopts what exists), a step
 //!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
-//!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`.
+//!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`,
+//!   by the deadline that was left (a whole one without).
 
 mod capacity;
 mod clock;

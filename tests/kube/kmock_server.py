@@ -87,6 +87,13 @@ def _merge_patch_from(old: Any, new: Any) -> Any:
     return patch
 
 
+def _without_nulls(obj: Any) -> Any:
+    """`obj` without the null values of its objects, as a merge patch stores it (lists kept whole)."""
+    if not isinstance(obj, dict):
+        return obj
+    return {k: _without_nulls(v) for k, v in obj.items() if v is not None}
+
+
 # patchMergeKey of the common list fields (strategic merge patch); others are replaced wholesale.
 _SMP_KEYS = {'containers': 'name', 'initContainers': 'name', 'ephemeralContainers': 'name', 'env': 'name',
              'volumes': 'name', 'volumeMounts': 'mountPath', 'ports': 'containerPort', 'conditions': 'type',
@@ -264,6 +271,10 @@ class PatchedEmulator(KubernetesEmulator):
     # out under an API server), the later ones are served. (Not 503 or 429: kube-rs' client
     # retries those by itself, so its caller would never see them.)
     internal_error: Any = attrs.field(factory=dict)
+    # With --deny-update NAMESPACE/PLURAL/NAME: every PATCH or PUT of that object (not of its
+    # subresources) answers 403, as a validating admission webhook that denies it does; reads,
+    # creation and deletion are served.
+    deny_update: Any = attrs.field(factory=set)
 
     def _refusal(self, request: kmock.Request) -> KubernetesError | None:
         if request.resource is None or not request.resource.plural:
@@ -274,6 +285,12 @@ class PatchedEmulator(KubernetesEmulator):
             return KubernetesError(status=403, reason='Forbidden', details={}, message=(
                 f'{request.resource.plural}.{group} is forbidden: User "emulator" cannot list resource '
                 f'"{request.resource.plural}" in API group "{group}" in the namespace "{request.namespace}"'))
+        method = str(request.method).upper().rsplit('.', 1)[-1]
+        if (f'{key}/{request.name}' in self.deny_update and method in ('PATCH', 'PUT')
+                and not request.subresource):
+            return KubernetesError(status=403, reason='Forbidden', details={}, message=(
+                f'admission webhook "deny.kmock.test" denied the request: '
+                f'{request.resource.plural} {request.name} may not be changed (--deny-update)'))
         if self.internal_error.get(key, 0) > 0:
             self.internal_error[key] -= 1
             return KubernetesError(status=500, reason='InternalError', details={},
@@ -398,7 +415,11 @@ class PatchedEmulator(KubernetesEmulator):
             gen += 1
         meta['generation'] = gen
         meta['resourceVersion'] = old['metadata'].get('resourceVersion')
-        if new == old:  # no-op write: the real server neither bumps the resourceVersion nor emits an event
+        # No-op write: the real server neither bumps the resourceVersion nor emits an event. A
+        # null the emulator cannot store (it stores by merge patch, where null deletes) changes
+        # nothing stored: `rolloutState`'s `null`s, which a real server keeps
+        # (x-kubernetes-preserve-unknown-fields), made each identical PUT a write (session 40).
+        if _without_nulls(new) == old:
             return attrs.evolve(request, method='GET', action=action.FETCH, data=None, subresource=None)
         meta['resourceVersion'] = self._next_rv()
         patch = _merge_patch_from(old, new)
@@ -525,11 +546,12 @@ def _exit_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> 
 
 
 async def amain(port: int, patched: bool, stdin_eof: bool, omit: list[str], audit: str | None,
-                forbid: list[str], internal_error: list[str]) -> None:
+                forbid: list[str], internal_error: list[str], deny_update: list[str]) -> None:
     cls = PatchedEmulator if patched else KubernetesEmulator
     kwargs: dict[str, Any] = {'audit': open(audit, 'a', encoding='utf-8')} if audit and patched else {}
     if patched:
         kwargs['forbid'] = set(forbid)
+        kwargs['deny_update'] = set(deny_update)
         kwargs['internal_error'] = {k: int(n) for k, n in (u.rsplit('=', 1) for u in internal_error)}
     async with cls(**kwargs) as emu, Server(emu, host='127.0.0.1', port=port) as srv:
         for key, info in RESOURCES.items():
@@ -558,6 +580,8 @@ if __name__ == '__main__':
                    help='answer 403 Forbidden to every request for that resource in that namespace, e.g. shop/leases')
     p.add_argument('--internal-error', action='append', default=[], metavar='NAMESPACE/PLURAL=N',
                    help='answer 500 to the first N requests for that resource in that namespace, e.g. shop/leases=2')
+    p.add_argument('--deny-update', action='append', default=[], metavar='NAMESPACE/PLURAL/NAME',
+                   help='answer 403 to every PATCH or PUT of that object, as a denying admission webhook, e.g. default/deployments/web')
     a = p.parse_args()
     bad = [u for u in a.internal_error if not re.fullmatch(r'[^/=]*/[^/=]+=[0-9]+', u)]
     if bad:
@@ -573,4 +597,5 @@ if __name__ == '__main__':
     unknown = [o for o in a.omit if o not in RESOURCES]
     if unknown:
         p.error(f'--omit: unknown resource(s) {unknown}; known: {sorted(RESOURCES)}')
-    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof, a.omit, a.audit, a.forbid, a.internal_error))
+    asyncio.run(amain(a.port, not a.plain, a.exit_on_stdin_eof, a.omit, a.audit, a.forbid, a.internal_error,
+                       a.deny_update))

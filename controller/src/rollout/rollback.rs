@@ -238,6 +238,20 @@ impl Rollout {
         }
     }
 
+    /// After promotion (or while undoing), a reattached rollout asks again for what it waits on
+    /// ([`Rollout::on_restarted`]) by the progress deadline it had (`deadline_left`), not a fresh
+    /// one (a whole one without). Before (session 40), each reload of the rollout from Kubernetes
+    /// status, which follows every failed reconcile, set a fresh deadline, wrote it to status,
+    /// and that write woke the next reconcile at once: a persistent error after promotion
+    /// rewrote status many times a second.
+    fn ask_again_by(&mut self, deadline_left: Option<Duration>, now: Instant) -> Vec<Command> {
+        let out = self.on_restarted(now);
+        if let (Some(left), Some(fresh)) = (deadline_left, self.timers.deadline) {
+            self.timers.deadline = Some(fresh.min(later(now, left)));
+        }
+        out
+    }
+
     /// After a restart of a controller whose workloads kept running: resume with fresh timers (a
     /// whole new hold: the clock of the interrupted step is not credited) but with what was left
     /// of the progress deadline (`deadline_left`, at most `progress_deadline`; a whole one without).
@@ -316,7 +330,7 @@ impl Rollout {
                 return Vec::new()
             }
             Phase::Promoted | Phase::Retiring | Phase::RollingBack | Phase::Aborting => {
-                return self.on_restarted(now)
+                return self.ask_again_by(deadline_left, now)
             }
         };
         out.push(event("Restarted", note));

@@ -51,6 +51,12 @@ impl Cluster {
         Cluster::start_kubelet(available, true, &[])
     }
 
+    /// As [`Cluster::start`], the emulator started with `args` too (options of
+    /// `tests/kube/kmock_server.py`, e.g. `--deny-update default/deployments/web`).
+    pub fn start_with_args(available: &[&str], args: &[&str]) -> Option<Cluster> {
+        Cluster::start_kubelet(available, false, args)
+    }
+
     /// As [`Cluster::start_with_pods`], the emulator writing its audit log (one JSON line per
     /// request: user, RBAC verb, group, resource) to `audit`.
     pub fn start_audited(available: &[&str], audit: &std::path::Path) -> Option<Cluster> {

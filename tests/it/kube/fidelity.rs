@@ -226,6 +226,44 @@ async fn status_and_spec_are_separate_subresources() {
     assert_eq!(after.spec.images["app"].0, "web:v3");
 }
 
+/// Session 40: a write of `/status` that differs from what is stored only by `null`s (the
+/// controller's record in `rolloutState` serialises its unset fields as `null`, which a real API
+/// server stores as sent: `x-kubernetes-preserve-unknown-fields`) changes nothing: the
+/// resourceVersion stays and no watch event is sent. Before, the emulator, which stores by merge
+/// patch and so drops `null`s, counted every such write as a change.
+#[tokio::test]
+async fn a_status_write_that_differs_only_by_nulls_keeps_the_resource_version() {
+    let Some(emu) = Emulator::start() else { return };
+    let api: Api<TrafficShift> = Api::default_namespaced(emu.client());
+    api.create(&PostParams::default(), &shift("web", "web:v2"))
+        .await
+        .expect("create");
+    let status = |step: u64| TrafficShiftStatus {
+        phase: Some(Phase::Promoted),
+        rollout_state: Some(json!({ "step": step, "reason": null })),
+        ..Default::default()
+    };
+    let write = |s: TrafficShiftStatus, current: TrafficShift| {
+        let api = api.clone();
+        async move {
+            let next = TrafficShift {
+                status: Some(s),
+                ..current
+            };
+            api.replace_status("web", &PostParams::default(), &next)
+                .await
+                .expect("replace status")
+        }
+    };
+    let rv = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap();
+    let current = api.get("web").await.expect("get");
+    let first = write(status(1), current).await;
+    let again = write(status(1), first.clone()).await;
+    assert_eq!(rv(&again), rv(&first), "an unchanged status was a write");
+    let changed = write(status(2), again.clone()).await;
+    assert_ne!(rv(&changed), rv(&again), "a changed status was no write");
+}
+
 #[tokio::test]
 async fn a_finalizer_holds_a_deleted_object_until_it_is_removed() {
     let Some(emu) = Emulator::start() else { return };

@@ -303,9 +303,7 @@ async fn a_spec_made_undecodable_after_promotion_lets_the_rollout_finish_from_it
         return;
     };
     c.create_target(&[]).await;
-    let fast = json!({ "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
-    c.create_shift(fast).await;
+    c.create_shift(fast_policy()).await;
     let ctl = c.controller();
     raw_status_until(&c.client, "Promoted", |s| s.phase == Some(Phase::Promoted)).await;
     make_undecodable(&c.client).await;
@@ -415,9 +413,7 @@ async fn a_deployment_changed_after_promotion_finishes_on_the_old_one_then_rolls
     let Some(c) = with_web2(&["web2", "web-green"]).await else {
         return;
     };
-    let fast = json!({ "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
-        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } });
-    c.create_shift(fast).await;
+    c.create_shift(fast_policy()).await;
     let ctl = c.controller();
     c.status_until("Promoted", |s| s.phase == Some(Phase::Promoted))
         .await;
@@ -1185,16 +1181,8 @@ async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status
         missing,
         ["spec.deployment: deployment web was deleted after promotion; the preview web-green keeps serving all traffic, and the role swap goes on once the deployment exists again"]
     );
-    let version = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap_or_default();
-    let before = c.shifts.get("web").await.expect("get web");
     // Three looks of the controller (every 2 s): before, each wrote the status about ten times.
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-    let after = c.shifts.get("web").await.expect("get web");
-    assert_eq!(
-        version(&before),
-        version(&after),
-        "status rewritten while waiting"
-    );
+    let after = unwritten_for(&c, 6, "while waiting").await;
     let status = after.status.expect("status");
     assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
     assert_eq!(status.weights.map(|w| w.preview.bp()), Some(10_000));
@@ -1205,6 +1193,47 @@ async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status
     c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;
     ctl.abort();
+}
+
+/// Session 40: every patch of the target refused after promotion (an admission webhook denying
+/// it; RBAC without patch, or 500s, fail the same way). Each reconcile fails and the next reads
+/// the rollout from status again. Before, that reload re-issued the role swap with a fresh
+/// progress deadline and wrote it to status, and the write woke the next reconcile at once,
+/// past the error backoff: status was rewritten many times a second. Now the reload keeps the
+/// recorded deadline, writes nothing new, and the reconcile is retried with backoff.
+#[tokio::test]
+async fn a_target_patch_refused_after_promotion_is_retried_without_rewriting_status() {
+    let args = ["--deny-update", "default/deployments/web"];
+    let Some(c) = Cluster::start_with_args(&["web-green"], &args) else {
+        return;
+    };
+    c.create_target(&[]).await;
+    c.create_shift(fast_policy()).await;
+    let ctl = c.controller();
+    raw_status_until(&c.client, "Promoted", |s| s.phase == Some(Phase::Promoted)).await;
+    // The first refusals and reloads.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = unwritten_for(&c, 4, "while the patch is refused").await;
+    let status = after.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
+    ctl.abort();
+}
+
+/// Two steps (50%, 100%) held 300 ms each: promoted within a few seconds, with no command.
+fn fast_policy() -> serde_json::Value {
+    json!({ "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms", "analysis": { "minRequests": 5, "interval": "300ms" } })
+}
+
+/// TrafficShift `web` as read after `secs` seconds in which it was not written (its
+/// resourceVersion stayed); panics naming `what` when it was.
+async fn unwritten_for(c: &Cluster, secs: u64, what: &str) -> TrafficShift {
+    let version = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap_or_default();
+    let before = c.shifts.get("web").await.expect("get web");
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    let after = c.shifts.get("web").await.expect("get web");
+    assert_eq!(version(&before), version(&after), "status rewritten {what}");
+    after
 }
 
 /// No Warning `TargetChanged` or `RolledBack` about TrafficShift `web`.

@@ -377,9 +377,17 @@ pub(super) fn unix_ms_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// How far apart a deadline read back from a record ([`initial`]) and the one it was read from
+/// may be and still be the same deadline: the monotonic clock and the wall clock are read at
+/// different moments, and both in whole milliseconds.
+const SAME_DEADLINE_MS: u64 = 1_000;
+
 /// Keeps the rollout's progress deadline in its record as wall-clock time
 /// ([`ShiftRecord::deadline_at_ms`]) whenever the machine set a new one (every transition that
 /// sets one writes the record, which calls this first); true when the record's value changed.
+/// One within [`SAME_DEADLINE_MS`] of the record's is the record's own read back after a reload:
+/// kept as it is. Before (session 40) the few milliseconds between the clocks counted as a
+/// change, and every reload wrote status.
 pub(super) fn keep_deadline(m: &mut Machine, now: tokio::time::Instant, now_ms: u64) -> bool {
     let deadline = m.record.rollout.deadline();
     if deadline == m.deadline_kept {
@@ -390,7 +398,12 @@ pub(super) fn keep_deadline(m: &mut Machine, now: tokio::time::Instant, now_ms: 
         let left = u64::try_from(d.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX);
         now_ms.saturating_add(left)
     });
-    let changed = m.record.deadline_at_ms != at;
-    m.record.deadline_at_ms = at;
-    changed
+    let same = match (m.record.deadline_at_ms, at) {
+        (Some(kept), Some(at)) => kept.abs_diff(at) <= SAME_DEADLINE_MS,
+        (kept, at) => kept == at,
+    };
+    if !same {
+        m.record.deadline_at_ms = at;
+    }
+    !same
 }

@@ -245,6 +245,41 @@ fn the_progress_deadline_is_kept_as_wall_clock_time_and_resumed_from_it() {
     );
 }
 
+/// Session 40: after promotion (and while undoing), a reconcile that fails drops the machine and
+/// the next reads the rollout from status again. Before, each such reload re-issued the wait with
+/// a fresh progress deadline, kept in the record as a new `deadline_at_ms`: every reload wrote
+/// status, and that write woke the next reconcile at once (a loop with any persistent error).
+/// A reload keeps the persisted deadline, whatever the milliseconds between the two clocks.
+#[test]
+fn a_reloaded_rollout_after_promotion_keeps_its_persisted_deadline() {
+    let cases = [
+        (Phase::Promoted, false),
+        (Phase::Retiring, false),
+        (Phase::Retiring, true),
+        (Phase::RollingBack, false),
+        (Phase::Aborting, false),
+    ];
+    for (phase, drained) in cases {
+        let mut saved = record(phase, 0);
+        saved.rollout.active_drained = drained;
+        // Persisted 30 s ago, with the default progress deadline (2 minutes).
+        let loaded_ms = 5_000_000;
+        saved.deadline_at_ms = Some(loaded_ms + 90_000);
+        let mut m = machine::Machine::new(saved);
+        let now = tokio::time::Instant::now();
+        for input in machine::initial(Some(&m.record), loaded_ms) {
+            m.record.rollout.step(input, now);
+        }
+        // The clocks read again a few milliseconds apart (`persist`).
+        let changed = machine::keep_deadline(&mut m, now, loaded_ms + 3);
+        assert_eq!(
+            (changed, m.record.deadline_at_ms),
+            (false, Some(loaded_ms + 90_000)),
+            "{phase} (drained {drained}): the reload rewrote the deadline"
+        );
+    }
+}
+
 #[test]
 fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
     let saved = record(Phase::Progressing, 500);

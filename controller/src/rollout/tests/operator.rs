@@ -596,6 +596,30 @@ fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
     assert!(least < Duration::from_secs(60), "the test's policy");
 }
 
+/// Session 40: after promotion the re-issued wait keeps what was left of the deadline too.
+/// Before, it got a whole one at every reattach, which Kubernetes mode does after every failed
+/// reconcile: a new deadline written to status each time, a write that woke the next reconcile.
+#[test]
+fn a_reattached_rollout_after_promotion_asks_again_by_the_deadline_it_had() {
+    let mut h = promoted();
+    let out = h.send(Input::Reattached {
+        deadline_left: Some(Duration::from_secs(5)),
+    });
+    assert_eq!(actions(&out), [Command::SwapRoles]);
+    assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(5)));
+    assert_eq!(h.wait(Duration::from_secs(4)), []);
+    let out = h.wait(Duration::from_secs(1));
+    assert_eq!(actions(&out), [Command::SwapRoles]);
+    assert_eq!(reasons(&out), ["DeadlineExceeded"]);
+
+    // A record without one (an earlier version's): a whole deadline.
+    let mut h = promoted();
+    h.send(Input::Reattached {
+        deadline_left: None,
+    });
+    assert_eq!(h.r.deadline(), Some(h.now + h.r.config.progress_deadline));
+}
+
 #[test]
 fn a_refused_command_never_changes_the_recorded_outcome() {
     // Trial report 6, F14: an abort refused while the rolled-back preview was still stopping
