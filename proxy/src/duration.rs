@@ -82,7 +82,7 @@ pub fn show(d: Duration) -> String {
 /// Each naming the text as written: `"-10s": a duration cannot be negative`; `"5" needs a unit
 /// (e.g. "5ms" or "5s")` (both: a bare `500` is as likely a latency bound in milliseconds as a
 /// hold in seconds); humantime's message for other malformed text; `"1000d" is above the maximum of
-/// 366 days (31622400s) for a duration`. A text of more than 64 bytes is quoted by its start and
+/// 366 days (31622400s) for a duration`. A text of more than 256 bytes is quoted by its start and
 /// length ([`crate::shown::with_short_quotes`]).
 pub fn parse(text: &str) -> Result<Duration, String> {
     parse_quoting_whole(text).map_err(|e| crate::shown::with_short_quotes(&e).into_owned())

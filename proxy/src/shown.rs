@@ -1,5 +1,6 @@
-//! A user's value quoted into an error, kept short: a value of up to [`MAX_SHOWN_BYTES`] bytes is
-//! quoted whole (`"abc" is not a percentage`), a longer one by its start and its length
+//! A user's value quoted into an error, kept short: a value of up to [`MAX_WHOLE_BYTES`] bytes is
+//! quoted whole (`"abc" is not a percentage`; a PromQL query or a URL still reads whole), a longer
+//! one by its first [`MAX_SHOWN_BYTES`] bytes and its length
 //! (`"xxxx…"… (100000 bytes) is not a percentage`), as `via.pseudonym` says `200002 bytes: must
 //! be 1 to 64 bytes`. A 100,000-character `weight` made a 100 KB error line at `crossfade check`,
 //! at start and in the log at each SIGHUP, and a 3 MB file given to `crossfade check` a 4 MB one
@@ -12,11 +13,15 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// The most bytes of a value an error quotes, as many as a `via.pseudonym` may hold.
+/// The most bytes of a value an error quotes whole: enough for a PromQL query, a JSONPath or a
+/// URL a user wrote, far below a runaway value or a file given by mistake.
+pub const MAX_WHOLE_BYTES: usize = 256;
+
+/// The bytes a longer value is quoted by (its start), as many as a `via.pseudonym` may hold.
 pub const MAX_SHOWN_BYTES: usize = 64;
 
-/// `value` as an error quotes it: `{value:?}` when it is at most [`MAX_SHOWN_BYTES`] bytes, else
-/// its first bytes quoted then `… (N bytes)`, N its whole length.
+/// `value` as an error quotes it: `{value:?}` when it is at most [`MAX_WHOLE_BYTES`] bytes, else
+/// its first [`MAX_SHOWN_BYTES`] bytes quoted then `… (N bytes)`, N its whole length.
 pub fn shown(value: &str) -> Shown<'_> {
     Shown(value)
 }
@@ -28,7 +33,7 @@ pub struct Shown<'a>(&'a str);
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.0;
-        if value.len() <= MAX_SHOWN_BYTES {
+        if value.len() <= MAX_WHOLE_BYTES {
             return write!(f, "{value:?}");
         }
         let mut end = MAX_SHOWN_BYTES;
@@ -40,10 +45,10 @@ impl fmt::Display for Shown<'_> {
 }
 
 /// `message` with each double-quoted value in it (written as Rust's `{:?}` writes a string) that
-/// is longer than [`MAX_SHOWN_BYTES`] bytes once unescaped put as [`shown`] puts it; shorter
+/// is longer than [`MAX_WHOLE_BYTES`] bytes once unescaped put as [`shown`] puts it; shorter
 /// quotes, and a quote that never closes, are left as they are.
 pub fn with_short_quotes(message: &str) -> Cow<'_, str> {
-    if message.len() <= MAX_SHOWN_BYTES {
+    if message.len() <= MAX_WHOLE_BYTES {
         return Cow::Borrowed(message);
     }
     let mut out = String::new();
@@ -54,7 +59,7 @@ pub fn with_short_quotes(message: &str) -> Cow<'_, str> {
             break;
         };
         out.push_str(&rest[..open]);
-        if value.len() > MAX_SHOWN_BYTES {
+        if value.len() > MAX_WHOLE_BYTES {
             out.push_str(&shown(&value).to_string());
             changed = true;
         } else {
@@ -121,12 +126,15 @@ mod tests {
             format!("\"{start}\"… (100000 bytes)")
         );
         // Cut at a character boundary: 'é' is two bytes.
-        let accented = "é".repeat(100);
+        let accented = "é".repeat(200);
         let start = "é".repeat(MAX_SHOWN_BYTES / 2);
         assert_eq!(
             shown(&accented).to_string(),
-            format!("\"{start}\"… (200 bytes)")
+            format!("\"{start}\"… (400 bytes)")
         );
+        // A query a user wrote, up to MAX_WHOLE_BYTES, is quoted whole.
+        let query = "q".repeat(MAX_WHOLE_BYTES);
+        assert_eq!(shown(&query).to_string(), format!("{query:?}"));
     }
 
     #[test]
@@ -140,7 +148,9 @@ mod tests {
             with_short_quotes(&message),
             format!("invalid type: string {start:?}… (1000 bytes), expected \"a map\" at line 1")
         );
-        let unclosed = format!("\"{}", "y".repeat(100));
+        let whole = format!("bad query \"{}\" here", "z".repeat(MAX_WHOLE_BYTES));
+        assert_eq!(with_short_quotes(&whole), whole);
+        let unclosed = format!("\"{}", "y".repeat(300));
         assert_eq!(with_short_quotes(&unclosed), unclosed);
     }
 }
