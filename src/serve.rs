@@ -1196,13 +1196,13 @@ pub fn reopen_access_log(proxy: &Proxy) {
     }
 }
 
-/// Reloads the TLS certificate and key files on SIGHUP (a bad pair keeps the old one serving).
+/// Reloads the TLS certificate and key files on SIGHUP (a bad pair keeps the previous one serving).
 pub fn reload_tls(proxy: &Proxy) {
     match proxy.reload_tls() {
         Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
         Ok(false) => {}
         Err(e) => tracing::error!(
-            "SIGHUP: TLS certificate not reloaded, the old one stays: {}",
+            "SIGHUP: TLS certificate not reloaded, the previous one stays: {}",
             one_line(&e.to_string())
         ),
     }

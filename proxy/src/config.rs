@@ -868,11 +868,13 @@ impl fmt::Display for ProblemLines<'_> {
 // === impl Problem ===
 
 impl Problem {
-    /// A problem at `path`.
+    /// A problem at `path`, a long value quoted in `message` cut to its start and length
+    /// ([`crate::shown::with_short_quotes`]).
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        let message = message.into();
         Problem {
             path: path.into(),
-            message: message.into(),
+            message: crate::shown::with_short_quotes(&message).into_owned(),
         }
     }
 }

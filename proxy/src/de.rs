@@ -41,10 +41,12 @@ pub fn null<E: de::Error>(expected: &dyn de::Expected, default: Option<&str>) ->
 /// A YAML or JSON reader's error message in a user's words: serde's `unit value` is `null`, a
 /// number too large for any integer is not said to be read `as u128` (serde's fallback for a
 /// visitor that does not take one, which names a Rust type), and `expected struct StartRequest`
-/// (a Rust type name) is `expected a map of fields` (trial 7, G11).
+/// (a Rust type name) is `expected a map of fields` (trial 7, G11). A long value quoted in it
+/// (serde's `invalid type: string "..."`) is cut to its start and length
+/// ([`crate::shown::with_short_quotes`]).
 pub fn user_words(message: impl fmt::Display) -> String {
-    let text = message
-        .to_string()
+    let message = message.to_string();
+    let text = crate::shown::with_short_quotes(&message)
         .replace("invalid type: unit value", "invalid type: null")
         .replace("` as u128", "`")
         .replace("` as i128", "`");

@@ -82,8 +82,14 @@ pub fn show(d: Duration) -> String {
 /// Each naming the text as written: `"-10s": a duration cannot be negative`; `"5" needs a unit
 /// (e.g. "5ms" or "5s")` (both: a bare `500` is as likely a latency bound in milliseconds as a
 /// hold in seconds); humantime's message for other malformed text; `"1000d" is above the maximum of
-/// 366 days (31622400s) for a duration`.
+/// 366 days (31622400s) for a duration`. A text of more than 256 bytes is quoted by its start and
+/// length ([`crate::shown::with_short_quotes`]).
 pub fn parse(text: &str) -> Result<Duration, String> {
+    parse_quoting_whole(text).map_err(|e| crate::shown::with_short_quotes(&e).into_owned())
+}
+
+/// [`parse`], its errors quoting the text whole.
+fn parse_quoting_whole(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') {
         // humantime would say "expected number at 0" of a text that starts with one.
@@ -291,6 +297,20 @@ mod tests {
         assert!(at_least_interval(Duration::from_nanos(1)).is_err());
         assert!(at_least_interval(Duration::ZERO).is_ok());
         assert!(at_least_interval(MIN_INTERVAL).is_ok());
+    }
+
+    /// New-user audit D4: a 100,000-byte duration (a CLI flag's, which no YAML reader shortens)
+    /// is quoted by its start and length, each time the message quotes it.
+    #[test]
+    fn an_oversized_duration_is_quoted_by_its_start_and_length() {
+        let digits = "0".repeat(100_000);
+        let (start, unit) = ("0".repeat(64), "0".repeat(64));
+        assert_eq!(
+            parse(&digits),
+            Err(format!(
+                "\"{start}\"… (100000 bytes) needs a unit (e.g. \"{unit}\"… (100002 bytes) or \"{unit}\"… (100001 bytes))"
+            ))
+        );
     }
 
     /// Trial report 5 F7: humantime's "expected number at 0" for a text that starts with one.

@@ -108,6 +108,7 @@ pub mod rng;
 pub mod saved;
 mod server;
 pub mod shadow;
+pub mod shown;
 pub mod stats;
 pub mod status;
 pub mod sticky;

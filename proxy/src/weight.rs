@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::shown::shown;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A whole route's traffic, in basis points (10000 bp = 100 %).
@@ -165,12 +166,18 @@ impl Percent {
     pub fn parse(text: &str) -> Result<Percent, String> {
         let t = text.trim();
         let t = t.strip_suffix('%').unwrap_or(t).trim();
-        let value: f64 = t
-            .parse()
-            .map_err(|_| format!("{text:?} is not a percentage (expected e.g. 25 or \"12.5%\")"))?;
+        let value: f64 = t.parse().map_err(|_| {
+            format!(
+                "{} is not a percentage (expected e.g. 25 or \"12.5%\")",
+                shown(text)
+            )
+        })?;
         // `1e400` reads as infinity: echo what was written, not `inf` (trial 19).
         if !value.is_finite() {
-            return Err(format!("{text:?} is not a percentage between 0 and 100"));
+            return Err(format!(
+                "{} is not a percentage between 0 and 100",
+                shown(text)
+            ));
         }
         // Plain decimal text is judged by its own digits: as an `f64`,
         // `100.000000000000000001` is exactly 100 (session 32: taken as 100%).

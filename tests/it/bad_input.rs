@@ -2370,3 +2370,31 @@ async fn a_port_range_whose_ports_the_proxys_own_listeners_take_is_refused_by_ch
     let listening = tokio::net::TcpStream::connect(spec.listen()).await;
     assert!(listening.is_err(), "run started nothing");
 }
+
+/// New-user audit D4: a 100,000-character `weight` made a 100 KB error line from `crossfade
+/// check`, and a 3 MB file that is no config a 3 MB one echoing it (3145727 bytes: YAML drops
+/// the trailing space). Each error quotes the value's
+/// start, names the field and the length, and stays under a kilobyte.
+#[tokio::test]
+async fn check_quotes_an_oversized_value_by_its_start_and_length() {
+    let dir = temp_dir();
+    let weight = "x".repeat(100_000);
+    let config = dir.path().join("proxy.yaml");
+    let text = format!(
+        "routes:\n  - name: web\n    blue: {{ endpoints: [127.0.0.1:9000], weight: \"{weight}\" }}\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let start = format!("\"{}\"… (100000 bytes)", "x".repeat(64));
+    let named = format!("routes[0].blue.weight: {start} is not a percentage");
+    let out = refuses("check", &config, &[&named]).await;
+    assert!(out.stderr.len() < 1000, "{} bytes", out.stderr.len());
+
+    let prose = dir.path().join("notes.txt");
+    std::fs::write(&prose, "lorem ipsum ".repeat(262_144)).unwrap();
+    let words = [
+        "invalid type: string \"lorem ipsum",
+        "… (3145727 bytes), expected",
+    ];
+    let out = refuses("check", &prose, &words).await;
+    assert!(out.stderr.len() < 1000, "{} bytes", out.stderr.len());
+}

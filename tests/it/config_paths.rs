@@ -299,7 +299,9 @@ async fn a_pid_file_path_holding_another_file_is_refused_and_a_stale_pid_file_is
 /// Trial 29: a SIGHUP that found a broken TLS renewal (a certificate of another pair, its key
 /// unchanged) logged it twice in the same millisecond ("TLS certificate not reloaded, the previous
 /// one stays" from the reload and "SIGHUP: TLS certificate not reloaded, the old one stays"),
-/// where the README says once. One line per SIGHUP, the old pair serving, counted once.
+/// where the README says once. One line per SIGHUP, the old pair serving, counted once; in the
+/// words the polling's reload logs, "the previous one stays" (user40: the SIGHUP said "the old
+/// one stays").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_tls_renewal_on_sighup_is_logged_once_and_the_old_pair_serves() {
     let dir = temp_dir();
@@ -319,6 +321,8 @@ async fn a_broken_tls_renewal_on_sighup_is_logged_once_and_the_old_pair_serves()
     .await;
     let lines = log.matches("TLS certificate not reloaded").count();
     assert_eq!(lines, 1, "{log}");
+    let words = "SIGHUP: TLS certificate not reloaded, the previous one stays: ";
+    assert!(log.contains(words), "{words:?} in\n{log}");
     let listen = config["listen"].as_str().unwrap();
     assert_eq!(curl_https(&ca, listen).as_deref(), Some("200"), "{log}");
     let (_, metrics) = admin.get_text("/metrics").await.expect("GET /metrics");

@@ -23,8 +23,11 @@ pub struct Problem {
 }
 
 impl fmt::Display for Problem {
+    /// `path: message`, a long value quoted in the message cut to its start and length
+    /// ([`crossfade_proxy::shown::with_short_quotes`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        let message = crossfade_proxy::shown::with_short_quotes(&self.message);
+        write!(f, "{}: {message}", self.path)
     }
 }
 

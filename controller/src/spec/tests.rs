@@ -797,6 +797,23 @@ rollout:
     assert!(err.contains("unknown variant `whenever`"), "{err}");
 }
 
+/// New-user audit D4: a spec's problem quotes a value of 100,000 bytes by its first 64 and its
+/// length, naming the field, not whole.
+#[test]
+fn a_problem_quotes_an_oversized_value_by_its_start_and_length() {
+    let url = format!("ftp://{}", "u".repeat(99_994));
+    let yaml = format!(
+        "blue: {{ endpoints: [127.0.0.1:9000] }}\nrollout:\n  gates:\n    - {{ name: a, at: before_step, url: \"{url}\" }}\n"
+    );
+    let start = format!("ftp://{}", "u".repeat(58));
+    assert_eq!(
+        problems(&yaml),
+        [format!(
+            "rollout.gates[0].url: \"{start}\"… (100000 bytes) is not an http:// or https:// URL"
+        )]
+    );
+}
+
 /// An `after_completion` gate is told once the rollout has completed: nothing is left to roll
 /// back, so `on_reject: rollback` there is a promise the rollout cannot keep (trial 22).
 #[test]

@@ -786,6 +786,37 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
     );
 }
 
+/// New-user audit D4: a 100,000-character value made a 100 KB error line (at `crossfade check`,
+/// at start, in the log at each SIGHUP). The error quotes its start and names the field and the
+/// length, whether a reader (the weight, an endpoint) or validation (a name, a prefix) refuses it.
+#[test]
+fn an_oversized_value_is_quoted_by_its_start_and_length() {
+    let huge = "x".repeat(100_000);
+    let start = format!("\"{}\"… (100000 bytes)", "x".repeat(64));
+    let configs = [
+        (format!("routes:\n  - name: web\n    blue: {{ endpoints: [127.0.0.1:9000], weight: \"{huge}\" }}\n"),
+         format!("routes[0].blue.weight: {start} is not a percentage (expected e.g. 25 or \"12.5%\")")),
+        (format!("routes:\n  - name: web\n    blue: {{ endpoints: [\"{huge}\"] }}\n"),
+         format!("routes[0].blue.endpoints[0]: {start} is not an address")),
+        (format!("routes:\n  - name: \"{huge}\"\n    blue: {{ endpoints: [127.0.0.1:9000] }}\n"),
+         format!("routes[0].name: {start} must be 1 to 63")),
+        (format!("routes:\n  - name: web\n    path_prefix: \"{huge}\"\n    blue: {{ endpoints: [127.0.0.1:9000] }}\n"),
+         format!("routes[0].path_prefix: {start} must start with '/'")),
+        (format!("\"{huge}\"\n"), format!("invalid type: string {start}, expected")),
+    ];
+    for (text, expected) in configs {
+        let err = ProxyConfig::from_yaml(&text)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(&expected),
+            "{expected}\n{}",
+            &err[..err.len().min(500)]
+        );
+        assert!(err.len() < 400, "{} bytes: {}", err.len(), &err[..500]);
+    }
+}
+
 #[test]
 fn a_route_shadowed_by_an_earlier_one_is_a_warning_naming_both() {
     // Trial report 6, F9: the table takes the most specific host, then the longest prefix, then
