@@ -100,7 +100,7 @@ pub const PHASES: [Phase; 11] = [
 
 /// The closed value set of the `reason` label of `crossfade_rollout_events_total`; any other reason
 /// is counted as `Other`, so a new event cannot grow the series count unnoticed.
-pub const EVENT_REASONS: [&str; 44] = [
+pub const EVENT_REASONS: [&str; 45] = [
     "Provisioning",
     "PreviewReady",
     "StepStarted",
@@ -144,6 +144,7 @@ pub const EVENT_REASONS: [&str; 44] = [
     "AbortForced",
     "PreviewLost",
     "TargetUnready",
+    "Reloaded",
     "Other",
 ];
 

@@ -98,6 +98,9 @@ pub struct Context {
     machines: Mutex<HashMap<String, Machine>>,
     /// Failed reconciles in a row, by TrafficShift uid.
     backoff: Backoff,
+    /// The TrafficShifts whose rollout this process has loaded, by uid, with what their reloads
+    /// are to say ([`Context::reload_of`]).
+    loads: Mutex<HashMap<String, Loads>>,
     /// The controller's metric families ([`crate::metrics`]), unregistered unless
     /// [`Context::with_metrics`] was given a registered bundle.
     rollout_metrics: RolloutMetrics,
@@ -114,6 +117,20 @@ pub struct Context {
 
 /// The resourceVersion an Event named and its note.
 type LastNote = (Option<String>, String);
+
+/// Reason of the Normal Event that says a rollout was reloaded from status after a failed
+/// reconcile of this process ([`machine::Reload`]), where the first load in a process (a
+/// controller restart) says `Restarted`.
+pub const RELOADED: &str = "Reloaded";
+
+/// What a TrafficShift's reloads in this process are to say ([`Context::reload_of`]).
+#[derive(Debug, Default)]
+struct Loads {
+    /// The error of its last failed reconcile, since the last one that succeeded.
+    failed: Option<String>,
+    /// The error whose reload was said ([`RELOADED`]) since then.
+    said: Option<String>,
+}
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
 /// the next reconcile, which re-issues whatever was in flight.
@@ -193,6 +210,7 @@ impl Context {
             metrics,
             machines: Mutex::new(HashMap::new()),
             backoff: Backoff::default(),
+            loads: Mutex::new(HashMap::new()),
             rollout_metrics: RolloutMetrics::default(),
             route_metrics: Mutex::new(HashMap::new()),
             shifts: None,
@@ -270,6 +288,45 @@ impl Context {
                 Recorder::new(self.client.clone(), self.reporter.clone())
             }
             _ => self.recorder.clone(),
+        }
+    }
+
+    /// `None` the first time a rollout of TrafficShift `uid` is loaded in this process (its
+    /// `Restarted` stands); afterwards, what a reload of it from status is to say: the error of
+    /// the failed reconcile that dropped it, unless that was said already.
+    fn reload_of(&self, uid: &str) -> Option<machine::Reload> {
+        let mut loads = self.loads.lock().ok()?;
+        let Some(loads) = loads.get(uid) else {
+            loads.insert(uid.to_owned(), Loads::default());
+            return None;
+        };
+        let error = loads
+            .failed
+            .clone()
+            .unwrap_or_else(|| "the rollout was not in memory".into());
+        let say = loads.said.as_ref() != Some(&error);
+        Some(machine::Reload { error, say })
+    }
+
+    /// The reload of TrafficShift `uid` after `error` was said ([`RELOADED`]).
+    fn said_reload(&self, uid: &str, error: &str) {
+        if let Some(loads) = self.loads.lock().ok().as_mut().and_then(|l| l.get_mut(uid)) {
+            loads.said = Some(error.to_owned());
+        }
+    }
+
+    /// A reconcile of TrafficShift `uid` failed with `error`.
+    fn failed(&self, uid: &str, error: String) {
+        if let Some(loads) = self.loads.lock().ok().as_mut().and_then(|l| l.get_mut(uid)) {
+            loads.failed = Some(error);
+        }
+    }
+
+    /// A reconcile of TrafficShift `uid` succeeded: its backoff and its failure are forgotten.
+    fn succeeded(&self, uid: &str) {
+        self.backoff.succeeded(uid);
+        if let Some(loads) = self.loads.lock().ok().as_mut().and_then(|l| l.get_mut(uid)) {
+            *loads = Loads::default();
         }
     }
 
@@ -450,7 +507,7 @@ async fn end_deleted(
     let (_, machine) = exec.run(machine, inputs).await?;
     let r = &machine.record.rollout;
     if r.is_terminal() && ctx.driver.delete_preview(&pinned).await? {
-        ctx.backoff.succeeded(&uid);
+        ctx.succeeded(&uid);
         let route = crate::driver::kube::key(&*shift);
         ctx.take_route_metrics(&route).forget(); // trial 10, K19: every series goes
         return Ok(Action::await_change()); // the finalizer goes; the machine is forgotten
@@ -547,8 +604,12 @@ async fn reconcile_with(
         Err(e) => {
             // A rollout of an earlier generation still running is superseded (or finishes,
             // after promotion) rather than left standing at its weights (trial 34).
+            let from_status = in_memory.is_none();
             return match machine::load_superseded(in_memory, &shift) {
-                machine::Earlier::Running(machine, inputs) => {
+                machine::Earlier::Running(mut machine, inputs) => {
+                    if from_status {
+                        machine.reloaded = ctx.reload_of(&uid);
+                    }
                     Box::pin(supersede_invalid(exec, machine, inputs, e, uid, &ctx)).await
                 }
                 machine::Earlier::Ended(machine) => {
@@ -570,7 +631,9 @@ async fn reconcile_with(
     // No rollout record yet (a new TrafficShift): the nonces already on the Deployment are not
     // for it (kube/command.rs, `stale`).
     let first = in_memory.is_none() && super::store::ShiftRecord::from_status(&shift).is_none();
-    let (machine, inputs) = machine::load(in_memory, &shift, config.clone());
+    let reload = in_memory.is_none().then(|| ctx.reload_of(&uid)).flatten();
+    let (mut machine, inputs) = machine::load(in_memory, &shift, config.clone());
+    machine.reloaded = reload;
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh:
     // the rollout's own, which a newer spec naming another supersedes.
     let rolled_out = machine.record.rolled_out(&shift);
@@ -629,7 +692,6 @@ async fn reconcile_with(
         Some(target) => target.metadata.annotations.unwrap_or_default(),
         None => Default::default(),
     };
-    let mut machine = machine;
     if first {
         if let Some(note) = commands::forget_stale(&mut machine, &shift, &annotations) {
             exec.event("StaleCommandIgnored", &note).await;
@@ -662,7 +724,7 @@ async fn reconcile_with(
     let result = exec.run(machine, inputs).await;
     match result {
         Ok((action, machine)) => {
-            ctx.backoff.succeeded(&uid);
+            ctx.succeeded(&uid);
             ctx.put(uid, machine);
             Ok(action)
         }
@@ -697,7 +759,7 @@ async fn supersede_invalid(
         exec.event(reason, &note).await;
     }
     let (action, machine) = exec.run(machine, inputs).await?;
-    ctx.backoff.succeeded(&uid);
+    ctx.succeeded(&uid);
     ctx.put(uid, machine);
     Ok(action)
 }
@@ -957,6 +1019,11 @@ pub fn error_policy(
     }
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let wait = ctx.backoff.failed(&uid);
+    let error = match err {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.to_string(),
+        e => e.to_string(),
+    };
+    ctx.failed(&uid, error);
     tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

@@ -1201,6 +1201,11 @@ async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status
 /// progress deadline and wrote it to status, and the write woke the next reconcile at once,
 /// past the error backoff: status was rewritten many times a second. Now the reload keeps the
 /// recorded deadline, writes nothing new, and the reconcile is retried with backoff.
+///
+/// Session 41: each of those reloads also published `Restarted` ("crossfade restarted ..."),
+/// nine in six seconds, though the controller never restarted. Now the first reload after the
+/// error says `Reloaded`, naming the error, and the later ones after the same error say nothing;
+/// a controller that does restart meanwhile still says `Restarted`, once.
 #[tokio::test]
 async fn a_target_patch_refused_after_promotion_is_retried_without_rewriting_status() {
     let args = ["--deny-update", "default/deployments/web"];
@@ -1213,10 +1218,46 @@ async fn a_target_patch_refused_after_promotion_is_retried_without_rewriting_sta
     raw_status_until(&c.client, "Promoted", |s| s.phase == Some(Phase::Promoted)).await;
     // The first refusals and reloads.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let after = unwritten_for(&c, 4, "while the patch is refused").await;
+    // Past the retries 5 s, then 10 s, after the first failure: two reloads at least.
+    let after = unwritten_for(&c, 16, "while the patch is refused").await;
     let status = after.status.expect("status");
     assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
+    let restarted = published(&c, "Restarted").await;
+    assert_eq!(restarted, 0, "no restart: {:?}", events(&c.client).await);
+    let reloaded = notes(&c.client, "web", "Reloaded").await;
+    assert_eq!(
+        published(&c, "Reloaded").await,
+        1,
+        "said once: {reloaded:?}"
+    );
+    let said = "reloaded from status after a failed reconcile (";
+    assert!(reloaded[0].starts_with(said), "{reloaded:?}");
+    assert!(
+        reloaded[0].contains("denied the request"),
+        "the error: {reloaded:?}"
+    );
+    // A controller that does restart says so, once.
     ctl.abort();
+    let _ = ctl.await;
+    let ctl = c.controller();
+    events_with(&c.client, &["Normal Restarted"]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let restarted = notes(&c.client, "web", "Restarted").await;
+    assert_eq!(published(&c, "Restarted").await, 1, "{restarted:?}");
+    ctl.abort();
+}
+
+/// How many times Events with `reason` about TrafficShift `web` were published: each Event
+/// once, and its series' repeats.
+async fn published(c: &Cluster, reason: &str) -> i32 {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(c.client.clone());
+    let list = api.list(&Default::default()).await.expect("list events");
+    let about = |e: &k8s_openapi::api::events::v1::Event| {
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+            && e.reason.as_deref() == Some(reason)
+    };
+    let count = |e: &k8s_openapi::api::events::v1::Event| e.series.as_ref().map_or(1, |s| s.count);
+    list.items.iter().filter(|e| about(e)).map(count).sum()
 }
 
 /// Two steps (50%, 100%) held 300 ms each: promoted within a few seconds, with no command.

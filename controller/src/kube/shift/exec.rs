@@ -1293,6 +1293,18 @@ impl<'a> Exec<'a> {
                 m.unsaved = true;
             }
             Command::Event { reason, message } => {
+                let (reason, message) = match (&m.reloaded, reason) {
+                    (Some(reload), "Restarted") if !reload.say => {
+                        tracing::debug!(trafficshift = %key(&*self.shift), error = %reload.error, "reloaded from status again: {message}");
+                        return Ok(());
+                    }
+                    (Some(reload), "Restarted") => {
+                        let uid = self.shift.uid().unwrap_or_else(|| key(&*self.shift));
+                        self.ctx.said_reload(&uid, &reload.error);
+                        (super::RELOADED, reload.words(&message))
+                    }
+                    _ => (reason, message),
+                };
                 tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, reason, "{message}");
                 if let Some(metrics) = &mut self.metrics {
                     metrics.event(Some(&m.record.rollout), reason);

@@ -65,6 +65,39 @@ pub(super) struct Machine {
     /// or rolling back): `exec.rs`, `say_invalid_while_ending`. Not persisted: said again after a
     /// restart.
     pub(super) invalid_said: Option<i64>,
+    /// Loaded from status again after this process had loaded it before (a failed reconcile
+    /// dropped it from memory): its `Restarted` Event is published as what it is
+    /// ([`Reload::words`]), or not at all. `None` for the first load in this process (a
+    /// controller restart or takeover), whose `Restarted` stands, and for a machine kept in
+    /// memory from the start (only a load's `Reattached` gives `Restarted`).
+    pub(super) reloaded: Option<Reload>,
+}
+
+/// A rollout reloaded from status by the process that had it in memory, after a failed
+/// reconcile ([`super::Context::reload_of`]). Before (session 41), each reload after a failed
+/// reconcile published `Restarted` ("crossfade restarted ..."), nine in six seconds for a target
+/// whose patches were refused, though the controller never restarted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Reload {
+    /// What the failed reconcile said (its error), or why the rollout was not in memory.
+    pub(super) error: String,
+    /// Whether to say it: not when the reload after the same error was said since the last
+    /// reconcile that succeeded (a persistent error is said once, not at every retry).
+    pub(super) say: bool,
+}
+
+impl Reload {
+    /// The note of the Event ([`super::RELOADED`]) that says this reload instead of the machine's
+    /// `Restarted` one, `note` (`crossfade restarted <where>: resuming ...`, or `still waiting for
+    /// <what> after a restart: asking again`).
+    pub(super) fn words(&self, note: &str) -> String {
+        let rest = note.strip_prefix("crossfade restarted ").unwrap_or(note);
+        let rest = rest.replacen(" after a restart", "", 1);
+        format!(
+            "reloaded from status after a failed reconcile ({}), not a controller restart: {rest}",
+            self.error
+        )
+    }
 }
 
 /// Weights published in `status.weights` that the proxies have not all applied yet.
@@ -104,6 +137,7 @@ impl Machine {
             both_unready: false,
             waiting_said: None,
             invalid_said: None,
+            reloaded: None,
         }
     }
 

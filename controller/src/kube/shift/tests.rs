@@ -789,3 +789,47 @@ fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_ta
         serde_json::from_value("0%".into()).expect("0%");
     assert!(machine::left_share_rollout(&shift, RolloutConfig::default()).is_none());
 }
+
+/// Session 41: a rollout reloaded from status after a failed reconcile of the same process says
+/// so, with the error, where the machine's `Restarted` says "crossfade restarted": before and
+/// after promotion.
+#[test]
+fn a_reload_after_a_failed_reconcile_is_worded_as_one_not_as_a_restart() {
+    let reload = machine::Reload {
+        error: "deployment default/web: patch images: 403 Forbidden".into(),
+        say: true,
+    };
+    let cases = [
+        (
+            Phase::Progressing,
+            "at step 1/4 (5%): resuming with fresh timers",
+        ),
+        (
+            Phase::Promoted,
+            "still waiting for the role swap: asking again",
+        ),
+    ];
+    for (phase, rest) in cases {
+        let mut saved = record(phase, 500);
+        (saved.rollout.applied_bp, saved.rollout.preview_ready) = (500, true);
+        let mut m = machine::Machine::new(saved);
+        let now = tokio::time::Instant::now();
+        let restarted: Vec<String> = machine::initial(Some(&m.record), 0)
+            .into_iter()
+            .flat_map(|input| m.record.rollout.step(input, now))
+            .filter_map(|command| match command {
+                crate::rollout::Command::Event {
+                    reason: "Restarted",
+                    message,
+                } => Some(reload.words(&message)),
+                _ => None,
+            })
+            .collect();
+        let said = format!(
+            "reloaded from status after a failed reconcile ({}), not a controller restart: {rest}",
+            reload.error
+        );
+        assert_eq!(restarted.len(), 1, "{phase}: {restarted:?}");
+        assert!(restarted[0].starts_with(&said), "{phase}: {restarted:?}");
+    }
+}
