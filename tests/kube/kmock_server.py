@@ -418,7 +418,7 @@ class PatchedEmulator(KubernetesEmulator):
         # No-op write: the real server neither bumps the resourceVersion nor emits an event. A
         # null the emulator cannot store (it stores by merge patch, where null deletes) changes
         # nothing stored: `rolloutState`'s `null`s, which a real server keeps
-        # (x-kubernetes-preserve-unknown-fields), made each identical PUT a write (session 40).
+        # (x-kubernetes-preserve-unknown-fields), made each identical PUT a write (session 39).
         if _without_nulls(new) == old:
             return attrs.evolve(request, method='GET', action=action.FETCH, data=None, subresource=None)
         meta['resourceVersion'] = self._next_rv()

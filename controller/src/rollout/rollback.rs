@@ -240,7 +240,7 @@ impl Rollout {
 
     /// After promotion (or while undoing), a reattached rollout asks again for what it waits on
     /// ([`Rollout::on_restarted`]) by the progress deadline it had (`deadline_left`), not a fresh
-    /// one (a whole one without). Before (session 40), each reload of the rollout from Kubernetes
+    /// one (a whole one without). Before (session 39), each reload of the rollout from Kubernetes
     /// status, which follows every failed reconcile, set a fresh deadline, wrote it to status,
     /// and that write woke the next reconcile at once: a persistent error after promotion
     /// rewrote status many times a second.

@@ -226,7 +226,7 @@ async fn status_and_spec_are_separate_subresources() {
     assert_eq!(after.spec.images["app"].0, "web:v3");
 }
 
-/// Session 40: a write of `/status` that differs from what is stored only by `null`s (the
+/// Session 39: a write of `/status` that differs from what is stored only by `null`s (the
 /// controller's record in `rolloutState` serialises its unset fields as `null`, which a real API
 /// server stores as sent: `x-kubernetes-preserve-unknown-fields`) changes nothing: the
 /// resourceVersion stays and no watch event is sent. Before, the emulator, which stores by merge

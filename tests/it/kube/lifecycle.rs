@@ -1195,14 +1195,14 @@ async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status
     ctl.abort();
 }
 
-/// Session 40: every patch of the target refused after promotion (an admission webhook denying
+/// Session 39: every patch of the target refused after promotion (an admission webhook denying
 /// it; RBAC without patch, or 500s, fail the same way). Each reconcile fails and the next reads
 /// the rollout from status again. Before, that reload re-issued the role swap with a fresh
 /// progress deadline and wrote it to status, and the write woke the next reconcile at once,
 /// past the error backoff: status was rewritten many times a second. Now the reload keeps the
 /// recorded deadline, writes nothing new, and the reconcile is retried with backoff.
 ///
-/// Session 41: each of those reloads also published `Restarted` ("crossfade restarted ..."),
+/// Session 39: each of those reloads also published `Restarted` ("crossfade restarted ..."),
 /// nine in six seconds, though the controller never restarted. Now the first reload after the
 /// error says `Reloaded`, naming the error, and the later ones after the same error say nothing;
 /// a controller that does restart meanwhile still says `Restarted`, once.

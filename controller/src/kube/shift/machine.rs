@@ -74,7 +74,7 @@ pub(super) struct Machine {
 }
 
 /// A rollout reloaded from status by the process that had it in memory, after a failed
-/// reconcile ([`super::Context::reload_of`]). Before (session 41), each reload after a failed
+/// reconcile ([`super::Context::reload_of`]). Before (session 39), each reload after a failed
 /// reconcile published `Restarted` ("crossfade restarted ..."), nine in six seconds for a target
 /// whose patches were refused, though the controller never restarted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -420,7 +420,7 @@ const SAME_DEADLINE_MS: u64 = 1_000;
 /// ([`ShiftRecord::deadline_at_ms`]) whenever the machine set a new one (every transition that
 /// sets one writes the record, which calls this first); true when the record's value changed.
 /// One within [`SAME_DEADLINE_MS`] of the record's is the record's own read back after a reload:
-/// kept as it is. Before (session 40) the few milliseconds between the clocks counted as a
+/// kept as it is. Before (session 39) the few milliseconds between the clocks counted as a
 /// change, and every reload wrote status.
 pub(super) fn keep_deadline(m: &mut Machine, now: tokio::time::Instant, now_ms: u64) -> bool {
     let deadline = m.record.rollout.deadline();

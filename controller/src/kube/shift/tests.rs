@@ -245,7 +245,7 @@ fn the_progress_deadline_is_kept_as_wall_clock_time_and_resumed_from_it() {
     );
 }
 
-/// Session 40: after promotion (and while undoing), a reconcile that fails drops the machine and
+/// Session 39: after promotion (and while undoing), a reconcile that fails drops the machine and
 /// the next reads the rollout from status again. Before, each such reload re-issued the wait with
 /// a fresh progress deadline, kept in the record as a new `deadline_at_ms`: every reload wrote
 /// status, and that write woke the next reconcile at once (a loop with any persistent error).
@@ -790,7 +790,7 @@ fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_ta
     assert!(machine::left_share_rollout(&shift, RolloutConfig::default()).is_none());
 }
 
-/// Session 41: a rollout reloaded from status after a failed reconcile of the same process says
+/// Session 39: a rollout reloaded from status after a failed reconcile of the same process says
 /// so, with the error, where the machine's `Restarted` says "crossfade restarted": before and
 /// after promotion.
 #[test]

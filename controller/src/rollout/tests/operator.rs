@@ -596,7 +596,7 @@ fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
     assert!(least < Duration::from_secs(60), "the test's policy");
 }
 
-/// Session 40: after promotion the re-issued wait keeps what was left of the deadline too.
+/// Session 39: after promotion the re-issued wait keeps what was left of the deadline too.
 /// Before, it got a whole one at every reattach, which Kubernetes mode does after every failed
 /// reconcile: a new deadline written to status each time, a write that woke the next reconcile.
 #[test]
