@@ -15,7 +15,11 @@
 //!    count as such slow requests: whenever their answer comes, it comes too late;
 //! 4. with `max_p99_ratio`, when the active backend served at least `min_requests` in the same
 //!    window: preview p99 above `ratio × max(active p99, 1ms)` → **fail** (the 1 ms floor keeps a
-//!    sub-millisecond active p99 from failing a healthy preview on bucket noise);
+//!    sub-millisecond active p99 from failing a healthy preview on bucket noise). With fewer, at
+//!    a step where the active backend has weight, the ratio is not checked and the window is
+//!    **inconclusive** (it stays open and grows; until session 40 it passed on the other rules);
+//!    at a step where it has none (the preview at 100%), the rule is skipped
+//!    ([`Judge::judge_without_active_traffic`]);
 //! 5. otherwise **pass**.
 //!
 //! Before rule 1, a window below `min_requests` **fails** when its requests unanswered for longer
@@ -211,9 +215,10 @@ pub trait Judge: Send + Sync {
 
     /// Judges one look at a step where the active backend takes no traffic (the preview's weight
     /// is 100%, [`FULL_BP`]): whatever the active backend shows is from earlier steps (a cumulative
-    /// judge) or nothing at all. By default the same as [`Judge::judge`]: the threshold judge's
-    /// only relative rule, `max_p99_ratio`, is skipped when the active backend served fewer than
-    /// `min_requests` in the window. [`SequentialJudge`] overrides it.
+    /// judge) or nothing at all. By default the same as [`Judge::judge`]. The threshold judge
+    /// skips its only relative rule, `max_p99_ratio`, there (at other steps a window with too few
+    /// of the active backend's requests for it is inconclusive); [`SequentialJudge`] weighs its
+    /// evidence against both bases.
     fn judge_without_active_traffic(&self, preview: &Window, active: &Window) -> Verdict {
         self.judge(preview, active)
     }
@@ -644,7 +649,9 @@ impl ThresholdJudge {
         Some(Verdict::new(Outcome::Fail, vec![requests, p99], None))
     }
 
-    /// Rule 4, when it applies: preview p99 against a multiple of active's.
+    /// Rule 4, when it applies: preview p99 against a multiple of active's; `None` without
+    /// `max_p99_ratio`, and `Err` with what the window lacked for it (`active served 12 requests
+    /// (< 50)`).
     fn ratio(&self, preview: &Window, active: &Window) -> Result<Option<Finding>, String> {
         let Some(ratio) = self.config.max_p99_ratio else {
             return Ok(None);
@@ -667,8 +674,12 @@ impl ThresholdJudge {
                     ..Finding::at_most(Metric::P99Ratio, value, ratio)
                 }))
             }
+            (_, None) if active.requests >= min => Err(format!(
+                "no latency samples of active's {} requests",
+                active.requests
+            )),
             _ => Err(format!(
-                "p99 ratio not checked: active served {} requests (< {min})",
+                "active served {} requests (< {min})",
                 active.requests
             )),
         }
@@ -677,6 +688,20 @@ impl ThresholdJudge {
 
 impl Judge for ThresholdJudge {
     fn judge(&self, preview: &Window, active: &Window) -> Verdict {
+        self.look(preview, active, false)
+    }
+
+    /// At a step where the active backend takes no traffic (the preview at 100%) there is no
+    /// p99 of it to hold the preview to: `max_p99_ratio` is skipped (the summary says so) and
+    /// the other rules decide.
+    fn judge_without_active_traffic(&self, preview: &Window, active: &Window) -> Verdict {
+        self.look(preview, active, true)
+    }
+}
+
+impl ThresholdJudge {
+    /// One look; `alone` when the active backend takes no traffic at this step.
+    fn look(&self, preview: &Window, active: &Window, alone: bool) -> Verdict {
         let c = &self.config;
         if preview.requests < c.min_requests {
             return self
@@ -693,7 +718,7 @@ impl Judge for ThresholdJudge {
         }];
         let rate = preview.error_rate().unwrap_or(0.0);
         findings.push(Finding::at_most(Metric::ErrorRate, rate, c.max_error_rate));
-        let mut note = None;
+        let (mut note, mut unchecked) = (None, false);
         let late = preview.unanswered_past(c.max_p99);
         match preview.p99() {
             Some(_) => {
@@ -703,7 +728,12 @@ impl Judge for ThresholdJudge {
                 }
                 match self.ratio(preview, active) {
                     Ok(finding) => findings.extend(finding),
-                    Err(skipped) => note = Some(skipped),
+                    Err(lacked) => {
+                        note = Some(format!("p99 ratio not checked: {lacked}"));
+                        // Session 40: where the active backend has weight, a window with too
+                        // few of its requests passed with the configured ratio unchecked.
+                        unchecked = !alone;
+                    }
                 }
             }
             None => {
@@ -721,10 +751,10 @@ impl Judge for ThresholdJudge {
                 }
             }
         }
-        let outcome = if findings.iter().all(|f| f.ok) {
-            Outcome::Pass
-        } else {
-            Outcome::Fail
+        let outcome = match (findings.iter().all(|f| f.ok), unchecked) {
+            (false, _) => Outcome::Fail,
+            (true, true) => Outcome::Inconclusive,
+            (true, false) => Outcome::Pass,
         };
         Verdict::new(outcome, findings, note)
     }

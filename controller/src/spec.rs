@@ -341,9 +341,11 @@ pub struct AnalysisConfig {
     #[serde(with = "crossfade_proxy::duration::serde::option")]
     pub max_p99: Option<Duration>,
     /// Highest preview p99 as a multiple of the active backend's p99 in the same window (checked
-    /// only when active served at least `min_requests`). At a shadow step: the preview's p99 on
-    /// the mirrored requests as a multiple of the active backend's on the same requests (with at
-    /// least `shadow.min_compared` pairs; else the live reading). Default: no bound.
+    /// when active served at least `min_requests`; with fewer the window is inconclusive, but at
+    /// a step where active takes no traffic, 100%, where the rule is skipped). At a shadow step:
+    /// the preview's p99 on the mirrored requests as a multiple of the active backend's on the
+    /// same requests (with at least `shadow.min_compared` pairs; else the live reading, and with
+    /// too little of that the window is inconclusive). Default: no bound.
     #[serde(deserialize_with = "de::number_option")]
     pub max_p99_ratio: Option<f64>,
     /// Fewest preview requests a window needs to count; fewer make it inconclusive. Default 50.

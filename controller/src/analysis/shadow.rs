@@ -26,8 +26,11 @@
 //!    `ratio × max(the active backend's p99 on the same requests, 1ms)` → **fail**. With fewer
 //!    pairs (a data plane that does not record them), as before pairs were kept: the preview's
 //!    p99 to all mirrored requests against the active backend's live p99 over the window, when it
-//!    served at least `min_requests` live requests; else not checked (a note says so). The
-//!    summary says which was read (`paired: …` or `unpaired: …`);
+//!    served at least `min_requests` live requests. The summary says which was read
+//!    (`paired: …` or `unpaired: …`). With too few of both, the ratio is not checked and the
+//!    window is **inconclusive** (`shadow p99 ratio not checked: 3 pairs < 5, and against its
+//!    live p99: active served 12 requests (< 20)`): never a pass with a configured bound
+//!    unchecked (until session 40 it passed on the other rules);
 //! 6. otherwise **pass**.
 //!
 //! The verdict records the comparisons, the rates and their bounds, the shadow p99 (and ratio) and
@@ -89,33 +92,38 @@ pub fn judge(
     let failed = w.errors as f64 / (w.compared() + w.errors) as f64;
     let bound = analysis.max_error_rate;
     findings.push(Finding::at_most(Metric::ShadowErrorRate, failed, bound));
-    let mut notes = Vec::new();
+    // The configured latency bounds that could not be checked, each saying why: the verdict is
+    // then no pass (a fail of another rule still fails).
+    let mut unchecked = Vec::new();
     // A latency bound with no response time to hold it to (a data plane that does not record
-    // them) is left unchecked, and the verdict is no pass.
-    let bounded = max_p99.is_some() || analysis.max_p99_ratio.is_some();
-    let unchecked = bounded && w.latency.is_empty() && late == 0;
-    if unchecked {
-        notes.push(UNTIMED.to_string());
+    // them). `max_p99` is checked still when mirrored requests wait past it.
+    let untimed = w.latency.is_empty();
+    if untimed && ((max_p99.is_some() && late == 0) || analysis.max_p99_ratio.is_some()) {
+        unchecked.push(UNTIMED.to_string());
     }
     if let Some(p99) = max_p99.and_then(|max| Finding::p99_ceiling(&w.latency, max, late)) {
         findings.push(shadow(p99));
     }
     // What the ratio was read from, shown after it.
     let mut basis = None;
-    if analysis.max_p99_ratio.is_some() && !w.latency.is_empty() {
+    if analysis.max_p99_ratio.is_some() && !untimed {
         match ratio(analysis, guard.min_compared, w, active) {
             Ok(Some((finding, read))) => {
                 findings.push(shadow(finding));
                 basis = Some(read);
             }
             Ok(None) => {}
-            Err(skipped) => notes.push(skipped),
+            // Session 40: too few pairs and too few of the active backend's live requests to
+            // read the ratio on. This passed on the other rules, so a green could reach live
+            // weight with its configured `max_p99_ratio` never checked; the window now stays
+            // open and grows until it can be (or `max_inconclusive` ends the step).
+            Err(skipped) => unchecked.push(skipped),
         }
     }
-    let outcome = match (findings.iter().all(|f| f.ok), unchecked) {
+    let outcome = match (findings.iter().all(|f| f.ok), unchecked.is_empty()) {
         (false, _) => Outcome::Fail,
-        (true, true) => Outcome::Inconclusive,
-        (true, false) => Outcome::Pass,
+        (true, false) => Outcome::Inconclusive,
+        (true, true) => Outcome::Pass,
     };
     let shown: Vec<String> = findings[1..]
         .iter()
@@ -126,8 +134,8 @@ pub fn judge(
         })
         .collect();
     let mut summary = format!("{} ({} compared: {detail})", shown.join(", "), w.compared());
-    if !notes.is_empty() {
-        summary = format!("{summary}; {}", notes.join("; "));
+    if !unchecked.is_empty() {
+        summary = format!("{summary}; {}", unchecked.join("; "));
     }
     verdict(outcome, findings, summary)
 }
@@ -141,7 +149,7 @@ pub fn judge(
 /// With fewer (a data plane that does not record pairs: a proxy older than the controller in
 /// Kubernetes mode), the preview's p99 over all its mirrored requests against the active
 /// backend's live p99 in the window, when it served at least `min_requests`, as before pairs
-/// were kept; otherwise not checked.
+/// were kept; otherwise `Err` with what the window lacked, which makes it inconclusive.
 fn ratio(
     analysis: &AnalysisConfig,
     min_compared: u64,
@@ -158,7 +166,7 @@ fn ratio(
         let blue = Window::from_counters(pairs, 0, w.paired_active.clone());
         let finding = ThresholdJudge::new(config)
             .ratio(&preview, &blue)
-            .map_err(|skipped| format!("shadow {skipped}"))?;
+            .map_err(|lacked| format!("shadow p99 ratio not checked: {lacked}"))?;
         let p99 = |h: &crossfade_proxy::histogram::HistogramSnapshot| {
             h.quantile(super::P99_QUANTILE).map_or("-".into(), millis)
         };
@@ -170,10 +178,16 @@ fn ratio(
         return Ok(finding.map(|f| (f, read)));
     }
     let preview = Window::from_counters(w.compared(), 0, w.latency.clone());
-    let unpaired = format!("unpaired: {pairs} pairs < {min_compared}");
     match ThresholdJudge::new(analysis.clone()).ratio(&preview, active) {
-        Ok(finding) => Ok(finding.map(|f| (f, format!("{unpaired}, against active's live p99")))),
-        Err(skipped) => Err(format!("shadow {skipped} ({unpaired})")),
+        Ok(finding) => Ok(finding.map(|f| {
+            let read =
+                format!("unpaired: {pairs} pairs < {min_compared}, against active's live p99");
+            (f, read)
+        })),
+        Err(lacked) => Err(format!(
+            "shadow p99 ratio not checked: {pairs} pairs < {min_compared}, and against its live \
+             p99: {lacked}"
+        )),
     }
 }
 

@@ -186,10 +186,32 @@ fn p99_ratio_compares_with_active_when_active_has_enough_traffic() {
         "{f:?}"
     );
     assert_eq!(v.summary, "p99 ratio to active 5.00 > 2.00 (100 requests)");
-    // Too little active traffic: the ratio is not checked, and the summary says so.
-    let v = j.judge(&slow, &window(10, 0, ms(40)));
-    assert_eq!(v.outcome, Outcome::Pass);
+}
+
+/// Session 40: a window with enough of the preview's requests but too few of the active
+/// backend's for `max_p99_ratio` passed on the other rules, the ratio unchecked (a 5× slower
+/// preview at a 90% step with thin traffic went on to 100%, where the ratio never applies). Where
+/// the active backend has weight it is inconclusive now; at 100% it has no traffic to compare
+/// with, and the rule is skipped as before.
+#[test]
+fn too_few_active_requests_for_the_p99_ratio_are_inconclusive_where_the_active_backend_has_weight()
+{
+    let j = judge(|c| c.max_p99_ratio = Some(2.0));
+    let slow = window(100, 0, ms(200));
+    let thin = window(10, 0, ms(40));
+    let v = judge_at(&j, 9000, &slow, &thin);
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
     assert!(v.finding(Metric::P99Ratio).is_none());
+    assert_eq!(
+        v.summary,
+        "p99 ratio not checked: active served 10 requests (< 50)"
+    );
+    // Another rule that fails still fails the window.
+    let v = judge_at(&j, 9000, &window(100, 50, ms(200)), &thin);
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+    // At 100% the active backend takes no traffic: the ratio is skipped, and the summary says so.
+    let v = judge_at(&j, FULL_BP, &slow, &thin);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
     assert!(
         v.summary
             .ends_with("; p99 ratio not checked: active served 10 requests (< 50)"),
@@ -559,13 +581,13 @@ mod shadow {
             "{}",
             v.summary
         );
-        // Too little active traffic to compare with: said, and the other bounds decide.
+        // Too little active traffic to compare with: not checked, so no pass (session 40).
         let v = judge(&bound, Some(&green), &active(3, Duration::from_millis(10)));
-        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
         assert!(v.finding(Metric::ShadowP99Ratio).is_none());
         assert!(
             v.summary
-                .contains("shadow p99 ratio not checked: active served 3 requests"),
+                .contains("shadow p99 ratio not checked: 0 pairs < 20, and against its live p99: active served 3 requests (< 50)"),
             "{}",
             v.summary
         );
@@ -618,6 +640,39 @@ mod shadow {
         assert!(v.summary.contains("(paired: "), "{}", v.summary);
     }
 
+    /// Session 40: a shadow window that cannot check a configured `max_p99_ratio` (fewer pairs
+    /// than `min_compared` and fewer of blue's live requests than `min_requests`) passed on its
+    /// comparisons, and green got live weight with the ratio never read. It is inconclusive
+    /// now, saying which counts it lacked; a rule that fails still fails it.
+    #[test]
+    fn a_shadow_window_that_cannot_check_max_p99_ratio_is_inconclusive_never_a_pass() {
+        let bound = bounded(Duration::from_secs(5), Some(2.0));
+        // 30 compared (green 150 ms each), 4 of them paired, blue 12 live requests at 50 ms.
+        let few = paired(Duration::from_millis(150), Duration::from_millis(50), 4);
+        let blue = active(12, Duration::from_millis(50));
+        let v = judge(&bound, Some(&few), &blue);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
+        assert!(v.finding(Metric::ShadowP99Ratio).is_none());
+        assert!(
+            v.summary.ends_with(
+                "; shadow p99 ratio not checked: 4 pairs < 20, and against its live p99: active \
+                 served 12 requests (< 50)"
+            ),
+            "{}",
+            v.summary
+        );
+        let differs = ShadowSnapshot {
+            mismatched: 10,
+            body_mismatches: 10,
+            ..few.clone()
+        };
+        let v = judge(&bound, Some(&differs), &blue);
+        assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
+        // Without `max_p99_ratio` the same window passes: nothing configured went unchecked.
+        let v = judge(&bounded(Duration::from_secs(5), None), Some(&few), &blue);
+        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+    }
+
     /// Fewer pairs than `min_compared` (a proxy that does not record them): the ratio falls back
     /// to blue's live p99, and the summary says so; with too little live traffic too, not checked.
     #[test]
@@ -633,10 +688,10 @@ mod shadow {
             v.summary
         );
         let v = judge(&bound, Some(&few), &active(3, Duration::from_millis(10)));
-        assert_eq!(v.outcome, Outcome::Pass, "{}", v.summary);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
         assert!(
             v.summary.contains(
-                "shadow p99 ratio not checked: active served 3 requests (< 50) (unpaired: 5 pairs < 20)"
+                "shadow p99 ratio not checked: 5 pairs < 20, and against its live p99: active served 3 requests (< 50)"
             ),
             "{}",
             v.summary

@@ -145,6 +145,59 @@ fn without_blue_latency_or_green_samples_latency_never_passes() {
     );
 }
 
+/// Session 40: the shadow step is judged by `analysis::shadow::judge` under either judge, with
+/// the rollout's `max_p99_ratio` when set. Under `judge: sequential` too, a shadow window with
+/// too few pairs and too few of blue's live requests to read the ratio on is inconclusive, not
+/// passed on its comparisons. (At live steps the sequential judge has no such hole: it never
+/// passes before blue has `min_requests` latency samples, see
+/// `without_blue_latency_or_green_samples_latency_never_passes`.)
+#[test]
+fn under_the_sequential_judge_a_shadow_window_that_cannot_check_max_p99_ratio_is_inconclusive() {
+    let analysis = AnalysisConfig {
+        judge: crate::spec::JudgeKind::Sequential,
+        max_p99: Some(Duration::from_secs(1)),
+        max_p99_ratio: Some(2.0),
+        min_requests: 20,
+        shadow: Some(crate::spec::ShadowGuard {
+            min_compared: 5,
+            ..crate::spec::ShadowGuard::default()
+        }),
+        ..AnalysisConfig::default()
+    };
+    // Green 150 ms on 6 compared mirrored requests, 4 of them paired with blue's 50 ms; blue
+    // served 12 live requests in the window.
+    let (green, paired_green, paired_blue) = (
+        LatencyHistogram::default(),
+        LatencyHistogram::default(),
+        LatencyHistogram::default(),
+    );
+    (0..6).for_each(|_| green.observe(Duration::from_millis(150)));
+    for _ in 0..4 {
+        paired_green.observe(Duration::from_millis(150));
+        paired_blue.observe(Duration::from_millis(50));
+    }
+    let shadow = crossfade_proxy::ShadowSnapshot {
+        mirrored: 6,
+        matched: 6,
+        latency: green.snapshot(),
+        paired_preview: paired_green.snapshot(),
+        paired_active: paired_blue.snapshot(),
+        ..Default::default()
+    };
+    let blue = window(12, 0, 0);
+    let v = crate::analysis::shadow::judge(&analysis, Some(&shadow), &blue);
+    assert_eq!(v.outcome, Outcome::Inconclusive, "{}", v.summary);
+    assert!(!v.accumulating(), "counts toward max_inconclusive");
+    assert!(
+        v.summary.contains(
+            "shadow p99 ratio not checked: 4 pairs < 5, and against its live p99: active served \
+             12 requests (< 20)"
+        ),
+        "{}",
+        v.summary
+    );
+}
+
 #[test]
 fn the_error_ceiling_fails_even_when_blue_is_as_bad() {
     let v = judge().judge(&window(2000, 200, 0), &window(18_000, 1800, 0));
