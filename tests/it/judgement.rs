@@ -426,3 +426,64 @@ async fn the_sequential_judge_does_not_read_a_drift_at_the_100_percent_step_as_g
     load.stop().await;
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// Session 40: `max_p99_ratio` at a live step where blue has weight but too few requests in the
+/// window to compare with. Green 3× slower than blue (150 ms against 50 ms, both within
+/// `max_p99`), at 95% then 100%, 40 requests per second: a 2 s look holds about 76 of green's
+/// requests and 4 of blue's (`min_requests` 20). That look passed with the ratio unchecked, the
+/// rollout went on to 100% (where blue takes no traffic and the ratio never applies) and
+/// completed. Now such a look is inconclusive, the window stays open and grows until blue has
+/// served `min_requests` in it, and the ratio rolls green back. Asserted on the verdicts, not on
+/// how long any of it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p99_ratio_without_enough_of_blues_requests_holds_the_step_until_it_can_be_checked() {
+    let dir = temp_dir();
+    let mut spec = Spec::new()
+        .blue(App::version("v1").flags(["--latency", "50"]))
+        .green(App::version("v2").flags(["--latency", "150"]));
+    spec.json["rollout"]["steps"] = json!([95, 100]);
+    spec.json["rollout"]["hold"] = json!("2s");
+    spec.json["rollout"]["progress_deadline"] = json!("120s");
+    spec.json["rollout"]["analysis"] = json!({
+        "min_requests": 20,
+        "max_p99": "1s",
+        "max_p99_ratio": 2.0,
+        "max_inconclusive": 40,
+    });
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(15)).await;
+    let mut config = LoadConfig::new(spec.listen());
+    config.rate = 40;
+    let load = Load::start(config);
+    let rollout = wait_terminal(&admin, Duration::from_secs(150)).await;
+    let report = load.stop().await;
+
+    let verdicts: Vec<Value> = rollout["verdicts"].as_array().cloned().unwrap_or_default();
+    for v in &verdicts {
+        eprintln!(
+            "verdict at {}: {}",
+            v["preview_bp"], v["verdict"]["summary"]
+        );
+    }
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("step 1/2 at 95%") && reason.contains("p99 ratio to active"),
+        "reason: {reason}"
+    );
+    let at_95: Vec<&Value> = verdicts.iter().filter(|v| v["step"] == 0).collect();
+    assert!(
+        at_95.iter().all(|v| v["verdict"]["outcome"] != "pass"),
+        "a look at 95% passed: {rollout:#}"
+    );
+    let unchecked = |v: &&Value| {
+        v["verdict"]["outcome"] == "inconclusive"
+            && v["verdict"]["summary"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("p99 ratio not checked: active served "))
+    };
+    assert!(at_95.iter().any(unchecked), "{rollout:#}");
+    assert_eq!(report.errors(), 0, "client-visible errors: {report:?}");
+    run.terminate(Duration::from_secs(15)).await;
+}

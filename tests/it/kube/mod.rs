@@ -71,6 +71,8 @@
 //!   `imageID`s.
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
 //!   another writer changed the rollout state.
+//! - [`unpaired`]: the shadow step against proxies that record no pairs: a window too thin for
+//!   `maxP99Ratio` is inconclusive and grows until the ratio decides, never passed unchecked.
 
 mod capacity;
 mod cases;
@@ -102,3 +104,4 @@ mod shadow;
 mod shift;
 mod store;
 mod trigger;
+mod unpaired;
