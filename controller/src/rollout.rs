@@ -80,7 +80,9 @@
 //!   timers but what was left of its progress deadline: provisioning asks for the preview again (the driver adopts what exists), a step
 //!   re-requests its pending weight or re-opens its window and restarts its hold, a pause stays
 //!   paused, and the waits after promotion and during rollback are re-issued as for `Restarted`,
-//!   by the deadline that was left (a whole one without).
+//!   by the deadline that was left (a whole one without). Its [`Reattach`] cause words the Event:
+//!   `Restarted` for a first load, `Reloaded` (naming the error) for a reload by the runtime that
+//!   had the rollout and dropped it after a failed attempt.
 
 mod capacity;
 mod clock;
@@ -389,11 +391,35 @@ pub enum Input {
         /// a whole `progress_deadline`. Kept, a controller restarting more often than the deadline
         /// (OOM-killed, leader churn) never rolled back a preview that never became ready (cases31).
         deadline_left: Option<std::time::Duration>,
+        /// Why it was loaded: the runtime's first load of it (`Restarted`), or a reload by the
+        /// runtime that had it, after a failed attempt (`Reloaded`); it decides the Event.
+        cause: Reattach,
     },
     /// Both backends' healthy endpoints changed (the runtime reports each change, and a reading
     /// before an operator command). Kept in every phase; while a rollback or abort waits for the
     /// active backend's capacity it may lower the preview's weight ([`rollback_preview_bp`]).
     Capacity(Capacities),
+}
+
+/// Why a rollout was loaded again ([`Input::Reattached`]), which decides how its Event says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reattach {
+    /// The runtime loaded it for the first time: the controller (re)started, or took over from
+    /// another replica. Event `Restarted`: `crossfade restarted at step 1/4 (5%): resuming with
+    /// fresh timers`, or after promotion `still waiting for the role swap after a restart: asking
+    /// again`.
+    Restart,
+    /// The runtime that had it in memory dropped it after an attempt that failed (Kubernetes: a
+    /// reconcile whose error is `error`, in words) and read it back from its store; nothing
+    /// restarted. Event `Reloaded`: `reloaded from status after a failed reconcile (<error>), not
+    /// a controller restart: at step 1/4 (5%): resuming with fresh timers`, or after promotion
+    /// `...: still waiting for the role swap: asking again`. Before (session 40) the machine said
+    /// `Restarted` and the runtime rewrote its note.
+    Reload {
+        /// What the failed attempt said, e.g. `deployment default/web: patch images: 403
+        /// Forbidden: ...`.
+        error: String,
+    },
 }
 
 /// Why a rollout is aborted when no operator asked for it (Kubernetes mode); see [`Input::Abort`].
@@ -555,7 +581,7 @@ pub enum Command {
     /// `AnalysisFailed`, `AnalysisInconclusive`, `Paused`, `Resumed`, `PromoteRequested`,
     /// `Promoted`, `Retiring`, `DrainDeadlinePassed`, `RetireHeld`, `ActiveDrained`, `Completed`, `PreviewFailed`,
     /// `PreviewExited`, `DeadlineExceeded`, `Aborting`, `Aborted`, `RolledBack`, `Restarted`,
-    /// `CommandRejected`, `GateApproved`, `GateRejected`, `CapacityChanged`, `AbortForced`.
+    /// `Reloaded`, `CommandRejected`, `GateApproved`, `GateRejected`, `CapacityChanged`, `AbortForced`.
     Event {
         /// CamelCase reason (see above).
         reason: &'static str,

@@ -30,6 +30,7 @@ mod exec;
 pub mod invalid;
 mod machine;
 mod older;
+mod reloads;
 mod status;
 
 #[cfg(test)]
@@ -98,9 +99,9 @@ pub struct Context {
     machines: Mutex<HashMap<String, Machine>>,
     /// Failed reconciles in a row, by TrafficShift uid.
     backoff: Backoff,
-    /// The TrafficShifts whose rollout this process has loaded, by uid, with what their reloads
-    /// are to say ([`Context::reload_of`]).
-    loads: Mutex<HashMap<String, Loads>>,
+    /// The TrafficShifts whose rollout this process has loaded, with what their reloads are to
+    /// say ([`reloads::Reloads::reload_of`]).
+    reloads: reloads::Reloads,
     /// The controller's metric families ([`crate::metrics`]), unregistered unless
     /// [`Context::with_metrics`] was given a registered bundle.
     rollout_metrics: RolloutMetrics,
@@ -119,18 +120,10 @@ pub struct Context {
 type LastNote = (Option<String>, String);
 
 /// Reason of the Normal Event that says a rollout was reloaded from status after a failed
-/// reconcile of this process ([`machine::Reload`]), where the first load in a process (a
-/// controller restart) says `Restarted`.
+/// reconcile of this process: the rollout machine's for [`crate::rollout::Reattach::Reload`],
+/// where the first load in a process (a controller restart) says `Restarted`. Published once per
+/// kind of failure until a reconcile succeeds ([`reloads::Reloads::reload_of`]).
 pub const RELOADED: &str = "Reloaded";
-
-/// What a TrafficShift's reloads in this process are to say ([`Context::reload_of`]).
-#[derive(Debug, Default)]
-struct Loads {
-    /// The error of its last failed reconcile, since the last one that succeeded.
-    failed: Option<String>,
-    /// The error whose reload was said ([`RELOADED`]) since then.
-    said: Option<String>,
-}
 
 /// Why a reconcile failed; the machine is then dropped from memory and re-read from status at
 /// the next reconcile, which re-issues whatever was in flight.
@@ -210,7 +203,7 @@ impl Context {
             metrics,
             machines: Mutex::new(HashMap::new()),
             backoff: Backoff::default(),
-            loads: Mutex::new(HashMap::new()),
+            reloads: reloads::Reloads::default(),
             rollout_metrics: RolloutMetrics::default(),
             route_metrics: Mutex::new(HashMap::new()),
             shifts: None,
@@ -291,42 +284,29 @@ impl Context {
         }
     }
 
-    /// `None` the first time a rollout of TrafficShift `uid` is loaded in this process (its
-    /// `Restarted` stands); afterwards, what a reload of it from status is to say: the error of
-    /// the failed reconcile that dropped it, unless that was said already.
+    /// What a load of TrafficShift `uid`'s rollout from status is to say when nothing was in
+    /// memory: `None` the first time in this process, else a reload ([`reloads::Reloads::reload_of`]).
     fn reload_of(&self, uid: &str) -> Option<machine::Reload> {
-        let mut loads = self.loads.lock().ok()?;
-        let Some(loads) = loads.get(uid) else {
-            loads.insert(uid.to_owned(), Loads::default());
-            return None;
-        };
-        let error = loads
-            .failed
-            .clone()
-            .unwrap_or_else(|| "the rollout was not in memory".into());
-        let say = loads.said.as_ref() != Some(&error);
-        Some(machine::Reload { error, say })
-    }
-
-    /// The reload of TrafficShift `uid` after `error` was said ([`RELOADED`]).
-    fn said_reload(&self, uid: &str, error: &str) {
-        if let Some(loads) = self.loads.lock().ok().as_mut().and_then(|l| l.get_mut(uid)) {
-            loads.said = Some(error.to_owned());
-        }
-    }
-
-    /// A reconcile of TrafficShift `uid` failed with `error`.
-    fn failed(&self, uid: &str, error: String) {
-        if let Some(loads) = self.loads.lock().ok().as_mut().and_then(|l| l.get_mut(uid)) {
-            loads.failed = Some(error);
-        }
+        self.reloads.reload_of(uid)
     }
 
     /// A reconcile of TrafficShift `uid` succeeded: its backoff and its failure are forgotten.
     fn succeeded(&self, uid: &str) {
         self.backoff.succeeded(uid);
-        if let Some(loads) = self.loads.lock().ok().as_mut().and_then(|l| l.get_mut(uid)) {
-            *loads = Loads::default();
+        self.reloads.succeeded(uid);
+    }
+
+    /// TrafficShift `uid` is gone (its finalizer removed, or deleted without it): nothing of it
+    /// is kept. Before (session 40) its reload record and the last note of each Event reason it
+    /// had were kept for the life of the process, one set per TrafficShift ever reconciled.
+    fn forget(&self, uid: &str) {
+        self.backoff.succeeded(uid);
+        self.reloads.forget(uid);
+        if let Ok(mut notes) = self.notes.lock() {
+            notes.retain(|(of, _), _| of != uid);
+        }
+        if let Ok(mut machines) = self.machines.lock() {
+            machines.remove(uid);
         }
     }
 
@@ -396,10 +376,18 @@ pub async fn reconcile_finalized(
                     },
                     Err(_) => Box::pin(reconcile_undecodable(&object, &ctx)).await,
                 },
-                Finalized::Cleanup(object) => match invalid::typed(&object) {
-                    Ok(shift) => Box::pin(cleanup(Arc::new(shift), &ctx)).await,
-                    Err(problem) => Box::pin(cleanup_undecodable(&object, problem, &ctx)).await,
-                },
+                Finalized::Cleanup(object) => {
+                    let uid = object.uid().unwrap_or_else(|| object.name_any());
+                    let ended = match invalid::typed(&object) {
+                        Ok(shift) => Box::pin(cleanup(Arc::new(shift), &ctx)).await,
+                        Err(problem) => Box::pin(cleanup_undecodable(&object, problem, &ctx)).await,
+                    };
+                    // Done: the finalizer goes, and the TrafficShift with it (session 40).
+                    if ended.is_ok() {
+                        ctx.forget(&uid);
+                    }
+                    ended
+                }
             }
         };
         // On the heap: the reconcile's state machine is large (in a debug build over a megabyte
@@ -454,11 +442,9 @@ async fn end_deleted(
     let mut missing = None;
     let (machine, mut inputs) = match in_memory {
         Some(m) => (m, vec![crate::rollout::Input::Tick]),
+        // A reload after a failed cleanup says so as one (session 40: it said `Restarted`).
         None => match super::store::ShiftRecord::from_status(&shift) {
-            Some(record) => {
-                let inputs = machine::initial(Some(&record), machine::unix_ms_now());
-                (Machine::new(record), inputs)
-            }
+            Some(record) => machine::reattach(record, ctx.reload_of(&uid)),
             None => {
                 // A record removed while the split still gives the preview a share: that share
                 // goes back to the target first, as an abort sends it (session 39).
@@ -546,7 +532,10 @@ async fn reconcile_with(
         Some(_) => shift,
         None => match fresh(&ctx, &shift).await? {
             Fresh::Shift(fresh) => Arc::from(fresh),
-            Fresh::Gone => return Ok(Action::await_change()), // deleted meanwhile
+            Fresh::Gone => {
+                ctx.forget(&uid); // deleted meanwhile
+                return Ok(Action::await_change());
+            }
             Fresh::Undecodable(object, _) => {
                 return Box::pin(reconcile_undecodable(&object, &ctx)).await
             }
@@ -604,12 +593,9 @@ async fn reconcile_with(
         Err(e) => {
             // A rollout of an earlier generation still running is superseded (or finishes,
             // after promotion) rather than left standing at its weights (trial 34).
-            let from_status = in_memory.is_none();
-            return match machine::load_superseded(in_memory, &shift) {
-                machine::Earlier::Running(mut machine, inputs) => {
-                    if from_status {
-                        machine.reloaded = ctx.reload_of(&uid);
-                    }
+            let reload = in_memory.is_none().then(|| ctx.reload_of(&uid)).flatten();
+            return match machine::load_superseded(in_memory, &shift, reload) {
+                machine::Earlier::Running(machine, inputs) => {
                     Box::pin(supersede_invalid(exec, machine, inputs, e, uid, &ctx)).await
                 }
                 machine::Earlier::Ended(machine) => {
@@ -632,8 +618,7 @@ async fn reconcile_with(
     // for it (kube/command.rs, `stale`).
     let first = in_memory.is_none() && super::store::ShiftRecord::from_status(&shift).is_none();
     let reload = in_memory.is_none().then(|| ctx.reload_of(&uid)).flatten();
-    let (mut machine, inputs) = machine::load(in_memory, &shift, config.clone());
-    machine.reloaded = reload;
+    let (mut machine, inputs) = machine::load(in_memory, &shift, config.clone(), reload);
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh:
     // the rollout's own, which a newer spec naming another supersedes.
     let rolled_out = machine.record.rolled_out(&shift);
@@ -783,7 +768,10 @@ async fn reconcile_undecodable(
     // As the API server has it now: the watch cache may not have seen this controller's last
     // status write, whose resourceVersion guards the next.
     let (object, problem) = match fresh_object(ctx, object).await? {
-        None => return Ok(Action::await_change()),
+        None => {
+            ctx.forget(&object.uid().unwrap_or_else(|| object.name_any()));
+            return Ok(Action::await_change());
+        }
         Some(fresh) => match invalid::typed(&fresh) {
             Ok(shift) => return Box::pin(reconcile(Arc::new(shift), ctx.clone())).await,
             Err(problem) => (fresh, problem),
@@ -805,7 +793,9 @@ async fn reconcile_undecodable(
         return invalid::refuse(&object, &problem, ctx).await;
     };
     let shift = Arc::new(of_record(&object, &record));
-    match machine::load_superseded(in_memory, &shift) {
+    // A reload after a failed reconcile says so as one (session 40: it said `Restarted`).
+    let reload = in_memory.is_none().then(|| ctx.reload_of(&uid)).flatten();
+    match machine::load_superseded(in_memory, &shift, reload) {
         machine::Earlier::Running(machine, inputs) => {
             let exec = exec::Exec::new(ctx, shift);
             let problems = problem.to_string();
@@ -1019,11 +1009,7 @@ pub fn error_policy(
     }
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let wait = ctx.backoff.failed(&uid);
-    let error = match err {
-        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e.to_string(),
-        e => e.to_string(),
-    };
-    ctx.failed(&uid, error);
+    ctx.reloads.failed(&uid, err);
     tracing::warn!(trafficshift = %shift.name_any(), error = %err, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }

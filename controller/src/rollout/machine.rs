@@ -50,7 +50,10 @@ impl Rollout {
             Input::TargetChanged { reason } => self.on_target_changed(reason, now),
             Input::Restarted => self.on_restarted(now),
             Input::GateAnswered { at, step, answer } => self.on_gate(at, step, answer, now),
-            Input::Reattached { deadline_left } => self.on_reattached(deadline_left, now),
+            Input::Reattached {
+                deadline_left,
+                cause,
+            } => self.on_reattached(deadline_left, &cause, now),
             Input::Capacity(capacity) => self.on_capacity(capacity, now),
         };
         self.finish(out)

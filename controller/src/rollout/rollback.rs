@@ -6,7 +6,7 @@ use crossfade_proxy::duration::later;
 use tokio::time::Instant;
 
 use super::machine::{event, human, pct};
-use super::{Command, Phase, Rollout, Timers};
+use super::{Command, Phase, Reattach, Rollout, Timers};
 
 impl Rollout {
     pub(super) fn on_preview_lost(
@@ -190,8 +190,20 @@ impl Rollout {
     }
 
     /// Past the point of no return (or while undoing), a lost answer is retried, never given up on.
-    pub(super) fn retry_pending(&mut self, now: Instant, limit: String) -> Vec<Command> {
-        let (action, waiting) = match self.phase {
+    fn retry_pending(&mut self, now: Instant, limit: String) -> Vec<Command> {
+        let Some((mut out, waiting)) = self.ask_pending(now) else {
+            return Vec::new();
+        };
+        let note = format!("still waiting for {waiting} after {limit}: asking again");
+        out.push(event("DeadlineExceeded", note));
+        out
+    }
+
+    /// Asks again for what the rollout waits on past the point of no return (or while undoing),
+    /// with a fresh progress deadline where the wait has one: the actions and what is waited for
+    /// (`the role swap`). `None`, with the timers cleared, in a phase that waits on nothing.
+    fn ask_pending(&mut self, now: Instant) -> Option<(Vec<Command>, &'static str)> {
+        Some(match self.phase {
             Phase::RollingBack | Phase::Aborting => (
                 self.request_weight(self.rollback_target(), now),
                 "the rollback's preview weight to be applied",
@@ -209,13 +221,9 @@ impl Rollout {
             }
             _ => {
                 self.timers = Timers::default();
-                return Vec::new();
+                return None;
             }
-        };
-        let note = format!("still waiting for {waiting} after {limit}: asking again");
-        let mut out = action;
-        out.push(event("DeadlineExceeded", note));
-        out
+        })
     }
 
     /// After a restart the timers are gone: before promotion roll back, after it finish the job.
@@ -226,29 +234,31 @@ impl Rollout {
                 self.begin_rollback("Restarted", note, now)
             }
             Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted => Vec::new(),
-            _ => {
-                let mut out = self.retry_pending(now, "a restart".into());
-                for command in &mut out {
-                    if let Command::Event { reason, .. } = command {
-                        *reason = "Restarted";
-                    }
-                }
-                out
-            }
+            _ => self.ask_again_by(None, &Reattach::Restart, now),
         }
     }
 
     /// After promotion (or while undoing), a reattached rollout asks again for what it waits on
-    /// ([`Rollout::on_restarted`]) by the progress deadline it had (`deadline_left`), not a fresh
-    /// one (a whole one without). Before (session 39), each reload of the rollout from Kubernetes
-    /// status, which follows every failed reconcile, set a fresh deadline, wrote it to status,
-    /// and that write woke the next reconcile at once: a persistent error after promotion
-    /// rewrote status many times a second.
-    fn ask_again_by(&mut self, deadline_left: Option<Duration>, now: Instant) -> Vec<Command> {
-        let out = self.on_restarted(now);
+    /// ([`Rollout::ask_pending`]), saying why as `cause` does ([`reattached`]), by the progress
+    /// deadline it had (`deadline_left`), not a fresh one (a whole one without). Before (session
+    /// 39), each reload of the rollout from Kubernetes status, which follows every failed
+    /// reconcile, set a fresh deadline, wrote it to status, and that write woke the next
+    /// reconcile at once: a persistent error after promotion rewrote status many times a second.
+    fn ask_again_by(
+        &mut self,
+        deadline_left: Option<Duration>,
+        cause: &Reattach,
+        now: Instant,
+    ) -> Vec<Command> {
+        let Some((mut out, waiting)) = self.ask_pending(now) else {
+            return Vec::new();
+        };
         if let (Some(left), Some(fresh)) = (deadline_left, self.timers.deadline) {
             self.timers.deadline = Some(fresh.min(later(now, left)));
         }
+        let restarted = format!("still waiting for {waiting} after a restart: asking again");
+        let asking = format!("still waiting for {waiting}: asking again");
+        out.push(reattached(cause, restarted, &asking));
         out
     }
 
@@ -258,6 +268,7 @@ impl Rollout {
     pub(super) fn on_reattached(
         &mut self,
         deadline_left: Option<Duration>,
+        cause: &Reattach,
         now: Instant,
     ) -> Vec<Command> {
         let limit = self.config.progress_deadline;
@@ -279,10 +290,7 @@ impl Rollout {
             ),
             None => String::new(),
         };
-        let note = format!(
-            "crossfade restarted {}: resuming with fresh timers{kept}",
-            self.where_now()
-        );
+        let resuming = format!("{}: resuming with fresh timers{kept}", self.where_now());
         // The progress deadline keeps what was left of it (cases31): fresh, a controller that
         // restarts more often than the deadline would never end a preview that is never ready.
         let deadline = Some(later(now, left));
@@ -330,10 +338,31 @@ impl Rollout {
                 return Vec::new()
             }
             Phase::Promoted | Phase::Retiring | Phase::RollingBack | Phase::Aborting => {
-                return self.ask_again_by(deadline_left, now)
+                return self.ask_again_by(deadline_left, cause, now)
             }
         };
-        out.push(event("Restarted", note));
+        out.push(reattached(
+            cause,
+            format!("crossfade restarted {resuming}"),
+            &resuming,
+        ));
         out
+    }
+}
+
+/// The Event that says a rollout was reattached for `cause`: `Restarted` with `restarted`
+/// (`crossfade restarted at step 1/4 (5%): resuming with fresh timers`), or `Reloaded` naming the
+/// error before `situation`, where the rollout stands and what it does (`reloaded from status
+/// after a failed reconcile (<error>), not a controller restart: at step 1/4 (5%): resuming with
+/// fresh timers`).
+fn reattached(cause: &Reattach, restarted: String, situation: &str) -> Command {
+    match cause {
+        Reattach::Restart => event("Restarted", restarted),
+        Reattach::Reload { error } => event(
+            "Reloaded",
+            format!(
+                "reloaded from status after a failed reconcile ({error}), not a controller restart: {situation}"
+            ),
+        ),
     }
 }

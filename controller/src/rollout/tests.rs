@@ -337,6 +337,7 @@ fn a_preview_kept_after_its_drain_is_held_again_after_a_controller_restart() {
     h.r = serde_json::from_str(&saved).unwrap();
     let out = h.send(Input::Reattached {
         deadline_left: None,
+        cause: crate::rollout::Reattach::Restart,
     });
     assert!(
         matches!(actions(&out).as_slice(), [Command::DrainActive { .. }]),

@@ -1247,6 +1247,66 @@ async fn a_target_patch_refused_after_promotion_is_retried_without_rewriting_sta
     ctl.abort();
 }
 
+/// Session 40: as above, the TrafficShift deleted meanwhile. The finalizer's cleanup fails on the
+/// refused patch too (the promotion must finish before the finalizer goes), and each cleanup
+/// reloads the rollout from status. Before, that reload was not marked as one and said
+/// `Restarted` ("still waiting for the role swap after a restart") though nothing restarted. Now
+/// it is a reload, said once per kind of failure: the refused patch was said already.
+#[tokio::test]
+async fn a_deleted_trafficshift_whose_cleanup_fails_is_reloaded_not_restarted() {
+    let Some((c, ctl)) = refused_after_promotion().await else {
+        return;
+    };
+    c.shifts
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete web");
+    reloads_said_once(&c, "after the deletion").await;
+    let kept = c.shifts.get_opt("web").await.expect("get web");
+    assert!(
+        kept.is_some(),
+        "the finalizer went before the promotion finished"
+    );
+    ctl.abort();
+}
+
+/// Session 40: as above, the TrafficShift edited into one that does not decode meanwhile: the
+/// promoted rollout finishes from its record, whose reconcile fails on the refused patch and
+/// reloads it from status. Before, that reload said `Restarted`, as the cleanup's did.
+#[tokio::test]
+async fn a_trafficshift_that_does_not_decode_whose_reconcile_fails_is_reloaded_not_restarted() {
+    let Some((c, ctl)) = refused_after_promotion().await else {
+        return;
+    };
+    make_undecodable(&c.client).await;
+    reloads_said_once(&c, "after the edit").await;
+    ctl.abort();
+}
+
+/// A cluster whose target Deployment `web` refuses every patch, and TrafficShift `web` promoted
+/// (its role swap refused) under a running controller, once the first reload after the refusal
+/// was said (`Reloaded`, at the first retry). `None` without the emulator.
+async fn refused_after_promotion() -> Option<(Cluster, tokio::task::JoinHandle<()>)> {
+    let args = ["--deny-update", "default/deployments/web"];
+    let c = Cluster::start_with_args(&["web-green"], &args)?;
+    c.create_target(&[]).await;
+    c.create_shift(fast_policy()).await;
+    let ctl = c.controller();
+    events_with(&c.client, &["Normal Reloaded"]).await;
+    Some((c, ctl))
+}
+
+/// After the change just made to TrafficShift `web` (which wakes a reconcile at once, loading the
+/// rollout from status) had time to be reconciled: no `Restarted` was ever published about it,
+/// and `Reloaded` once; `what` says when.
+async fn reloads_said_once(c: &Cluster, what: &str) {
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let restarted = notes(&c.client, "web", "Restarted").await;
+    assert_eq!(published(c, "Restarted").await, 0, "{what}: {restarted:?}");
+    let reloaded = notes(&c.client, "web", "Reloaded").await;
+    assert_eq!(published(c, "Reloaded").await, 1, "{what}: {reloaded:?}");
+}
+
 /// How many times Events with `reason` about TrafficShift `web` were published: each Event
 /// once, and its series' repeats.
 async fn published(c: &Cluster, reason: &str) -> i32 {

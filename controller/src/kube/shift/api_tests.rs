@@ -550,3 +550,42 @@ async fn a_template_changed_before_the_promotion_patch_rolls_back_rather_than_pr
         "{message}"
     );
 }
+
+/// Session 40: what the context keeps per TrafficShift (its reload record, the last note of each
+/// Event reason, its backoff) was never pruned: one set per TrafficShift ever reconciled, for the
+/// life of the process. Now it goes when the TrafficShift's finalizer goes.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_trafficshift_leaves_nothing_in_the_context() {
+    let (ctx, mut server) = context();
+    let mut object = shift_json(Some(&mock::progressing_record()));
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-30T10:00:00Z");
+    let mut cluster = Cluster::new(object.clone());
+    // The first status write fails: the reconcile fails, and the next reloads the rollout.
+    cluster.writes.push_back(internal_error());
+    let kept = |ctx: &Context| {
+        let notes = ctx.notes.lock().expect("notes");
+        let noted = notes.keys().any(|(uid, _)| uid == "u-1");
+        (ctx.reloads.knows("u-1"), noted)
+    };
+    let mut seen_kept = (false, false);
+    let mut ended = None;
+    for _ in 0..6 {
+        let shift = object_of(&cluster.shift);
+        let task = tokio::spawn(reconcile_finalized(shift.clone(), ctx.clone()));
+        let (result, _) = server.serve(task, |c| cluster.answer(c)).await;
+        match result {
+            Ok(action) => {
+                ended = Some(action);
+                break;
+            }
+            Err(e) => {
+                error_policy(shift, &e, ctx.clone());
+            }
+        }
+        let now = kept(&ctx);
+        seen_kept = (seen_kept.0 || now.0, seen_kept.1 || now.1);
+    }
+    assert_eq!(ended, Some(Action::await_change()), "the finalizer removed");
+    assert_eq!(seen_kept, (true, true), "kept while it lived");
+    assert_eq!(kept(&ctx), (false, false), "nothing kept once it went");
+}

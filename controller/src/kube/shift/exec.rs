@@ -1293,18 +1293,15 @@ impl<'a> Exec<'a> {
                 m.unsaved = true;
             }
             Command::Event { reason, message } => {
-                let (reason, message) = match (&m.reloaded, reason) {
-                    (Some(reload), "Restarted") if !reload.say => {
-                        tracing::debug!(trafficshift = %key(&*self.shift), error = %reload.error, "reloaded from status again: {message}");
+                // A reload is said once per kind of failure (`reloads.rs`).
+                if let Some(reload) = m.reloaded.as_ref().filter(|_| reason == super::RELOADED) {
+                    if !reload.say {
+                        tracing::debug!(trafficshift = %key(&*self.shift), "{message}");
                         return Ok(());
                     }
-                    (Some(reload), "Restarted") => {
-                        let uid = self.shift.uid().unwrap_or_else(|| key(&*self.shift));
-                        self.ctx.said_reload(&uid, &reload.error);
-                        (super::RELOADED, reload.words(&message))
-                    }
-                    _ => (reason, message),
-                };
+                    let uid = self.shift.uid().unwrap_or_else(|| key(&*self.shift));
+                    self.ctx.reloads.said(&uid, &reload.kind);
+                }
                 tracing::info!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, reason, "{message}");
                 if let Some(metrics) = &mut self.metrics {
                     metrics.event(Some(&m.record.rollout), reason);

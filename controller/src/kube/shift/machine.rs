@@ -13,7 +13,7 @@ use crate::analysis::{judge_for, Judge};
 use crate::driver::kube::preview_name;
 use crate::kube::crd::{CommandsSeen, TrafficShift, WeightsStatus};
 use crate::kube::store::ShiftRecord;
-use crate::rollout::{AbortCause, Input, OperatorCommand, Phase, Promotion, Rollout};
+use crate::rollout::{AbortCause, Input, OperatorCommand, Phase, Promotion, Reattach, Rollout};
 use crate::spec::RolloutConfig;
 
 /// One TrafficShift's rollout in memory: the persisted record plus what is not persisted (timers
@@ -66,37 +66,35 @@ pub(super) struct Machine {
     /// restart.
     pub(super) invalid_said: Option<i64>,
     /// Loaded from status again after this process had loaded it before (a failed reconcile
-    /// dropped it from memory): its `Restarted` Event is published as what it is
-    /// ([`Reload::words`]), or not at all. `None` for the first load in this process (a
-    /// controller restart or takeover), whose `Restarted` stands, and for a machine kept in
-    /// memory from the start (only a load's `Reattached` gives `Restarted`).
+    /// dropped it from memory): the machine said so as `Reloaded` ([`Input::Reattached`] with
+    /// [`Reattach::Reload`]), which is published or not as this says. `None` for the first load
+    /// in this process (a controller restart or takeover: `Restarted`), and for a machine kept in
+    /// memory from the start.
     pub(super) reloaded: Option<Reload>,
 }
 
 /// A rollout reloaded from status by the process that had it in memory, after a failed
-/// reconcile ([`super::Context::reload_of`]). Before (session 39), each reload after a failed
-/// reconcile published `Restarted` ("crossfade restarted ..."), nine in six seconds for a target
-/// whose patches were refused, though the controller never restarted.
+/// reconcile ([`super::reloads::Reloads::reload_of`]). Before (session 39), each reload after a
+/// failed reconcile published `Restarted` ("crossfade restarted ..."), nine in six seconds for a
+/// target whose patches were refused, though the controller never restarted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Reload {
     /// What the failed reconcile said (its error), or why the rollout was not in memory.
     pub(super) error: String,
-    /// Whether to say it: not when the reload after the same error was said since the last
-    /// reconcile that succeeded (a persistent error is said once, not at every retry).
+    /// The kind of that failure ([`super::reloads::failure_kind`]): a said reload is remembered
+    /// by it.
+    pub(super) kind: String,
+    /// Whether to say it: not when a reload after the same kind of failure was said since the
+    /// last reconcile that succeeded (a persistent error is said once, not at every retry).
     pub(super) say: bool,
 }
 
 impl Reload {
-    /// The note of the Event ([`super::RELOADED`]) that says this reload instead of the machine's
-    /// `Restarted` one, `note` (`crossfade restarted <where>: resuming ...`, or `still waiting for
-    /// <what> after a restart: asking again`).
-    pub(super) fn words(&self, note: &str) -> String {
-        let rest = note.strip_prefix("crossfade restarted ").unwrap_or(note);
-        let rest = rest.replacen(" after a restart", "", 1);
-        format!(
-            "reloaded from status after a failed reconcile ({}), not a controller restart: {rest}",
-            self.error
-        )
+    /// What the machine is told of this reload ([`Input::Reattached`]).
+    fn cause(&self) -> Reattach {
+        Reattach::Reload {
+            error: self.error.clone(),
+        }
     }
 }
 
@@ -224,20 +222,19 @@ pub(super) fn grace_ms(shift: &TrafficShift) -> u64 {
 }
 
 /// The machine for `shift` and the inputs to start this reconcile with: the one in memory, else
-/// the one in status (reattached), else a new rollout; a newer spec generation supersedes it.
+/// the one in status (reattached; `reload` when this process had it before), else a new
+/// rollout; a newer spec generation supersedes it.
 pub(super) fn load(
     in_memory: Option<Machine>,
     shift: &TrafficShift,
     config: RolloutConfig,
+    reload: Option<Reload>,
 ) -> (Machine, Vec<Input>) {
     let generation = shift.metadata.generation.unwrap_or(1);
     let (machine, mut inputs) = match in_memory {
         Some(m) => (m, vec![Input::Tick]),
         None => match ShiftRecord::from_status(shift) {
-            Some(record) => {
-                let inputs = initial(Some(&record), unix_ms_now());
-                (Machine::new(record), inputs)
-            }
+            Some(record) => reattach(record, reload),
             None => {
                 let mut machine = Machine::start(config, shift, None);
                 continue_numbering(&mut machine.record, shift);
@@ -277,8 +274,12 @@ pub(super) fn load(
 /// valid new spec; after promotion it finishes. [`Earlier::Ended`] with the machine in memory,
 /// if any, when no such rollout runs: the invalid spec is then only shown (`InvalidSpec`). Without this, a rollout whose spec was edited into an
 /// invalid one mid-rollout stood still at its weights, with no analysis, no progress deadline and
-/// no operator command acted on (trial 34).
-pub(super) fn load_superseded(in_memory: Option<Machine>, shift: &TrafficShift) -> Earlier {
+/// no operator command acted on (trial 34). `reload` as for [`load`].
+pub(super) fn load_superseded(
+    in_memory: Option<Machine>,
+    shift: &TrafficShift,
+    reload: Option<Reload>,
+) -> Earlier {
     let generation = shift.metadata.generation.unwrap_or(1);
     let running =
         |record: &ShiftRecord| !record.rollout.is_terminal() && record.generation != generation;
@@ -286,10 +287,7 @@ pub(super) fn load_superseded(in_memory: Option<Machine>, shift: &TrafficShift) 
         Some(m) if running(&m.record) => (m, vec![Input::Tick]),
         Some(m) => return Earlier::Ended(Some(m)),
         None => match ShiftRecord::from_status(shift).filter(running) {
-            Some(record) => {
-                let inputs = initial(Some(&record), unix_ms_now());
-                (Machine::new(record), inputs)
-            }
+            Some(record) => reattach(record, reload),
             None => return Earlier::Ended(None),
         },
     };
@@ -390,15 +388,32 @@ fn requeue(d: Duration) -> Action {
     Action::requeue(d.max(Duration::from_millis(1)))
 }
 
-/// The inputs a freshly loaded machine starts with: a rollout read from a record resumes with
-/// what is left of its progress deadline at `now_ms` (Unix time in milliseconds).
-pub(super) fn initial(record: Option<&ShiftRecord>, now_ms: u64) -> Vec<Input> {
+/// The machine of a rollout read from status (`record`) and the inputs it starts with
+/// ([`initial`]): `reload` when this process had it before ([`Machine::reloaded`]).
+pub(super) fn reattach(record: ShiftRecord, reload: Option<Reload>) -> (Machine, Vec<Input>) {
+    let inputs = initial(Some((&record, reload.as_ref())), unix_ms_now());
+    let mut machine = Machine::new(record);
+    machine.reloaded = reload;
+    (machine, inputs)
+}
+
+/// The inputs a freshly loaded machine starts with: a rollout read from a record (reloaded by
+/// this process, or loaded for the first time: `None`) resumes with what is left of its progress
+/// deadline at `now_ms` (Unix time in milliseconds).
+pub(super) fn initial(record: Option<(&ShiftRecord, Option<&Reload>)>, now_ms: u64) -> Vec<Input> {
     match record {
-        Some(record) => {
+        Some((record, reload)) => {
             let deadline_left = record
                 .deadline_at_ms
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms)));
-            vec![Input::Reattached { deadline_left }, Input::Tick]
+            let cause = reload.map_or(Reattach::Restart, Reload::cause);
+            vec![
+                Input::Reattached {
+                    deadline_left,
+                    cause,
+                },
+                Input::Tick,
+            ]
         }
         None => vec![Input::Start],
     }

@@ -207,7 +207,7 @@ fn in_memory(phase: Phase) -> machine::Machine {
 
 #[test]
 fn a_new_trafficshift_starts_a_rollout_of_its_generation() {
-    let (m, inputs) = machine::load(None, &shift_at(3, None), RolloutConfig::default());
+    let (m, inputs) = machine::load(None, &shift_at(3, None), RolloutConfig::default(), None);
     assert_eq!(inputs, [Input::Start]);
     assert_eq!((m.record.generation, m.record.rollout.id), (3, 1));
 }
@@ -229,18 +229,20 @@ fn the_progress_deadline_is_kept_as_wall_clock_time_and_resumed_from_it() {
     let left = u64::try_from((deadline - now).as_millis()).unwrap();
     assert_eq!(m.record.deadline_at_ms, Some(1_000_000 + left));
     assert!(!machine::keep_deadline(&mut m, now, 1_000_500), "unchanged");
-    let inputs = machine::initial(Some(&m.record), 1_000_000 + left - 2_000);
+    let inputs = machine::initial(Some((&m.record, None)), 1_000_000 + left - 2_000);
     assert_eq!(
         inputs[0],
         Input::Reattached {
-            deadline_left: Some(Duration::from_secs(2))
+            deadline_left: Some(Duration::from_secs(2)),
+            cause: crate::rollout::Reattach::Restart,
         }
     );
-    let inputs = machine::initial(Some(&m.record), 1_000_000 + left + 9_000);
+    let inputs = machine::initial(Some((&m.record, None)), 1_000_000 + left + 9_000);
     assert_eq!(
         inputs[0],
         Input::Reattached {
-            deadline_left: Some(Duration::ZERO)
+            deadline_left: Some(Duration::ZERO),
+            cause: crate::rollout::Reattach::Restart,
         }
     );
 }
@@ -267,7 +269,7 @@ fn a_reloaded_rollout_after_promotion_keeps_its_persisted_deadline() {
         saved.deadline_at_ms = Some(loaded_ms + 90_000);
         let mut m = machine::Machine::new(saved);
         let now = tokio::time::Instant::now();
-        for input in machine::initial(Some(&m.record), loaded_ms) {
+        for input in machine::initial(Some((&m.record, None)), loaded_ms) {
             m.record.rollout.step(input, now);
         }
         // The clocks read again a few milliseconds apart (`persist`).
@@ -283,12 +285,18 @@ fn a_reloaded_rollout_after_promotion_keeps_its_persisted_deadline() {
 #[test]
 fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
     let saved = record(Phase::Progressing, 500);
-    let (m, inputs) = machine::load(None, &shift_at(2, Some(&saved)), RolloutConfig::default());
+    let (m, inputs) = machine::load(
+        None,
+        &shift_at(2, Some(&saved)),
+        RolloutConfig::default(),
+        None,
+    );
     assert_eq!(
         inputs,
         [
             Input::Reattached {
-                deadline_left: None
+                deadline_left: None,
+                cause: crate::rollout::Reattach::Restart,
             },
             Input::Tick
         ]
@@ -298,6 +306,7 @@ fn a_rollout_in_status_is_reattached_and_one_in_memory_ticks() {
         Some(in_memory(Phase::Progressing)),
         &shift_at(2, None),
         RolloutConfig::default(),
+        None,
     );
     assert_eq!(inputs, [Input::Tick]);
 }
@@ -310,6 +319,7 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
             Some(in_memory(phase)),
             &shift_at(3, None),
             RolloutConfig::default(),
+            None,
         );
         assert_eq!(
             inputs,
@@ -334,6 +344,7 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
             Some(in_memory(phase)),
             &shift_at(3, None),
             RolloutConfig::default(),
+            None,
         );
         assert_eq!(inputs, [Input::Tick], "{phase}: finishes first");
     }
@@ -342,6 +353,7 @@ fn a_newer_generation_aborts_before_promotion_waits_after_and_restarts_once_ende
             Some(in_memory(phase)),
             &shift_at(3, None),
             RolloutConfig::default(),
+            None,
         );
         assert_eq!(inputs, [Input::Start], "{phase}");
         assert_eq!(
@@ -384,7 +396,12 @@ fn a_deployment_or_unready_grace_edit_supersedes_the_rollout_and_a_route_edit_do
         path_prefix: Some("/shop".into()),
         ..Default::default()
     });
-    let (m, inputs) = machine::load(Some(running_as_asked()), &route, RolloutConfig::default());
+    let (m, inputs) = machine::load(
+        Some(running_as_asked()),
+        &route,
+        RolloutConfig::default(),
+        None,
+    );
     assert_eq!(inputs, [Input::Tick], "a route edit");
     assert_eq!(
         m.record.generation, 3,
@@ -397,6 +414,7 @@ fn a_deployment_or_unready_grace_edit_supersedes_the_rollout_and_a_route_edit_do
         Some(running_as_asked()),
         &deployment,
         RolloutConfig::default(),
+        None,
     );
     assert_eq!(inputs, superseded, "a deployment edit");
     assert_eq!(
@@ -407,7 +425,12 @@ fn a_deployment_or_unready_grace_edit_supersedes_the_rollout_and_a_route_edit_do
 
     let mut grace = shift_at(3, None);
     grace.spec.rollout.unready_grace = Some(Span(Duration::from_secs(5)));
-    let (m, inputs) = machine::load(Some(running_as_asked()), &grace, RolloutConfig::default());
+    let (m, inputs) = machine::load(
+        Some(running_as_asked()),
+        &grace,
+        RolloutConfig::default(),
+        None,
+    );
     assert_eq!(inputs, superseded, "an unreadyGrace edit");
     assert_eq!(
         m.record.rolled_out(&grace).spec.rollout.unready_grace(),
@@ -421,7 +444,7 @@ fn a_deployment_or_unready_grace_edit_supersedes_the_rollout_and_a_route_edit_do
 fn a_new_rollout_records_its_deployment_and_unready_grace() {
     let mut shift = shift_at(3, None);
     shift.spec.rollout.unready_grace = Some(crate::kube::crd::Span(Duration::from_secs(7)));
-    let (m, _) = machine::load(None, &shift, RolloutConfig::default());
+    let (m, _) = machine::load(None, &shift, RolloutConfig::default(), None);
     assert_eq!(m.record.deployment.as_deref(), Some("web"));
     assert_eq!(m.record.unready_grace_ms, Some(7_000));
 }
@@ -791,45 +814,55 @@ fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_ta
 }
 
 /// Session 39: a rollout reloaded from status after a failed reconcile of the same process says
-/// so, with the error, where the machine's `Restarted` says "crossfade restarted": before and
-/// after promotion.
+/// so, with the error, where the first load in a process says "crossfade restarted": before and
+/// after promotion. Session 40: the machine words it (`Reattach::Reload`), where session 39
+/// rewrote the machine's `Restarted` note.
 #[test]
 fn a_reload_after_a_failed_reconcile_is_worded_as_one_not_as_a_restart() {
     let reload = machine::Reload {
         error: "deployment default/web: patch images: 403 Forbidden".into(),
+        kind: "deployment default/web: patch images: 403 Forbidden".into(),
         say: true,
     };
     let cases = [
         (
             Phase::Progressing,
             "at step 1/4 (5%): resuming with fresh timers",
+            "crossfade restarted at step 1/4 (5%): resuming with fresh timers",
         ),
         (
             Phase::Promoted,
             "still waiting for the role swap: asking again",
+            "still waiting for the role swap after a restart: asking again",
         ),
     ];
-    for (phase, rest) in cases {
+    for (phase, rest, restarted) in cases {
         let mut saved = record(phase, 500);
         (saved.rollout.applied_bp, saved.rollout.preview_ready) = (500, true);
-        let mut m = machine::Machine::new(saved);
-        let now = tokio::time::Instant::now();
-        let restarted: Vec<String> = machine::initial(Some(&m.record), 0)
-            .into_iter()
-            .flat_map(|input| m.record.rollout.step(input, now))
-            .filter_map(|command| match command {
-                crate::rollout::Command::Event {
-                    reason: "Restarted",
-                    message,
-                } => Some(reload.words(&message)),
-                _ => None,
-            })
-            .collect();
+        let events = |reload: Option<&machine::Reload>| {
+            let mut m = machine::Machine::new(saved.clone());
+            let now = tokio::time::Instant::now();
+            machine::initial(Some((&m.record, reload)), 0)
+                .into_iter()
+                .flat_map(|input| m.record.rollout.step(input, now))
+                .filter_map(|command| match command {
+                    crate::rollout::Command::Event { reason, message } => Some((reason, message)),
+                    _ => None,
+                })
+                .filter(|(reason, _)| ["Restarted", "Reloaded"].contains(reason))
+                .collect::<Vec<_>>()
+        };
         let said = format!(
             "reloaded from status after a failed reconcile ({}), not a controller restart: {rest}",
             reload.error
         );
-        assert_eq!(restarted.len(), 1, "{phase}: {restarted:?}");
-        assert!(restarted[0].starts_with(&said), "{phase}: {restarted:?}");
+        let reloaded = events(Some(&reload));
+        assert_eq!(reloaded.len(), 1, "{phase}: {reloaded:?}");
+        assert_eq!(reloaded[0].0, RELOADED, "{phase}: {reloaded:?}");
+        assert!(reloaded[0].1.starts_with(&said), "{phase}: {reloaded:?}");
+        let first = events(None);
+        assert_eq!(first.len(), 1, "{phase}: {first:?}");
+        assert_eq!(first[0].0, "Restarted", "{phase}: {first:?}");
+        assert!(first[0].1.starts_with(restarted), "{phase}: {first:?}");
     }
 }

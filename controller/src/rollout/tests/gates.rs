@@ -305,6 +305,7 @@ fn a_rollout_reattached_while_halted_at_a_gate_asks_it_again() {
     };
     let out = h.send(Input::Reattached {
         deadline_left: None,
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(
         actions(&out),

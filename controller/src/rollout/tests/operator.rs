@@ -497,6 +497,7 @@ fn reattach_resumes_where_the_rollout_stood_with_fresh_timers() {
         };
         let out = h.send(Input::Reattached {
             deadline_left: None,
+            cause: crate::rollout::Reattach::Restart,
         });
         assert_eq!(actions(&out), expected, "{name}");
         assert_eq!(h.r.phase, phase, "{name}");
@@ -506,7 +507,8 @@ fn reattach_resumes_where_the_rollout_stood_with_fresh_timers() {
         let mut h = setup();
         assert_eq!(
             h.send(Input::Reattached {
-                deadline_left: None
+                deadline_left: None,
+                cause: crate::rollout::Reattach::Restart,
             }),
             [],
             "{name}"
@@ -525,6 +527,7 @@ fn a_reattached_step_holds_again_and_then_advances() {
     };
     h.send(Input::Reattached {
         deadline_left: None,
+        cause: crate::rollout::Reattach::Restart,
     });
     let out = h.window(Outcome::Pass);
     assert_eq!(
@@ -541,6 +544,7 @@ fn a_reattached_provisioning_rolls_back_after_a_fresh_deadline() {
     h.now += Duration::from_secs(59);
     h.send(Input::Reattached {
         deadline_left: None,
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(h.wait(Duration::from_secs(59)), []);
     let out = h.wait(Duration::from_secs(1));
@@ -556,6 +560,7 @@ fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
     let mut h = provisioning();
     let out = h.send(Input::Reattached {
         deadline_left: Some(Duration::from_secs(5)),
+        cause: crate::rollout::Reattach::Restart,
     });
     let note = out.iter().find_map(|c| match c {
         Command::Event { message, .. } => Some(message.clone()),
@@ -573,6 +578,7 @@ fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
     let mut h = provisioning();
     h.send(Input::Reattached {
         deadline_left: Some(Duration::ZERO),
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(reasons(&h.wait(Duration::ZERO)), ["DeadlineExceeded"]);
 
@@ -583,14 +589,17 @@ fn a_reattached_rollout_keeps_what_was_left_of_its_progress_deadline() {
     let least = h.r.config.hold_of(0) + h.r.config.interval_of(0);
     h.send(Input::Reattached {
         deadline_left: Some(Duration::from_secs(3600)),
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(60)));
     h.send(Input::Reattached {
         deadline_left: Some(least + Duration::from_secs(7)),
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(h.r.deadline(), Some(h.now + least + Duration::from_secs(7)));
     h.send(Input::Reattached {
         deadline_left: Some(Duration::ZERO),
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(h.r.deadline(), Some(h.now + least));
     assert!(least < Duration::from_secs(60), "the test's policy");
@@ -604,6 +613,7 @@ fn a_reattached_rollout_after_promotion_asks_again_by_the_deadline_it_had() {
     let mut h = promoted();
     let out = h.send(Input::Reattached {
         deadline_left: Some(Duration::from_secs(5)),
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(actions(&out), [Command::SwapRoles]);
     assert_eq!(h.r.deadline(), Some(h.now + Duration::from_secs(5)));
@@ -616,6 +626,7 @@ fn a_reattached_rollout_after_promotion_asks_again_by_the_deadline_it_had() {
     let mut h = promoted();
     h.send(Input::Reattached {
         deadline_left: None,
+        cause: crate::rollout::Reattach::Restart,
     });
     assert_eq!(h.r.deadline(), Some(h.now + h.r.config.progress_deadline));
 }
