@@ -127,16 +127,16 @@ async fn restart_counts(admin: &Admin) -> (f64, f64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_rolling_out_again() {
-    let dir = temp_dir();
-    let state = dir.path().join("state.json");
+/// A `crossfade run` in `dir` with a state file whose rollout to v2 (one step of 100%) is
+/// completed by `promote`: its spec file, admin API and process.
+async fn completed_by_promotion(dir: &std::path::Path) -> (Spec, Admin, Crossfade) {
+    let state = dir.join("state.json");
     let mut spec = Spec::new().green(App::version("v2")).state_file(&state);
     // Nothing to analyse without load: promote skips the steps (the rollout itself is another test).
     spec.json["rollout"]["steps"] = json!([100]);
-    let path = spec.write(dir.path(), "spec.yaml");
+    let path = spec.write(dir, "spec.yaml");
     let admin = Admin::new(spec.admin());
-    let mut first = Crossfade::run(dir.path(), &path);
+    let mut first = Crossfade::run(dir, &path);
     first.wait_ready(&admin, Duration::from_secs(15)).await;
     wait_until(
         Duration::from_secs(15),
@@ -146,6 +146,14 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     .await;
     let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    (spec, admin, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_rolling_out_again() {
+    let dir = temp_dir();
+    let (spec, admin, mut first) = completed_by_promotion(dir.path()).await;
+    let path = dir.path().join("spec.yaml");
     assert!(first.terminate(Duration::from_secs(15)).await.success());
 
     let mut second = Crossfade::run(dir.path(), &path);
@@ -182,6 +190,39 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
         assert_eq!(restart_counts(&admin).await, (0.0, 0.0), "{scrape} scrape");
     }
     assert_restart_is_the_last_event(&admin, second.pid(), "Completed").await;
+    second.terminate(Duration::from_secs(15)).await;
+}
+
+/// `crossfade_rollout_transition_timestamp_seconds` of route `web`, from one scrape.
+async fn transition_time(admin: &Admin) -> f64 {
+    let metrics = admin.metrics().await;
+    let name = "crossfade_rollout_transition_timestamp_seconds";
+    metrics.get(name, &[("route", "web")]).expect(name)
+}
+
+/// Session 40: `crossfade_rollout_transition_timestamp_seconds` ("when the rollout's phase or
+/// step last changed", docs/metrics.md) was set to the restarted process's start for the last
+/// rollout it loaded, whose phase had not changed since the previous run ended it; so the same
+/// holds after a binary upgrade, which loads the rollout the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_time_the_last_rollout_ended_as_its_last_transition() {
+    let dir = temp_dir();
+    let (_spec, admin, mut first) = completed_by_promotion(dir.path()).await;
+    let ended = transition_time(&admin).await;
+    assert!(first.terminate(Duration::from_secs(15)).await.success());
+
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs_f64();
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    let loaded = transition_time(&admin).await;
+    assert!(
+        loaded < restarted_at && (loaded - ended).abs() < 0.5,
+        "the rollout ended at {ended} (the first run's gauge), the restart began at \
+         {restarted_at}, and the restarted run's gauge says {loaded}"
+    );
     second.terminate(Duration::from_secs(15)).await;
 }
 
