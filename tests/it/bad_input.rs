@@ -943,6 +943,31 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
     .await;
 }
 
+/// Session 40: `crossfade retry --admin ADDR`, written as the other operator commands are, got
+/// clap's "unexpected argument '--admin' found" and its tip "to pass '--admin' as a value, use
+/// '-- --admin'", which leads nowhere. It says what `retry` without `--kube` says, with the
+/// `crossfade migrate` command for that address; the same for `--admin-token-file`.
+#[tokio::test]
+async fn retry_given_the_admin_flags_points_at_migrate_for_that_address() {
+    for args in [
+        &["retry", "--admin", "127.0.0.1:27013"][..],
+        &["retry", "--admin=127.0.0.1:27013"],
+        &["--log", "info", "retry", "--admin", "127.0.0.1:27013"],
+    ] {
+        let out = usage_error(
+            args,
+            &["a running `crossfade run` has no retry: start the rollout again with `crossfade migrate FILE --admin 127.0.0.1:27013` (a file with `green:`); for a TrafficShift in a cluster, `crossfade retry --kube -n shop web`"],
+        )
+        .await;
+        assert!(!out.stderr.contains("-- --admin"), "{args:?}: {}", out.stderr);
+    }
+    usage_error(
+        &["retry", "--admin-token-file", "/nonexistent"],
+        &["a running `crossfade run` has no retry: start the rollout again with `crossfade migrate FILE --admin-token-file /nonexistent`"],
+    )
+    .await;
+}
+
 /// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
 /// says what to give; `--admin` with a host name says what it takes.
 #[tokio::test]
