@@ -845,6 +845,31 @@ async fn tls_warnings_are_printed_by_check_and_logged_once_by_a_start() {
     assert_eq!(log.matches(warning).count(), 1, "{log}");
 }
 
+/// Session 40: a `crossfade migrate` file given to `crossfade run` (the operator meant `migrate`)
+/// was refused with `blue: missing` alone: a spec's own keys are all a migrate file has, so no
+/// unknown field brought the hint that every other wrong kind of file gets. It says what the file
+/// looks like and what `run` takes, after every problem found.
+#[tokio::test]
+async fn a_migrate_file_given_to_run_is_called_one() {
+    let dir = temp_dir();
+    let file = dir.path().join("green.yaml");
+    std::fs::write(&file, "green:\n  name: v3\n  command: /bin/true\nrollout:\n  hold: 5s\n")
+        .expect("write green.yaml");
+    let out = run_to_end(
+        [OsStr::new("run"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for words in [
+        "blue: missing",
+        "green.args: {port} must appear in args or env",
+        "(this looks like a rollout file for `crossfade migrate`; `run` takes a spec with `route:`, `blue:` and optional `green:` and `rollout:`)",
+    ] {
+        assert!(out.stderr.contains(words), "says {words:?}:\n{}", out.stderr);
+    }
+}
+
 /// A file of one kind given to the command that takes another: the unknown-field error says what
 /// the file looks like and what the command takes (trial report, session 8).
 #[tokio::test]
