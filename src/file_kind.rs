@@ -289,9 +289,7 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
     }
     // A migrate file's keys are all a spec's too: `run` refuses it for the `blue:` it lacks, not
     // for an unknown field, and said no more (session 40).
-    if wanted == Kind::Spec
-        && error.contains("blue: missing")
-        && guess(text) == Some(Kind::Rollout)
+    if wanted == Kind::Spec && error.contains("blue: missing") && guess(text) == Some(Kind::Rollout)
     {
         return looks_like(error, Kind::Rollout, wanted);
     }

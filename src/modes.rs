@@ -165,7 +165,9 @@ pub fn retry_with_admin_flags(error: &clap::Error, args: &[std::ffi::OsString]) 
         return None;
     };
     // clap names the flag alone, also when it was given as `--admin=ADDR`.
-    let flag = given.split_once('=').map_or(given.as_str(), |(flag, _)| flag);
+    let flag = given
+        .split_once('=')
+        .map_or(given.as_str(), |(flag, _)| flag);
     if !["--admin", "--admin-token-file"].contains(&flag) {
         return None;
     }
@@ -175,7 +177,9 @@ pub fn retry_with_admin_flags(error: &clap::Error, args: &[std::ffi::OsString]) 
         return None;
     }
     let inline = args[at].split_once('=').map(|(_, value)| value);
-    let value = inline.or_else(|| args.get(at + 1).copied()).unwrap_or("...");
+    let value = inline
+        .or_else(|| args.get(at + 1).copied())
+        .unwrap_or("...");
     Some(format!(
         "`crossfade retry {flag}`: a running `crossfade run` has no retry: start the rollout \
          again with `crossfade migrate FILE {flag} {value}` (a file with `green:`); for a \

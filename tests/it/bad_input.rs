@@ -853,8 +853,11 @@ async fn tls_warnings_are_printed_by_check_and_logged_once_by_a_start() {
 async fn a_migrate_file_given_to_run_is_called_one() {
     let dir = temp_dir();
     let file = dir.path().join("green.yaml");
-    std::fs::write(&file, "green:\n  name: v3\n  command: /bin/true\nrollout:\n  hold: 5s\n")
-        .expect("write green.yaml");
+    std::fs::write(
+        &file,
+        "green:\n  name: v3\n  command: /bin/true\nrollout:\n  hold: 5s\n",
+    )
+    .expect("write green.yaml");
     let out = run_to_end(
         [OsStr::new("run"), file.as_os_str()],
         Duration::from_secs(20),
@@ -984,7 +987,11 @@ async fn retry_given_the_admin_flags_points_at_migrate_for_that_address() {
             &["a running `crossfade run` has no retry: start the rollout again with `crossfade migrate FILE --admin 127.0.0.1:27013` (a file with `green:`); for a TrafficShift in a cluster, `crossfade retry --kube -n shop web`"],
         )
         .await;
-        assert!(!out.stderr.contains("-- --admin"), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("-- --admin"),
+            "{args:?}: {}",
+            out.stderr
+        );
     }
     usage_error(
         &["retry", "--admin-token-file", "/nonexistent"],
