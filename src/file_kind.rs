@@ -273,8 +273,9 @@ fn state_document(text: &str) -> bool {
 /// `error` with a hint appended when it is an unknown-field error and `text` looks like another
 /// kind of file than `wanted`: `... unknown field `listen`, expected `green` or `rollout` (this
 /// looks like a rollout spec for `crossfade run`; `migrate` takes a file with `green:` and
-/// optional `rollout:`)`; a state file given for any of them is called one. Any other error is
-/// returned as it is.
+/// optional `rollout:`)`; a state file given for any of them is called one, and so is a migrate
+/// file given to `run`, which a spec's `blue: missing` refuses. Any other error is returned as
+/// it is.
 pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
     // A proxy config without routes is refused naming `routes`, not an unknown field; a spec
     // without `blue:` (the settings' keys are all a spec's since it took `drain_timeout`), for
@@ -285,6 +286,12 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
             || (wanted == Kind::Spec && error.contains("blue: missing")))
     {
         return format!("{error}\n{}", kube_settings_hint(wanted));
+    }
+    // A migrate file's keys are all a spec's too: `run` refuses it for the `blue:` it lacks, not
+    // for an unknown field, and said no more (session 40).
+    if wanted == Kind::Spec && error.contains("blue: missing") && guess(text) == Some(Kind::Rollout)
+    {
+        return looks_like(error, Kind::Rollout, wanted);
     }
     if !error.contains("unknown field") {
         return error;
@@ -297,13 +304,7 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
         );
     }
     match guess(text) {
-        Some(kind) if kind != wanted => {
-            format!(
-                "{error}\n(this looks like {}; {})",
-                kind.described(),
-                wanted.takes()
-            )
-        }
+        Some(kind) if kind != wanted => looks_like(error, kind, wanted),
         _ => match unknown_field(&error).filter(|f| SPEC_ONLY_KEYS.contains(f)) {
             // Two drains share the name: the spec's top-level one is the proxy's, and the one a
             // migrate file most likely meant is the retiring backend's, which it takes under
@@ -322,6 +323,16 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
             _ => error,
         },
     }
+}
+
+/// `error` with the hint that the file looks like `kind` and what the command that wants `wanted`
+/// takes.
+fn looks_like(error: String, kind: Kind, wanted: Kind) -> String {
+    format!(
+        "{error}\n(this looks like {}; {})",
+        kind.described(),
+        wanted.takes()
+    )
 }
 
 /// The keys of a spec that a migrate file does not take (a `RunSpec`'s fields but `green` and

@@ -282,6 +282,7 @@ fn main() -> std::process::ExitCode {
         Ok(matches) => matches,
         Err(error) => match flags::negative_value(&error, &args)
             .or_else(|| flags::from_environment(&error, &command, &args))
+            .or_else(|| modes::retry_with_admin_flags(&error, &args))
         {
             Some(message) => command
                 .error(clap::error::ErrorKind::InvalidValue, message)

@@ -149,6 +149,44 @@ fn name_without_kube(
     Some(subcommand.error(clap::error::ErrorKind::ArgumentConflict, message))
 }
 
+/// The words for `crossfade retry --admin ADDR` (or `--admin-token-file FILE`), which clap refuses
+/// as an unknown argument of `retry` with a tip (`use '-- --admin'`) that leads nowhere: `retry`
+/// has no local form, so the flags of a running `crossfade run`'s admin API belong to `crossfade
+/// migrate`, which starts a rollout again there (session 40). `Some` when `error` is clap's
+/// unknown-argument error for one of those flags and `args` give it after the `retry`
+/// subcommand; the message carries the flag and its value (`--admin=ADDR` too) into the
+/// `migrate` command it suggests.
+pub fn retry_with_admin_flags(error: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap names the flag alone, also when it was given as `--admin=ADDR`.
+    let flag = given
+        .split_once('=')
+        .map_or(given.as_str(), |(flag, _)| flag);
+    if !["--admin", "--admin-token-file"].contains(&flag) {
+        return None;
+    }
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let at = (args.iter()).position(|a| a.split_once('=').map_or(*a, |(f, _)| f) == flag)?;
+    if !args[..at].contains(&"retry") {
+        return None;
+    }
+    let inline = args[at].split_once('=').map(|(_, value)| value);
+    let value = inline
+        .or_else(|| args.get(at + 1).copied())
+        .unwrap_or("...");
+    Some(format!(
+        "`crossfade retry {flag}`: a running `crossfade run` has no retry: start the rollout \
+         again with `crossfade migrate FILE {flag} {value}` (a file with `green:`); for a \
+         TrafficShift in a cluster, `crossfade retry --kube -n shop web`"
+    ))
+}
+
 /// The first flag given on the command line that the mode `matches` chose does not use, as a
 /// clap error (exit code 2, usage appended) of the subcommand: `--admin does nothing in
 /// `crossfade proxy CONFIG`: it is a `crossfade proxy --kube` flag (set `admin:` in CONFIG)`.

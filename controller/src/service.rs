@@ -394,7 +394,7 @@ pub fn spawn<T: TrafficSetter, M: MetricsSource>(config: ServiceConfig<T, M>) ->
     let (status_tx, status_rx) = watch::channel(status);
     let mut metrics = config.rollout_metrics.route(&config.route);
     if let Some(record) = &config.state.rollout {
-        metrics.transition(&record.rollout);
+        metrics.loaded(&record.rollout, record.timeline.ended_at_unix_seconds);
     }
     for reason in &config.start_events {
         metrics.start_event(reason);

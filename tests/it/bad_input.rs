@@ -845,6 +845,34 @@ async fn tls_warnings_are_printed_by_check_and_logged_once_by_a_start() {
     assert_eq!(log.matches(warning).count(), 1, "{log}");
 }
 
+/// Session 40: a `crossfade migrate` file given to `crossfade run` (the operator meant `migrate`)
+/// was refused with `blue: missing` alone: a spec's own keys are all a migrate file has, so no
+/// unknown field brought the hint that every other wrong kind of file gets. It says what the file
+/// looks like and what `run` takes, after every problem found.
+#[tokio::test]
+async fn a_migrate_file_given_to_run_is_called_one() {
+    let dir = temp_dir();
+    let file = dir.path().join("green.yaml");
+    std::fs::write(
+        &file,
+        "green:\n  name: v3\n  command: /bin/true\nrollout:\n  hold: 5s\n",
+    )
+    .expect("write green.yaml");
+    let out = run_to_end(
+        [OsStr::new("run"), file.as_os_str()],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for words in [
+        "blue: missing",
+        "green.args: {port} must appear in args or env",
+        "(this looks like a rollout file for `crossfade migrate`; `run` takes a spec with `route:`, `blue:` and optional `green:` and `rollout:`)",
+    ] {
+        assert!(out.stderr.contains(words), "says {words:?}:\n{}", out.stderr);
+    }
+}
+
 /// A file of one kind given to the command that takes another: the unknown-field error says what
 /// the file looks like and what the command takes (trial report, session 8).
 #[tokio::test]
@@ -939,6 +967,35 @@ async fn a_name_without_kube_is_refused_saying_how_to_reach_the_local_instance()
     usage_error(
         &["retry"],
         &["start the rollout again with `crossfade migrate FILE`"],
+    )
+    .await;
+}
+
+/// Session 40: `crossfade retry --admin ADDR`, written as the other operator commands are, got
+/// clap's "unexpected argument '--admin' found" and its tip "to pass '--admin' as a value, use
+/// '-- --admin'", which leads nowhere. It says what `retry` without `--kube` says, with the
+/// `crossfade migrate` command for that address; the same for `--admin-token-file`.
+#[tokio::test]
+async fn retry_given_the_admin_flags_points_at_migrate_for_that_address() {
+    for args in [
+        &["retry", "--admin", "127.0.0.1:27013"][..],
+        &["retry", "--admin=127.0.0.1:27013"],
+        &["--log", "info", "retry", "--admin", "127.0.0.1:27013"],
+    ] {
+        let out = usage_error(
+            args,
+            &["a running `crossfade run` has no retry: start the rollout again with `crossfade migrate FILE --admin 127.0.0.1:27013` (a file with `green:`); for a TrafficShift in a cluster, `crossfade retry --kube -n shop web`"],
+        )
+        .await;
+        assert!(
+            !out.stderr.contains("-- --admin"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    usage_error(
+        &["retry", "--admin-token-file", "/nonexistent"],
+        &["a running `crossfade run` has no retry: start the rollout again with `crossfade migrate FILE --admin-token-file /nonexistent`"],
     )
     .await;
 }

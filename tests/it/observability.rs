@@ -548,6 +548,25 @@ async fn rule_health(prom: &Prometheus) -> Vec<String> {
     problems
 }
 
+/// The event reasons the dashboard's "Rollout transitions" annotation marks: the alternatives
+/// of its `reason=~"..."` matcher.
+pub(crate) fn annotated_reasons() -> Vec<String> {
+    let dashboard = dashboard();
+    let list = dashboard["annotations"]["list"].as_array().cloned();
+    let transitions = list
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == "Rollout transitions")
+        .expect("the annotation \"Rollout transitions\"");
+    let expr = transitions["expr"].as_str().expect("its expr");
+    let matcher = expr
+        .split_once("reason=~\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(alternatives, _)| alternatives)
+        .expect("a reason=~ matcher");
+    matcher.split('|').map(str::to_owned).collect()
+}
+
 #[test]
 fn the_grafana_configmap_holds_the_dashboard_as_is() {
     let configmap: Value = serde_yaml_ng::from_str(&repo_file("deploy/grafana/configmap.yaml"))

@@ -11,7 +11,7 @@ use crate::rollout::wait_terminal;
 use crate::support::child::wait_state;
 use crate::support::{
     pid_alive, pids_of, read_json, run_to_end, temp_dir, wait_gone, wait_until, Admin, App,
-    Crossfade, Load, LoadConfig, Spec,
+    Crossfade, Load, LoadConfig, Metrics, Spec,
 };
 
 /// The bound on a wait for an event (ready, exited, the rollout ended): each wait returns as soon
@@ -105,15 +105,31 @@ async fn restart_during_a_rollout_rolls_it_back_and_kills_the_orphaned_green() {
     assert_eq!(weights, &json!({ "blue": 10000, "green": 0 }));
     // The rollback by restart is counted (trial 9 I4), after this test's first scrape (nothing
     // else scrapes): 0 first, so that Prometheus' increase() sees the 1.
-    assert_eq!(restart_counts(&admin).await, (0.0, 0.0), "first scrape");
-    assert_eq!(restart_counts(&admin).await, (1.0, 1.0), "second scrape");
+    let (before, after) = (admin.metrics().await, admin.metrics().await);
+    assert_eq!(restart_counts(&before), (0.0, 0.0), "first scrape");
+    assert_eq!(restart_counts(&after), (1.0, 1.0), "second scrape");
+    // Session 40: the dashboard's annotation of rollout transitions marks this end of the
+    // rollout too (it listed RolledBack, which a restart does not count, and not Recovered).
+    let events = "crossfade_rollout_events_total";
+    let reason = |s: &crate::support::admin::Sample| {
+        let found = s.labels.iter().find(|(k, _)| k == "reason");
+        found.map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    let counted: Vec<String> = (after.find(events, &[("route", "web")]))
+        .filter(|s| s.value > before.sum(events, &[("route", "web"), ("reason", &reason(s))]))
+        .map(reason)
+        .collect();
+    let annotated = crate::observability::annotated_reasons();
+    assert!(
+        counted.iter().any(|r| annotated.contains(r)),
+        "the restart counted the events {counted:?}, and the dashboard annotates {annotated:?}"
+    );
     second.terminate(Duration::from_secs(15)).await;
 }
 
 /// `crossfade_rollouts_total{outcome="rolled_back"}` and
-/// `crossfade_rollout_events_total{reason="Recovered"}` of route `web`, from one scrape.
-async fn restart_counts(admin: &Admin) -> (f64, f64) {
-    let metrics = admin.metrics().await;
+/// `crossfade_rollout_events_total{reason="Recovered"}` of route `web`, in one scrape.
+fn restart_counts(metrics: &Metrics) -> (f64, f64) {
     let route = ("route", "web");
     let outcome = [route, ("outcome", "rolled_back")];
     let reason = [route, ("reason", "Recovered")];
@@ -127,16 +143,16 @@ async fn restart_counts(admin: &Admin) -> (f64, f64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_rolling_out_again() {
-    let dir = temp_dir();
-    let state = dir.path().join("state.json");
+/// A `crossfade run` in `dir` with a state file whose rollout to v2 (one step of 100%) is
+/// completed by `promote`: its spec file, admin API and process.
+async fn completed_by_promotion(dir: &std::path::Path) -> (Spec, Admin, Crossfade) {
+    let state = dir.join("state.json");
     let mut spec = Spec::new().green(App::version("v2")).state_file(&state);
     // Nothing to analyse without load: promote skips the steps (the rollout itself is another test).
     spec.json["rollout"]["steps"] = json!([100]);
-    let path = spec.write(dir.path(), "spec.yaml");
+    let path = spec.write(dir, "spec.yaml");
     let admin = Admin::new(spec.admin());
-    let mut first = Crossfade::run(dir.path(), &path);
+    let mut first = Crossfade::run(dir, &path);
     first.wait_ready(&admin, Duration::from_secs(15)).await;
     wait_until(
         Duration::from_secs(15),
@@ -146,6 +162,14 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     .await;
     let rollout = wait_terminal(&admin, Duration::from_secs(20)).await;
     assert_eq!(rollout["phase"], "Completed", "{rollout:#}");
+    (spec, admin, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_rolling_out_again() {
+    let dir = temp_dir();
+    let (spec, admin, mut first) = completed_by_promotion(dir.path()).await;
+    let path = dir.path().join("spec.yaml");
     assert!(first.terminate(Duration::from_secs(15)).await.success());
 
     let mut second = Crossfade::run(dir.path(), &path);
@@ -179,9 +203,43 @@ async fn restart_after_a_completed_rollout_serves_the_promoted_version_without_r
     assert_eq!(status["running"], false, "{status:#}");
     // The rollout ended in the first process: the second one counts nothing for it.
     for scrape in ["first", "second"] {
-        assert_eq!(restart_counts(&admin).await, (0.0, 0.0), "{scrape} scrape");
+        let metrics = admin.metrics().await;
+        assert_eq!(restart_counts(&metrics), (0.0, 0.0), "{scrape} scrape");
     }
     assert_restart_is_the_last_event(&admin, second.pid(), "Completed").await;
+    second.terminate(Duration::from_secs(15)).await;
+}
+
+/// `crossfade_rollout_transition_timestamp_seconds` of route `web`, from one scrape.
+async fn transition_time(admin: &Admin) -> f64 {
+    let metrics = admin.metrics().await;
+    let name = "crossfade_rollout_transition_timestamp_seconds";
+    metrics.get(name, &[("route", "web")]).expect(name)
+}
+
+/// Session 40: `crossfade_rollout_transition_timestamp_seconds` ("when the rollout's phase or
+/// step last changed", docs/metrics.md) was set to the restarted process's start for the last
+/// rollout it loaded, whose phase had not changed since the previous run ended it; so the same
+/// holds after a binary upgrade, which loads the rollout the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_time_the_last_rollout_ended_as_its_last_transition() {
+    let dir = temp_dir();
+    let (_spec, admin, mut first) = completed_by_promotion(dir.path()).await;
+    let ended = transition_time(&admin).await;
+    assert!(first.terminate(Duration::from_secs(15)).await.success());
+
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs_f64();
+    let mut second = Crossfade::run(dir.path(), &dir.path().join("spec.yaml"));
+    second.wait_ready(&admin, Duration::from_secs(15)).await;
+    let loaded = transition_time(&admin).await;
+    assert!(
+        loaded < restarted_at && (loaded - ended).abs() < 0.5,
+        "the rollout ended at {ended} (the first run's gauge), the restart began at \
+         {restarted_at}, and the restarted run's gauge says {loaded}"
+    );
     second.terminate(Duration::from_secs(15)).await;
 }
 

@@ -79,6 +79,23 @@ impl RouteMetrics {
         self.export_state(rollout);
     }
 
+    /// Records the rollout a starting `crossfade run` loaded from its state file, as
+    /// [`RouteMetrics::transition`] does, but with the time it ended (`ended_at`, Unix seconds,
+    /// its timeline's end) as its last transition once it has ended: a restart or a binary
+    /// upgrade changes neither its phase nor its step, so
+    /// `crossfade_rollout_transition_timestamp_seconds` keeps saying when they last changed
+    /// (until session 40 it said when this process started). `None` (a state file written before
+    /// rollout timelines were kept), or a rollout still running, is timed now.
+    pub fn loaded(&mut self, rollout: &Rollout, ended_at: Option<f64>) {
+        self.transition(rollout);
+        if let Some(at) = ended_at.filter(|_| rollout.is_terminal()) {
+            let route = RouteLabels {
+                route: self.route.clone(),
+            };
+            self.metrics.transition.get_or_create(&route).set(at);
+        }
+    }
+
     /// Counts an event (`reason` is CamelCase); an analysis event also records the verdict.
     pub fn event(&mut self, rollout: Option<&Rollout>, reason: &str) {
         let known = EVENT_REASONS.contains(&reason);
