@@ -51,7 +51,11 @@ fn te_trailers_survives_and_nothing_else_of_te() {
 /// (C19, session 40), and a `TE` without it still goes whole.
 #[test]
 fn te_trailers_named_in_connection_survives_and_nothing_else_of_te() {
-    let mut headers = map(&[("connection", "TE, x-a"), ("te", "trailers, gzip"), ("x-a", "1")]);
+    let mut headers = map(&[
+        ("connection", "TE, x-a"),
+        ("te", "trailers, gzip"),
+        ("x-a", "1"),
+    ]);
     strip_hop_by_hop(&mut headers, Direction::Request);
     let te: Vec<_> = headers.get_all(TE).iter().collect();
     assert_eq!(te, ["trailers"]);
