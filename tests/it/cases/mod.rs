@@ -10,7 +10,8 @@
 //!   an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
 //! - `c07`: WebSocket sessions follow the weights at upgrade time and are drained, not cut: blue
-//!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
+//!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each;
+//!   green's sessions at an abort get the same drain before green stops.
 //! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort; two
 //!   proxy replicas put each user on the same pool; a `crossfade run` rollout with `route.sticky`
 //!   that rolls back moves every user back to blue.
@@ -29,7 +30,7 @@
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
 //!   under the same rule); `Host` unchanged; a `crossfade run` spec's `trust_forwarded_for: false`
-//!   is the proxy's.
+//!   is the proxy's; a compliant `Connection: TE` keeps `TE: trailers`.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
 //!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 
