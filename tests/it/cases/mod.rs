@@ -16,7 +16,8 @@
 //!   proxy replicas put each user on the same pool; a `crossfade run` rollout with `route.sticky`
 //!   that rolls back moves every user back to blue.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline (in
-//!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
+//!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`), also when a
+//!   supervisor restarts it and its workload process never exits.
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once (WebSocket upgrades refused by
