@@ -71,18 +71,7 @@ async fn c07_sessions_left_open_get_close_1001_at_the_5s_drain_deadline_then_blu
     let blue: Vec<&SessionLog> = run.logs.iter().filter(|l| l.pool == "blue").collect();
     assert!(blue.len() >= BEFORE);
     for log in &blue {
-        let close = log.server_close.as_ref();
-        assert_eq!(
-            close,
-            Some(&(CloseCode::Away, "going away".to_owned())),
-            "{log:?}"
-        );
-        assert!(
-            log.clean_end && log.error.is_none(),
-            "reset instead of a close: {log:?}"
-        );
-        let closed_after = log.server_close_at.expect("close time") - swap;
-        assert!(closed_after >= Duration::from_millis(4_800), "{log:?}");
+        assert_going_away_after(log, swap + Duration::from_millis(4_800));
     }
     for log in run.logs.iter().filter(|l| l.pool == "green") {
         assert_eq!(
@@ -323,6 +312,26 @@ impl Run {
     }
 }
 
+/// The server closed the session with 1001 "going away", not before `not_before`, and the
+/// connection then ended cleanly (no reset).
+fn assert_going_away_after(log: &SessionLog, not_before: Instant) {
+    let close = log.server_close.as_ref();
+    assert_eq!(
+        close,
+        Some(&(CloseCode::Away, "going away".to_owned())),
+        "{log:?}"
+    );
+    assert!(
+        log.clean_end && log.error.is_none(),
+        "reset instead of a close: {log:?}"
+    );
+    let closed_at = log.server_close_at.expect("close time");
+    assert!(
+        closed_at >= not_before,
+        "closed before the deadline: {log:?}"
+    );
+}
+
 fn route(status: &Value) -> &Value {
     &status["routes"][0]
 }
@@ -384,21 +393,7 @@ async fn c07_green_sessions_at_an_abort_get_close_1001_before_green_stops_and_bl
         sessions.into_iter().partition(|s| s.pool == "green");
     for session in green {
         let log = session.finish(Duration::from_secs(20)).await;
-        let close = log.server_close.as_ref();
-        assert_eq!(
-            close,
-            Some(&(CloseCode::Away, "going away".to_owned())),
-            "{log:?}"
-        );
-        assert!(
-            log.clean_end && log.error.is_none(),
-            "reset instead of a close: {log:?}"
-        );
-        let closed_after = log.server_close_at.expect("close time") - aborted_at;
-        assert!(
-            closed_after >= Duration::from_millis(2_500),
-            "closed before the deadline: {log:?}"
-        );
+        assert_going_away_after(&log, aborted_at + Duration::from_millis(2_500));
         log.check_echoes()
             .unwrap_or_else(|p| panic!("green session: {p}: {log:?}"));
     }

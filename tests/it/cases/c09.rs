@@ -110,29 +110,7 @@ async fn c09_crash_looping_preview_is_rolled_back_before_the_deadline() {
     // drain 8 ms after), so the window is by end, not by start.
     let cause = ROLLBACK_CAUSES.iter().filter_map(|c| event_time(events, c));
     let rollback_began = cause.fold(rolled_back, f64::min);
-    let until = UNIX_EPOCH + Duration::from_secs_f64(rollback_began);
-    let during: Vec<_> = records
-        .into_iter()
-        .filter(|r| r.finished_wall < until)
-        .collect();
-    let failed = errors(&during);
-    let green = during.iter().filter(|r| r.pool() == Some("green")).count();
-    eprintln!(
-        "c09: {} client errors in {} requests ({green} answered by green)",
-        failed.len(),
-        during.len()
-    );
-    assert!(
-        green > 0,
-        "green never served: the crash was not under traffic"
-    );
-    assert!(
-        failed.len() * 200 <= during.len(),
-        "{} errors in {} requests (> 0.5 %), e.g. {:?}",
-        failed.len(),
-        during.len(),
-        failed.first()
-    );
+    assert_few_client_errors(records, rollback_began, "c09");
 }
 
 /// `crossfade_rollouts_total{outcome="rolled_back"}` and `crossfade_rollout_phase{phase="RolledBack"}`
@@ -228,7 +206,13 @@ async fn c09_supervised_crash_loop_whose_workload_never_exits_is_rolled_back() {
         );
         assert_eq!(route["active"], "blue", "{route}");
     }
-    let until = UNIX_EPOCH + Duration::from_secs_f64(rolled_back);
+    assert_few_client_errors(records, rolled_back, "c09 supervised");
+}
+
+/// Of the requests that ended before `until` (seconds since the epoch), some were answered by
+/// green (the crash loop was under traffic) and at most 0.5 % failed.
+fn assert_few_client_errors(records: Vec<crate::support::trace::Record>, until: f64, run: &str) {
+    let until = UNIX_EPOCH + Duration::from_secs_f64(until);
     let during: Vec<_> = records
         .into_iter()
         .filter(|r| r.finished_wall < until)
@@ -236,13 +220,13 @@ async fn c09_supervised_crash_loop_whose_workload_never_exits_is_rolled_back() {
     let failed = errors(&during);
     let green = during.iter().filter(|r| r.pool() == Some("green")).count();
     eprintln!(
-        "c09 supervised: {} client errors in {} requests ({green} by green)",
+        "{run}: {} client errors in {} requests ({green} answered by green)",
         failed.len(),
         during.len()
     );
     assert!(
         green > 0,
-        "green never served: the crash loop was not under traffic"
+        "green never served: the crash was not under traffic"
     );
     assert!(
         failed.len() * 200 <= during.len(),
