@@ -2,8 +2,9 @@
 //! (`crossfade_proxy::fuzz_checks`) and the proxy's property tests, so the three can never drift:
 //! header hygiene (`strip_hop_by_hop`, RFC 9110 §7.6.1) on any header list never panics, and leaves
 //! no hop-by-hop header (nor any header `Connection` named, except `Host` and `Content-Length`,
-//! which stay), no `Content-Length` beside a `Transfer-Encoding` (RFC 9112 §6.3), `TE` at most as
-//! `trailers`, and every other header untouched.
+//! which stay, and `TE`, which keeps `trailers` as ever), no `Content-Length` beside a
+//! `Transfer-Encoding` (RFC 9112 §6.3), `TE` at most as `trailers`, and every other header
+//! untouched.
 
 use crossfade_proxy::headers::{strip_hop_by_hop, Direction, NEVER_CONNECTION_OPTIONS};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -54,6 +55,8 @@ pub fn check_headers(mut headers: HeaderMap, direction: Direction) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|name| !NEVER_CONNECTION_OPTIONS.contains(name))
+        // `TE` named by `Connection` keeps its `trailers` (RFC 9110 §10.1.4), checked below.
+        .filter(|name| name != "te")
         .collect();
     let before = headers.clone();
     strip_hop_by_hop(&mut headers, direction);

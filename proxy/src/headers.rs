@@ -86,7 +86,7 @@ pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names
 /// (except [`NEVER_CONNECTION_OPTIONS`]), `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
-/// lets a client pass on), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
+/// lets a client pass on, also when `Connection` names `TE` as that section asks), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
 /// and `Proxy-Authenticate` on responses (RFC 9110 §11.7). A `Content-Length` beside a
 /// `Transfer-Encoding` goes too (RFC 9112 §6.3: the body was read by the latter).
 ///
@@ -293,7 +293,7 @@ fn forwarding(name: &HeaderName) -> u8 {
 }
 
 /// Removes `Connection` and the headers its tokens name (RFC 9110 §7.6.1), except
-/// [`NEVER_CONNECTION_OPTIONS`].
+/// [`NEVER_CONNECTION_OPTIONS`] and `TE`, whose `trailers` token [`keep_only_trailers`] keeps.
 ///
 /// Allocates nothing for a request with one `Connection` line (in a map with room for one more
 /// field, which `HeaderMap::entry` wants; `forward::prepare` reserves it): the first value is
@@ -314,9 +314,13 @@ fn remove_connection_tokens(headers: &mut HeaderMap) {
     for value in std::iter::once(&first).chain(&more) {
         for token in tokens(value) {
             // Unknown or malformed names cannot be present in the map, so there is nothing to remove.
-            let never = NEVER_CONNECTION_OPTIONS
-                .iter()
-                .any(|name| name.as_str().eq_ignore_ascii_case(token));
+            // `TE` is left to its own rule ([`keep_only_trailers`], which runs next): RFC 9110
+            // §10.1.4 makes a sender of `TE` name it here, so removing it would lose the
+            // `trailers` a compliant client passes on (session 40; Envoy keeps it too).
+            let never = token.eq_ignore_ascii_case(TE.as_str())
+                || NEVER_CONNECTION_OPTIONS
+                    .iter()
+                    .any(|name| name.as_str().eq_ignore_ascii_case(token));
             if !never {
                 headers.remove(token);
             }

@@ -47,6 +47,24 @@ fn te_trailers_survives_and_nothing_else_of_te() {
     assert_eq!(te, ["trailers"]);
 }
 
+/// RFC 9110 §10.1.4: a sender of `TE` names it in `Connection`; its `trailers` still passes
+/// (C19, session 40), and a `TE` without it still goes whole.
+#[test]
+fn te_trailers_named_in_connection_survives_and_nothing_else_of_te() {
+    let mut headers = map(&[
+        ("connection", "TE, x-a"),
+        ("te", "trailers, gzip"),
+        ("x-a", "1"),
+    ]);
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    let te: Vec<_> = headers.get_all(TE).iter().collect();
+    assert_eq!(te, ["trailers"]);
+    assert!(headers.get("x-a").is_none() && headers.get(CONNECTION).is_none());
+    let mut headers = map(&[("connection", "te"), ("te", "gzip")]);
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    assert!(headers.is_empty(), "{headers:?}");
+}
+
 #[test]
 fn response_loses_connection_named_and_framing_headers() {
     let mut headers = map(&[

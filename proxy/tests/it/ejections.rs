@@ -8,7 +8,9 @@
 //!   having "passed its health checks" (trial 11, L7);
 //! - without checks, the end of the backoff is said as a re-admission too (closing 14, L7);
 //! - the ejection count decays from the re-admission, not from the backoff's end: an endpoint
-//!   whose probe passes long after its backoff keeps its count until then (closing 14, L7).
+//!   whose probe passes long after its backoff keeps its count until then (closing 14, L7);
+//! - C14 with passive ejection: a preview ejected by its 5xx and re-admitted gets its configured
+//!   share again, not an equal one (session 40).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -345,4 +347,109 @@ async fn with_checks_the_ejection_count_decays_from_the_probes_readmission_not_t
         "the count decayed {decayed_after:?} after the probe could first pass, before {decay:?}"
     );
     assert!(endpoint_status(&running).healthy);
+}
+
+/// A backend answering `X-Pool: <pool>` with 500 while `failing` is true, else 200.
+async fn switchable(pool: &'static str, failing: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let failing = Arc::clone(&failing);
+            let service = service_fn(move |_: http::Request<hyper::body::Incoming>| {
+                let mut response = http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"switchable\n"),
+                ));
+                if failing.load(Ordering::SeqCst) {
+                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                response
+                    .headers_mut()
+                    .insert("x-pool", http::HeaderValue::from_static(pool));
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(connection);
+        }
+    });
+    addr
+}
+
+/// `n` GETs of `url` over 8 keep-alive connections at once: (answered by green, failed).
+async fn split(url: String, n: usize) -> (usize, usize) {
+    let tasks = (0..8).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let client = client();
+            let (mut green, mut failed) = (0, 0);
+            for _ in 0..n / 8 {
+                let (status, headers, _) = get(&client, &url).await;
+                failed += usize::from(status != http::StatusCode::OK);
+                green += usize::from(headers.get("x-pool").is_some_and(|p| p == "green"));
+            }
+            (green, failed)
+        })
+    });
+    let mut sum = (0, 0);
+    for task in tasks {
+        let (green, failed) = task.await.unwrap();
+        sum = (sum.0 + green, sum.1 + failed);
+    }
+    sum
+}
+
+/// C14 with passive outlier ejection instead of active checks (session 40): a preview at 10 %
+/// whose answers are 5xx is ejected by live traffic, every request then goes to blue without an
+/// error, and once it answers again and is re-admitted the split is the configured 90/10 again
+/// (20,000 requests: 10 % ± 1 pp, about 4.7 σ), never an equal one; the weight gauges never moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c14_the_split_returns_exactly_after_a_passive_ejection_and_readmission() {
+    let blue = backend("blue").await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let green = switchable("green", Arc::clone(&failing)).await;
+    let mut web = route(&[blue.addr], &[green], 9_000);
+    web.outlier = OutlierConfig {
+        consecutive_5xx: 3,
+        base_ejection: Duration::from_secs(3),
+        max_ejection: Duration::from_secs(10),
+        decay_interval: Duration::from_secs(3_600),
+        ..OutlierConfig::default()
+    };
+    let running = start(config(vec![web])).await;
+    let client = client();
+    let series = r#"crossfade_ejections_total{route="web",backend="green",reason="http_5xx"}"#;
+    let mut sent = 0;
+    while metric(&running, series).await.unwrap_or(0.0) < 1.0 {
+        sent += 1;
+        assert!(sent <= 2_000, "green not ejected after 2000 requests");
+        get(&client, &running.url("/")).await;
+    }
+    let green_status = || running.proxy.status().routes[0].green.health[0].clone();
+    assert!(!green_status().healthy, "{:?}", green_status());
+    // Ejected for 3 s: blue takes everything, and nothing fails.
+    let (to_green, failed) = split(running.url("/"), 400).await;
+    assert_eq!((to_green, failed), (0, 0), "while green was ejected");
+    failing.store(false, Ordering::SeqCst);
+    let wait = async {
+        while !green_status().healthy {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("green never re-admitted: {:?}", green_status()));
+    let n = 20_000;
+    let (to_green, failed) = split(running.url("/"), n).await;
+    let share = to_green as f64 / n as f64;
+    assert_eq!(failed, 0);
+    assert!(
+        (share - 0.10).abs() <= 0.01,
+        "green's share after re-admission: {share}"
+    );
+    for (backend, bp) in [("blue", 9_000.0), ("green", 1_000.0)] {
+        let gauge =
+            format!(r#"crossfade_backend_weight_basis_points{{route="web",backend="{backend}"}}"#);
+        assert_eq!(metric(&running, &gauge).await, Some(bp), "{gauge}");
+    }
 }

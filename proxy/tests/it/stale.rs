@@ -1,5 +1,6 @@
-//! Case C17: a pooled connection that the backend closes as it is reused. Idempotent bodiless
-//! requests are re-sent once on a fresh connection; requests with a body never are.
+//! Case C17: a pooled connection that the backend closes as it is reused, HTTP/1.1 or h2c (a dropped
+//! HTTP/2 connection, no GOAWAY). Idempotent bodiless requests are re-sent once on a fresh
+//! connection; requests with a body, and non-idempotent ones, never are.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,13 +16,24 @@ use crate::support::*;
 /// A backend that answers the first request of each connection and then, on the next request,
 /// closes the connection without answering: the worst case of an idle-timeout close racing reuse.
 async fn closing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counting_backend(serve_once).await
+}
+
+/// A backend on a free port serving each connection with `serve`, which counts the requests it
+/// answered in the counter returned.
+async fn counting_backend<F>(
+    serve: fn(TcpStream, Arc<AtomicUsize>) -> F,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let answered = Arc::new(AtomicUsize::new(0));
     let count = answered.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_once(stream, count.clone()));
+            tokio::spawn(serve(stream, count.clone()));
         }
     });
     (addr, answered)
@@ -59,10 +71,17 @@ async fn read_request_head(reader: &mut BufReader<TcpStream>) -> usize {
 async fn c17_reset_reused_connection_is_retried_for_idempotent_bodiless_requests() {
     let (addr, answered) = closing_backend().await;
     let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    five_gets_each_resent_after_the_first(&running, &answered).await;
+}
+
+/// Five GETs in a row through `running`, each on the pooled connection the one before left: all
+/// answered `ok` by the backend (which counts them in `answered`), the last four after a reset
+/// and one re-send each.
+async fn five_gets_each_resent_after_the_first(running: &Running, answered: &AtomicUsize) {
     let client = client();
-    for _ in 0..5 {
+    for i in 0..5 {
         let (status, _, body) = get(&client, &running.url("/api")).await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"), "GET {i}");
     }
     assert_eq!(answered.load(Ordering::SeqCst), 5);
     let metrics = get(&client, &running.admin_url("/metrics")).await.2;
@@ -76,11 +95,7 @@ async fn c17_request_with_a_body_is_not_resent_after_a_reset() {
     let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
     let client = client();
     assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
-    let put = Request::builder()
-        .method(Method::PUT)
-        .uri(running.url("/doc"))
-        .body(Full::new(Bytes::from_static(b"v2")))
-        .unwrap();
+    let put = put_doc(&running);
     let (status, _, body) = send(&client, put).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(
@@ -97,4 +112,75 @@ async fn c17_request_with_a_body_is_not_resent_after_a_reset() {
         .body(Full::default())
         .unwrap();
     assert_eq!(send(&client, post).await.0, StatusCode::BAD_GATEWAY);
+}
+
+/// An h2c backend (the `h2` crate) that answers the first stream of each connection and then,
+/// when the next stream's HEADERS arrive, drops the connection without a GOAWAY or a reset: the
+/// C17 race over HTTP/2, a backend whose idle close (or crash) meets a stream the proxy just
+/// opened on its pooled connection. Counts the streams it answered.
+async fn closing_h2c_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counting_backend(serve_once_h2c).await
+}
+
+async fn serve_once_h2c(stream: TcpStream, answered: Arc<AtomicUsize>) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    let Some(Ok((request, mut respond))) = connection.accept().await else {
+        return;
+    };
+    let mut body = request.into_body();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    answered.fetch_add(1, Ordering::SeqCst);
+    let response = http::Response::builder().status(200).body(()).unwrap();
+    if let Ok(mut sent) = respond.send_response(response, false) {
+        let _ = sent.send_data(Bytes::from_static(b"ok"), true);
+    }
+    // Driven until the next stream opens; then everything is dropped at once.
+    let _next = connection.accept().await;
+}
+
+fn h2c_only_route(addr: std::net::SocketAddr) -> crossfade_proxy::RouteConfig {
+    let mut route = route(&[addr], &[], 10_000);
+    route.blue.protocol = crossfade_proxy::UpstreamProtocol::H2c;
+    route
+}
+
+/// C17 over an h2c backend: a stream on the pooled HTTP/2 connection that the backend drops
+/// (no GOAWAY, no reset) before any response byte is re-sent once on a fresh connection for a
+/// bodiless GET, as over HTTP/1.1, and counted as a reset retry (session 40).
+#[tokio::test]
+async fn c17_h2c_connection_dropped_as_a_stream_opens_is_retried_for_a_get() {
+    let (addr, answered) = closing_h2c_backend().await;
+    let running = start(config(vec![h2c_only_route(addr)])).await;
+    five_gets_each_resent_after_the_first(&running, &answered).await;
+}
+
+/// The same drop never re-sends a request whose body was written to the h2c backend (a PUT
+/// with a body, a bodiless POST): 502, and the backend answered only the first request.
+#[tokio::test]
+async fn c17_h2c_connection_dropped_as_a_stream_opens_never_resends_a_body_or_a_post() {
+    let (addr, answered) = closing_h2c_backend().await;
+    let running = start(config(vec![h2c_only_route(addr)])).await;
+    let client = client();
+    assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    let put = put_doc(&running);
+    assert_eq!(send(&client, put).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+    let post = Request::post(running.url("/"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client, post).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(answered.load(Ordering::SeqCst), 2);
+}
+
+/// `PUT /doc` with a 2-byte body.
+fn put_doc(running: &Running) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::PUT)
+        .uri(running.url("/doc"))
+        .body(Full::new(Bytes::from_static(b"v2")))
+        .unwrap()
 }

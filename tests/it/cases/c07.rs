@@ -71,18 +71,7 @@ async fn c07_sessions_left_open_get_close_1001_at_the_5s_drain_deadline_then_blu
     let blue: Vec<&SessionLog> = run.logs.iter().filter(|l| l.pool == "blue").collect();
     assert!(blue.len() >= BEFORE);
     for log in &blue {
-        let close = log.server_close.as_ref();
-        assert_eq!(
-            close,
-            Some(&(CloseCode::Away, "going away".to_owned())),
-            "{log:?}"
-        );
-        assert!(
-            log.clean_end && log.error.is_none(),
-            "reset instead of a close: {log:?}"
-        );
-        let closed_after = log.server_close_at.expect("close time") - swap;
-        assert!(closed_after >= Duration::from_millis(4_800), "{log:?}");
+        assert_going_away_after(log, swap + Duration::from_millis(4_800));
     }
     for log in run.logs.iter().filter(|l| l.pool == "green") {
         assert_eq!(
@@ -323,10 +312,105 @@ impl Run {
     }
 }
 
+/// The server closed the session with 1001 "going away", not before `not_before`, and the
+/// connection then ended cleanly (no reset).
+fn assert_going_away_after(log: &SessionLog, not_before: Instant) {
+    let close = log.server_close.as_ref();
+    assert_eq!(
+        close,
+        Some(&(CloseCode::Away, "going away".to_owned())),
+        "{log:?}"
+    );
+    assert!(
+        log.clean_end && log.error.is_none(),
+        "reset instead of a close: {log:?}"
+    );
+    let closed_at = log.server_close_at.expect("close time");
+    assert!(
+        closed_at >= not_before,
+        "closed before the deadline: {log:?}"
+    );
+}
+
 fn route(status: &Value) -> &Value {
     &status["routes"][0]
 }
 
 fn endpoints(backend: &Value) -> usize {
     backend["endpoints"].as_array().map_or(0, Vec::len)
+}
+
+/// The rollback side of C07 (session 40): WebSocket sessions that green holds when the rollout is
+/// undone (an operator's abort here; an analysis rollback stops the preview the same way,
+/// `Command::StopPreview`) are drained like blue's at a promotion, not cut: they keep echoing
+/// until green's drain deadline (`green.stop_grace`, 3 s), then each gets a close frame 1001
+/// "going away" and a clean end before green is stopped; blue's sessions are untouched, and every
+/// upgrade after the abort goes to blue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c07_green_sessions_at_an_abort_get_close_1001_before_green_stops_and_blue_keeps_its() {
+    let dir = temp_dir();
+    let mut spec = Spec::new()
+        .blue(App::version("v1").flags(["--pool", "blue"]))
+        .green(
+            App::version("v2")
+                .flags(["--pool", "green"])
+                .set("stop_grace", json!("3s")),
+        );
+    spec.json["rollout"]["steps"] = json!([50, 100]);
+    spec.json["rollout"]["hold"] = json!("60s");
+    spec.json["rollout"]["progress_deadline"] = json!("120s");
+    spec.json["rollout"]["analysis"]["max_inconclusive"] = json!(100);
+    let admin = Admin::new(spec.admin());
+    let mut child = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    wait_until(Duration::from_secs(20), "green at 50%", || async {
+        (route(&admin.status().await)["weights"]["green"] == 5_000).then_some(())
+    })
+    .await;
+    let mut sessions = Vec::new();
+    let on = |sessions: &[Session], pool: &str| sessions.iter().filter(|s| s.pool == pool).count();
+    while on(&sessions, "green") < 3 || on(&sessions, "blue") < 3 {
+        assert!(sessions.len() < 60, "50% never gave both pools 3 sessions");
+        sessions.push(Session::open(spec.listen(), MESSAGE_EVERY).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let aborted_at = Instant::now();
+    let (status, answer) = admin.post("/rollout/abort").await;
+    assert_eq!(status, 200, "POST /rollout/abort: {answer}");
+    let rollout = wait_terminal(&admin, Duration::from_secs(30)).await;
+    assert_eq!(rollout["phase"], "Aborted", "{rollout:#}");
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        after.push(Session::open(spec.listen(), MESSAGE_EVERY).await);
+    }
+    assert!(
+        after.iter().all(|s| s.pool == "blue"),
+        "an upgrade after the abort went to green"
+    );
+
+    let (green, blue): (Vec<Session>, Vec<Session>) =
+        sessions.into_iter().partition(|s| s.pool == "green");
+    for session in green {
+        let log = session.finish(Duration::from_secs(20)).await;
+        assert_going_away_after(&log, aborted_at + Duration::from_millis(2_500));
+        log.check_echoes()
+            .unwrap_or_else(|p| panic!("green session: {p}: {log:?}"));
+    }
+    for session in blue.into_iter().chain(after) {
+        session.close();
+        let log = session.finish(Duration::from_secs(10)).await;
+        assert_eq!(log.server_close, None, "a blue session was closed: {log:?}");
+        assert!(log.clean_end && log.error.is_none(), "{log:?}");
+        log.check_echoes()
+            .unwrap_or_else(|p| panic!("blue session: {p}: {log:?}"));
+    }
+    let gauge = admin.metrics().await;
+    let labels = [("route", "web"), ("backend", "green")];
+    let green_open = gauge.get("crossfade_upgraded_connections", &labels);
+    assert!(
+        matches!(green_open, None | Some(0.0)),
+        "green's gauge: {green_open:?}"
+    );
+    child.terminate(Duration::from_secs(15)).await;
 }

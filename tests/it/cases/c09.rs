@@ -6,7 +6,9 @@
 //! a bodiless request once when the connect to green is refused).
 //!
 //! Local mode has no supervisor restarting green: each instance passes readiness, then exits with
-//! code 1 three seconds after it started, which is the crash the controller must act on. The case's
+//! code 1 three seconds after it started, which is the crash the controller must act on. The
+//! case's supervisor is a workload of its own (a shell loop restarting the app) in
+//! `c09_supervised_crash_loop_whose_workload_never_exits_is_rolled_back`. The case's
 //! 200 req/s is 150 req/s here. "A metric or alert fires": `run` lingers after the outcome
 //! (`--linger`, as a Prometheus-scraped run would), and its `/metrics` then shows
 //! `crossfade_rollouts_total{outcome="rolled_back"}` 1 and `crossfade_rollout_phase{phase="RolledBack"}`
@@ -108,29 +110,7 @@ async fn c09_crash_looping_preview_is_rolled_back_before_the_deadline() {
     // drain 8 ms after), so the window is by end, not by start.
     let cause = ROLLBACK_CAUSES.iter().filter_map(|c| event_time(events, c));
     let rollback_began = cause.fold(rolled_back, f64::min);
-    let until = UNIX_EPOCH + Duration::from_secs_f64(rollback_began);
-    let during: Vec<_> = records
-        .into_iter()
-        .filter(|r| r.finished_wall < until)
-        .collect();
-    let failed = errors(&during);
-    let green = during.iter().filter(|r| r.pool() == Some("green")).count();
-    eprintln!(
-        "c09: {} client errors in {} requests ({green} answered by green)",
-        failed.len(),
-        during.len()
-    );
-    assert!(
-        green > 0,
-        "green never served: the crash was not under traffic"
-    );
-    assert!(
-        failed.len() * 200 <= during.len(),
-        "{} errors in {} requests (> 0.5 %), e.g. {:?}",
-        failed.len(),
-        during.len(),
-        failed.first()
-    );
+    assert_few_client_errors(records, rollback_began, "c09");
 }
 
 /// `crossfade_rollouts_total{outcome="rolled_back"}` and `crossfade_rollout_phase{phase="RolledBack"}`
@@ -153,4 +133,106 @@ async fn rollback_metrics(admin: &Admin, timeout: Duration) -> (f64, f64) {
 /// The wall-clock time (seconds since the epoch) of the first event with `reason`.
 fn event_time(events: &Value, reason: &str) -> Option<f64> {
     events.as_array()?.iter().find(|e| e["reason"] == reason)?["at_unix_seconds"].as_f64()
+}
+
+/// The case's own input (session 40): a supervisor restarts each green instance, so green's
+/// workload process never exits and no `PreviewExited` can end the rollout; the instance inside
+/// answers for 3 s, exits, and is started again 1 s later on the same port, so its readiness
+/// rises and falls as in argo-rollouts#3765. The refused connects while it is down must count
+/// against green (retried on blue, so the clients see none): the analysis fails on green's error
+/// rate and the rollout rolls back before the 20 s deadline, blue keeps its endpoints and the active role, and client errors stay ≤ 0.5 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c09_supervised_crash_loop_whose_workload_never_exits_is_rolled_back() {
+    let dir = temp_dir();
+    let app = format!(
+        "while true; do '{}' sample-app --port {{port}} --version v2 --pool green \
+         --exit-after 3s; sleep 1; done",
+        crate::support::BIN
+    );
+    let supervisor = json!({
+        "command": "sh",
+        "args": ["-c", app],
+        "readiness": { "interval": "50ms", "deadline": "10s" },
+        "stop_grace": "2s",
+    });
+    let mut spec = Spec::new().blue(App::version("v1").flags(["--pool", "blue"]));
+    spec.json["green"] = supervisor;
+    spec.json["rollout"] = json!({
+        "steps": [10, 50, 100],
+        "hold": "2s",
+        "progress_deadline": "20s",
+        "analysis": { "interval": "2s", "max_error_rate": "1%", "min_requests": 10 },
+    });
+    let admin = Admin::new(spec.admin());
+    let path = spec.write(dir.path(), "spec.yaml");
+    let mut child = Crossfade::spawn(
+        dir.path(),
+        "run-c09-supervised.log",
+        [OsStr::new("run"), path.as_os_str()],
+    );
+    child.wait_ready(&admin, Duration::from_secs(15)).await;
+    let trace = Trace::start(TraceConfig::new(spec.listen()));
+    let statuses = Poller::start(admin, "/status", Duration::from_millis(50));
+
+    let rollout = crate::rollout::wait_terminal(&admin, Duration::from_secs(40)).await;
+    let records = trace.stop().await;
+    let statuses = statuses.stop().await;
+    let events = admin.rollout().await["events"].clone();
+    child.terminate(Duration::from_secs(30)).await;
+
+    assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    let started = event_time(&events, "Provisioning").expect("Provisioning event");
+    let rolled_back = event_time(&events, "RolledBack").expect("RolledBack event");
+    let took = rolled_back - started;
+    eprintln!("c09 supervised: rolled back {took:.2}s after the start ({reason})");
+    assert!(
+        took <= 20.0,
+        "rolled back {took:.2}s after the start ({reason})"
+    );
+    assert!(event_time(&events, "PreviewExited").is_none(), "{events:#}");
+    // Green's refused connects are its errors: the analysis fails on them (not only the split
+    // check, which sees a preview that gets less than its share while ejected).
+    assert!(
+        reason.contains("analysis failed: error rate"),
+        "reason: {reason:?}"
+    );
+    for status in &statuses {
+        let route = &status.value["routes"][0];
+        assert_eq!(
+            route["blue"]["endpoints"].as_array().map(Vec::len),
+            Some(1),
+            "{route}"
+        );
+        assert_eq!(route["active"], "blue", "{route}");
+    }
+    assert_few_client_errors(records, rolled_back, "c09 supervised");
+}
+
+/// Of the requests that ended before `until` (seconds since the epoch), some were answered by
+/// green (the crash loop was under traffic) and at most 0.5 % failed.
+fn assert_few_client_errors(records: Vec<crate::support::trace::Record>, until: f64, run: &str) {
+    let until = UNIX_EPOCH + Duration::from_secs_f64(until);
+    let during: Vec<_> = records
+        .into_iter()
+        .filter(|r| r.finished_wall < until)
+        .collect();
+    let failed = errors(&during);
+    let green = during.iter().filter(|r| r.pool() == Some("green")).count();
+    eprintln!(
+        "{run}: {} client errors in {} requests ({green} answered by green)",
+        failed.len(),
+        during.len()
+    );
+    assert!(
+        green > 0,
+        "green never served: the crash was not under traffic"
+    );
+    assert!(
+        failed.len() * 200 <= during.len(),
+        "{} errors in {} requests (> 0.5 %), e.g. {:?}",
+        failed.len(),
+        during.len(),
+        failed.first()
+    );
 }

@@ -219,3 +219,43 @@ async fn c19_run_untrusting_spec_sends_only_the_peers_address() {
     }
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// A client that follows RFC 9110 §10.1.4 names `TE` in `Connection` ("a sender of TE MUST also
+/// send a TE connection option"), so its `TE: trailers` still means trailers to the next hop: the
+/// `trailers` token reaches both pools, over HTTP/1.1 and h2c upstreams alike (gRPC servers read
+/// it), while every other `TE` coding and the other headers `Connection` names stay on their hop.
+/// Until session 40 `Connection: TE` dropped the whole `TE` field (Envoy keeps `trailers` there too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c19_te_trailers_named_in_connection_reaches_both_pools_as_trailers() {
+    const NAMED: &str = "GET /echo-headers HTTP/1.1\r\n\
+        Host: shop.example\r\n\
+        Connection: TE, X-Hop-Secret\r\n\
+        TE: trailers, gzip\r\n\
+        X-Hop-Secret: 1\r\n\r\n";
+    let dir = temp_dir();
+    let blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    for protocol in ["http1", "h2c"] {
+        let mut config = proxy_config(&[blue.addr], &[green.addr]);
+        for slot in ["blue", "green"] {
+            config["routes"][0][slot]["protocol"] = json!(protocol);
+        }
+        let proxy = RunningProxy::start(dir.path(), &format!("{protocol}.yaml"), &config).await;
+        proxy.set_weights(5_000, 5_000).await;
+        let mut conn = RawConn::connect(proxy.listen).await;
+        let mut pools = BTreeSet::new();
+        for _ in 0..40 {
+            conn.send(NAMED.as_bytes()).await;
+            let response = conn.read_response().await;
+            assert_eq!(response.status(), 200, "{}", response.status_line);
+            let echoed: Value = serde_json::from_slice(&response.body).expect("JSON echo");
+            let at = format!("{protocol} backend saw {echoed}");
+            assert_eq!(echoed.get("te"), Some(&json!(["trailers"])), "{at}");
+            for name in ["connection", "x-hop-secret"] {
+                assert!(echoed.get(name).is_none(), "{name} forwarded: {at}");
+            }
+            pools.insert(response.header("x-pool").expect("X-Pool").to_owned());
+        }
+        assert_eq!(pools.len(), 2, "{protocol}: both pools answered: {pools:?}");
+    }
+}

@@ -10,12 +10,14 @@
 //!   an equal split.
 //! - `c04`: small and uneven weights keep their split whatever the instance counts.
 //! - `c07`: WebSocket sessions follow the weights at upgrade time and are drained, not cut: blue
-//!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each.
+//!   retires when its upgraded connections are 0, or at the deadline after a close 1001 to each;
+//!   green's sessions at an abort get the same drain before green stops.
 //! - `c08`: sticky cookie assignment is monotone per user, site-wide, and undone by an abort; two
 //!   proxy replicas put each user on the same pool; a `crossfade run` rollout with `route.sticky`
 //!   that rolls back moves every user back to blue.
 //! - `c09`: a crash-looping preview is rolled back well before the progress deadline (in
-//!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`).
+//!   Kubernetes mode too: `kube::cases`, the preview's pods in `CrashLoopBackOff`), also when a
+//!   supervisor restarts it and its workload process never exits.
 //! - `c10`: an operator abort wins, also over a pending promote.
 //! - `c12`: the role swap is one table generation; no request goes back to the old pool.
 //! - `c13`: a dead or hung preview stops getting traffic at once (WebSocket upgrades refused by
@@ -29,7 +31,7 @@
 //! - `c18`: HTTP/1.0 clients never get a chunked body.
 //! - `c19`: hop-by-hop headers stay on their hop; one `X-Forwarded-For` (and a client's `Forwarded`
 //!   under the same rule); `Host` unchanged; a `crossfade run` spec's `trust_forwarded_for: false`
-//!   is the proxy's.
+//!   is the proxy's; a compliant `Connection: TE` keeps `TE: trailers`.
 //! - `c20`: `Expect: 100-continue`: one 100, no stall, an early 401 without the body sent; also
 //!   for HTTP/2 clients, to HTTP/1.1 and to h2c backends; an HTTP/1.0 client's expectation ignored.
 
