@@ -85,9 +85,10 @@ impl RequestNames {
 pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it names
-/// (except [`NEVER_CONNECTION_OPTIONS`]), `Keep-Alive`, `Proxy-Connection`, `TE` (except the `trailers` token, which RFC 9110 §10.1.4
-/// lets a client pass on, also when `Connection` names `TE` as that section asks), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on requests
-/// and `Proxy-Authenticate` on responses (RFC 9110 §11.7). A `Content-Length` beside a
+/// (except [`NEVER_CONNECTION_OPTIONS`]), `Keep-Alive`, `Proxy-Connection`, `TE` (except the
+/// `trailers` token, which RFC 9110 §10.1.4 lets a client pass on, also when `Connection` names
+/// `TE` as that section asks), `Transfer-Encoding`, `Upgrade`, plus `Proxy-Authorization` on
+/// requests and `Proxy-Authenticate` on responses (RFC 9110 §11.7). A `Content-Length` beside a
 /// `Transfer-Encoding` goes too (RFC 9112 §6.3: the body was read by the latter).
 ///
 /// On requests it also removes a client's [`crate::shadow::SHADOW_HEADER`]: only the proxy's own
