@@ -286,14 +286,23 @@ async fn a_green_within_max_p99_passes_the_shadow_step_with_its_p99_recorded() {
 }
 
 /// shadow34: blue and green each `--latency` late, `max_p99: 1s` (both well within it) and
-/// `max_p99_ratio: 2`, a 0% shadow step of 2 s (at least 5 comparisons) then 100%; `/slow` is
+/// `max_p99_ratio: 2`, a 0% shadow step of 5 s (at least 5 comparisons) then 100%; `/slow` is
 /// never mirrored (`ignore.paths`).
+///
+/// 5 s, not 2 s (session 40): a pause of the proxy on a loaded machine delays blue's and green's
+/// exchanges in flight alike, and when those are more than 1% of the window's pairs they are
+/// both p99s, at a ratio under 2. The whole suite on the shared 2-core machine passed a green
+/// 3× slower with `shadow p99 ratio to active 1.19 ≤ 2.00 (paired: p99 163.3ms vs active's
+/// 136.7ms on the same 72 mirrored requests)` over 2 s. Over 5 s (192 pairs) it takes a longer
+/// or luckier pause: stopping `crossfade run` for 80 ms still passed it once in 3 (1.16), so this
+/// lowers the odds, no more (docs/shadow.md, "Few pairs and a stalled proxy"; the emulator's twin
+/// in tests/it/kube/shadow.rs holds 5 s for the same reason).
 fn paced_spec(blue_ms: u64, green_ms: u64) -> Spec {
     let (blue, green) = (blue_ms.to_string(), green_ms.to_string());
     let mut spec = Spec::new()
         .blue(App::version("v1").flags(["--latency", blue.as_str()]))
         .green(App::version("v2").flags(["--latency", green.as_str()]));
-    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "2s" }, 100]);
+    spec.json["rollout"]["steps"] = json!([{ "weight": 0, "hold": "5s" }, 100]);
     spec.json["rollout"]["analysis"]["max_p99"] = json!("1s");
     spec.json["rollout"]["analysis"]["max_p99_ratio"] = json!(2.0);
     spec.json["rollout"]["analysis"]["shadow"] = json!({
