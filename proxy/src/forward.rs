@@ -267,6 +267,7 @@ fn forward_selected<'t>(
         downstream,
         attempt: 1,
         fail_open: assigned.fail_open,
+        head: line.method == Method::HEAD,
     };
     backend.upstream().budget().deposit();
     let set_cookie = assigned.set_cookie;
@@ -834,6 +835,9 @@ struct Hop<'a> {
     /// The request is sent failing open (see [`health::fail_open`]): its endpoint is picked
     /// among those health holds out when none is up.
     fail_open: bool,
+    /// The request is a `HEAD`: its response has no content, whatever its head announces
+    /// (RFC 9110 §9.3.2; see [`respond`]).
+    head: bool,
 }
 
 /// Sends one attempt to one endpoint of `backend` and waits for the response head; records where
@@ -1112,7 +1116,7 @@ fn attempted(
                 response.body_mut().not_reused();
             }
             let report = health::report::Reporter::new(upstream.health(), index, active);
-            let mut response = respond(response, (guard, report), hop.downstream);
+            let mut response = respond(response, (guard, report), hop);
             if early && hop.downstream < Version::HTTP_2 {
                 crate::unread::close(&mut response);
             }
@@ -1166,16 +1170,25 @@ fn stalled_upload(conn: &Conn, hop: &Hop<'_>) -> Failure {
 /// Case C18: a body of unknown length cannot be chunked to an HTTP/1.0 client. hyper's server then
 /// delimits it by closing the connection, but still announces `Connection: keep-alive` to a 1.0
 /// client that asked for it; marking the response HTTP/1.0 makes hyper drop keep-alive cleanly.
-/// Sized bodies keep HTTP/1.1 and so keep the client's keep-alive.
+/// A sized body, or a response [`without_content`] whatever its body (hyper's server writes none
+/// of it), is marked HTTP/1.1 and so keeps the client's keep-alive: hyper announces it to a 1.0
+/// client only for an HTTP/1.1 head, and an h2c backend's head says HTTP/2. Until session 40 a
+/// 1.0 keep-alive client lost its connection over h2c: `Connection: keep-alive` missing from
+/// every answer, and a `HEAD` of a resource without `content-length` (the backend's stream still
+/// open at the head) or a 204 or 304 taken for a body of unknown length.
 fn respond(
     response: Response<ResponseBody>,
     (guard, report): (crate::stats::InFlight, health::report::Reporter<'_>),
-    downstream: Version,
+    hop: &Hop<'_>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, Direction::Response);
-    if downstream < Version::HTTP_11 && body.size_hint().exact().is_none() {
-        parts.version = Version::HTTP_10;
+    if hop.downstream < Version::HTTP_11 {
+        let sized = without_content(hop.head, parts.status) || body.size_hint().exact().is_some();
+        parts.version = match sized {
+            true => Version::HTTP_11,
+            false => Version::HTTP_10,
+        };
     }
     // A gRPC call fails inside an HTTP 2xx (a 5xx is counted already): its status is in this head
     // (trailers-only response) or in the trailers, read as they pass. Either way it reaches the
@@ -1197,6 +1210,13 @@ fn respond(
     }
     report.now(server_error);
     Response::from_parts(parts, ProxyBody::upstream(body, guard))
+}
+
+/// Whether a response has no content whatever its head announces: the answer to a `HEAD`
+/// (`head`), a 204 or a 304 (RFC 9110 §9.3.2, §15.3.5, §15.4.5; RFC 9112 §6.3). Its length is
+/// known (none), so it needs no close to delimit it.
+fn without_content(head: bool, status: StatusCode) -> bool {
+    head || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
 }
 
 /// The response for an error, every local reply's one builder: status decided by

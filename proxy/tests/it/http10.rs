@@ -1,7 +1,19 @@
 //! Case C18: an HTTP/1.0 client never gets `Transfer-Encoding: chunked`, whatever the backend sends.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
@@ -104,5 +116,92 @@ async fn http10_keep_alive_client_keeps_its_connection_for_sized_bodies() {
         let mut body = [0; 4];
         reader.read_exact(&mut body).await.unwrap();
         assert_eq!(&body, b"blue");
+    }
+}
+
+/// A response body that never ends and never sends a byte: its stream stays open after the head.
+struct Unending;
+
+impl Body for Unending {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Pending
+    }
+}
+
+/// An h2c backend (hyper's HTTP/2 server) whose answers have no content and whose streams stay
+/// open after the head ([`Unending`]): `/no-content` is 204, `/not-modified` 304, anything else
+/// 200 without `content-length` (for `HEAD`s), but `/sized`: `sized`, its length known. Only the
+/// method and the status tell the proxy that there is no body; the stream never does.
+async fn h2c_open_stream_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(|request: Request<Incoming>| async move {
+                let sized = Either::Right(Full::new(Bytes::from_static(b"sized")));
+                let (status, body) = match request.uri().path() {
+                    "/sized" => (StatusCode::OK, sized),
+                    "/no-content" => (StatusCode::NO_CONTENT, Either::Left(Unending)),
+                    "/not-modified" => (StatusCode::NOT_MODIFIED, Either::Left(Unending)),
+                    _ => (StatusCode::OK, Either::Left(Unending)),
+                };
+                let mut response = Response::new(body);
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
+            });
+            let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            tokio::spawn(http2.serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    addr
+}
+
+/// Case C18: an HTTP/1.0 keep-alive client keeps its connection for answers without content (to
+/// `HEAD`, 204, 304; RFC 9110 §9.3.2, §15.3.5, §15.4.5) from an h2c backend whose stream has not
+/// ended at the head. Until session 40 they were taken for bodies of unknown length: answered
+/// HTTP/1.0 without keep-alive, and the connection closed.
+#[tokio::test]
+async fn c18_http10_keep_alive_client_keeps_its_connection_for_answers_without_content_over_h2c() {
+    let mut route = route(&[h2c_open_stream_backend().await], &[], 10_000);
+    route.blue.protocol = crossfade_proxy::UpstreamProtocol::H2c;
+    let running = start(config(vec![route])).await;
+    let mut reader = BufReader::new(TcpStream::connect(running.addr).await.unwrap());
+    let requests = [
+        ("HEAD /chunked", "200 OK"),
+        ("GET /no-content", "204 No Content"),
+        ("GET /not-modified", "304 Not Modified"),
+        ("GET /sized", "200 OK"),
+        ("HEAD /chunked", "200 OK"),
+    ];
+    for (line, status) in requests {
+        let request = format!("{line} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let (got, headers) = read_head(&mut reader).await;
+        assert_eq!(got, format!("HTTP/1.0 {status}"), "{line}");
+        assert_eq!(
+            header(&headers, "connection"),
+            Some("keep-alive"),
+            "{line}: {headers:?}"
+        );
+        assert_eq!(
+            header(&headers, "transfer-encoding"),
+            None,
+            "{line}: {headers:?}"
+        );
+        if line == "GET /sized" {
+            let mut body = [0; 5];
+            reader.read_exact(&mut body).await.unwrap();
+            assert_eq!(&body, b"sized");
+        }
     }
 }
