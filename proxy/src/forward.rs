@@ -267,6 +267,7 @@ fn forward_selected<'t>(
         downstream,
         attempt: 1,
         fail_open: assigned.fail_open,
+        te: names.te(),
         head: line.method == Method::HEAD,
     };
     backend.upstream().budget().deposit();
@@ -835,6 +836,9 @@ struct Hop<'a> {
     /// The request is sent failing open (see [`health::fail_open`]): its endpoint is picked
     /// among those health holds out when none is up.
     fail_open: bool,
+    /// The client's request had a `TE` line (its scan, [`RequestNames::te`]): an HTTP/1.1
+    /// upstream gets `TE` named in `Connection` when the strip left it (its `trailers`).
+    te: bool,
     /// The request is a `HEAD`: its response has no content, whatever its head announces
     /// (RFC 9110 §9.3.2; see [`respond`]).
     head: bool,
@@ -869,6 +873,12 @@ fn dispatch<'a>(
     }
     parts.uri = upstream.uri(index, path);
     parts.version = upstream.version();
+    // Case C19: RFC 9110 §10.1.4 asks a sender of `TE` to name it in `Connection`; never over
+    // h2c, where `Connection` is malformed (RFC 9113 §8.2.2; hyper's client would drop it and the
+    // `TE` it names). Only requests whose scan saw `TE` look it up.
+    if hop.te && parts.version == Version::HTTP_11 {
+        crate::headers::name_te_in_connection(&mut parts.headers);
+    }
     if hop.downstream == Version::HTTP_2 && parts.version == Version::HTTP_11 {
         crate::headers::join_cookie_crumbs(&mut parts.headers);
     } else if hop.downstream < Version::HTTP_11 && parts.version == Version::HTTP_11 {

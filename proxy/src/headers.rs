@@ -69,6 +69,24 @@ impl RequestNames {
     pub fn via(self) -> bool {
         self.0 & SEEN_VIA != 0
     }
+
+    /// Whether the request may carry a `TE` line (its `trailers` token survives the strip).
+    pub fn te(self) -> bool {
+        self.0 & SEEN_TE != 0
+    }
+}
+
+/// Names `TE` in `Connection` when `headers`, a request's for an HTTP/1.1 upstream after
+/// [`strip_request_hop_by_hop`], still carry `TE` (its `trailers` token): RFC 9110 §10.1.4 asks
+/// every sender of `TE` to do so, so that a next hop that does not know `TE` drops it rather than
+/// passing it on. Added as a `Connection` line of its own. hyper's client keeps the upstream
+/// connection alive (it reads only `close` in a request's `Connection`), and adds `close` beside
+/// `te` when it means to close. Never for HTTP/2, where `Connection` makes a request malformed
+/// (RFC 9113 §8.2.2; hyper's HTTP/2 client drops it, and the `TE` it names with it).
+pub fn name_te_in_connection(headers: &mut HeaderMap) {
+    if headers.contains_key(TE) {
+        headers.append(CONNECTION, HeaderValue::from_static("te"));
+    }
 }
 
 /// Headers that stay although `Connection` names them, because they are end-to-end and the proxy

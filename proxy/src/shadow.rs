@@ -191,6 +191,11 @@ pub(crate) fn start(
     } else if parts.version < Version::HTTP_11 {
         crate::headers::default_host(request.headers_mut(), upstream.authority(index));
     }
+    // Case C19, as for the live request (`forward::dispatch`): `TE` named in `Connection` to an
+    // HTTP/1.1 preview, never over h2c. One lookup per mirrored request.
+    if upstream.version() == Version::HTTP_11 {
+        crate::headers::name_te_in_connection(request.headers_mut());
+    }
     let request_body = match body {
         Either::Left(streaming) => {
             let (tee, copy) = RequestTee::new(rule.max_body_bytes);

@@ -65,6 +65,23 @@ fn te_trailers_named_in_connection_survives_and_nothing_else_of_te() {
     assert!(headers.is_empty(), "{headers:?}");
 }
 
+/// RFC 9110 §10.1.4 (C19, session 40): the `trailers` a request keeps goes to an HTTP/1.1
+/// upstream named in `Connection`; a request whose `TE` the strip removed gets no `Connection`.
+#[test]
+fn te_left_after_the_strip_is_named_in_connection() {
+    let mut headers = map(&[("connection", "te"), ("te", "trailers")]);
+    let scanned = RequestNames::scan(&headers);
+    assert!(scanned.te());
+    strip_request_hop_by_hop(&mut headers, scanned);
+    name_te_in_connection(&mut headers);
+    let connection: Vec<_> = headers.get_all(CONNECTION).iter().collect();
+    assert_eq!(connection, ["te"]);
+    let mut headers = map(&[("te", "gzip")]);
+    strip_hop_by_hop(&mut headers, Direction::Request);
+    name_te_in_connection(&mut headers);
+    assert!(headers.is_empty(), "{headers:?}");
+}
+
 #[test]
 fn response_loses_connection_named_and_framing_headers() {
     let mut headers = map(&[

@@ -118,6 +118,61 @@ async fn c19_hop_by_hop_headers_are_stripped_both_ways() {
     );
 }
 
+/// What the backend behind `running` saw of a `GET /echo` with `te: trailers` from `client`,
+/// which names `TE` in `Connection` too (RFC 9110 §10.1.4) when it speaks HTTP/1.1 (`http1`).
+async fn echoed_with_te(
+    running: &Running,
+    client: &TestClient,
+    http1: bool,
+) -> Vec<(String, String)> {
+    let mut request = Request::get(running.url("/echo")).header("te", "trailers");
+    if http1 {
+        request = request.header("connection", "te");
+    }
+    let (status, _, body) = send(client, request.body(Full::default()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The values of the `name` lines in an echo's pairs.
+fn values<'a>(seen: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    seen.iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Case C19: a request's `TE: trailers` reaches an HTTP/1.1 backend with `TE` named in
+/// `Connection`, as RFC 9110 §10.1.4 asks of every sender of `TE`, from an HTTP/1.1 client (which
+/// named it itself) and from an HTTP/2 one; the upstream connection stays in the pool (hyper's
+/// client reads only `close` in `Connection`). An h2c backend gets `te: trailers` and no
+/// `Connection` (RFC 9113 §8.2.2; hyper's client would drop both). Until session 40 the HTTP/1.1
+/// backend got `TE` alone.
+#[tokio::test]
+async fn c19_te_trailers_is_named_in_connection_to_an_http11_backend_and_not_over_h2c() {
+    let http1 = backend("blue").await;
+    let h2c = backend_over_h2c("blue").await;
+    let to_http1 = start(config(vec![route(&[http1.addr], &[], 10_000)])).await;
+    let mut over_h2c = route(&[h2c.addr], &[], 10_000);
+    over_h2c.blue.protocol = crossfade_proxy::UpstreamProtocol::H2c;
+    let to_h2c = start(config(vec![over_h2c])).await;
+    for (client, http1_client) in [(client(), true), (h2c_client(), false)] {
+        for _ in 0..2 {
+            let seen = echoed_with_te(&to_http1, &client, http1_client).await;
+            assert_eq!(values(&seen, "te"), ["trailers"], "{seen:?}");
+            assert_eq!(values(&seen, "connection"), ["te"], "{seen:?}");
+            let seen = echoed_with_te(&to_h2c, &client, http1_client).await;
+            assert_eq!(values(&seen, "te"), ["trailers"], "{seen:?}");
+            assert!(values(&seen, "connection").is_empty(), "{seen:?}");
+        }
+    }
+    let opened = http1.opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        opened, 1,
+        "four requests one after another took {opened} connections"
+    );
+}
+
 #[tokio::test]
 async fn untrusted_forwarded_for_is_replaced_by_the_peer() {
     let blue = backend("blue").await;

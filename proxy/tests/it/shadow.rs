@@ -162,6 +162,32 @@ async fn an_identical_green_matches_and_the_client_only_sees_blue() {
     assert_eq!((live.requests, live.in_flight), (0, 0));
 }
 
+/// Case C19 for mirrors: a mirrored request's `TE: trailers` reaches the HTTP/1.1 preview named
+/// in `Connection` (RFC 9110 §10.1.4), as the live request reaches the active backend (session 40).
+#[tokio::test]
+async fn a_mirrored_te_trailers_is_named_in_connection_to_an_http11_preview() {
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    let mut route = route(&[blue.addr], &[green.addr], 10_000);
+    route.shadow = Some(ShadowConfig::default());
+    let running = start(config(vec![route])).await;
+    let request = Request::get(running.url("/echo"))
+        .header("te", "trailers")
+        .header("connection", "te")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(send(&client(), request).await.0, StatusCode::OK);
+    settle(&running, |s| s.mirrored == 1 && s.in_flight == 0).await;
+    for (pool, seen) in [("blue", &blue.seen), ("green", &green.seen)] {
+        let seen = seen.lock().unwrap();
+        let [headers] = seen.as_slice() else {
+            panic!("{pool} saw {} requests", seen.len());
+        };
+        let values = |name: &str| headers.get_all(name).iter().collect::<Vec<_>>();
+        assert_eq!(values("te"), ["trailers"], "{pool}: {headers:?}");
+        assert_eq!(values("connection"), ["te"], "{pool}: {headers:?}");
+    }
+}
+
 #[tokio::test]
 async fn mismatches_are_counted_by_kind_in_metrics_and_status() {
     let Setup { running, .. } = setup(ShadowConfig::default()).await;

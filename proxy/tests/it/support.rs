@@ -47,6 +47,15 @@ pub struct Backend {
 /// `/echo` (returns the request headers as JSON pairs and sets hop-by-hop response headers),
 /// `/upload` (answers the body's length), anything else `pool` as text.
 pub async fn backend(pool: &'static str) -> Backend {
+    serve_backend(pool, false).await
+}
+
+/// [`backend`] over h2c (hyper's HTTP/2 server, prior knowledge): the same paths, recorded alike.
+pub async fn backend_over_h2c(pool: &'static str) -> Backend {
+    serve_backend(pool, true).await
+}
+
+async fn serve_backend(pool: &'static str, h2c: bool) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let backend = Backend {
@@ -65,10 +74,18 @@ pub async fn backend(pool: &'static str) -> Backend {
             state.opened.fetch_add(1, Ordering::SeqCst);
             let (closed, state) = (state.closed.clone(), state.clone());
             let service = service_fn(move |req| answer(pool, state.clone(), req));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(stream);
             tokio::spawn(async move {
-                let _ = connection.await;
+                let _ = match h2c {
+                    false => {
+                        let http1 = hyper::server::conn::http1::Builder::new();
+                        http1.serve_connection(io, service).await
+                    }
+                    true => {
+                        let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                        http2.serve_connection(io, service).await
+                    }
+                };
                 closed.fetch_add(1, Ordering::SeqCst);
             });
         }
