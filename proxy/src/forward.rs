@@ -247,9 +247,10 @@ fn forward_selected<'t>(
         (parts, Either::Left(body), expectation)
     };
     // Keep the parts for a retry (the one per-request header copy), unless none could happen: a
-    // request with a body, or a non-idempotent one, goes again only elsewhere after a connect
-    // failure (see `retry_target`).
-    let retry = ((bodiless && idempotent(&parts.method))
+    // non-idempotent request, or one with a body not held back for a `100 Continue`, goes again
+    // only elsewhere after a connect failure (see `retry_target`).
+    let resendable = bodiless || expectation.is_some();
+    let retry = ((resendable && idempotent(&parts.method))
         || route.retry_target(backend.slot()).is_some())
     .then(|| Retry::of(&parts, crate::upload::of(&body)));
     // The method and path, for a retry and for the warning a failure gets (`access::warn`).
@@ -701,11 +702,15 @@ fn assign<'t>(conn: &Conn, table: &'t Table, parts: &Parts) -> Result<Selected<'
 ///   or is the active slot and has an endpoint up, else another endpoint of the same backend
 ///   ([`health::retry_elsewhere`]). So a preview at 100 % whose endpoints die sends its failed
 ///   connects to the active slot (trial 8, H2), never to a weight-0 preview.
-/// - Reset before the response head, for a bodiless idempotent request (RFC 9110 §9.2.2): typically a pooled
-///   connection that the backend closed just as it was reused (case C17), or a backend that died
-///   mid-request (C13). The same places, else the same backend on a fresh connection.
-/// - Anything else (timeouts, protocol errors, non-idempotent resets, resets of a request with a
-///   body): never, it may act twice. A request whose body was written is never sent again.
+/// - Reset before the response head, for an idempotent request (RFC 9110 §9.2.2) without a body
+///   or whose body the failed attempt never polled: typically a pooled connection that the
+///   backend closed just as it was reused (case C17), or a backend that died mid-request (C13).
+///   The same places, else the same backend on a fresh connection. A body is never polled while
+///   it is held back for the backend's `100 Continue` (`expect`): such a `PUT` on a stale
+///   connection had only its head written, and goes again whole (session 40; until then 502).
+/// - Anything else (timeouts, protocol errors, non-idempotent resets, resets of a request whose
+///   body was polled): never, it may act twice. Once its body was polled (a byte of it may have
+///   been read from the client and written), a request is never sent again.
 ///
 /// A stream an h2c backend refused without processing it (RFC 9113 §6.8, §8.7) is not a failure
 /// here: the upstream layer replays it once, body included (`upstream::h2c`); one that could not be
@@ -722,7 +727,9 @@ fn retry_target<'a>(
     let elsewhere = || connect_retry_target(route, failed, forced);
     match kind {
         kind if kind.is_connect() => elsewhere(),
-        ErrorKind::Reset if retry.upload.is_none() && idempotent(method) => {
+        ErrorKind::Reset
+            if idempotent(method) && retry.upload.as_ref().is_none_or(|u| u.has_unsent()) =>
+        {
             Some(elsewhere().unwrap_or(failed))
         }
         _ => None,

@@ -16,8 +16,9 @@
 //! `crossfade_client_body_failures_total{reason="timeout"}`.
 //!
 //! A body that went nowhere (its attempt failed before polling it: a connect failure, so no byte of
-//! the request was written) is handed back here ([`Upload::unsent`]), so that the request can be
-//! retried elsewhere with its body, whatever its method (see `forward::retry_target`).
+//! the request was written, or a reset while the body was held back for a `100 Continue`) is
+//! handed back here ([`Upload::unsent`]), so that the request can be retried with its body (see
+//! `forward::retry_target`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -114,6 +115,15 @@ impl Upload {
     /// Keeps a body its attempt dropped unpolled.
     pub(crate) fn keep_unsent(&self, body: crate::expect::Unsent) {
         *self.unsent.lock().unwrap_or_else(PoisonError::into_inner) = Some(body);
+    }
+
+    /// Whether the attempt that carried the client's body dropped it without polling it (see
+    /// [`Upload::unsent`]).
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.unsent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// The client's body, if the attempt that carried it dropped it without polling it: no byte of

@@ -53,17 +53,137 @@ async fn serve_once(stream: TcpStream, answered: Arc<AtomicUsize>) {
 
 /// Reads a request head; returns its Content-Length (0 if none).
 async fn read_request_head(reader: &mut BufReader<TcpStream>) -> usize {
-    let mut length = 0;
+    request_head(reader).await.0
+}
+
+/// Reads a request head; returns its Content-Length (0 if none) and whether it expects
+/// `100-continue`.
+async fn request_head(reader: &mut BufReader<TcpStream>) -> (usize, bool) {
+    let (mut length, mut expects) = (0, false);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
-            return length;
+            return (length, expects);
         }
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap();
             }
+            expects |= name.eq_ignore_ascii_case("expect");
         }
+    }
+}
+
+/// A backend that answers the first request of each connection, after a `100 Continue` when it
+/// expects one (its body read whole), and then closes the connection at the next request's head
+/// without answering: [`closing_backend`] for uploads that wait for the go-ahead.
+async fn closing_continuing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counting_backend(serve_once_continuing).await
+}
+
+async fn serve_once_continuing(stream: TcpStream, answered: Arc<AtomicUsize>) {
+    let mut reader = BufReader::new(stream);
+    let (length, expects) = request_head(&mut reader).await;
+    if expects {
+        let go_ahead = b"HTTP/1.1 100 Continue\r\n\r\n";
+        reader.get_mut().write_all(go_ahead).await.unwrap();
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    answered.fetch_add(1, Ordering::SeqCst);
+    let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pool: blue\r\n\r\nok";
+    reader.get_mut().write_all(response).await.unwrap();
+    request_head(&mut reader).await;
+}
+
+/// `PUT /doc` of `body` with `Expect: 100-continue`.
+fn put_doc_expecting(running: &Running, body: Bytes) -> Request<Full<Bytes>> {
+    Request::put(running.url("/doc"))
+        .header("expect", "100-continue")
+        .body(Full::new(body))
+        .unwrap()
+}
+
+/// C17 with `Expect: 100-continue`: a `PUT` on a pooled connection that the backend closes as it
+/// is reused had only its head written, its body held back for the backend's 100; it goes again
+/// whole on a fresh connection, as a bodiless `GET` does, counted as a reset retry (session 40;
+/// until then 502).
+#[tokio::test]
+async fn c17_expect_continue_put_whose_body_was_held_back_is_resent_after_a_reset() {
+    let (addr, answered) = closing_continuing_backend().await;
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    let client = client();
+    for i in 0..3 {
+        let put = put_doc_expecting(&running, Bytes::from_static(b"v2"));
+        let (status, _, body) = send(&client, put).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "ok"),
+            "PUT {i}: {body}"
+        );
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+    let metrics = get(&client, &running.admin_url("/metrics")).await.2;
+    let line = r#"crossfade_retries_total{route="web",backend="blue",reason="reset"} 2"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+}
+
+/// Bytes a [`partial_body_backend`] reads of an upload before it drops the connection.
+const PARTLY: usize = 1_000;
+
+/// A backend that answers a `GET` on each connection, and drops the connection after reading the
+/// head of any other request (a `100 Continue` sent when it expects one) and the first
+/// [`PARTLY`] bytes of its body; counts the heads of those requests it saw.
+async fn partial_body_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counting_backend(serve_gets_drop_uploads).await
+}
+
+async fn serve_gets_drop_uploads(stream: TcpStream, uploads: Arc<AtomicUsize>) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let (length, expects) = request_head(&mut reader).await;
+        if line.starts_with("GET ") {
+            let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            reader.get_mut().write_all(response).await.unwrap();
+            continue;
+        }
+        uploads.fetch_add(1, Ordering::SeqCst);
+        if expects {
+            let go_ahead = b"HTTP/1.1 100 Continue\r\n\r\n";
+            reader.get_mut().write_all(go_ahead).await.unwrap();
+        }
+        let mut part = vec![0; PARTLY.min(length)];
+        let _ = reader.read_exact(&mut part).await;
+        return;
+    }
+}
+
+/// The other side of the rule above: a `PUT` whose body the backend asked for (`100 Continue`)
+/// and began to read before it dropped the connection is never sent again, on the pooled
+/// connection or a fresh one: 502, and the backend saw its head once.
+#[tokio::test]
+async fn c17_expect_continue_put_whose_body_was_partly_sent_is_never_resent() {
+    let (addr, uploads) = partial_body_backend().await;
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    let client = client();
+    for fresh in [false, true] {
+        if !fresh {
+            // The PUT goes on the connection this GET leaves in the pool.
+            assert_eq!(get(&client, &running.url("/")).await.0, StatusCode::OK);
+        }
+        let before = uploads.load(Ordering::SeqCst);
+        let put = put_doc_expecting(&running, Bytes::from(vec![b'x'; 64 * 1024]));
+        let (status, _, body) = send(&client, put).await;
+        let seen = uploads.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            seen, 1,
+            "the backend saw the PUT {seen} times (fresh connection: {fresh})"
+        );
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     }
 }
 
