@@ -13,8 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-/// A backend that answers the first request of each connection and then, on the next request,
-/// closes the connection without answering: the worst case of an idle-timeout close racing reuse.
+/// A backend that answers the first request of each connection (after a `100 Continue` when it
+/// expects one) and then, on the next request, closes the connection without answering: the worst
+/// case of an idle-timeout close racing reuse.
 async fn closing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     counting_backend(serve_once).await
 }
@@ -41,19 +42,18 @@ where
 
 async fn serve_once(stream: TcpStream, answered: Arc<AtomicUsize>) {
     let mut reader = BufReader::new(stream);
-    let length = read_request_head(&mut reader).await;
+    let (length, expects) = request_head(&mut reader).await;
+    if expects {
+        let go_ahead = b"HTTP/1.1 100 Continue\r\n\r\n";
+        reader.get_mut().write_all(go_ahead).await.unwrap();
+    }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).await.unwrap();
     answered.fetch_add(1, Ordering::SeqCst);
     let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pool: blue\r\n\r\nok";
     reader.get_mut().write_all(response).await.unwrap();
     // The next request is read, then the connection is dropped unanswered.
-    read_request_head(&mut reader).await;
-}
-
-/// Reads a request head; returns its Content-Length (0 if none).
-async fn read_request_head(reader: &mut BufReader<TcpStream>) -> usize {
-    request_head(reader).await.0
+    request_head(&mut reader).await;
 }
 
 /// Reads a request head; returns its Content-Length (0 if none) and whether it expects
@@ -74,28 +74,6 @@ async fn request_head(reader: &mut BufReader<TcpStream>) -> (usize, bool) {
     }
 }
 
-/// A backend that answers the first request of each connection, after a `100 Continue` when it
-/// expects one (its body read whole), and then closes the connection at the next request's head
-/// without answering: [`closing_backend`] for uploads that wait for the go-ahead.
-async fn closing_continuing_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    counting_backend(serve_once_continuing).await
-}
-
-async fn serve_once_continuing(stream: TcpStream, answered: Arc<AtomicUsize>) {
-    let mut reader = BufReader::new(stream);
-    let (length, expects) = request_head(&mut reader).await;
-    if expects {
-        let go_ahead = b"HTTP/1.1 100 Continue\r\n\r\n";
-        reader.get_mut().write_all(go_ahead).await.unwrap();
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.unwrap();
-    answered.fetch_add(1, Ordering::SeqCst);
-    let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pool: blue\r\n\r\nok";
-    reader.get_mut().write_all(response).await.unwrap();
-    request_head(&mut reader).await;
-}
-
 /// `PUT /doc` of `body` with `Expect: 100-continue`.
 fn put_doc_expecting(running: &Running, body: Bytes) -> Request<Full<Bytes>> {
     Request::put(running.url("/doc"))
@@ -110,7 +88,7 @@ fn put_doc_expecting(running: &Running, body: Bytes) -> Request<Full<Bytes>> {
 /// until then 502).
 #[tokio::test]
 async fn c17_expect_continue_put_whose_body_was_held_back_is_resent_after_a_reset() {
-    let (addr, answered) = closing_continuing_backend().await;
+    let (addr, answered) = closing_backend().await;
     let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
     let client = client();
     for i in 0..3 {
