@@ -171,7 +171,8 @@ pub struct Summary {
     pub admin: SocketAddr,
 }
 
-/// Runs the demo; exit code 0 when the rollout completed, 3 when it rolled back.
+/// Runs the demo; exit code 0 when the rollout completed, 3 when it did not: it rolled back, or
+/// SIGINT (Ctrl-C) or SIGTERM stopped the demo first.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let spec = demo_spec(&args)?;
     spec.validate()
@@ -199,7 +200,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    // Ctrl-C or SIGTERM mid-demo: abort the rollout's processes and v1's too, then leave.
+    // Ctrl-C or SIGTERM mid-demo: abort the rollout's processes and v1's too, then leave with 3,
+    // as `run --exit-after-rollout` does for a rollout a signal stopped: it did not complete.
+    // Until session 40 the demo exited 130 for both signals (128 + SIGINT, also for SIGTERM),
+    // a code the README did not list and that no other crossfade command uses.
     let status = tokio::select! {
         status = watch_progress(&running, &load, args.json) => status,
         () = serve::shutdown_signal() => {
@@ -209,8 +213,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             if let Some(journal) = &running.runtime_journal {
                 journal.forget();
             }
-            crate::print_err("crossfade demo: interrupted; every process it started is stopped");
-            return Ok(ExitCode::from(130));
+            crate::print_err(
+                "crossfade demo: interrupted before the rollout ended; every process it started \
+                 is stopped",
+            );
+            return Ok(ExitCode::from(EXIT_ROLLED_BACK));
         }
     };
     let duration = started.elapsed();

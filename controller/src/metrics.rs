@@ -5,7 +5,8 @@
 //! `docs/metrics.md`, naming after <https://prometheus.io/docs/practices/naming/>):
 //! - `crossfade_rollout_phase{route,phase}`: 1 for the current (or last) rollout's phase, 0 for the
 //!   other phases of the closed set [`Phase`] (the `kube_pod_status_phase` pattern).
-//! - `crossfade_rollout_step{route}`, `crossfade_rollout_steps{route}`: current step (from 1), step count.
+//! - `crossfade_rollout_step{route}`, `crossfade_rollout_steps{route}`: current step (from 1; 0 before
+//!   the first started), step count.
 //! - `crossfade_rollout_desired_weight_basis_points{route,backend}`: the weight the controller wants;
 //!   the proxy's `crossfade_backend_weight_basis_points` is the weight applied.
 //! - `crossfade_rollout_verdicts_total{route,outcome}`: analysis verdicts (`pass`, `fail`, `inconclusive`).
@@ -332,6 +333,8 @@ struct Seen {
     step: usize,
     /// The preview weight requested (an operator's promote changes it within a step).
     preview_bp: u32,
+    /// Whether the preview was ready ([`crate::rollout::Rollout::started_step`]).
+    ready: bool,
     /// When this process first saw the rollout running; `None` when it was loaded already over.
     started: Option<Instant>,
 }
@@ -382,7 +385,7 @@ impl RolloutMetrics {
         );
         registry.register(
             "rollout_step",
-            "Current step of the rollout, counted from 1",
+            "Current step of the rollout, counted from 1 (0 before its first step started)",
             m.step.clone(),
         );
         registry.register(

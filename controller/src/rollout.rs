@@ -728,6 +728,16 @@ impl Rollout {
         self.active.other()
     }
 
+    /// The index (0 for the first) of the step the rollout is at once one has started, or `None`
+    /// before: while the preview provisions, and for a rollout aborted or rolled back then. A step
+    /// starts when the preview is ready. A TrafficShift's `status.step` and
+    /// `crossfade_rollout_step` (0 then) both follow this, so that `crossfade run` and
+    /// `crossfade controller --kube` show the same step (until session 40 the metric said step 1
+    /// in both while the TrafficShift's status showed none).
+    pub fn started_step(&self) -> Option<usize> {
+        self.preview_ready.then_some(self.step)
+    }
+
     /// Whether the rollout is over (see [`Phase::is_terminal`]).
     pub fn is_terminal(&self) -> bool {
         self.phase.is_terminal()

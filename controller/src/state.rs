@@ -482,11 +482,16 @@ impl ServiceState {
         });
         let rebuilt =
             |then: &Option<String>| matches!((then, digest), (Some(a), Some(b)) if a != b);
-        let ((id, phase, slot), _, _) = last
+        let ((id, phase, slot), _, then) = last
             .into_iter()
             .chain(ended)
             .find(|(_, preview, then)| same_spec(preview, green) && !rebuilt(then))?;
-        Some(AlreadyTried::Ended { id, phase, slot })
+        Some(AlreadyTried::Ended {
+            id,
+            phase,
+            slot,
+            digest: then.clone(),
+        })
     }
 }
 
@@ -519,6 +524,9 @@ pub enum AlreadyTried {
         phase: Phase,
         /// The slot it ran in, when recorded ([`EndedRollout::preview_slot`]).
         slot: Option<Slot>,
+        /// The digest of its preview's program file when it began (`sha256:<64 hex>`), when
+        /// recorded: what a rebuilt green's log line names as the build that rollout ran.
+        digest: Option<String>,
     },
 }
 
@@ -551,6 +559,32 @@ impl AlreadyTried {
             "not starting the rollout to {green}: {what}; {serving} serves. Change the green \
              section, or use `crossfade migrate`, to try it again"
         )
+    }
+
+    /// For an ended rollout of the same spec as the green `green`, whose program is another build
+    /// now (its digest `now`), the line that says the green is rolled out anyway, naming both
+    /// builds: `v2's program is another build than the one rollout 1 rolled back (now
+    /// sha256:…; rollout 1 ran sha256:…): rolling it out` (`?` for a digest not known). Until
+    /// session 40 it named only the new digest, where the words read as the old one's. `None`
+    /// for [`AlreadyTried::Active`].
+    pub fn rebuilt(&self, green: &str, now: Option<&str>) -> Option<String> {
+        let AlreadyTried::Ended {
+            id, phase, digest, ..
+        } = self
+        else {
+            return None;
+        };
+        let how = match phase {
+            Phase::Completed => "rolled out",
+            Phase::Aborted => "aborted",
+            _ => "rolled back",
+        };
+        let then = digest.as_deref().unwrap_or("?");
+        Some(format!(
+            "{green}'s program is another build than the one rollout {id} {how} (now {}; \
+             rollout {id} ran {then}): rolling it out",
+            now.unwrap_or("?")
+        ))
     }
 }
 
@@ -921,6 +955,7 @@ mod tests {
                 id: 1,
                 phase: Phase::RolledBack,
                 slot: Some(Slot::Green),
+                digest: None,
             }
         );
         assert_eq!(
@@ -937,6 +972,7 @@ mod tests {
                 id: 2,
                 phase: Phase::RolledBack,
                 slot: Some(Slot::Green),
+                digest: None,
             }
         );
         assert_eq!(state.already_tried(&app("v4"), None), None);
@@ -1323,6 +1359,7 @@ mod tests {
             id: 1,
             phase: Phase::RolledBack,
             slot: Some(Slot::Green),
+            digest: Some("sha256:aa".into()),
         });
         assert_eq!(state.already_tried(&app("v2"), Some("sha256:bb")), None);
         assert_eq!(state.already_tried(&app("v2"), Some("sha256:aa")), ended);
@@ -1331,5 +1368,26 @@ mod tests {
         state.begin(record(2, "v3"));
         assert_eq!(state.already_tried(&app("v2"), Some("sha256:bb")), None);
         assert_eq!(state.already_tried(&app("v2"), Some("sha256:aa")), ended);
+    }
+
+    /// Session 40: the line for a rebuilt green named only the new build's digest, in words that
+    /// read as the old one's (`... than the one rollout 1 rolled back (sha256:bb)`).
+    #[test]
+    fn the_rebuilt_green_line_names_the_new_build_and_the_one_the_rollout_ran() {
+        let mut state = ServiceState::default();
+        let mut rolled_back = record(1, "v2");
+        rolled_back.rollout.phase = Phase::RolledBack;
+        rolled_back.preview_digest = Some("sha256:aa".into());
+        state.begin(rolled_back);
+        let tried = state.already_tried(&app("v2"), None).expect("v2 ended");
+        assert_eq!(
+            tried.rebuilt("v2", Some("sha256:bb")).as_deref(),
+            Some(
+                "v2's program is another build than the one rollout 1 rolled back (now \
+                 sha256:bb; rollout 1 ran sha256:aa): rolling it out"
+            )
+        );
+        let active = AlreadyTried::Active { completed_by: None };
+        assert_eq!(active.rebuilt("v2", Some("sha256:bb")), None);
     }
 }

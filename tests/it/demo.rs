@@ -349,3 +349,57 @@ async fn a_demo_killed_with_sigkill_leaves_no_sample_app_running() {
     assert!(!pid_alive(demo));
     wait_gone(&apps, Duration::from_secs(5)).await;
 }
+
+/// Session 40: `crossfade demo` stopped by Ctrl-C (SIGINT) or SIGTERM mid-rollout exited 130,
+/// a code its README did not list. It exits 3, as `run --exit-after-rollout` does for a rollout a
+/// signal stopped (the rollout did not complete), after stopping v1 and v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    use crate::support::child::children_of;
+    use crate::support::wait_gone;
+
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        let mut child = tokio::process::Command::new(crate::support::BIN)
+            .args(["demo", "--hold", "30s", "--rate", "50"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start crossfade demo");
+        let demo = child.id().expect("demo pid");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        // The demo prints the rollout's events on stderr (not a terminal) once it watches the
+        // rollout, where it handles the signals.
+        let mut seen = String::new();
+        let watching = tokio::time::timeout(Duration::from_secs(30), async {
+            while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
+                if seen.contains("Provisioning") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(watching, Ok(true), "{signal}: {seen}");
+        let apps = children_of(demo);
+        kill(Pid::from_raw(demo as i32), signal).expect("signal the demo");
+        let rest = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest).await;
+            (rest, child.wait().await.expect("wait for the demo"))
+        })
+        .await;
+        let (rest, status) = rest.unwrap_or_else(|_| panic!("{signal}: the demo did not exit"));
+        assert_eq!(status.code(), Some(3), "{signal}: {seen}{rest}");
+        assert!(
+            rest.contains("crossfade demo: interrupted before the rollout ended"),
+            "{signal}: {rest}"
+        );
+        wait_gone(&apps, Duration::from_secs(5)).await;
+    }
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::rollout::wait_terminal;
-use crate::support::{temp_dir, Admin, App, Crossfade, Load, LoadConfig, Spec};
+use crate::support::admin::Metrics;
+use crate::support::{temp_dir, wait_until, Admin, App, Crossfade, Load, LoadConfig, Spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn green_that_never_becomes_ready_gets_no_weight_and_is_rolled_back() {
@@ -63,11 +64,50 @@ async fn green_that_never_becomes_ready_gets_no_weight_and_is_rolled_back() {
     run.terminate(Duration::from_secs(15)).await;
 }
 
+/// `/metrics` once it shows route `web`'s rollout in `phase`.
+async fn shown(admin: &Admin, phase: &str) -> Metrics {
+    wait_until(Duration::from_secs(20), phase, || async {
+        let metrics = admin.metrics().await;
+        let now = [("route", "web"), ("phase", phase)];
+        (metrics.get("crossfade_rollout_phase", &now) == Some(1.0)).then_some(metrics)
+    })
+    .await
+}
+
+/// Session 40 (a new user's trial): `crossfade_rollout_step` said 1 while green provisioned, and
+/// still 1 after an abort there, though no step had started; the dashboard's Step panel showed
+/// step 1. It is 0 until a step starts, as a TrafficShift's status shows no step then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_aborted_while_green_provisions_shows_step_0_on_metrics() {
+    let dir = temp_dir();
+    let green = App::version("v2").flags(["--unready-for", "1h"]).set(
+        "readiness",
+        json!({ "interval": "100ms", "deadline": "1h" }),
+    );
+    let mut spec = Spec::new().green(green);
+    spec.json["rollout"]["progress_deadline"] = json!("1h");
+    let admin = Admin::new(spec.admin());
+    let mut run = Crossfade::run(dir.path(), &spec.write(dir.path(), "spec.yaml"));
+    run.wait_ready(&admin, Duration::from_secs(30)).await;
+    let step = |metrics: &Metrics| metrics.get("crossfade_rollout_step", &[("route", "web")]);
+    let steps = |metrics: &Metrics| metrics.get("crossfade_rollout_steps", &[("route", "web")]);
+
+    let provisioning = shown(&admin, "Provisioning").await;
+    assert_eq!(step(&provisioning), Some(0.0), "while provisioning");
+    assert_eq!(steps(&provisioning), Some(3.0));
+    let (status, answer) = admin.post("/rollout/abort").await;
+    assert_eq!(status, 200, "{answer}");
+    let aborted = shown(&admin, "Aborted").await;
+    assert_eq!(step(&aborted), Some(0.0), "after the abort");
+    assert_eq!(steps(&aborted), Some(3.0));
+    run.terminate(Duration::from_secs(15)).await;
+}
+
 /// SIGTERM to `crossfade run` while blue is still starting (not ready yet) stops blue's process
 /// too: the start is cancelled as a green's provisioning is, instead of leaving an orphan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_before_blue_is_ready_stops_blue() {
-    use crate::support::{pid_alive, wait_gone, wait_until};
+    use crate::support::{pid_alive, wait_gone};
     let dir = temp_dir();
     let blue = App::version("v1")
         .flags(["--unready-for", "1h"])

@@ -753,6 +753,11 @@ async fn a_green_rebuilt_in_place_after_a_rollback_is_rolled_out_again() {
         ];
         run_to_end(args, PATIENCE)
     };
+    let sha256 = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).expect("read the program");
+        format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(bytes))
+    };
+    let old = sha256(&program);
     let first = run().await;
     assert_eq!(first.code, Some(3), "{}", first.stderr);
     let same = run().await;
@@ -766,6 +771,7 @@ async fn a_green_rebuilt_in_place_after_a_rollback_is_rolled_out_again() {
     // Fixed and rebuilt where it was: now a program that runs the sample app with its arguments.
     let fixed = format!("#!/bin/sh\nexec {} \"$@\"\n", crate::support::BIN);
     std::fs::write(&program, fixed).expect("rebuild the program");
+    let new = sha256(&program);
     let rebuilt = run().await;
     // Rollout 2 runs the rebuilt green (no client sends traffic here, so its analysis is
     // inconclusive and it rolls back in turn: what matters is that it ran).
@@ -780,13 +786,12 @@ async fn a_green_rebuilt_in_place_after_a_rollback_is_rolled_out_again() {
         "the rebuilt green served: {}",
         rebuilt.stderr
     );
-    assert!(
-        rebuilt
-            .stderr
-            .contains("green's program is another build than the one rollout 1 rolled back"),
-        "{}",
-        rebuilt.stderr
+    // Session 40: the line named only the new build, in words that read as the old one's.
+    let line = format!(
+        "green's program is another build than the one rollout 1 rolled back (now {new}; rollout \
+         1 ran {old}): rolling it out"
     );
+    assert!(rebuilt.stderr.contains(&line), "{line}\n{}", rebuilt.stderr);
 }
 
 /// Trial 22: when the state file says how the spec's green ended, `--exit-after-rollout` reports

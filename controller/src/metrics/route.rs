@@ -43,7 +43,10 @@ impl RouteMetrics {
         let seen = self.seen.as_ref();
         let moved = seen
             .is_none_or(|s| (s.id, s.phase, s.step) != (rollout.id, rollout.phase, rollout.step));
-        if !moved && seen.is_some_and(|s| s.preview_bp == rollout.preview_bp) {
+        // A preview that gets ready while paused starts no step but shows one (`started_step`).
+        let same =
+            |s: &Seen| (s.preview_bp, s.ready) == (rollout.preview_bp, rollout.preview_ready);
+        if !moved && seen.is_some_and(same) {
             return;
         }
         let started = match &self.seen {
@@ -65,6 +68,7 @@ impl RouteMetrics {
             phase: rollout.phase,
             step: rollout.step,
             preview_bp: rollout.preview_bp,
+            ready: rollout.preview_ready,
             started,
         });
         if moved {
@@ -377,7 +381,9 @@ impl RouteMetrics {
         let route = RouteLabels {
             route: self.route.clone(),
         };
-        m.step.get_or_create(&route).set(count(rollout.step + 1));
+        // 0 while no step has started (provisioning, or a rollout that ended there).
+        let step = rollout.started_step().map_or(0, |s| count(s + 1));
+        m.step.get_or_create(&route).set(step);
         m.steps
             .get_or_create(&route)
             .set(count(rollout.config.steps.len()));

@@ -115,10 +115,30 @@ fn duration_series_exist_at_zero_for_every_outcome_before_any_rollout_ends() {
     assert_eq!(series(&ended, "count", "aborted"), Some(0.0), "{ended}");
 }
 
+/// Session 40: no step has started while the preview provisions, nor in a rollout paused then
+/// (step 0); a preview that gets ready while paused shows step 1, as a TrafficShift's status does,
+/// though neither phase nor step index changed.
+#[test]
+fn the_step_is_0_until_the_preview_is_ready_also_while_paused() {
+    let (registry, mut metrics, mut rollout) = setup();
+    let step =
+        |registry: &Registry| value(&scrape(registry), "crossfade_rollout_step{route=\"web\"}");
+    rollout.phase = Phase::Provisioning;
+    metrics.transition(&rollout);
+    assert_eq!(step(&registry), Some(0.0));
+    rollout.phase = Phase::Paused;
+    metrics.transition(&rollout);
+    assert_eq!(step(&registry), Some(0.0));
+    rollout.preview_ready = true;
+    metrics.transition(&rollout);
+    assert_eq!(step(&registry), Some(1.0));
+}
+
 #[test]
 fn a_step_shows_phase_step_and_desired_weights() {
     let (registry, mut metrics, mut rollout) = setup();
     rollout.phase = Phase::Progressing;
+    rollout.preview_ready = true;
     rollout.step = 1;
     rollout.preview_bp = 2500;
     metrics.transition(&rollout);

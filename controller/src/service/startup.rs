@@ -799,18 +799,11 @@ pub async fn start_green(
         tracing::info!("{why}");
         return Ok(GreenStart::AlreadyTried { tried, label, why });
     }
-    if let Some(AlreadyTried::Ended { id, phase, slot }) = state.already_tried(green, None) {
+    if let Some(tried @ AlreadyTried::Ended { slot, .. }) = state.already_tried(green, None) {
         let label = green.label(slot.unwrap_or(active_slot.other()));
-        let how = match phase {
-            Phase::Completed => "rolled out",
-            Phase::Aborted => "aborted",
-            _ => "rolled back",
-        };
-        tracing::info!(
-            "{label}'s program is another build than the one rollout {id} {how} ({}): rolling \
-             it out",
-            digest.as_deref().unwrap_or("?")
-        );
+        if let Some(line) = tried.rebuilt(label, digest.as_deref()) {
+            tracing::info!("{line}");
+        }
     }
     let id = service
         .start(StartRequest {

@@ -73,7 +73,7 @@ pub fn status_of(
     set_condition(&mut conditions, annotations);
     let preview_alive = !r.is_terminal() && r.phase != Phase::Pending;
     // No step has started before the preview is ready: show none rather than step 1.
-    let step = u32::try_from(r.step).ok().filter(|_| r.preview_ready);
+    let step = r.started_step().and_then(|s| u32::try_from(s).ok());
     TrafficShiftStatus {
         phase: Some(StatusPhase::from(r.phase)),
         step,
