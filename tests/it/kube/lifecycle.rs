@@ -1113,6 +1113,13 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
 /// controllers there and removes `status.rolloutState`, as another client may; returns the
 /// weights generation published at 100%, which `status.weights` still shows.
 pub(super) async fn record_removed_after_promotion(c: &Cluster) -> u64 {
+    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
+    status_edited_after_promotion(c, remove).await
+}
+
+/// As [`record_removed_after_promotion`], with `edit` (a JSON patch of the status) for the
+/// removal.
+pub(super) async fn status_edited_after_promotion(c: &Cluster, edit: serde_json::Value) -> u64 {
     let (first, _) = c.rollout_at_step_one().await;
     ops::send(&c.client, "default", "web", ops::Verb::Promote)
         .await
@@ -1124,15 +1131,14 @@ pub(super) async fn record_removed_after_promotion(c: &Cluster) -> u64 {
     .await;
     first.abort();
     let _ = first.await;
-    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
     c.shifts
         .patch_status(
             "web",
             &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")),
+            &Patch::<()>::Json(serde_json::from_value(edit).expect("json patch")),
         )
         .await
-        .expect("remove status.rolloutState");
+        .expect("edit the status");
     promoted.weights.as_ref().map_or(0, |w| w.generation)
 }
 

@@ -69,6 +69,7 @@ const WARNINGS: &[&str] = &[
     "AbortForced",
     "TargetUnready",
     "RolloutRecordMissing",
+    super::PREVIEW_SHARE_LEFT,
     super::older::TARGET_UNKNOWN,
 ];
 
