@@ -1334,7 +1334,7 @@ fn fast_policy() -> serde_json::Value {
 
 /// TrafficShift `web` as read after `secs` seconds in which it was not written (its
 /// resourceVersion stayed); panics naming `what` when it was.
-async fn unwritten_for(c: &Cluster, secs: u64, what: &str) -> TrafficShift {
+pub(super) async fn unwritten_for(c: &Cluster, secs: u64, what: &str) -> TrafficShift {
     let version = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap_or_default();
     let before = c.shifts.get("web").await.expect("get web");
     tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
