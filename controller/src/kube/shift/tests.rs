@@ -779,9 +779,9 @@ fn an_older_records_target_is_the_only_deployment_its_blue_service_selects() {
 }
 
 /// TrafficShift `web` (generation 5) of Deployment `deployment` with no rollout record, whose
-/// status shows rollout 3 and weights generation 7 giving the preview `preview`.
-fn with_share(deployment: &str, preview: &str) -> TrafficShift {
-    let active = format!("{}%", 100 - preview.trim_end_matches('%').parse::<u32>().expect("%"));
+/// status shows rollout 3 and weights generation 7 giving the target `active` and the preview
+/// `preview`.
+fn with_share(deployment: &str, active: &str, preview: &str) -> TrafficShift {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
         "metadata": { "name": "web", "generation": 5 },
@@ -797,7 +797,7 @@ fn with_share(deployment: &str, preview: &str) -> TrafficShift {
 /// deletion's abort sends back to the target as published weights; with no share, none.
 #[test]
 fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_target() {
-    let mut shift = with_share("web", "20%");
+    let mut shift = with_share("web", "80%", "20%");
     let m = machine::left_share_rollout(&shift, RolloutConfig::default(), None).expect("a rollout");
     let r = &m.record.rollout;
     assert_eq!((r.id, r.phase, r.step), (4, Phase::Progressing, 1));
@@ -826,7 +826,7 @@ fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_ta
 /// spec says now; a record still under way, or the preview at 0%, is left to itself.
 #[test]
 fn a_share_left_after_an_ended_rollout_is_a_rollout_of_its_record_the_deletion_aborts() {
-    let mut shift = with_share("other", "100%");
+    let mut shift = with_share("other", "0%", "100%");
     let step = |bp| crate::spec::StepConfig {
         weight: crossfade_proxy::weight::Percent(bp),
         hold: None,
