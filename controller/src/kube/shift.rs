@@ -329,6 +329,11 @@ pub const UP_TO_DATE: &str = "UpToDate";
 /// `spec.deployment` does not exist when its rollout would start: it starts once it does.
 pub const DEPLOYMENT_MISSING: &str = "DeploymentMissing";
 
+/// Reason of a Warning Event for a TrafficShift deleted while its rollout record says the
+/// rollout has ended but `status.weights` still gives the preview a share (written by another
+/// client): that share goes back to the target before the preview is deleted (session 40).
+pub const PREVIEW_SHARE_LEFT: &str = "PreviewShareLeft";
+
 /// Reason of `Progressing=False` (and of a Warning Event) for a TrafficShift whose problem is
 /// outside `spec`: a name no Service can be made after ([`crate::kube::crd::name`]), or an
 /// object that does not decode outside `spec` ([`invalid`]). Nothing is rolled out.
@@ -405,16 +410,17 @@ pub async fn reconcile_finalized(
 /// traffic back to the target, then the preview deleted, as an abort does), else finishes
 /// (after promotion); `Ok` once it has ended and the preview is gone, and the finalizer is then
 /// removed. Never starts a rollout (the deletion bumped the generation; it is not a new spec).
-/// With no rollout record in status while `status.weights` still gives the preview a share (the
-/// record removed by another client), that share goes back to the target first, as an abort sends
-/// it ([`machine::left_share_rollout`]), before the preview is deleted.
+/// With no rollout record in status, or one whose rollout has ended, while `status.weights` still
+/// gives the preview a share (the record removed, or the weights written, by another client),
+/// that share goes back to the target first, as an abort sends it
+/// ([`machine::left_share_rollout`]), before the preview is deleted.
 ///
 /// # Errors
 /// [`ShiftError::Finalizing`] while the rollout has not ended yet (looked at again within 2 s),
 /// or API errors.
 pub async fn cleanup(shift: Arc<TrafficShift>, ctx: &Context) -> Result<Action, ShiftError> {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
-    let in_memory = ctx.take(&uid);
+    let in_memory = take_running(ctx, &uid);
     let shift = match in_memory {
         Some(_) => shift,
         None => match fresh(ctx, &shift).await? {
@@ -439,26 +445,30 @@ async fn end_deleted(
     ctx: &Context,
 ) -> Result<Action, ShiftError> {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
-    let mut missing = None;
+    let mut left = None;
     let (machine, mut inputs) = match in_memory {
         Some(m) => (m, vec![crate::rollout::Input::Tick]),
         // A reload after a failed cleanup says so as one (session 40: it said `Restarted`).
         None => match super::store::ShiftRecord::from_status(&shift) {
-            Some(record) => machine::reattach(record, ctx.reload_of(&uid)),
-            None => {
-                // A record removed while the split still gives the preview a share: that share
-                // goes back to the target first, as an abort sends it (session 39).
+            Some(record) if !machine::ended_with_share(&record, &shift) => {
+                machine::reattach(record, ctx.reload_of(&uid))
+            }
+            // No record (session 39), or one that has ended (session 40), while the split still
+            // gives the preview a share: that share goes back to the target first, as an abort
+            // sends it.
+            record => {
                 let config = shift.spec.rollout.to_config().unwrap_or_default();
-                let Some(machine) = machine::left_share_rollout(&shift, config) else {
+                let Some(machine) = machine::left_share_rollout(&shift, config, record.as_ref())
+                else {
                     // Nothing was ever started; a preview of a lost record goes anyway.
                     ctx.driver.delete_preview(&shift).await?;
                     return Ok(Action::await_change());
                 };
                 let then = format!(
                     "trafficshift deleted: returning that share to deployment {} first; the preview is deleted once the proxies applied it",
-                    shift.spec.deployment
+                    machine.record.target(&shift)
                 );
-                missing = left_preview_share(&shift, &then);
+                left = left_preview_share(&shift, record.as_ref(), &then);
                 (machine, Vec::new())
             }
         },
@@ -469,8 +479,8 @@ async fn end_deleted(
     pinned.metadata.generation = Some(machine.record.generation);
     let pinned = Arc::new(pinned);
     let exec = exec::Exec::new(ctx, pinned.clone());
-    if let Some(note) = &missing {
-        say_record_missing(&exec, &shift, note).await;
+    if let Some((reason, note)) = &left {
+        say_share_left(&exec, &shift, reason, note).await;
     }
     let phase = machine.record.rollout.phase;
     if matches!(
@@ -504,6 +514,15 @@ async fn end_deleted(
         shift: crate::driver::kube::key(&*shift),
         phase,
     })
+}
+
+/// The rollout of TrafficShift `uid` in memory, unless it has ended: a deletion reads an ended
+/// one from status again ([`fresh`]), whose `status.weights` may give the preview a share that
+/// its record does not (written by another client: [`machine::ended_with_share`]). Before
+/// (session 40), a TrafficShift deleted while this process had its ended rollout in memory lost
+/// its preview at once, whatever the proxies still sent it.
+fn take_running(ctx: &Context, uid: &str) -> Option<Machine> {
+    ctx.take(uid).filter(|m| !m.record.rollout.is_terminal())
 }
 
 /// Reconciles one TrafficShift: see the module docs.
@@ -635,9 +654,11 @@ async fn reconcile_with(
         "starting a rollout of the spec, whose first step returns that share to deployment {}",
         shift.spec.deployment
     );
-    let left_share = first.then(|| left_preview_share(&shift, &then)).flatten();
-    if let Some(note) = &left_share {
-        say_record_missing(&exec, &shift, note).await;
+    let left_share = first
+        .then(|| left_preview_share(&shift, None, &then))
+        .flatten();
+    if let Some((reason, note)) = &left_share {
+        say_share_left(&exec, &shift, reason, note).await;
     }
     if machine.record.rollout.phase == crate::rollout::Phase::Pending && left_share.is_none() {
         if status::shows_not_progressing_for(&shift, UP_TO_DATE) {
@@ -863,24 +884,40 @@ fn bare(object: &DynamicObject) -> TrafficShift {
     shift
 }
 
-/// For a TrafficShift with no rollout record in its status: why a rollout must run anyway, when
-/// `status.weights` still gives the preview a share (the record was removed by another client:
-/// a new TrafficShift has no published weights, and an ended rollout leaves the preview 0%),
-/// ending with `then`, what is done about it.
-fn left_preview_share(shift: &TrafficShift, then: &str) -> Option<String> {
-    machine::left_share(shift).map(|weights| {
-        format!(
-            "status.rolloutState is missing while status.weights still gives the preview {} (generation {}): {then}",
-            weights.preview, weights.generation
-        )
-    })
+/// Why a rollout must run for a TrafficShift with no rollout record in its status, or with one
+/// whose rollout has ended (`record`), when `status.weights` still gives the preview a share (the
+/// record was removed, or the weights written, by another client: a new TrafficShift has no
+/// published weights, and an ended rollout leaves the preview 0%), ending with `then`, what is
+/// done about it: the reason of the Warning Event that says so (`RolloutRecordMissing`, or
+/// `PreviewShareLeft` for an ended rollout) and its note.
+fn left_preview_share(
+    shift: &TrafficShift,
+    record: Option<&super::store::ShiftRecord>,
+    then: &str,
+) -> Option<(&'static str, String)> {
+    let weights = machine::left_share(shift)?;
+    let (reason, what) = match record {
+        None => (
+            "RolloutRecordMissing",
+            "status.rolloutState is missing".to_owned(),
+        ),
+        Some(r) => (
+            PREVIEW_SHARE_LEFT,
+            format!("rollout {} {}", r.rollout.id, r.rollout.phase.words()),
+        ),
+    };
+    let note = format!(
+        "{what} while status.weights still gives the preview {} (generation {}): {then}",
+        weights.preview, weights.generation
+    );
+    Some((reason, note))
 }
 
-/// Says [`left_preview_share`]'s `note` about `shift` in the log and as a Warning Event
-/// `RolloutRecordMissing`.
-async fn say_record_missing(exec: &exec::Exec<'_>, shift: &TrafficShift, note: &str) {
+/// Says [`left_preview_share`]'s `note` about `shift` in the log and as a Warning Event of
+/// `reason`.
+async fn say_share_left(exec: &exec::Exec<'_>, shift: &TrafficShift, reason: &str, note: &str) {
     tracing::warn!(trafficshift = %crate::driver::kube::key(shift), "{note}");
-    exec.event("RolloutRecordMissing", note).await;
+    exec.event(reason, note).await;
 }
 
 /// `object` as the API server has it now, untyped; `None` when it is gone.
@@ -941,8 +978,9 @@ async fn fresh(ctx: &Context, shift: &TrafficShift) -> Result<Fresh, ShiftError>
 /// decodes ([`cleanup`]: aborted before promotion, finished after it, then the preview deleted
 /// and the finalizer removed); before, the finalizer stayed until the object was fixed. With
 /// none under way the preview, if one is left, is deleted and the finalizer goes; with no record
-/// at all while `status.weights` still gives the preview a share, that share goes back to the
-/// target first ([`end_deleted`], from what of the object decodes: [`readable`]).
+/// at all, or one whose rollout has ended, while `status.weights` still gives the preview a share,
+/// that share goes back to the target first ([`end_deleted`], from what of the object decodes:
+/// [`readable`]).
 ///
 /// # Errors
 /// [`ShiftError::Finalizing`] while the rollout has not ended or the preview is not gone yet, or
@@ -953,7 +991,7 @@ async fn cleanup_undecodable(
     ctx: &Context,
 ) -> Result<Action, ShiftError> {
     let uid = object.uid().unwrap_or_else(|| object.name_any());
-    let in_memory = ctx.take(&uid);
+    let in_memory = take_running(ctx, &uid);
     let fresh = match &in_memory {
         Some(_) => None,
         None => match fresh_object(ctx, object).await? {
@@ -974,16 +1012,18 @@ async fn cleanup_undecodable(
         Some(m) => Some(m.record.clone()),
         None => record_in(object),
     };
-    let recorded = record.is_some();
-    if let Some(record) = record.filter(|r| !r.rollout.is_terminal()) {
-        tracing::info!(trafficshift = %invalid::key(object), "deleted while it does not decode ({problem}): ending its rollout from the record");
-        let shift = Arc::new(of_record(object, &record));
-        return Box::pin(end_deleted(shift, in_memory, ctx)).await;
-    }
-    // No record while the split still gives the preview a share: returned first (session 39).
+    // A record that has ended while the split still gives the preview a share: returned first
+    // (session 40), as with none (session 39).
     let shift = readable(object);
-    if !recorded && machine::left_share(&shift).is_some() {
-        return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await;
+    let left = machine::left_share(&shift).is_some();
+    match record {
+        Some(record) if !record.rollout.is_terminal() || left => {
+            tracing::info!(trafficshift = %invalid::key(object), "deleted while it does not decode ({problem}): ending its rollout from the record");
+            let shift = Arc::new(of_record(object, &record));
+            return Box::pin(end_deleted(shift, in_memory, ctx)).await;
+        }
+        None if left => return Box::pin(end_deleted(Arc::new(shift), None, ctx)).await,
+        _ => {}
     }
     // The preview is found by name and owner uid only: the spec is not needed.
     if ctx.driver.delete_preview(&bare(object)).await? {

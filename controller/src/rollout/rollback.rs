@@ -337,6 +337,13 @@ impl Rollout {
             Phase::Pending | Phase::Completed | Phase::RolledBack | Phase::Aborted => {
                 return Vec::new()
             }
+            // A rollback held above 0% for the active backend's capacity, its weight applied,
+            // which the capacity read now does not lower: nothing is asked again (session 40).
+            Phase::RollingBack | Phase::Aborting
+                if self.waits_for_capacity() && self.rollback_target() >= self.applied_bp =>
+            {
+                return self.hold_again(cause)
+            }
             Phase::Promoted | Phase::Retiring | Phase::RollingBack | Phase::Aborting => {
                 return self.ask_again_by(deadline_left, cause, now)
             }
@@ -347,6 +354,28 @@ impl Rollout {
             &resuming,
         ));
         out
+    }
+
+    /// A reattached rollback (or abort) that holds the preview at a weight the proxies applied
+    /// until the active backend can carry more ([`Rollout::waits_for_capacity`]), and that the
+    /// capacity read since does not lower, keeps holding with no deadline, as it did
+    /// ([`Rollout::undo_applied`]), and says why as `cause` does. A later capacity reading
+    /// ([`Input::Capacity`](super::Input::Capacity)) lowers the weight. Before
+    /// (session 40), each reattach asked for the same weight again: a new weights generation and
+    /// a deadline in status, cleared again once applied; a reload that failed after that write (a
+    /// list of the proxies' Leases failing at every reconcile) published a new generation at every
+    /// retry, each write waking the next retry at once.
+    fn hold_again(&mut self, cause: &Reattach) -> Vec<Command> {
+        self.timers = Timers::default();
+        let holding = format!(
+            "{} holds {} until {} can carry more ({}): nothing to ask again",
+            self.preview(),
+            pct(self.applied_bp),
+            self.active,
+            self.capacity_words()
+        );
+        let restarted = format!("crossfade restarted while {holding}");
+        vec![reattached(cause, restarted, &holding)]
     }
 }
 

@@ -20,8 +20,9 @@ use crossfade_controller::kube::crd::{Phase, TrafficShift, TrafficShiftStatus};
 use crossfade_controller::kube::ops::{self, Verb};
 use crossfade_controller::kube::store::ShiftRecord;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{Cluster, StatusLog};
@@ -242,6 +243,57 @@ async fn c02_kube_with_every_blue_endpoint_ready_an_abort_sends_all_traffic_back
         )),
         "{aborting:?}"
     );
+    ctl.abort();
+}
+
+/// Session 40: a controller restarted during a capacity wait (an abort holding green at 62.5%,
+/// applied) whose list of the proxies' Leases then fails at every reconcile (here a Lease of the
+/// proxies' label that does not decode; a Role revoked or an API server answering 500 fail the
+/// same way). Before, the restart asked for 62.5% again: a new weights generation written to
+/// status, then a reconcile failing at the Leases' list as it waited for the proxies to apply it;
+/// the next reconcile read the rollout from status again and asked again, another generation and
+/// another write, at every retry. Now a resumed capacity wait keeps holding, asks for nothing and
+/// lists no Lease: status is not written, and the wait goes on as blue gets its endpoints back.
+#[tokio::test]
+async fn a_capacity_wait_resumed_while_the_proxy_leases_cannot_be_listed_publishes_nothing_again() {
+    let Some((c, _log, ctl)) = capacity_wait().await else {
+        return;
+    };
+    ctl.abort();
+    let _ = ctl.await;
+    let held = c.status().await;
+    let held = held.weights.map(|w| (w.preview.bp(), w.generation));
+    let resource = kube::api::ApiResource::erase::<Lease>(&());
+    let leases: Api<DynamicObject> = Api::default_namespaced_with(c.client.clone(), &resource);
+    let garbled: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": { "name": "crossfade-proxy-garbled",
+            "labels": { "crossfade.dev/proxy": "true" } },
+        "spec": { "leaseDurationSeconds": "soon" }
+    }))
+    .expect("lease");
+    leases
+        .create(&PostParams::default(), &garbled)
+        .await
+        .expect("create a lease that does not decode");
+    let ctl = c.controller();
+    // The restart's reconcile (and before, the failed ones after it).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let what = "while the proxies' leases cannot be listed";
+    let after = super::lifecycle::unwritten_for(&c, 6, what).await;
+    let status = after.status.expect("status");
+    assert_eq!(
+        status.weights.map(|w| (w.preview.bp(), w.generation)),
+        held,
+        "the held weights published again"
+    );
+    leases
+        .delete("crossfade-proxy-garbled", &Default::default())
+        .await
+        .expect("delete the lease");
+    blue_endpoints(&c.client, &[true; 4]).await;
+    c.status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
     ctl.abort();
 }
 

@@ -1,13 +1,15 @@
 //! The TrafficShift finalizer: deleting a TrafficShift mid-rollout returns all traffic to the
 //! target (blue), deletes the preview, and only then lets the TrafficShift go; so does deleting
-//! one whose rollout record was removed while `status.weights` still gives the preview a share.
+//! one whose rollout record was removed, or says the rollout ended, while `status.weights` still
+//! gives the preview a share.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus};
+use crossfade_controller::kube::ops::Verb;
 use crossfade_controller::kube::shift::FINALIZER;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::cluster::{until_deleted, Cluster, ReplicaLease};
@@ -80,7 +82,7 @@ async fn deleting_a_trafficshift_mid_rollout_returns_traffic_to_blue_then_delete
 async fn deleting_a_trafficshift_whose_record_was_removed_returns_the_preview_share_before_deleting_it(
 ) {
     if let Some(c) = Cluster::with_target().await {
-        deleted_after_its_record_was_removed(&c, false).await;
+        deleted_with_a_share_left(&c, Left::NoRecord, false).await;
     }
 }
 
@@ -90,16 +92,61 @@ async fn deleting_a_trafficshift_whose_record_was_removed_returns_the_preview_sh
 async fn deleting_a_trafficshift_that_does_not_decode_whose_record_was_removed_returns_the_preview_share_first(
 ) {
     if let Some(c) = Cluster::with_target().await {
-        deleted_after_its_record_was_removed(&c, true).await;
+        deleted_with_a_share_left(&c, Left::NoRecord, true).await;
     }
 }
 
-/// Promotes rollout 1, removes its record ([`super::lifecycle::record_removed_after_promotion`]),
-/// makes the TrafficShift undecodable if asked, deletes it and starts the controllers with a live
-/// proxy replica that applied the 100% and nothing since; checks that the preview's share goes
-/// back to the target before the preview is deleted, and that both go once the replica applied it.
-async fn deleted_after_its_record_was_removed(c: &Cluster, undecodable: bool) {
-    let published = super::lifecycle::record_removed_after_promotion(c).await;
+/// Session 40: as above, with a record that says the rollout has ended (`Completed`, written by
+/// another client after promotion) while `status.weights` still gives the preview 100%. Before,
+/// the finalizer took the ended record at its word, deleted the preview at once and let the
+/// TrafficShift go while the proxies still sent the preview all the traffic. Now the share goes
+/// back to the target first (Warning Event `PreviewShareLeft`), as without a record.
+#[tokio::test]
+async fn deleting_a_trafficshift_whose_ended_record_leaves_the_preview_a_share_returns_it_first() {
+    if let Some(c) = Cluster::with_target().await {
+        deleted_with_a_share_left(&c, Left::Ended, false).await;
+    }
+}
+
+/// As above, for a TrafficShift that does not decode: before, the finalizer deleted the preview
+/// at once by name and owner.
+#[tokio::test]
+async fn deleting_a_trafficshift_that_does_not_decode_whose_ended_record_leaves_a_share_returns_it_first(
+) {
+    if let Some(c) = Cluster::with_target().await {
+        deleted_with_a_share_left(&c, Left::Ended, true).await;
+    }
+}
+
+/// How the share is left on the preview in [`deleted_with_a_share_left`].
+#[derive(Clone, Copy)]
+enum Left {
+    /// `status.rolloutState` removed.
+    NoRecord,
+    /// The record's rollout set to `Completed`, `status.weights` left as it was.
+    Ended,
+}
+
+/// Promotes rollout 1, then removes its record or says it completed
+/// ([`super::lifecycle::status_edited_after_promotion`]), makes the TrafficShift undecodable if
+/// asked, deletes it and starts the controllers with a live proxy replica that applied the 100%
+/// and nothing since; checks that the preview's share goes back to the target before the preview
+/// is deleted, and that both go once the replica applied it.
+async fn deleted_with_a_share_left(c: &Cluster, left: Left, undecodable: bool) {
+    let (edit, reason, said) = match left {
+        Left::NoRecord => (
+            json!([{ "op": "remove", "path": "/status/rolloutState" }]),
+            "RolloutRecordMissing",
+            "status.rolloutState is missing while status.weights still gives the preview 100%",
+        ),
+        Left::Ended => (
+            json!([{ "op": "replace", "path": "/status/rolloutState/rollout/phase", "value": "Completed" },
+                { "op": "replace", "path": "/status/phase", "value": "Completed" }]),
+            "PreviewShareLeft",
+            "rollout 1 completed while status.weights still gives the preview 100%",
+        ),
+    };
+    let published = super::lifecycle::status_edited_after_promotion(c, edit).await;
     if undecodable {
         make_undecodable(&c.client).await;
     }
@@ -134,10 +181,10 @@ async fn deleted_after_its_record_was_removed(c: &Cluster, undecodable: bool) {
     replica.ack(applied(returned));
     until_deleted(&raw, "web").await;
     c.deployment_deleted("web-green").await;
-    let missing = notes(&c.client, "web", "RolloutRecordMissing").await;
+    let notes_said = notes(&c.client, "web", reason).await;
     assert!(
-        missing.iter().any(|n| n.contains("gives the preview 100%")),
-        "{missing:?}"
+        notes_said.iter().any(|n| n.starts_with(said)),
+        "{notes_said:?}"
     );
     events_with(&c.client, &["Normal Deleting", "Normal Aborted"]).await;
     let aborted = notes(&c.client, "web", "Aborted").await;
@@ -147,5 +194,60 @@ async fn deleted_after_its_record_was_removed(c: &Cluster, undecodable: bool) {
         "{aborted:?}"
     );
     replica.stop().await;
+    ctl.abort();
+}
+
+/// Session 40: as above with the controller running all along, which holds the completed rollout
+/// in memory: `status.weights` edited by another client after the rollout completed to give the
+/// preview 100% again, then the TrafficShift deleted. Before, the deletion took the rollout in
+/// memory at its word (completed) and let the TrafficShift go at once, the share left in
+/// `status.weights`; now an ended rollout is read from status again at the deletion, and the
+/// share goes back to the target (weights published above the edited generation, Warning Event
+/// `PreviewShareLeft`) before the TrafficShift goes.
+#[tokio::test]
+async fn deleting_a_completed_trafficshift_whose_weights_were_edited_returns_the_share_first() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let (ctl, _) = c.rollout_at_step_one().await;
+    crossfade_controller::kube::ops::send(&c.client, "default", "web", Verb::Promote)
+        .await
+        .expect("promote rollout 1");
+    let done = c
+        .status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    c.deployment_deleted("web-green").await;
+    let edited = done.weights.map_or(0, |w| w.generation) + 1;
+    let edit = json!({ "status": { "weights":
+        { "active": "0%", "preview": "100%", "generation": edited } } });
+    c.shifts
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("edit status.weights");
+    // The controller leaves the edit alone (nothing to do for a completed rollout).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shown = c
+        .status()
+        .await
+        .weights
+        .map(|w| (w.preview.bp(), w.generation));
+    assert_eq!(shown, Some((10_000, edited)), "the edit stands");
+    let log = c.status_log();
+    c.shifts
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    until_deleted(&c.shifts, "web").await;
+    let left = notes(&c.client, "web", "PreviewShareLeft").await;
+    assert!(
+        left.iter()
+            .any(|n| n.starts_with("rollout 1 completed while status.weights still gives the preview 100%")),
+        "the trafficshift went while status.weights gave the preview 100% (generation {edited}): {left:?}"
+    );
+    let last = log.all().last().cloned().expect("a status");
+    let returned = last
+        .weights
+        .map(|w| (w.preview.bp(), w.generation > edited));
+    assert_eq!(returned, Some((0, true)), "{:?}", log.all());
     ctl.abort();
 }

@@ -1113,6 +1113,13 @@ async fn a_rollout_record_removed_after_promotion_returns_the_preview_share_to_t
 /// controllers there and removes `status.rolloutState`, as another client may; returns the
 /// weights generation published at 100%, which `status.weights` still shows.
 pub(super) async fn record_removed_after_promotion(c: &Cluster) -> u64 {
+    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
+    status_edited_after_promotion(c, remove).await
+}
+
+/// As [`record_removed_after_promotion`], with `edit` (a JSON patch of the status) for the
+/// removal.
+pub(super) async fn status_edited_after_promotion(c: &Cluster, edit: serde_json::Value) -> u64 {
     let (first, _) = c.rollout_at_step_one().await;
     ops::send(&c.client, "default", "web", ops::Verb::Promote)
         .await
@@ -1124,15 +1131,14 @@ pub(super) async fn record_removed_after_promotion(c: &Cluster) -> u64 {
     .await;
     first.abort();
     let _ = first.await;
-    let remove = json!([{ "op": "remove", "path": "/status/rolloutState" }]);
     c.shifts
         .patch_status(
             "web",
             &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(remove).expect("json patch")),
+            &Patch::<()>::Json(serde_json::from_value(edit).expect("json patch")),
         )
         .await
-        .expect("remove status.rolloutState");
+        .expect("edit the status");
     promoted.weights.as_ref().map_or(0, |w| w.generation)
 }
 
@@ -1157,6 +1163,10 @@ async fn web2_rolled_out_after_web_completes(c: &Cluster) {
 /// and nothing in status or Events said why. Now the rollout waits (the preview keeps serving),
 /// a Warning Event `DeploymentMissing` says so once, the status is left alone, and the role swap
 /// goes on once the Deployment exists again.
+///
+/// Session 40: `status.message` says so too, written once before the Event (before, it went on
+/// saying `promoted: web is rolling out web:v2; web-green serves meanwhile` for a Deployment that
+/// was gone), and is the rollout's own again once the Deployment is back.
 #[tokio::test]
 async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status() {
     let Some(c) = Cluster::start(&["web-green"]) else {
@@ -1186,12 +1196,20 @@ async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status
     let status = after.status.expect("status");
     assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
     assert_eq!(status.weights.map(|w| w.preview.bp()), Some(10_000));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(format!("promoted: {}", missing[0]).as_str()),
+        "status.message while the target is missing"
+    );
     // Back: promoted again, rolled out, then the swap and the end.
     c.create_target(&[]).await;
     let promoted = super::cluster::promoted_target(&c.deploys).await;
     super::cluster::mark_available(&c.deploys, &promoted).await;
-    c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
+    let done = c
+        .status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;
+    let message = done.message.unwrap_or_default();
+    assert!(message.starts_with("completed: "), "{message}");
     ctl.abort();
 }
 
@@ -1328,7 +1346,7 @@ fn fast_policy() -> serde_json::Value {
 
 /// TrafficShift `web` as read after `secs` seconds in which it was not written (its
 /// resourceVersion stayed); panics naming `what` when it was.
-async fn unwritten_for(c: &Cluster, secs: u64, what: &str) -> TrafficShift {
+pub(super) async fn unwritten_for(c: &Cluster, secs: u64, what: &str) -> TrafficShift {
     let version = |s: &TrafficShift| s.metadata.resource_version.clone().unwrap_or_default();
     let before = c.shifts.get("web").await.expect("get web");
     tokio::time::sleep(std::time::Duration::from_secs(secs)).await;

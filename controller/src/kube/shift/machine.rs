@@ -186,18 +186,29 @@ fn continue_numbering(record: &mut ShiftRecord, shift: &TrafficShift) {
 
 /// For a TrafficShift being deleted with no rollout record in its status while `status.weights`
 /// still gives the preview a share (the record was removed by another client, after promotion
-/// all of it): a rollout of `shift`'s spec (`config`) standing where that split left it, at the
-/// first step whose weight reaches the share (the last one if none does), so that the deletion
-/// aborts it as it aborts any rollout under way: the share goes back to the target as weights
-/// published one generation above the proxies' ([`continue_numbering`]), and the preview is
-/// deleted once every live proxy replica applied them. Before (session 39), the finalizer
-/// deleted the preview at once while the proxies still sent it that share. `None` when
-/// `status.weights` gives the preview nothing.
-pub(super) fn left_share_rollout(shift: &TrafficShift, config: RolloutConfig) -> Option<Machine> {
+/// all of it), or with a record of a rollout that has ended (`previous`: completed, rolled back
+/// or aborted, which leaves the preview 0%, so the share was written by another client): a
+/// rollout standing where that split left it, at the first step whose weight reaches the share
+/// (the last one if none does), so that the deletion aborts it as it aborts any rollout under
+/// way: the share goes back to the target as weights published one generation above the
+/// proxies' ([`continue_numbering`]), and the preview is deleted once every live proxy replica
+/// applied them. Its policy and target Deployment are `previous`'s when there is one, else
+/// `shift`'s spec's (`config`). Before (session 39 without a record, session 40 with an ended
+/// one), the finalizer deleted the preview at once while the proxies still sent it that share.
+/// `None` when `status.weights` gives the preview nothing.
+pub(super) fn left_share_rollout(
+    shift: &TrafficShift,
+    config: RolloutConfig,
+    previous: Option<&ShiftRecord>,
+) -> Option<Machine> {
     let weights = left_share(shift)?;
     let share = weights.preview.bp();
-    let mut machine = Machine::start(config, shift, None);
+    let config = previous.map_or(config, |p| p.rollout.config.clone());
+    let mut machine = Machine::start(config, shift, previous);
     continue_numbering(&mut machine.record, shift);
+    if let Some(previous) = previous {
+        machine.record.deployment = Some(previous.target(shift).to_owned());
+    }
     let r = &mut machine.record.rollout;
     let steps = r.config.steps.len();
     r.step = (0..steps)
@@ -207,6 +218,13 @@ pub(super) fn left_share_rollout(shift: &TrafficShift, config: RolloutConfig) ->
     r.preview_ready = true;
     (r.preview_bp, r.applied_bp, r.generation) = (share, share, weights.generation);
     Some(machine)
+}
+
+/// Whether `record`'s rollout has ended while `shift`'s `status.weights` still gives the preview
+/// a share: every ended rollout leaves the preview 0%, and the record and the weights are written
+/// together (one status write), so another client wrote that share.
+pub(super) fn ended_with_share(record: &ShiftRecord, shift: &TrafficShift) -> bool {
+    record.rollout.is_terminal() && left_share(shift).is_some()
 }
 
 /// `shift`'s `status.weights` when they give the preview a share (above 0%).

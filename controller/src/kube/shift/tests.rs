@@ -778,20 +778,27 @@ fn an_older_records_target_is_the_only_deployment_its_blue_service_selects() {
     );
 }
 
+/// TrafficShift `web` (generation 5) of Deployment `deployment` with no rollout record, whose
+/// status shows rollout 3 and weights generation 7 giving the target `active` and the preview
+/// `preview`.
+fn with_share(deployment: &str, active: &str, preview: &str) -> TrafficShift {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+        "metadata": { "name": "web", "generation": 5 },
+        "spec": { "deployment": deployment, "images": { "app": "web:v2" } },
+        "status": { "rolloutId": 3,
+            "weights": { "active": active, "preview": preview, "generation": 7 } }
+    }))
+    .expect("trafficshift")
+}
+
 /// Session 39: a deleted TrafficShift with no record while `status.weights` still gives the
 /// preview a share gets a rollout standing at that share (numbered on from status), which the
 /// deletion's abort sends back to the target as published weights; with no share, none.
 #[test]
 fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_target() {
-    let mut shift: TrafficShift = serde_json::from_value(serde_json::json!({
-        "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
-        "metadata": { "name": "web", "generation": 5 },
-        "spec": { "deployment": "web", "images": { "app": "web:v2" } },
-        "status": { "rolloutId": 3,
-            "weights": { "active": "80%", "preview": "20%", "generation": 7 } }
-    }))
-    .expect("trafficshift");
-    let m = machine::left_share_rollout(&shift, RolloutConfig::default()).expect("a rollout");
+    let mut shift = with_share("web", "80%", "20%");
+    let m = machine::left_share_rollout(&shift, RolloutConfig::default(), None).expect("a rollout");
     let r = &m.record.rollout;
     assert_eq!((r.id, r.phase, r.step), (4, Phase::Progressing, 1));
     assert_eq!((r.preview_bp, r.applied_bp, r.generation), (2000, 2000, 7));
@@ -810,7 +817,45 @@ fn a_share_left_without_a_record_is_a_rollout_the_deletion_aborts_back_to_the_ta
     let status = shift.status.as_mut().expect("status");
     status.weights.as_mut().expect("weights").preview =
         serde_json::from_value("0%".into()).expect("0%");
-    assert!(machine::left_share_rollout(&shift, RolloutConfig::default()).is_none());
+    assert!(machine::left_share_rollout(&shift, RolloutConfig::default(), None).is_none());
+}
+
+/// Session 40: a TrafficShift deleted with a record of an ended rollout while `status.weights`
+/// still gives the preview a share (written by another client) gets a rollout standing at that
+/// share, numbered on from the record and with its policy and target Deployment, whatever the
+/// spec says now; a record still under way, or the preview at 0%, is left to itself.
+#[test]
+fn a_share_left_after_an_ended_rollout_is_a_rollout_of_its_record_the_deletion_aborts() {
+    let mut shift = with_share("other", "0%", "100%");
+    let step = |bp| crate::spec::StepConfig {
+        weight: crossfade_proxy::weight::Percent(bp),
+        hold: None,
+    };
+    let config = RolloutConfig {
+        steps: vec![step(5_000), step(10_000)],
+        ..RolloutConfig::default()
+    };
+    let mut record = ShiftRecord::new(4, Rollout::new(3, config.clone(), Slot::Blue));
+    record.weights_generation = 6;
+    record.deployment = Some("web".into());
+    assert!(!machine::ended_with_share(&record, &shift), "under way");
+    record.rollout.phase = Phase::Completed;
+    assert!(machine::ended_with_share(&record, &shift));
+    let m = machine::left_share_rollout(&shift, RolloutConfig::default(), Some(&record))
+        .expect("a rollout");
+    let r = &m.record.rollout;
+    assert_eq!((r.id, r.phase, r.step), (4, Phase::Progressing, 1));
+    assert_eq!(r.config, config);
+    assert_eq!(
+        (r.preview_bp, r.applied_bp, r.generation),
+        (10_000, 10_000, 7)
+    );
+    assert_eq!(m.record.weights_generation, 7);
+    assert_eq!(m.record.target(&shift), "web");
+    let status = shift.status.as_mut().expect("status");
+    status.weights.as_mut().expect("weights").preview =
+        serde_json::from_value("0%".into()).expect("0%");
+    assert!(!machine::ended_with_share(&record, &shift));
 }
 
 /// Session 39: a rollout reloaded from status after a failed reconcile of the same process says

@@ -110,6 +110,43 @@ fn abort_at_full_preview_waits_for_the_active_capacity_and_says_why() {
     assert_eq!(h.r.phase, Phase::Aborted);
 }
 
+/// Session 40: an abort holding green at 50% for blue's capacity, reattached from its record
+/// (Kubernetes reloads one after every failed reconcile), keeps holding: no weight asked again,
+/// no deadline, a `Reloaded` Event; once the reading read since allows less, it goes lower.
+/// Before, each reattach asked for 50% again (a new weights generation and a deadline written
+/// to status, the deadline cleared again once applied).
+#[test]
+fn a_reattached_capacity_wait_keeps_holding_without_asking_for_its_weight_again() {
+    let mut h = at_full(capacity(1, 3));
+    h.op(OperatorCommand::Abort);
+    h.applied(5_000);
+    let record = serde_json::to_value(&h.r).expect("record");
+    let reload = crate::rollout::Reattach::Reload {
+        error: "list the proxies' Leases: 500".into(),
+    };
+    let reattach = |h: &mut Harness| {
+        h.r = serde_json::from_value(record.clone()).expect("record");
+        h.send(Input::Capacity(capacity(1, 3)));
+        h.send(Input::Reattached {
+            deadline_left: None,
+            cause: reload.clone(),
+        })
+    };
+    let out = reattach(&mut h);
+    assert_eq!(actions(&out), [], "green holds 50%: nothing to ask again");
+    assert_eq!(reasons(&out), ["Reloaded"]);
+    assert_eq!(h.r.next_wakeup(), None, "no deadline");
+    assert_eq!((h.r.phase, h.r.preview_bp), (Phase::Aborting, 5_000));
+    // Blue can carry all of it now: the reading lowers the weight, and the reattach asks again.
+    h.r = serde_json::from_value(record).expect("record");
+    h.send(Input::Capacity(capacity(3, 3)));
+    let out = h.send(Input::Reattached {
+        deadline_left: None,
+        cause: reload,
+    });
+    assert_eq!(actions(&out), [set(0)]);
+}
+
 #[test]
 fn a_rollback_with_no_healthy_active_endpoint_keeps_the_preview_serving() {
     let mut h = at_full(capacity(0, 3));
