@@ -373,6 +373,8 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
 /// `Upgrade` with the `protocols` the message carried (every line, in order) and
 /// `Connection: upgrade`, which RFC 9110 §7.8 requires beside `Upgrade` on each hop (and RFC 6455
 /// §4.1, §4.2.2 for a WebSocket handshake). Other headers that `Connection` named stay stripped.
+/// A request's `TE: trailers` is named after it by [`name_te_in_connection`], on a `Connection`
+/// line of its own after `upgrade` (the tunnel does, session 41).
 pub fn set_upgrade(headers: &mut HeaderMap, protocols: Vec<HeaderValue>) {
     if protocols.is_empty() {
         return;
