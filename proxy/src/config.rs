@@ -129,7 +129,9 @@ pub struct UpstreamConfig {
     /// How long an idle pooled connection is kept. Default 4 s: below the keep-alive timeout of
     /// common backends (nginx 75 s, Node.js 5 s, Go 90 s...), so that the proxy, not the backend,
     /// closes idle connections and a request is never written onto a connection the backend is
-    /// closing (case C17, hyperium/hyper#2136).
+    /// closing (case C17, hyperium/hyper#2136). A backend's `Keep-Alive: timeout=N` shortens it
+    /// for the connection it came on, to N s less 1 s, or none below 2 s (session 41; see
+    /// `upstream::keep_alive`).
     #[serde(with = "crate::duration::serde")]
     pub idle_timeout: Duration,
     /// Most idle HTTP/1.1 connections kept per endpoint; a connection whose response ends while

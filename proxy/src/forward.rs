@@ -25,7 +25,7 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::expect::{self, Expectation};
 use crate::handle::Table;
 use crate::headers::{
-    set_forwarded_scanned, strip_hop_by_hop, strip_request_hop_by_hop, Direction, RequestNames,
+    set_forwarded_scanned, strip_request_hop_by_hop, strip_response_hop_by_hop, RequestNames,
 };
 use crate::limits::{ClientBodyFailure, Limited, RequestPlace};
 use crate::server::Conn;
@@ -1198,8 +1198,12 @@ fn respond(
     (guard, report): (crate::stats::InFlight, health::report::Reporter<'_>),
     hop: &Hop<'_>,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers, Direction::Response);
+    let (mut parts, mut body) = response.into_parts();
+    // Case C17: a backend's `Keep-Alive: timeout=N` bounds its connection's reuse (see
+    // `upstream::keep_alive`); a response without it pays nothing more.
+    if let Some(keep_alive) = strip_response_hop_by_hop(&mut parts.headers) {
+        body.keep_alive(&keep_alive);
+    }
     if hop.downstream < Version::HTTP_11 {
         let sized = without_content(hop.head, parts.status) || body.size_hint().exact().is_some();
         parts.version = match sized {

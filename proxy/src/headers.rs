@@ -18,7 +18,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `Forwarded` (RFC 7239), the standard form of `X-Forwarded-*`, which some upstreams read first.
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Keep-Alive` (RFC 2068 §19.7.1.1, de facto): hop-by-hop, and a backend's idle timeout
+/// (`crate::upstream::keep_alive`).
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Which way a message travels through the proxy: some headers are hop-by-hop in one direction only.
@@ -116,11 +118,24 @@ pub const NEVER_CONNECTION_OPTIONS: [HeaderName; 2] = [HOST, CONTENT_LENGTH];
 ///
 /// An upgrade the proxy tunnels puts `Upgrade` and `Connection: upgrade` back with [`set_upgrade`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, direction: Direction) {
+    strip_scanned(headers, direction);
+}
+
+/// [`strip_hop_by_hop`] of a response from a backend, which returns the response's `Keep-Alive`
+/// (its first line), removed with the rest: how long the backend keeps the connection open idle
+/// (`crate::upstream::keep_alive`). Read at no cost of its own: it is taken out by the removal
+/// the strip made anyway, before `Connection`'s tokens go (a backend's `Connection: keep-alive`
+/// names it); a response without a hop-by-hop header returns `None` from the scan alone.
+pub fn strip_response_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    strip_scanned(headers, Direction::Response)
+}
+
+fn strip_scanned(headers: &mut HeaderMap, direction: Direction) -> Option<HeaderValue> {
     let mut seen = 0u8;
     for name in headers.keys() {
         seen |= classify(name, direction);
     }
-    strip_seen(headers, direction, seen);
+    strip_seen(headers, direction, seen)
 }
 
 /// Whether the scan saw a hop-by-hop name other than `Connection` and `TE` (`Transfer-Encoding`
@@ -235,20 +250,24 @@ pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, names: RequestNames) {
     strip_seen(headers, Direction::Request, names.0);
 }
 
-fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
+/// Strips what the scan `seen`; returns the first `Keep-Alive` line removed, if any.
+fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) -> Option<HeaderValue> {
     if seen & SEEN_HOP_BY_HOP == 0 {
-        return;
+        return None;
     }
-    // Before `Connection`'s tokens go: one may name Transfer-Encoding itself.
-    let framed_by_chunks = seen & SEEN_OTHER != 0 && headers.contains_key(TRANSFER_ENCODING);
+    let other = seen & SEEN_OTHER != 0;
+    // Before `Connection`'s tokens go: one may name Transfer-Encoding itself, and a backend's
+    // `Connection: keep-alive` names `Keep-Alive`, which would be removed there unread.
+    let framed_by_chunks = other && headers.contains_key(TRANSFER_ENCODING);
+    let keep_alive = other.then(|| headers.remove(KEEP_ALIVE)).flatten();
     if seen & SEEN_CONNECTION != 0 {
         remove_connection_tokens(headers);
     }
     if seen & SEEN_TE != 0 {
         keep_only_trailers(headers);
     }
-    if seen & SEEN_OTHER != 0 {
-        for name in [KEEP_ALIVE, PROXY_CONNECTION, UPGRADE] {
+    if other {
+        for name in [PROXY_CONNECTION, UPGRADE] {
             headers.remove(name);
         }
         // RFC 9112 §6.3: a message framed by both was read by its Transfer-Encoding, and an
@@ -269,6 +288,7 @@ fn strip_seen(headers: &mut HeaderMap, direction: Direction, seen: u8) {
             }
         }
     }
+    keep_alive
 }
 
 #[inline]
@@ -373,6 +393,8 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
 /// `Upgrade` with the `protocols` the message carried (every line, in order) and
 /// `Connection: upgrade`, which RFC 9110 §7.8 requires beside `Upgrade` on each hop (and RFC 6455
 /// §4.1, §4.2.2 for a WebSocket handshake). Other headers that `Connection` named stay stripped.
+/// A request's `TE: trailers` is named after it by [`name_te_in_connection`], on a `Connection`
+/// line of its own after `upgrade` (the tunnel does, session 41).
 pub fn set_upgrade(headers: &mut HeaderMap, protocols: Vec<HeaderValue>) {
     if protocols.is_empty() {
         return;

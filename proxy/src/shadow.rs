@@ -439,7 +439,12 @@ impl Task {
         let response = head
             .map_err(|_elapsed| (timed_out, Some(took)))?
             .map_err(|e| (Some(e.kind), None))?;
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
+        // Green's pooled connection is the live requests' too: its `Keep-Alive` counts for them
+        // (case C17, `upstream::keep_alive`). One lookup per mirrored response.
+        if let Some(keep_alive) = parts.headers.get(crate::headers::KEEP_ALIVE) {
+            body.keep_alive(keep_alive);
+        }
         let body = tokio::time::timeout_at(deadline, self.hash(body))
             .await
             .map_err(|_elapsed| (timed_out, Some(took)))?

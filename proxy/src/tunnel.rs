@@ -219,6 +219,13 @@ pub(crate) async fn forward(
     let names = crate::headers::RequestNames::scan(&parts.headers);
     let path = prepare(conn, &mut parts, names)?;
     set_upgrade(&mut parts.headers, protocols);
+    // Case C19, as `forward::dispatch` does: RFC 9110 §10.1.4 asks a sender of `TE` to name it
+    // in `Connection`. The tunnel's hop is always HTTP/1.1 (`exchange`), so `te` goes on a line
+    // of its own beside `Connection: upgrade` (session 41; until then the upgrade's head had
+    // `TE: trailers` without it). Only requests whose scan saw `TE` look it up.
+    if names.te() {
+        crate::headers::name_te_in_connection(&mut parts.headers);
+    }
     // For the warning a failure gets (`access::warn`); an upgrade is rare, the copy cheap.
     let line = (parts.method.clone(), path.clone());
     backend.upstream().budget().deposit();

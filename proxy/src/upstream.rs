@@ -15,7 +15,11 @@
 //!
 //! Stale keep-alive connections (case C17, hyperium/hyper#3553): idle connections are closed
 //! after `upstream.idle_timeout` (4 s), below the keep-alive timeouts of common backends, so the
-//! backend does not close a connection the proxy is about to reuse. When a reused connection is
+//! backend does not close a connection the proxy is about to reuse. A backend that says it keeps
+//! idle connections for less (`Keep-Alive: timeout=N`, Node.js with a short
+//! `keepAliveTimeout`) has that connection taken again only within N s less 1 s, and not kept at
+//! all when that leaves nothing or it says `max=0` (`keep_alive`; session 41): the header is read
+//! by the response's hop-by-hop strip, so a response without it pays nothing. When a reused connection is
 //! found closed before any request byte was written, the request is re-sent on a fresh connection
 //! (`h2c` does the same for a request its closing connection hands back); those internal retries
 //! are not counted. That includes a close seen only after the request took the connection: hyper
@@ -60,6 +64,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -95,6 +100,7 @@ use crate::weight::Slot;
 pub type UpstreamBody = Either<ExpectBody, Full<Bytes>>;
 
 mod h2c;
+pub(crate) mod keep_alive;
 mod replay;
 
 /// The machinery's part of a backend: its pool, its endpoints as URI authorities, its stats and its
@@ -151,11 +157,12 @@ struct IdleStacks {
     reaping: AtomicBool,
 }
 
-/// An idle HTTP/1.1 connection and since when it idles.
+/// An idle HTTP/1.1 connection and until when it may be taken: `upstream.idle_timeout` after
+/// its last response ended, or less when the backend said so (`keep_alive`).
 #[derive(Debug)]
 struct Idle {
     link: Link,
-    since: Instant,
+    until: Instant,
 }
 
 /// One HTTP/1.1 upstream connection: hyper's request handle and the connection itself, which no
@@ -202,15 +209,18 @@ pub struct ResponseBody {
 #[derive(Debug)]
 struct Lease {
     upstream: Arc<Upstream>,
-    /// The endpoint's index, or [`NOT_REUSED`].
-    endpoint: usize,
+    /// The endpoint's index, or [`NOT_REUSED`]. A `u32` so that [`Lease::idle`] fits in the word.
+    endpoint: u32,
+    /// How long, in milliseconds, the connection may idle once this response ends, when the
+    /// backend's `Keep-Alive` said less than `upstream.idle_timeout` ([`ResponseBody::keep_alive`]).
+    idle: Option<NonZeroU32>,
     link: Link,
 }
 
 /// A [`Lease`]'s endpoint index once its connection is not to be kept after the response
 /// ([`ResponseBody::not_reused`]): no endpoint has it, so `put_idle` drops the connection. An index
 /// rather than a flag of its own: a flag would grow every response body by a word.
-const NOT_REUSED: usize = usize::MAX;
+const NOT_REUSED: u32 = u32::MAX;
 
 // === impl Upstream ===
 
@@ -389,7 +399,8 @@ impl Upstream {
             body,
             lease: Some(Lease {
                 upstream: Arc::clone(self),
-                endpoint: index,
+                endpoint: u32::try_from(index).unwrap_or(NOT_REUSED),
+                idle: None,
                 link,
             }),
             stream: None,
@@ -415,7 +426,7 @@ impl Upstream {
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..stack.len() {
             let mut idle = stack.pop_back()?;
-            if now.saturating_duration_since(idle.since) >= self.idle_timeout {
+            if now >= idle.until {
                 continue;
             }
             if !idle.link.drive(&mut cx) {
@@ -435,27 +446,29 @@ impl Upstream {
     }
 
     /// Puts `link` (to endpoint `index`; its last response ended) back on the endpoint's idle
-    /// stack, unless it is closing or the stack is full; drops the connections at the bottom that
-    /// idled past `idle_timeout` meanwhile.
-    fn put_idle(self: &Arc<Self>, index: usize, link: Link) {
-        let Some(stack) = self.idle.stacks.get(index) else {
+    /// stack for `idle_timeout`, or for `idle` milliseconds (shorter, the backend's `Keep-Alive`
+    /// said so), unless it is closing or the stack is full; drops the connections at the bottom
+    /// that idled past their time meanwhile.
+    fn put_idle(self: &Arc<Self>, index: u32, link: Link, idle: Option<NonZeroU32>) {
+        let Some(stack) = self.idle.stacks.get(index as usize) else {
             return;
         };
         if link.ended() || link.sender.is_closed() || self.idle.max_idle == 0 {
             return;
         }
         let now = Instant::now();
+        let until = match idle {
+            None => now + self.idle_timeout,
+            Some(millis) => now + Duration::from_millis(u64::from(millis.get())),
+        };
         let mut stack = lock(stack);
-        while stack
-            .front()
-            .is_some_and(|idle| now.saturating_duration_since(idle.since) >= self.idle_timeout)
-        {
+        while stack.front().is_some_and(|idle| now >= idle.until) {
             stack.pop_front();
         }
         if stack.len() >= self.idle.max_idle {
             return;
         }
-        stack.push_back(Idle { link, since: now });
+        stack.push_back(Idle { link, until });
         drop(stack);
         if !self.idle.reaping.load(Relaxed) && !self.idle.reaping.swap(true, Relaxed) {
             self.start_reaper();
@@ -489,9 +502,7 @@ impl Upstream {
     fn reap(&self) {
         let now = Instant::now();
         for stack in &self.idle.stacks {
-            lock(stack).retain(|idle| {
-                now.saturating_duration_since(idle.since) < self.idle_timeout && !idle.link.ended()
-            });
+            lock(stack).retain(|idle| now < idle.until && !idle.link.ended());
         }
     }
 
@@ -905,11 +916,34 @@ impl ResponseBody {
         }
     }
 
+    /// Applies the backend's `Keep-Alive` line `value` (read from this response's head by the
+    /// hop-by-hop strip, only when there is one) to the connection the response comes on: it is
+    /// taken again only within the backend's idle timeout less a margin, or not kept at all (see
+    /// `keep_alive`). Nothing to do for h2c, which has no such header (RFC 9113 §8.2.2).
+    pub(crate) fn keep_alive(&mut self, value: &http::HeaderValue) {
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        match keep_alive::reuse(value, lease.upstream.idle_timeout) {
+            keep_alive::Reuse::AsConfigured => {}
+            keep_alive::Reuse::Within(millis) => lease.idle = Some(millis),
+            keep_alive::Reuse::Never => {
+                tracing::debug!(
+                    ?value,
+                    "upstream keep-alive too short to reuse the connection"
+                );
+                lease.endpoint = NOT_REUSED;
+            }
+        }
+    }
+
     /// The body ended: its connection goes back to the idle stack (an h2c stream: counted closed).
     fn release(&mut self) {
         self.stream = None;
         if let Some(lease) = self.lease.take() {
-            lease.upstream.put_idle(lease.endpoint, lease.link);
+            lease
+                .upstream
+                .put_idle(lease.endpoint, lease.link, lease.idle);
         }
     }
 }

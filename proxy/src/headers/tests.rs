@@ -447,3 +447,21 @@ fn content_length_beside_transfer_encoding_goes_whoever_removes_the_latter() {
     strip_hop_by_hop(&mut headers, Direction::Response);
     assert_eq!(names(&headers), ["content-length"]);
 }
+
+/// A backend's `Keep-Alive` is handed over by the response strip, also when its `Connection:
+/// keep-alive` names it, and still never reaches the client (session 41).
+#[test]
+fn the_response_strip_hands_over_the_backends_keep_alive_and_removes_it() {
+    let mut headers = map(&[
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=2, max=100"),
+        ("keep-alive", "timeout=9"),
+        ("content-length", "2"),
+    ]);
+    let keep_alive = strip_response_hop_by_hop(&mut headers);
+    assert_eq!(keep_alive.unwrap(), "timeout=2, max=100");
+    assert_eq!(names(&headers), ["content-length"]);
+    let mut plain = map(&[("content-length", "2"), ("x-pool", "blue")]);
+    assert_eq!(strip_response_hop_by_hop(&mut plain), None);
+    assert_eq!(names(&plain), ["content-length", "x-pool"]);
+}

@@ -5,6 +5,7 @@ mod abuse;
 mod access_log;
 mod admin;
 mod answered_early;
+mod backend_keep_alive;
 mod balance;
 mod breaker;
 mod client_abort;

@@ -188,6 +188,29 @@ async fn a_mirrored_te_trailers_is_named_in_connection_to_an_http11_preview() {
     }
 }
 
+/// Case C17 for mirrors: the preview's pooled connections are its live requests' too, so its
+/// `Keep-Alive: timeout=N` bounds their reuse when a mirror's response carries it (session 41):
+/// `timeout=1` leaves nothing after the 1 s margin, and each mirror has a connection of its own.
+#[tokio::test]
+async fn a_previews_keep_alive_timeout_on_a_mirrored_response_bounds_its_connections_reuse() {
+    let (blue, _) = shadow_backend(false).await;
+    let one = Duration::from_secs(1);
+    let (green, connections) = crate::backend_keep_alive::backend("timeout=1", one).await;
+    let mut route = route(&[blue], &[green], 10_000);
+    route.shadow = Some(ShadowConfig::default());
+    let running = start(config(vec![route])).await;
+    let client = client();
+    for done in 1..=3 {
+        assert_eq!(get_blue(&client, &running, "/same").await.0, StatusCode::OK);
+        settle(&running, |s| s.compared() + s.errors == done).await;
+    }
+    assert_eq!(
+        *connections.lock().unwrap(),
+        [1, 2, 3],
+        "green's connection of each mirror"
+    );
+}
+
 #[tokio::test]
 async fn mismatches_are_counted_by_kind_in_metrics_and_status() {
     let Setup { running, .. } = setup(ShadowConfig::default()).await;

@@ -58,7 +58,7 @@ async fn serve_once(stream: TcpStream, answered: Arc<AtomicUsize>) {
 
 /// Reads a request head; returns its Content-Length (0 if none) and whether it expects
 /// `100-continue`.
-async fn request_head(reader: &mut BufReader<TcpStream>) -> (usize, bool) {
+pub(crate) async fn request_head(reader: &mut BufReader<TcpStream>) -> (usize, bool) {
     let (mut length, mut expects) = (0, false);
     loop {
         let mut line = String::new();

@@ -45,10 +45,20 @@ async fn raw_upgrade(
     path: &str,
     protocol: &str,
 ) -> (TcpStream, String) {
+    raw_upgrade_with(addr, path, protocol, "").await
+}
+
+/// [`raw_upgrade`] with `more` (whole header lines, each ending in CRLF) in the request head.
+async fn raw_upgrade_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    protocol: &str,
+    more: &str,
+) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, Upgrade, X-Hop\r\n\
-         X-Hop: secret\r\nUpgrade: {protocol}\r\n\r\n"
+         X-Hop: secret\r\nUpgrade: {protocol}\r\n{more}\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -119,6 +129,32 @@ async fn a_non_websocket_upgrade_is_tunnelled_with_its_headers_and_counted_until
     })
     .await;
     assert!(metric_line(&running, "blue").await.ends_with(" 0"));
+}
+
+/// Case C19 on an upgrade: its head is built apart from an ordinary request's, and until session
+/// 41 a `TE: trailers` went to the backend without `Connection: te` (RFC 9110 §10.1.4: a sender
+/// of TE names it in `Connection`). The backend now sees `Connection: upgrade` and then `te`, and
+/// nothing else the client's `Connection` named.
+#[tokio::test]
+async fn c19_an_upgrade_with_te_trailers_names_te_in_connection_beside_upgrade() {
+    let blue = backend::start("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let more = "TE: trailers, deflate\r\n";
+    let (mut stream, head) = raw_upgrade_with(running.addr, "/raw", "echo/1", more).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let seen = blue.seen.lock().unwrap()[0].clone();
+    let lines = |name: &str| -> Vec<&str> {
+        let values = seen.get_all(name).iter();
+        values.map(|v| v.to_str().unwrap()).collect()
+    };
+    assert_eq!(lines("connection"), ["upgrade", "te"], "{seen:?}");
+    assert_eq!(lines("te"), ["trailers"], "{seen:?}");
+    assert_eq!(lines("upgrade"), ["echo/1"], "{seen:?}");
+    assert!(seen.get("x-hop").is_none(), "{seen:?}");
+    stream.write_all(b"still a tunnel").await.unwrap();
+    let mut back = [0u8; 14];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still a tunnel");
 }
 
 /// A backend that ends its side of a non-WebSocket tunnel first: the client reads the end (the

@@ -46,6 +46,16 @@ pub(crate) async fn extended_connect(
     path: &str,
     protocol: &'static str,
 ) -> (StatusCode, HeaderMap, Option<Ws>) {
+    extended_connect_with(sender, path, protocol, &[]).await
+}
+
+/// [`extended_connect`] with the header lines `more` in the request.
+async fn extended_connect_with(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    protocol: &'static str,
+    more: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Option<Ws>) {
     let mut request = Request::builder()
         .method(Method::CONNECT)
         .uri(format!("http://app.test{path}"))
@@ -53,6 +63,10 @@ pub(crate) async fn extended_connect(
         .header("sec-websocket-protocol", "chat")
         .body(Empty::new())
         .unwrap();
+    for &(name, value) in more {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().append(name, value.parse().unwrap());
+    }
     request
         .extensions_mut()
         .insert(Protocol::from_static(protocol));
@@ -134,6 +148,24 @@ async fn an_h2_websocket_follows_the_weights_at_its_connect_and_reaches_the_back
     .await;
     assert_eq!(running.proxy.upgraded("web", Slot::Green), 1);
     assert_eq!(echo(&mut on_green, "4").await, "green: 4");
+}
+
+/// Case C19 on an h2 WebSocket: its HTTP/1.1 handshake toward the backend carries the client's
+/// `te: trailers` named in `Connection` beside `upgrade` (RFC 9110 §10.1.4; session 41).
+#[tokio::test]
+async fn c19_an_h2_websocket_with_te_trailers_reaches_the_backend_with_connection_upgrade_and_te() {
+    let blue = backend::start("blue").await;
+    let running = start(config(vec![route(&[blue.addr], &[], 10_000)])).await;
+    let mut sender = h2(running.addr).await;
+    let te = [("te", "trailers")];
+    let (status, headers, ws) = extended_connect_with(&mut sender, "/ws", "websocket", &te).await;
+    assert_eq!(status, StatusCode::OK, "{headers:?}");
+    assert_eq!(echo(&mut ws.unwrap(), "1").await, "blue: 1");
+    let seen = blue.seen.lock().unwrap()[0].clone();
+    let connection: Vec<_> = seen.get_all("connection").iter().collect();
+    assert_eq!(connection, ["upgrade", "te"], "{seen:?}");
+    assert_eq!(seen["te"], "trailers");
+    assert_eq!(seen["upgrade"], "websocket");
 }
 
 #[tokio::test]
