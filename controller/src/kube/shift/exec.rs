@@ -1038,6 +1038,11 @@ impl<'a> Exec<'a> {
             self.observe_preview_lost(m).await?;
         }
         let Some(read) = read else {
+            // The reading at the start of this reconcile is of a Deployment now gone: its pods'
+            // revisions are not listed at the end of it. Before (session 41) they were, when it
+            // was deleted between the two readings (its promoted template, not yet shown), and
+            // written after the Event below, the only status write of the wait.
+            self.target = None;
             // The target deleted after promotion: the preview, the only backend with pods, keeps
             // serving; looked at again within POLL and at the Deployment's creation. Said once (a
             // Warning Event). Before (session 38) each reconcile failed here; the next one read
@@ -1353,6 +1358,9 @@ impl<'a> Exec<'a> {
         let mut status = status;
         revisions::with_revisions(&mut status, m.revisions.as_ref());
         self.store.save(status).await?;
+        // The whole record is written: nothing is left for the end of the reconcile to write
+        // again (session 41).
+        m.unsaved = false;
         Ok(())
     }
 

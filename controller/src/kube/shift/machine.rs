@@ -35,7 +35,8 @@ pub(super) struct Machine {
     /// `StopActive` ran: the preview Deployment is deleted.
     pub(super) stop_requested: bool,
     /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
-    /// written even when the machine made no transition (a refused command).
+    /// written even when the machine made no transition (a refused command). Cleared by every
+    /// write of the record.
     pub(super) unsaved: bool,
     /// The machine's progress deadline last kept in the record ([`keep_deadline`]).
     pub(super) deadline_kept: Option<tokio::time::Instant>,
