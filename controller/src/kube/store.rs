@@ -107,6 +107,12 @@ pub struct ShiftRecord {
     /// versions: the spec's as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_grace_ms: Option<u64>,
+    /// After promotion, while the target Deployment is missing (deleted before the role swap):
+    /// what `status.message` shows instead of the rollout's own message, which would say the
+    /// target rolls out the new images (`kube/shift/exec.rs`, `observe_swap`). Kept here, not
+    /// only in memory, so that a reload of the rollout writes nothing new. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_missing: Option<String>,
 }
 
 /// Why the status could not be written.
@@ -177,6 +183,7 @@ impl ShiftRecord {
             superseded_by: None,
             deployment: None,
             unready_grace_ms: None,
+            target_missing: None,
         }
     }
 

@@ -1001,6 +1001,9 @@ impl<'a> Exec<'a> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
         let read = self.ctx.driver.target(&shift).await?;
+        if read.is_some() && m.record.target_missing.take().is_some() {
+            m.unsaved = true; // back: status.message is the rollout's own again
+        }
         if let Some(target) = &read {
             // The target's rolling update bounds this phase, not the progress deadline: its
             // progress is what `CrossfadeRolloutStuck` watches meanwhile.
@@ -1053,6 +1056,13 @@ impl<'a> Exec<'a> {
                 shift.spec.deployment,
                 preview_name(&shift)
             );
+            // Shown in status.message too, written once before the Event. Before (session 40)
+            // status.message went on saying the target rolled out the new images.
+            let shown = format!("promoted: {why}");
+            if m.record.target_missing.as_ref() != Some(&shown) {
+                m.record.target_missing = Some(shown);
+                self.persist(m).await?;
+            }
             if m.waiting_said.as_ref() != Some(&why) {
                 tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "{why}");
                 self.event(crate::kube::shift::DEPLOYMENT_MISSING, &why)
