@@ -156,7 +156,8 @@ impl<'a> Exec<'a> {
     /// Records the rollout's state in the route's metrics (deduplicated there).
     fn meter_transition(&mut self, m: &Machine) {
         if let Some(metrics) = &mut self.metrics {
-            metrics.transition(&m.record.rollout);
+            // The record's time: a rollout taken over (session 41) keeps its last transition's.
+            metrics.transition_at(&m.record.rollout, m.record.transitioned_unix());
         }
     }
 
@@ -319,7 +320,10 @@ impl<'a> Exec<'a> {
                     _ => None,
                 };
                 let message = m.record.rollout.message.clone();
+                let before = (m.record.rollout.phase, m.record.rollout.step);
                 let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                // Written with the transition's record (its `Persist` comes among `commands`).
+                m.record.stamp_transition(before);
                 // A new capacity reading during a capacity wait changes the message only (no
                 // transition): status shows it at the end of this reconcile.
                 if commands.is_empty() && m.record.rollout.message != message {
