@@ -1263,7 +1263,15 @@ impl<'a> Exec<'a> {
                 let shadow = matches!(r.phase, Phase::Progressing | Phase::Paused)
                     && r.config.is_shadow_step(r.step)
                     && preview_bp == 0;
-                self.publish_with(m, preview_bp, shadow).await?;
+                // A reattached rollout asking again for the weight it had published: that
+                // publication stands (the proxies apply what status says), and only its
+                // acknowledgements are waited for (session 41).
+                let published = (m.record.published_bp, m.record.shadow_published);
+                let stands =
+                    std::mem::take(&mut m.published_pending) && published == (preview_bp, shadow);
+                if !stands {
+                    self.publish_with(m, preview_bp, shadow).await?;
+                }
                 m.pending = Some(Pending {
                     preview_bp,
                     generation: m.record.weights_generation,
@@ -1350,6 +1358,7 @@ impl<'a> Exec<'a> {
         m.record.published_bp = preview_bp;
         m.record.shadow_published = shadow;
         m.record.weights_generation += 1;
+        m.published_pending = false;
         self.persist(m).await
     }
 
