@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod tests;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::crd::{CommandsSeen, ImageRef, TrafficShift, TrafficShiftStatus};
-use crate::rollout::Rollout;
+use crate::rollout::{Phase, Rollout};
 
 /// How many 409 Conflicts in a row one write re-reads and retries before giving up.
 const CONFLICT_RETRIES: usize = 3;
@@ -107,6 +108,20 @@ pub struct ShiftRecord {
     /// versions: the spec's as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unready_grace_ms: Option<u64>,
+    /// After promotion, while the target Deployment is missing (deleted before the role swap):
+    /// what `status.message` shows instead of the rollout's own message, which would say the
+    /// target rolls out the new images (`kube/shift/exec.rs`, `observe_swap`). Kept here, not
+    /// only in memory, so that a reload of the rollout writes nothing new. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_missing: Option<String>,
+    /// When the rollout's phase or step last changed, RFC 3339 with microseconds (as Kubernetes
+    /// writes a `MicroTime`, e.g. `2026-12-06T01:30:04.736462Z`): a controller that takes the
+    /// rollout over (a restart, a new leader) sets `crossfade_rollout_transition_timestamp_seconds`
+    /// from it. Before (session 41) it set it to the time of the takeover, which delayed the alert
+    /// `CrossfadeRolloutStuck` by the takeover's age. Absent in records of older versions, and
+    /// before a new rollout's first transition: the time of the takeover then, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transitioned_at: Option<MicroTime>,
 }
 
 /// Why the status could not be written.
@@ -177,7 +192,29 @@ impl ShiftRecord {
             superseded_by: None,
             deployment: None,
             unready_grace_ms: None,
+            target_missing: None,
+            transitioned_at: None,
         }
+    }
+
+    /// Stamps [`Self::transitioned_at`] with the time now (to the microsecond it is written
+    /// with) when the rollout's phase or step is no longer `before` (phase, step), as read before
+    /// the machine's last step.
+    pub fn stamp_transition(&mut self, before: (Phase, usize)) {
+        if (self.rollout.phase, self.rollout.step) == before {
+            return;
+        }
+        let micros = k8s_openapi::jiff::Timestamp::now().as_microsecond();
+        let now = k8s_openapi::jiff::Timestamp::from_microsecond(micros);
+        self.transitioned_at = now.ok().map(MicroTime);
+    }
+
+    /// [`Self::transitioned_at`] as Unix seconds, for the metrics.
+    pub fn transitioned_unix(&self) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)] // microseconds since 1970 fit a double's 53 bits
+        self.transitioned_at
+            .as_ref()
+            .map(|t| t.0.as_microsecond() as f64 / 1e6)
     }
 
     /// The record in `status.rolloutState`, if there is one that decodes.

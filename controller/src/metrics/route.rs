@@ -37,6 +37,15 @@ impl RouteMetrics {
     /// Records the rollout's state after a transition: phase, step, desired weights, thresholds,
     /// and, when it just ended, its outcome and duration.
     pub fn transition(&mut self, rollout: &Rollout) {
+        self.transition_at(rollout, None);
+    }
+
+    /// As [`RouteMetrics::transition`], with the Unix time `at` (seconds) of the rollout's last
+    /// phase or step change when its store keeps one (Kubernetes: `rolloutState.transitionedAt`),
+    /// for `crossfade_rollout_transition_timestamp_seconds` when the phase or step differs from
+    /// the one last seen: a controller that takes a rollout over (a restart, a new leader) keeps
+    /// its time. `None` times it now.
+    pub fn transition_at(&mut self, rollout: &Rollout, at: Option<f64>) {
         // Before the dedup below: a gate halt and its refusals change neither phase nor step.
         self.gates(rollout);
         let now = Instant::now();
@@ -78,7 +87,7 @@ impl RouteMetrics {
             self.metrics
                 .transition
                 .get_or_create(&route)
-                .set(unix_now());
+                .set(at.unwrap_or_else(unix_now));
         }
         self.export_state(rollout);
     }

@@ -24,8 +24,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::cluster::{Cluster, StatusLog};
+use super::cluster::{Cluster, ReplicaLease, StatusLog};
 use super::objects::deployment;
 use super::shift::{
     aborted_as_invalid, events_with, image, make_undecodable, notes, raw_status_until, WAIT,
@@ -263,19 +264,7 @@ async fn a_capacity_wait_resumed_while_the_proxy_leases_cannot_be_listed_publish
     let _ = ctl.await;
     let held = c.status().await;
     let held = held.weights.map(|w| (w.preview.bp(), w.generation));
-    let resource = kube::api::ApiResource::erase::<Lease>(&());
-    let leases: Api<DynamicObject> = Api::default_namespaced_with(c.client.clone(), &resource);
-    let garbled: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": { "name": "crossfade-proxy-garbled",
-            "labels": { "crossfade.dev/proxy": "true" } },
-        "spec": { "leaseDurationSeconds": "soon" }
-    }))
-    .expect("lease");
-    leases
-        .create(&PostParams::default(), &garbled)
-        .await
-        .expect("create a lease that does not decode");
+    let leases = garble_proxy_leases(&c.client).await;
     let ctl = c.controller();
     // The restart's reconcile (and before, the failed ones after it).
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -287,14 +276,83 @@ async fn a_capacity_wait_resumed_while_the_proxy_leases_cannot_be_listed_publish
         held,
         "the held weights published again"
     );
-    leases
-        .delete("crossfade-proxy-garbled", &Default::default())
-        .await
-        .expect("delete the lease");
+    ungarble_proxy_leases(&leases).await;
     blue_endpoints(&c.client, &[true; 4]).await;
     c.status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
         .await;
     ctl.abort();
+}
+
+/// Session 41: as above, but the abort's weight (0%: blue can carry it all) still waits for a
+/// proxy replica to apply it (one that lags at the 90% step's generation), not held, when the list
+/// of the proxies' Leases starts failing. Before, each reconcile after that failure read the
+/// rollout from status again and asked for 0% again: another weights generation written to
+/// status at every retry, each write waking the next retry at once. Now a reload asking for the
+/// weight that status already publishes waits for that publication's acknowledgements: one
+/// generation for the abort, no further write.
+#[tokio::test]
+async fn an_abort_whose_weight_is_pending_while_the_proxy_leases_cannot_be_listed_publishes_it_once(
+) {
+    let Some((c, _log, ctl)) = at_ninety(4).await else {
+        return;
+    };
+    let generation = |s: &TrafficShiftStatus| s.weights.as_ref().map(|w| w.generation);
+    let at_ninety = generation(&c.status().await).expect("weights");
+    let route = || "default/web".to_owned();
+    let lagging = BTreeMap::from([(route(), at_ninety)]);
+    let replica = ReplicaLease::start(c.client.clone(), "crossfade-proxy-lagging", lagging);
+    annotate(&c.client, ABORT, "20261202T080000Z-a1").await;
+    c.status_until("the abort's 0% published", |s| {
+        s.phase == Some(Phase::Aborting) && preview_bp(s) == Some(0)
+    })
+    .await;
+    let leases = garble_proxy_leases(&c.client).await;
+    // The first failed reconciles and the reloads after them.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let published = generation(&c.status().await);
+    assert_eq!(
+        published,
+        Some(at_ninety + 1),
+        "weights generations published after the 90% step's {at_ninety} (the abort's, then the reloads')"
+    );
+    let what = "while the abort's weight waits and the proxies' leases cannot be listed";
+    let after = super::lifecycle::unwritten_for(&c, 6, what).await;
+    assert_eq!(generation(&after.status.expect("status")), published);
+    ungarble_proxy_leases(&leases).await;
+    replica.ack(BTreeMap::from([(route(), at_ninety + 1)]));
+    c.status_until("Aborted", |s| s.phase == Some(Phase::Aborted))
+        .await;
+    replica.stop().await;
+    ctl.abort();
+}
+
+/// Creates a Lease of the proxies' label that does not decode (`spec.leaseDurationSeconds:
+/// "soon"`; the emulator stores it): every list of the proxies' Leases fails from then on, as
+/// with a revoked Role or an API server answering 500, which the emulator cannot switch on
+/// mid-test. Returns the Leases' API for [`ungarble_proxy_leases`].
+async fn garble_proxy_leases(client: &kube::Client) -> Api<DynamicObject> {
+    let resource = kube::api::ApiResource::erase::<Lease>(&());
+    let leases: Api<DynamicObject> = Api::default_namespaced_with(client.clone(), &resource);
+    let garbled: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": { "name": "crossfade-proxy-garbled",
+            "labels": { "crossfade.dev/proxy": "true" } },
+        "spec": { "leaseDurationSeconds": "soon" }
+    }))
+    .expect("lease");
+    leases
+        .create(&PostParams::default(), &garbled)
+        .await
+        .expect("create a lease that does not decode");
+    leases
+}
+
+/// Deletes the Lease [`garble_proxy_leases`] made: the lists work again.
+async fn ungarble_proxy_leases(leases: &Api<DynamicObject>) {
+    leases
+        .delete("crossfade-proxy-garbled", &Default::default())
+        .await
+        .expect("delete the lease");
 }
 
 /// During a capacity wait a second abort is refused with words that say what happens (traffic

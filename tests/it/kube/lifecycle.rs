@@ -1163,6 +1163,10 @@ async fn web2_rolled_out_after_web_completes(c: &Cluster) {
 /// and nothing in status or Events said why. Now the rollout waits (the preview keeps serving),
 /// a Warning Event `DeploymentMissing` says so once, the status is left alone, and the role swap
 /// goes on once the Deployment exists again.
+///
+/// Session 40: `status.message` says so too, written once before the Event (before, it went on
+/// saying `promoted: web is rolling out web:v2; web-green serves meanwhile` for a Deployment that
+/// was gone), and is the rollout's own again once the Deployment is back.
 #[tokio::test]
 async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status() {
     let Some(c) = Cluster::start(&["web-green"]) else {
@@ -1192,12 +1196,20 @@ async fn a_target_deleted_after_promotion_is_waited_for_without_rewriting_status
     let status = after.status.expect("status");
     assert_eq!(status.phase, Some(Phase::Promoted), "{status:?}");
     assert_eq!(status.weights.map(|w| w.preview.bp()), Some(10_000));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(format!("promoted: {}", missing[0]).as_str()),
+        "status.message while the target is missing"
+    );
     // Back: promoted again, rolled out, then the swap and the end.
     c.create_target(&[]).await;
     let promoted = super::cluster::promoted_target(&c.deploys).await;
     super::cluster::mark_available(&c.deploys, &promoted).await;
-    c.status_until("Completed", |s| s.phase == Some(Phase::Completed))
+    let done = c
+        .status_until("Completed", |s| s.phase == Some(Phase::Completed))
         .await;
+    let message = done.message.unwrap_or_default();
+    assert!(message.starts_with("completed: "), "{message}");
     ctl.abort();
 }
 

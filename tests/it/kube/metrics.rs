@@ -316,3 +316,64 @@ async fn a_promoted_rollout_exports_when_its_target_last_made_progress() {
     let status = ctl.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}\n{}", ctl.log());
 }
+
+/// Session 41: a controller that takes a rollout over (here a restart; a new leader alike) keeps
+/// `crossfade_rollout_transition_timestamp_seconds` at the time the rollout's phase or step last
+/// changed, which the record in status keeps (`rolloutState.transitionedAt`). Before, it said the
+/// takeover's time, which put `CrossfadeRolloutStuck` off by the takeover's age (the rollout's
+/// time in its step before it; `crossfade run` kept the time from session 40 on).
+#[tokio::test]
+async fn a_restarted_controller_keeps_the_time_of_the_rollouts_last_transition() {
+    let Some((c, _proxies)) = stuck_at_the_first_step().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = c.kubeconfig(dir.path());
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let mut ctl = spawn_controller(dir.path(), "controller.log", &kubeconfig, &metrics);
+    let before = transitioned_at_step_one(&ctl).await;
+    let shift = c.shifts.get("web").await.expect("get web");
+    let state = shift.status.and_then(|s| s.rollout_state);
+    let recorded = state
+        .as_ref()
+        .and_then(|s| s["transitionedAt"].as_str())
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .unwrap_or_else(|| panic!("rolloutState.transitionedAt in RFC 3339: {state:?}"));
+    #[allow(clippy::cast_precision_loss)]
+    let recorded = recorded.as_microsecond() as f64 / 1e6;
+    assert!(
+        (recorded - before).abs() < 1e-3,
+        "the series {before} says the recorded {recorded}"
+    );
+    // The rollout stays at its step meanwhile (its verdicts inconclusive, paused on at the 100th).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+    let mut ctl = spawn_controller(dir.path(), "controller2.log", &kubeconfig, &metrics);
+    let after = transitioned_at_step_one(&ctl).await;
+    assert!(
+        (after - before).abs() < 1e-3,
+        "a restart 2 s after the rollout's last transition (at {before}) moved it to {after}"
+    );
+    let status = ctl.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", ctl.log());
+}
+
+/// `crossfade_rollout_transition_timestamp_seconds` of route `default/web` on `ctl`'s metrics
+/// listener, once it shows the rollout `Progressing` at step 1 (within 30 s).
+async fn transitioned_at_step_one(ctl: &Crossfade) -> f64 {
+    let admin = metrics_listener(ctl).await;
+    let phase = r#"crossfade_rollout_phase{route="default/web",phase="Progressing"}"#;
+    let step = r#"crossfade_rollout_step{route="default/web"}"#;
+    let series = r#"crossfade_rollout_transition_timestamp_seconds{route="default/web"}"#;
+    wait_until(
+        Duration::from_secs(30),
+        "the rollout Progressing at step 1 on /metrics",
+        || async {
+            let (code, body) = admin.get_text("/metrics").await.ok()?;
+            let there = value(&body, phase) == Some(1.0) && value(&body, step) == Some(1.0);
+            value(&body, series).filter(|_| code == 200 && there)
+        },
+    )
+    .await
+}

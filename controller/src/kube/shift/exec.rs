@@ -156,7 +156,8 @@ impl<'a> Exec<'a> {
     /// Records the rollout's state in the route's metrics (deduplicated there).
     fn meter_transition(&mut self, m: &Machine) {
         if let Some(metrics) = &mut self.metrics {
-            metrics.transition(&m.record.rollout);
+            // The record's time: a rollout taken over (session 41) keeps its last transition's.
+            metrics.transition_at(&m.record.rollout, m.record.transitioned_unix());
         }
     }
 
@@ -319,7 +320,10 @@ impl<'a> Exec<'a> {
                     _ => None,
                 };
                 let message = m.record.rollout.message.clone();
+                let before = (m.record.rollout.phase, m.record.rollout.step);
                 let commands = m.record.rollout.step(input, tokio::time::Instant::now());
+                // Written with the transition's record (its `Persist` comes among `commands`).
+                m.record.stamp_transition(before);
                 // A new capacity reading during a capacity wait changes the message only (no
                 // transition): status shows it at the end of this reconcile.
                 if commands.is_empty() && m.record.rollout.message != message {
@@ -1001,6 +1005,9 @@ impl<'a> Exec<'a> {
         // The images of this rollout, not of a newer spec that waits for it to finish.
         let shift = m.record.rolled_out(&self.shift);
         let read = self.ctx.driver.target(&shift).await?;
+        if read.is_some() && m.record.target_missing.take().is_some() {
+            m.unsaved = true; // back: status.message is the rollout's own again
+        }
         if let Some(target) = &read {
             // The target's rolling update bounds this phase, not the progress deadline: its
             // progress is what `CrossfadeRolloutStuck` watches meanwhile.
@@ -1038,6 +1045,11 @@ impl<'a> Exec<'a> {
             self.observe_preview_lost(m).await?;
         }
         let Some(read) = read else {
+            // The reading at the start of this reconcile is of a Deployment now gone: its pods'
+            // revisions are not listed at the end of it. Before (session 41) they were, when it
+            // was deleted between the two readings (its promoted template, not yet shown), and
+            // written after the Event below, the only status write of the wait.
+            self.target = None;
             // The target deleted after promotion: the preview, the only backend with pods, keeps
             // serving; looked at again within POLL and at the Deployment's creation. Said once (a
             // Warning Event). Before (session 38) each reconcile failed here; the next one read
@@ -1048,6 +1060,13 @@ impl<'a> Exec<'a> {
                 shift.spec.deployment,
                 preview_name(&shift)
             );
+            // Shown in status.message too, written once before the Event. Before (session 40)
+            // status.message went on saying the target rolled out the new images.
+            let shown = format!("promoted: {why}");
+            if m.record.target_missing.as_ref() != Some(&shown) {
+                m.record.target_missing = Some(shown);
+                self.persist(m).await?;
+            }
             if m.waiting_said.as_ref() != Some(&why) {
                 tracing::warn!(trafficshift = %key(&*self.shift), rollout = m.record.rollout.id, "{why}");
                 self.event(crate::kube::shift::DEPLOYMENT_MISSING, &why)
@@ -1244,7 +1263,15 @@ impl<'a> Exec<'a> {
                 let shadow = matches!(r.phase, Phase::Progressing | Phase::Paused)
                     && r.config.is_shadow_step(r.step)
                     && preview_bp == 0;
-                self.publish_with(m, preview_bp, shadow).await?;
+                // A reattached rollout asking again for the weight it had published: that
+                // publication stands (the proxies apply what status says), and only its
+                // acknowledgements are waited for (session 41).
+                let published = (m.record.published_bp, m.record.shadow_published);
+                let stands =
+                    std::mem::take(&mut m.published_pending) && published == (preview_bp, shadow);
+                if !stands {
+                    self.publish_with(m, preview_bp, shadow).await?;
+                }
                 m.pending = Some(Pending {
                     preview_bp,
                     generation: m.record.weights_generation,
@@ -1331,6 +1358,7 @@ impl<'a> Exec<'a> {
         m.record.published_bp = preview_bp;
         m.record.shadow_published = shadow;
         m.record.weights_generation += 1;
+        m.published_pending = false;
         self.persist(m).await
     }
 
@@ -1353,6 +1381,9 @@ impl<'a> Exec<'a> {
         let mut status = status;
         revisions::with_revisions(&mut status, m.revisions.as_ref());
         self.store.save(status).await?;
+        // The whole record is written: nothing is left for the end of the reconcile to write
+        // again (session 41).
+        m.unsaved = false;
         Ok(())
     }
 

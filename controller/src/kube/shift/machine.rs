@@ -35,7 +35,8 @@ pub(super) struct Machine {
     /// `StopActive` ran: the preview Deployment is deleted.
     pub(super) stop_requested: bool,
     /// A command annotation was acted on or refused ([`crate::kube::command`]): the record must be
-    /// written even when the machine made no transition (a refused command).
+    /// written even when the machine made no transition (a refused command). Cleared by every
+    /// write of the record.
     pub(super) unsaved: bool,
     /// The machine's progress deadline last kept in the record ([`keep_deadline`]).
     pub(super) deadline_kept: Option<tokio::time::Instant>,
@@ -71,6 +72,13 @@ pub(super) struct Machine {
     /// in this process (a controller restart or takeover: `Restarted`), and for a machine kept in
     /// memory from the start.
     pub(super) reloaded: Option<Reload>,
+    /// Loaded from a record whose last publication the proxies had not applied yet
+    /// (`rollout.weights_pending`): the first `SetWeights` of that same weight waits for that
+    /// publication's acknowledgements instead of publishing it again (`exec.rs`). Before
+    /// (session 41), each reload of a rollback whose weight was pending (after every failed
+    /// reconcile) published a new weights generation and wrote it to status, and that write woke
+    /// the next reconcile at once.
+    pub(super) published_pending: bool,
 }
 
 /// A rollout reloaded from status by the process that had it in memory, after a failed
@@ -136,6 +144,7 @@ impl Machine {
             waiting_said: None,
             invalid_said: None,
             reloaded: None,
+            published_pending: false,
         }
     }
 
@@ -412,6 +421,7 @@ pub(super) fn reattach(record: ShiftRecord, reload: Option<Reload>) -> (Machine,
     let inputs = initial(Some((&record, reload.as_ref())), unix_ms_now());
     let mut machine = Machine::new(record);
     machine.reloaded = reload;
+    machine.published_pending = machine.record.rollout.weights_pending;
     (machine, inputs)
 }
 

@@ -82,7 +82,13 @@ pub fn status_of(
         weights: Some(weights(record)),
         conditions,
         observed_generation: Some(generation),
-        message: Some(r.message.clone()),
+        // The target missing after promotion is what the rollout waits for (session 40).
+        message: Some(
+            record
+                .target_missing
+                .clone()
+                .unwrap_or_else(|| r.message.clone()),
+        ),
         last_verdict: last_verdict(record, previous, now),
         preview_deployment: preview_alive.then(|| preview.to_owned()),
         commands: Some(record.commands.clone()),

@@ -189,3 +189,39 @@ async fn a_server_error_fails_the_write_naming_the_trafficshift() {
         Some("5")
     );
 }
+
+/// Session 41: `rolloutState.transitionedAt` is stamped when the rollout's phase or step changes,
+/// and only then; it is written in RFC 3339 with microseconds and read back to the microsecond
+/// (the metric a takeover sets from it); a record of an older version, without it, decodes with
+/// none (the takeover's time, as before).
+#[test]
+fn the_last_transition_is_stamped_at_a_phase_or_step_change_and_absent_from_older_records() {
+    let rollout = Rollout::new(
+        1,
+        crate::spec::RolloutConfig::default(),
+        crossfade_proxy::weight::Slot::Blue,
+    );
+    let mut record = ShiftRecord::new(1, rollout);
+    let older = serde_json::to_value(&record).expect("encode");
+    assert_eq!(older.get("transitionedAt"), None, "{older}");
+    let decoded: ShiftRecord = serde_json::from_value(older).expect("an older record decodes");
+    assert_eq!(decoded.transitioned_unix(), None);
+    let before = (record.rollout.phase, record.rollout.step);
+    record.stamp_transition(before);
+    assert_eq!(
+        record.transitioned_at, None,
+        "neither phase nor step changed"
+    );
+    record.rollout.step += 1;
+    record.stamp_transition(before);
+    let encoded = serde_json::to_value(&record).expect("encode");
+    let text = encoded["transitionedAt"].as_str().expect("transitionedAt");
+    let shape = "2026-12-06T01:30:04.736462Z";
+    assert!(
+        text.len() == shape.len() && text.ends_with('Z') && text.as_bytes()[19] == b'.',
+        "{text}"
+    );
+    let back: ShiftRecord = serde_json::from_value(encoded).expect("decode");
+    assert_eq!(back.transitioned_unix(), record.transitioned_unix());
+    assert!(back.transitioned_unix().is_some());
+}
