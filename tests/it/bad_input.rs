@@ -1000,6 +1000,81 @@ async fn retry_given_the_admin_flags_points_at_migrate_for_that_address() {
     .await;
 }
 
+/// Session 41: the errors `main` words after clap refused the command line (a negative value,
+/// a bad `CROSSFADE_ADMIN`, `retry --admin`) ended with the top-level usage, `Usage: crossfade
+/// [OPTIONS] <COMMAND>`, where clap's own errors end with the subcommand's. Each now ends with
+/// the usage of the subcommand given, also after a global flag (`--log info status ...`).
+#[tokio::test]
+async fn a_reworded_flag_error_ends_with_its_subcommands_usage() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["run", "spec.yaml", "--linger", "-5s"],
+            "Usage: crossfade run [OPTIONS] <SPEC>",
+        ),
+        (
+            &["--log", "info", "status", "--wait", "-1s"],
+            "Usage: crossfade status [OPTIONS] [NAME]",
+        ),
+        (
+            &["retry", "--admin", "127.0.0.1:27013"],
+            "Usage: crossfade retry [OPTIONS] [NAME]",
+        ),
+        (
+            &["demo", "--hold", "-1s"],
+            "Usage: crossfade demo [OPTIONS]",
+        ),
+    ];
+    for (args, usage) in cases {
+        let out = usage_error(args, &[usage]).await;
+        assert!(
+            !out.stderr.contains("<COMMAND>"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let out = crate::support::run_to_end_with(
+        ["status"],
+        &[("CROSSFADE_ADMIN", "127.0.0.1")],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("CROSSFADE_ADMIN=127.0.0.1 (the environment variable of --admin)")
+            && out
+                .stderr
+                .contains("Usage: crossfade status [OPTIONS] [NAME]"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Session 41: `crossfade abort -f` (for `--force`) got clap's tip "to pass '-f' as a value,
+/// use '-- -f'", which leads to a NAME error. A single-letter flag a command does not have is
+/// named as such, with the command's short flags and the long flags that start with its letter.
+#[tokio::test]
+async fn a_short_flag_a_command_does_not_have_is_named_with_the_long_ones_it_may_mean() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["abort", "-f"],
+            "-f is not a flag of `crossfade abort` (its short flags: -n, -h); did you mean --force?",
+        ),
+        (
+            &["status", "-j"],
+            "-j is not a flag of `crossfade status` (its short flags: -n, -h); did you mean --json?",
+        ),
+        (
+            &["run", "spec.yaml", "-v"],
+            "-v is not a flag of `crossfade run` (its only short flag is -h); `crossfade run --help` lists its flags",
+        ),
+    ];
+    for (args, words) in cases {
+        let out = usage_error(args, &[words]).await;
+        assert!(!out.stderr.contains("tip:"), "{args:?}: {}", out.stderr);
+    }
+}
+
 /// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
 /// says what to give; `--admin` with a host name says what it takes.
 #[tokio::test]
