@@ -38,8 +38,14 @@ pub fn is_usage(error: &anyhow::Error) -> bool {
 /// an unknown flag (`unexpected argument '-1s'`): `error` is clap's, `args` the command line.
 /// `Some("--wait -1s: ...")` when `error` is an unknown argument that starts with `-` and a digit
 /// and follows a long flag written without `=`; no flag of crossfade takes a negative value.
+/// `name` is the command's (`crossfade status`), whose help says what the flag takes: not
+/// always 0 or more, as it said until session 41 (`--wait` takes at least 1s).
 /// Not `allow_hyphen_values` on the flags: a forgotten value would then swallow the next flag.
-pub fn negative_value(error: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+pub fn negative_value(
+    error: &clap::Error,
+    args: &[std::ffi::OsString],
+    name: &str,
+) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if error.kind() != ErrorKind::UnknownArgument {
         return None;
@@ -59,8 +65,8 @@ pub fn negative_value(error: &clap::Error, args: &[std::ffi::OsString]) -> Optio
     let flag = args.get(at.checked_sub(1)?)?.to_str()?;
     (flag.starts_with("--") && !flag.contains('=')).then(|| {
         format!(
-            "{flag} {value}: a negative value; {flag} takes 0 or more (no value of crossfade's \
-             flags can be negative)"
+            "{flag} {value}: a negative value, and no value of crossfade's flags can be negative \
+             (`{name} --help` says what {flag} takes)"
         )
     })
 }

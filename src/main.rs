@@ -281,7 +281,9 @@ fn main() -> std::process::ExitCode {
     let matches = match command.try_get_matches_from_mut(&args) {
         Ok(matches) => matches,
         Err(error) => {
-            let reworded = flags::negative_value(&error, &args)
+            let named = flags::named_command(&mut command, &args);
+            let name = named.get_bin_name().unwrap_or(named.get_name()).to_owned();
+            let reworded = flags::negative_value(&error, &args, &name)
                 .or_else(|| flags::from_environment(&error, &command, &args))
                 .or_else(|| modes::retry_with_admin_flags(&error, &args));
             // Ended with the usage of the subcommand given, as clap's own errors are (session 41).

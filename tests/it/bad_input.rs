@@ -2187,11 +2187,13 @@ async fn a_proxy_whose_address_is_taken_says_how_to_replace_a_serving_one() {
 /// A negative value for a flag (`--wait -1s`) is named with its flag, exit 2; clap alone said
 /// "unexpected argument '-1' found" (trial 20 and 21 leftover). `--wait=-1s` already reached the
 /// parser; a `-1s` with no flag before it stays clap's own error.
+/// The command's help says what the flag takes (session 41: `--wait takes 0 or more` was
+/// false, `--wait` takes at least 1s).
 #[tokio::test]
 async fn a_negative_flag_value_is_named_with_its_flag() {
     usage_error(
         &["status", "--wait", "-1s"],
-        &["--wait -1s: a negative value; --wait takes 0 or more"],
+        &["--wait -1s: a negative value, and no value of crossfade's flags can be negative (`crossfade status --help` says what --wait takes)"],
     )
     .await;
     usage_error(
