@@ -1075,6 +1075,32 @@ async fn a_short_flag_a_command_does_not_have_is_named_with_the_long_ones_it_may
     }
 }
 
+/// Session 41: a NAME given without `--kube` was answered with `give --kube: crossfade pause
+/// --kube Web_1` also when no TrafficShift can have that name, and that command is then refused.
+/// Such a NAME is said to be none with `--kube` either, with the reason.
+#[tokio::test]
+async fn a_name_no_trafficshift_can_have_is_not_suggested_with_kube() {
+    for (args, name) in [
+        (&["pause", "Web_1"][..], "Web_1"),
+        (&["abort", "--", "-f"], "-f"),
+        (&["retry", "Web_1"], "Web_1"),
+    ] {
+        let said = format!("nor with --kube: NAME \"{name}\" cannot be a TrafficShift's name");
+        let out = usage_error(args, &[&said]).await;
+        assert!(
+            !out.stderr.contains(&format!("--kube {name}`")),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // A name a TrafficShift can have is still suggested with --kube.
+    usage_error(
+        &["pause", "web"],
+        &["give --kube: `crossfade pause --kube web`"],
+    )
+    .await;
+}
+
 /// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
 /// says what to give; `--admin` with a host name says what it takes.
 #[tokio::test]
