@@ -1101,6 +1101,44 @@ async fn a_name_no_trafficshift_can_have_is_not_suggested_with_kube() {
     .await;
 }
 
+/// Session 41: a Kubernetes manifest from deploy/ given to `check` was checked as a proxy config
+/// (its RBAC `rules:` read as a near miss of `routes:`), and `run` added "this looks like a proxy
+/// config". Each says it is a Kubernetes manifest, with its kinds and the kubectl command.
+#[tokio::test]
+async fn a_kubernetes_manifest_from_deploy_is_called_one() {
+    let sidecar = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/sidecar.yaml");
+    // Its kinds, in file order (the first three; more follow).
+    let kinds = "(ServiceAccount, Role, RoleBinding, ";
+    let out = run_to_end(["check", sidecar], Duration::from_secs(20)).await;
+    let said = format!("{sidecar} is a Kubernetes manifest {kinds}");
+    let then = "), which `kubectl apply -f` takes, not crossfade: `crossfade check` takes a spec, \
+                a proxy config, the settings file of `crossfade proxy --kube --config` or a \
+                `crossfade migrate` file";
+    assert!(
+        out.code == Some(1)
+            && out.stderr.contains(&said)
+            && out.stderr.contains(then)
+            && !out.stderr.contains("proxy config /"),
+        "check says {said:?}: {:?} {}",
+        out.code,
+        out.stderr
+    );
+    for command in ["run", "proxy", "migrate"] {
+        let out = run_to_end([command, sidecar], Duration::from_secs(20)).await;
+        let said = format!("(this looks like a Kubernetes manifest {kinds}");
+        let then = format!("), which `kubectl apply -f` takes, not crossfade; `{command}` takes");
+        assert!(
+            out.code == Some(1)
+                && out.stderr.contains(&said)
+                && out.stderr.contains(&then)
+                && !out.stderr.contains("looks like a proxy config"),
+            "{command} says {said:?}: {:?} {}",
+            out.code,
+            out.stderr
+        );
+    }
+}
+
 /// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
 /// says what to give; `--admin` with a host name says what it takes.
 #[tokio::test]
