@@ -82,7 +82,7 @@ impl KubeArgs {
 /// looked up TrafficShift `default/shop/web` and said "not found" (trial 18, T19); and a name
 /// or namespace that no Kubernetes object can have (a DNS-1123 subdomain; a namespace is one
 /// label), with its lower-case spelling when that one could be (`Web` → `web`).
-fn name_problem(name: &str, namespace: Option<&str>) -> Option<String> {
+pub fn name_problem(name: &str, namespace: Option<&str>) -> Option<String> {
     if let Some((ns, short)) = name.split_once('/') {
         return Some(format!(
             "NAME {name:?}: a TrafficShift's name has no `/` ({name} is how its route is named \

@@ -270,13 +270,60 @@ fn state_document(text: &str) -> bool {
         .any(|k| k == "active_pids" || k == "last_rollout_id")
 }
 
+/// The kinds of the Kubernetes objects `text` holds (`ServiceAccount, Role, RoleBinding`) when it
+/// is a Kubernetes manifest: one or more YAML documents whose top-level keys include both
+/// `apiVersion` and `kind`, read from the lines (a manifest is often several documents, which
+/// no crossfade parser reads). `None` for anything else. Session 41: `crossfade run
+/// deploy/examples/sidecar.yaml` was told it looked like a proxy config (its RBAC `rules:` read
+/// as a near miss of `routes:`), and `check` called it an invalid proxy config.
+pub fn kubernetes_kinds(text: &str) -> Option<String> {
+    let top = |line: &str, key: &str| -> Option<String> {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        let value = rest.split(" #").next().unwrap_or(rest).trim();
+        Some(value.trim_matches(['"', '\'']).to_owned())
+    };
+    let mut versioned = false;
+    let mut kinds: Vec<String> = Vec::new();
+    for line in text.lines() {
+        versioned |= top(line, "apiVersion").is_some_and(|v| !v.is_empty());
+        if let Some(kind) = top(line, "kind").filter(|k| !k.is_empty()) {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+    }
+    (versioned && !kinds.is_empty()).then(|| kinds.join(", "))
+}
+
+/// The kubectl command that takes a manifest of `kinds` ([`kubernetes_kinds`]): `kubectl apply
+/// -k` for a kustomization, else `kubectl apply -f`.
+pub fn kubectl_for(kinds: &str) -> &'static str {
+    if kinds == "Kustomization" {
+        "`kubectl apply -k` (its directory)"
+    } else {
+        "`kubectl apply -f`"
+    }
+}
+
+/// The hint for a Kubernetes manifest ([`kubernetes_kinds`]) given where `wanted` is expected.
+fn kubernetes_hint(kinds: &str, wanted: Kind) -> String {
+    format!(
+        "(this looks like a Kubernetes manifest ({kinds}), which {} takes, not crossfade; {})",
+        kubectl_for(kinds),
+        wanted.takes()
+    )
+}
+
 /// `error` with a hint appended when it is an unknown-field error and `text` looks like another
 /// kind of file than `wanted`: `... unknown field `listen`, expected `green` or `rollout` (this
 /// looks like a rollout spec for `crossfade run`; `migrate` takes a file with `green:` and
 /// optional `rollout:`)`; a state file given for any of them is called one, and so is a migrate
-/// file given to `run`, which a spec's `blue: missing` refuses. Any other error is returned as
-/// it is.
+/// file given to `run`, which a spec's `blue: missing` refuses, and a Kubernetes manifest
+/// ([`kubernetes_kinds`]). Any other error is returned as it is.
 pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
+    if let Some(kinds) = kubernetes_kinds(text).filter(|_| error.contains("unknown field")) {
+        return format!("{error}\n{}", kubernetes_hint(&kinds, wanted));
+    }
     // A proxy config without routes is refused naming `routes`, not an unknown field; a spec
     // without `blue:` (the settings' keys are all a spec's since it took `drain_timeout`), for
     // the `blue` it lacks.
@@ -590,6 +637,39 @@ mod tests {
         assert!(
             hinted.contains("`crossfade proxy --kube --config FILE`"),
             "{hinted}"
+        );
+    }
+
+    /// Session 41: a Kubernetes manifest (several documents, RBAC `rules:` a near miss of
+    /// `routes:`) is told as one, with its kinds, and its hint wins over the near miss.
+    #[test]
+    fn a_kubernetes_manifest_is_told_with_its_kinds() {
+        let manifest = "# a comment\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n\
+                        ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: \"Role\"\nrules: []\n\
+                        ---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: b\n";
+        assert_eq!(
+            kubernetes_kinds(manifest).as_deref(),
+            Some("ServiceAccount, Role")
+        );
+        let error = "spec does not parse: unknown field `apiVersion`, expected ...".to_owned();
+        let hinted = with_hint(error, manifest, Kind::Spec);
+        assert!(
+            hinted.ends_with(
+                "(this looks like a Kubernetes manifest (ServiceAccount, Role), which `kubectl \
+                 apply -f` takes, not crossfade; `run` takes a spec with `route:`, `blue:` and \
+                 optional `green:` and `rollout:`)"
+            ),
+            "{hinted}"
+        );
+        assert_eq!(
+            kubernetes_kinds("kind: x\nroutes: []\n"),
+            None,
+            "no apiVersion"
+        );
+        assert_eq!(kubernetes_kinds("route: {name: web}\n  kind: x\n"), None);
+        assert_eq!(
+            kubectl_for("Kustomization"),
+            "`kubectl apply -k` (its directory)"
         );
     }
 }

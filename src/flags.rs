@@ -38,8 +38,14 @@ pub fn is_usage(error: &anyhow::Error) -> bool {
 /// an unknown flag (`unexpected argument '-1s'`): `error` is clap's, `args` the command line.
 /// `Some("--wait -1s: ...")` when `error` is an unknown argument that starts with `-` and a digit
 /// and follows a long flag written without `=`; no flag of crossfade takes a negative value.
+/// `name` is the command's (`crossfade status`), whose help says what the flag takes: not
+/// always 0 or more, as it said until session 41 (`--wait` takes at least 1s).
 /// Not `allow_hyphen_values` on the flags: a forgotten value would then swallow the next flag.
-pub fn negative_value(error: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+pub fn negative_value(
+    error: &clap::Error,
+    args: &[std::ffi::OsString],
+    name: &str,
+) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if error.kind() != ErrorKind::UnknownArgument {
         return None;
@@ -59,8 +65,8 @@ pub fn negative_value(error: &clap::Error, args: &[std::ffi::OsString]) -> Optio
     let flag = args.get(at.checked_sub(1)?)?.to_str()?;
     (flag.starts_with("--") && !flag.contains('=')).then(|| {
         format!(
-            "{flag} {value}: a negative value; {flag} takes 0 or more (no value of crossfade's \
-             flags can be negative)"
+            "{flag} {value}: a negative value, and no value of crossfade's flags can be negative \
+             (`{name} --help` says what {flag} takes)"
         )
     })
 }
@@ -123,6 +129,104 @@ pub fn from_environment(
         ));
     }
     None
+}
+
+/// The (sub)command that the command line `args` names, within `command` (the top-level one,
+/// built): `crossfade run spec.yaml --linger -5s` names `run`. An error that `main` words after
+/// clap refused `args` is made by this command, so that it ends with this command's usage, as
+/// clap's own errors do (`Usage: crossfade run [OPTIONS] <SPEC>`), not the top-level usage
+/// (session 41). Walks `args` after the program name: a subcommand's name (or alias) goes down
+/// one level, the value of a long option that takes one (`--log info`) is skipped; `command`
+/// itself when no subcommand is named.
+pub fn named_command<'a>(
+    command: &'a mut clap::Command,
+    args: &[std::ffi::OsString],
+) -> &'a mut clap::Command {
+    let mut path: Vec<String> = Vec::new();
+    let mut current: &clap::Command = command;
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            let takes_value = !long.contains('=')
+                && current.get_arguments().any(|a| {
+                    a.get_long() == Some(long) && a.get_num_args().is_some_and(|n| n.takes_values())
+                });
+            if takes_value {
+                words.next();
+            }
+            continue;
+        }
+        if word.starts_with('-') {
+            continue;
+        }
+        match current.find_subcommand(word) {
+            Some(sub) => {
+                path.push(sub.get_name().to_owned());
+                current = sub;
+            }
+            None => break,
+        }
+    }
+    let mut found = command;
+    for name in &path {
+        found = found
+            .find_subcommand_mut(name)
+            .expect("a subcommand found above");
+    }
+    found
+}
+
+/// The words for a short flag that `command` (the subcommand `args` name, see
+/// [`named_command`]) does not have, which clap words with a tip that leads nowhere (`to pass
+/// '-f' as a value, use '-- -f'`): `crossfade abort -f` reads as `--force` abbreviated, but
+/// crossfade's flags are long ones (session 41). `Some` when `error` is clap's unknown-argument
+/// error for a single letter after one dash (`-f`; not a negative number, see
+/// [`negative_value`]): `-f is not a flag of `crossfade abort` (its short flags: -n, -h); did
+/// you mean --force?`, naming the long flags that start with that letter, or saying where they
+/// are listed when none does.
+pub fn unknown_short_flag(error: &clap::Error, command: &clap::Command) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let mut chars = given.strip_prefix('-')?.chars();
+    let letter = chars.next().filter(char::is_ascii_alphabetic)?;
+    if chars.next().is_some() {
+        return None;
+    }
+    let visible = || command.get_arguments().filter(|a| !a.is_hide_set());
+    let mut shorts: Vec<String> = visible()
+        .filter_map(clap::Arg::get_short)
+        .map(|s| format!("-{s}"))
+        .collect();
+    shorts.sort_by_key(|s| s == "-h" || s == "-V");
+    let longs: Vec<String> = visible()
+        .filter_map(clap::Arg::get_long)
+        .filter(|l| l.starts_with(letter.to_ascii_lowercase()))
+        .map(|l| format!("--{l}"))
+        .collect();
+    let name = command
+        .get_bin_name()
+        .map_or_else(|| command.get_name().to_owned(), ToOwned::to_owned);
+    let shorts = match shorts.as_slice() {
+        [] => "it has no short flags".to_owned(),
+        [one] => format!("its only short flag is {one}"),
+        more => format!("its short flags: {}", more.join(", ")),
+    };
+    let instead = match longs.as_slice() {
+        [] => format!("`{name} --help` lists its flags"),
+        [one] => format!("did you mean {one}?"),
+        more => format!("did you mean one of {}?", more.join(", ")),
+    };
+    Some(format!(
+        "{given} is not a flag of `{name}` ({shorts}); {instead}"
+    ))
 }
 
 /// A whole number for a flag of type `T` (`--latency 50`).
@@ -626,5 +730,34 @@ mod tests {
             .starts_with("0s is too short for a new process to start"));
         assert!(upgrade_timeout("999ms").is_err());
         assert!(upgrade_timeout("soon").is_err());
+    }
+
+    /// The subcommand a command line names, past a global option's value that spells another
+    /// subcommand's name (`--log run`) and past `=` forms; the top-level command when none.
+    #[test]
+    fn the_named_command_is_found_past_option_values() {
+        let mut command = clap::Command::new("crossfade")
+            .arg(clap::Arg::new("log").long("log").global(true))
+            .subcommand(clap::Command::new("run").arg(clap::Arg::new("spec")))
+            .subcommand(clap::Command::new("status"));
+        command.build();
+        let named = |command: &mut clap::Command, line: &[&str]| {
+            let args: Vec<std::ffi::OsString> = line.iter().map(Into::into).collect();
+            named_command(command, &args).get_name().to_owned()
+        };
+        assert_eq!(named(&mut command, &["crossfade", "run", "x"]), "run");
+        assert_eq!(
+            named(&mut command, &["crossfade", "--log", "run", "status"]),
+            "status"
+        );
+        assert_eq!(
+            named(&mut command, &["crossfade", "--log=info", "status", "run"]),
+            "status"
+        );
+        assert_eq!(named(&mut command, &["crossfade", "-x"]), "crossfade");
+        assert_eq!(
+            named(&mut command, &["crossfade", "--", "run"]),
+            "crossfade"
+        );
     }
 }

@@ -280,15 +280,21 @@ fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let matches = match command.try_get_matches_from_mut(&args) {
         Ok(matches) => matches,
-        Err(error) => match flags::negative_value(&error, &args)
-            .or_else(|| flags::from_environment(&error, &command, &args))
-            .or_else(|| modes::retry_with_admin_flags(&error, &args))
-        {
-            Some(message) => command
-                .error(clap::error::ErrorKind::InvalidValue, message)
-                .exit(),
-            None => exit_clap(error),
-        },
+        Err(error) => {
+            let named = flags::named_command(&mut command, &args);
+            let name = named.get_bin_name().unwrap_or(named.get_name()).to_owned();
+            let reworded = flags::negative_value(&error, &args, &name)
+                .or_else(|| flags::from_environment(&error, &command, &args))
+                .or_else(|| modes::retry_with_admin_flags(&error, &args));
+            // Ended with the usage of the subcommand given, as clap's own errors are (session 41).
+            let named = flags::named_command(&mut command, &args);
+            match reworded.or_else(|| flags::unknown_short_flag(&error, named)) {
+                Some(message) => named
+                    .error(clap::error::ErrorKind::InvalidValue, message)
+                    .exit(),
+                None => exit_clap(error),
+            }
+        }
     };
     if let Some(error) = modes::unused_flag(&mut command, &matches, cluster::is_plugin()) {
         error.exit();

@@ -107,7 +107,8 @@ const KUBE_MODE: &[Unused] = &[
 /// not act on. It is refused (a clap usage error, exit code 2) saying both ways: the running
 /// `crossfade run` at `--admin` (its address, which takes no name) and `--kube NAME` for a
 /// TrafficShift; `retry`, which has no local form, points at `crossfade migrate FILE`. A NAME
-/// that is a socket address is said to belong after `--admin`.
+/// that is a socket address is said to belong after `--admin`; one that no TrafficShift can
+/// have is said so ([`crate::cluster::name_problem`]) rather than suggested with `--kube`.
 /// `None` when no NAME was given.
 fn name_without_kube(
     command: &mut clap::Command,
@@ -115,9 +116,15 @@ fn name_without_kube(
     sub: &ArgMatches,
 ) -> Option<clap::Error> {
     let given = sub.try_get_one::<String>("name").ok().flatten()?;
-    let cluster = format!(
-        "for a TrafficShift named {given} in a cluster, give --kube: `crossfade {verb} --kube {given}`"
-    );
+    // A NAME no TrafficShift can have (`Web_1`, `-f` after `--`) is not suggested with --kube,
+    // which would refuse it (session 41).
+    let cluster = match crate::cluster::name_problem(given, None) {
+        None => format!(
+            "for a TrafficShift named {given} in a cluster, give --kube: `crossfade {verb} --kube \
+             {given}`"
+        ),
+        Some(problem) => format!("nor with --kube: {problem}"),
+    };
     // An address given where the NAME goes (`crossfade abort 10.0.0.5:9901`): the address was
     // meant for --admin. The generic hint named the default address instead, and a copied
     // command acted on another instance (trial 28).

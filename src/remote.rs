@@ -425,7 +425,7 @@ async fn exchange(
     body: Vec<u8>,
 ) -> anyhow::Result<(http::StatusCode, serde_json::Value)> {
     let admin = args.admin;
-    let token = args.token.load()?;
+    let token = args.token.for_request()?;
     let unreachable = || {
         format!("cannot reach the admin API at {admin} (is `crossfade run` running? see --admin)")
     };

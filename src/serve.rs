@@ -47,6 +47,17 @@ pub const EXIT_ROLLED_BACK: u8 = 3;
 pub fn check(path: &Path, token: &TokenArgs) -> anyhow::Result<ExitCode> {
     let text = files::read_config_string(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
+    // Not any of crossfade's files (session 41: deploy/examples/sidecar.yaml was checked as a
+    // proxy config, its RBAC `rules:` read as a near miss of `routes:`).
+    if let Some(kinds) = file_kind::kubernetes_kinds(&text) {
+        anyhow::bail!(
+            "{} is a Kubernetes manifest ({kinds}), which {} takes, not crossfade: `crossfade \
+             check` takes a spec, a proxy config, the settings file of `crossfade proxy --kube \
+             --config` or a `crossfade migrate` file",
+            path.display(),
+            file_kind::kubectl_for(&kinds)
+        );
+    }
     if is_proxy_config(&text) {
         return check_proxy_config(path, token);
     }

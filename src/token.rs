@@ -41,6 +41,22 @@ impl TokenArgs {
         }
     }
 
+    /// The token to present to an admin API (`status`, `pause`, `migrate`, ...), held to the
+    /// rule the server holds its own token to ([`AdminAuth::with_token`]: not empty, RFC 6750
+    /// `b64token` characters), or `None` when none is set. An empty token file (or
+    /// `CROSSFADE_ADMIN_TOKEN=`) was sent as `Bearer` with no token, and the server's `400`
+    /// read as `not an answer of the admin API of crossfade run` (session 41).
+    ///
+    /// # Errors
+    /// As [`TokenArgs::load`], and `the admin token from FILE is not valid: it is empty`.
+    pub fn for_request(&self) -> anyhow::Result<Option<(String, String)>> {
+        let token = self.load()?;
+        if let Some((token, source)) = &token {
+            AdminAuth::with_token(token, source)?;
+        }
+        Ok(token)
+    }
+
     /// The admin API's authentication for a listener on `addr` (see [`AdminAuth::for_listener`]).
     ///
     /// # Errors

@@ -939,8 +939,15 @@ impl<T: TrafficSetter, M: MetricsSource> Service<T, M> {
     }
 
     fn push_event(&mut self, reason: &str, message: &str) {
+        self.push_event_at(unix_now(), reason, message);
+    }
+
+    /// [`Service::push_event`] stamped `at` (Unix seconds) rather than now.
+    fn push_event_at(&mut self, at: f64, reason: &str, message: &str) {
         let events = &mut self.config.state.events;
-        events.push(StatusEvent::now(reason, message));
+        let mut event = StatusEvent::now(reason, message);
+        event.at_unix_seconds = at;
+        events.push(event);
         if events.len() > MAX_EVENTS {
             events.remove(0);
         }
@@ -1071,12 +1078,23 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
         self.service.publish(!rollout.is_terminal());
     }
 
+    /// The event that ends a rollout (its reason the terminal phase's name, `Completed`) is
+    /// stamped with the rollout's end, the time its terminal phase was written (the transition's
+    /// write-ahead save, which runs first and takes some milliseconds), so that its event, its
+    /// report marker and the end that `crossfade status` and the report show are one time
+    /// (session 41: a restart's status said `ended Completed at …22.719Z` and `Completed at
+    /// …22.743Z` for one end).
     fn event(&mut self, rollout: &Rollout, reason: &'static str, message: &str) {
+        let mut at = unix_now();
         if let Some(record) = &mut self.service.config.state.rollout {
-            record.timeline.push_marker(unix_now(), reason, message);
+            let end = record.timeline.ended_at_unix_seconds;
+            if let Some(end) = end.filter(|_| ends(rollout, reason)) {
+                at = end;
+            }
+            record.timeline.push_marker(at, reason, message);
         }
         self.service.metrics.event(Some(rollout), reason);
-        self.service.push_event(reason, message);
+        self.service.push_event_at(at, reason, message);
     }
 
     fn instance(&mut self, event: InstanceEvent) {
@@ -1090,6 +1108,12 @@ impl<T: TrafficSetter, M: MetricsSource> Observer for Recorder<'_, T, M> {
             record.timeline.push_sample(sample);
         }
     }
+}
+
+/// Whether an event `reason` is the one that ends `rollout`: the rollout is in a terminal phase
+/// and the reason is that phase's name (`Completed`, `RolledBack`, `Aborted`).
+fn ends(rollout: &Rollout, reason: &str) -> bool {
+    rollout.is_terminal() && reason == rollout.phase.as_str()
 }
 
 /// What the active and the preview backend of `rollout` run (the slots as at its start).

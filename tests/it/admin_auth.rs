@@ -160,6 +160,45 @@ async fn with_a_token_the_admin_api_answers_401_to_anyone_without_it() {
     ];
     let done = run_to_end(with_file, Duration::from_secs(20)).await;
     assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+
+    // Session 41: an empty token file (or a token the server could never hold) was sent as
+    // `Bearer` with no token, and the server's 400 read as "not an answer of the admin API of
+    // `crossfade run`". The token is held to the server's rule before anything is sent.
+    let empty = dir.path().join("empty.token");
+    std::fs::write(&empty, "\n").expect("write the empty token file");
+    let spaced = dir.path().join("spaced.token");
+    std::fs::write(&spaced, "two words\n").expect("write the token file");
+    for (file, why) in [
+        (&empty, "it is empty"),
+        (&spaced, "character ' ' is not allowed"),
+    ] {
+        let name = file.to_string_lossy().into_owned();
+        for command in ["status", "abort"] {
+            let args = [
+                command,
+                "--admin",
+                addr.as_str(),
+                "--admin-token-file",
+                &name,
+            ];
+            let done = run_to_end(args, Duration::from_secs(20)).await;
+            let said = format!("the admin token from {name} is not valid: {why}");
+            assert!(
+                done.code == Some(1) && done.stderr.contains(&said),
+                "{args:?} says {said:?}: {:?} {}",
+                done.code,
+                done.stderr
+            );
+        }
+    }
+    let env = [("CROSSFADE_ADMIN_TOKEN", "")];
+    let done = run_to_end_with(status_args, &env, Duration::from_secs(20)).await;
+    assert!(
+        done.stderr
+            .contains("the admin token from CROSSFADE_ADMIN_TOKEN is not valid: it is empty"),
+        "{}",
+        done.stderr
+    );
 }
 
 /// Trial 7, G12: an admin API that other machines can reach refuses a token shorter than 16 bytes,

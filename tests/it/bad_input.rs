@@ -1000,6 +1000,145 @@ async fn retry_given_the_admin_flags_points_at_migrate_for_that_address() {
     .await;
 }
 
+/// Session 41: the errors `main` words after clap refused the command line (a negative value,
+/// a bad `CROSSFADE_ADMIN`, `retry --admin`) ended with the top-level usage, `Usage: crossfade
+/// [OPTIONS] <COMMAND>`, where clap's own errors end with the subcommand's. Each now ends with
+/// the usage of the subcommand given, also after a global flag (`--log info status ...`).
+#[tokio::test]
+async fn a_reworded_flag_error_ends_with_its_subcommands_usage() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["run", "spec.yaml", "--linger", "-5s"],
+            "Usage: crossfade run [OPTIONS] <SPEC>",
+        ),
+        (
+            &["--log", "info", "status", "--wait", "-1s"],
+            "Usage: crossfade status [OPTIONS] [NAME]",
+        ),
+        (
+            &["retry", "--admin", "127.0.0.1:27013"],
+            "Usage: crossfade retry [OPTIONS] [NAME]",
+        ),
+        (
+            &["demo", "--hold", "-1s"],
+            "Usage: crossfade demo [OPTIONS]",
+        ),
+    ];
+    for (args, usage) in cases {
+        let out = usage_error(args, &[usage]).await;
+        assert!(
+            !out.stderr.contains("<COMMAND>"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let out = crate::support::run_to_end_with(
+        ["status"],
+        &[("CROSSFADE_ADMIN", "127.0.0.1")],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("CROSSFADE_ADMIN=127.0.0.1 (the environment variable of --admin)")
+            && out
+                .stderr
+                .contains("Usage: crossfade status [OPTIONS] [NAME]"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Session 41: `crossfade abort -f` (for `--force`) got clap's tip "to pass '-f' as a value,
+/// use '-- -f'", which leads to a NAME error. A single-letter flag a command does not have is
+/// named as such, with the command's short flags and the long flags that start with its letter.
+#[tokio::test]
+async fn a_short_flag_a_command_does_not_have_is_named_with_the_long_ones_it_may_mean() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["abort", "-f"],
+            "-f is not a flag of `crossfade abort` (its short flags: -n, -h); did you mean --force?",
+        ),
+        (
+            &["status", "-j"],
+            "-j is not a flag of `crossfade status` (its short flags: -n, -h); did you mean --json?",
+        ),
+        (
+            &["run", "spec.yaml", "-v"],
+            "-v is not a flag of `crossfade run` (its only short flag is -h); `crossfade run --help` lists its flags",
+        ),
+    ];
+    for (args, words) in cases {
+        let out = usage_error(args, &[words]).await;
+        assert!(!out.stderr.contains("tip:"), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// Session 41: a NAME given without `--kube` was answered with `give --kube: crossfade pause
+/// --kube Web_1` also when no TrafficShift can have that name, and that command is then refused.
+/// Such a NAME is said to be none with `--kube` either, with the reason.
+#[tokio::test]
+async fn a_name_no_trafficshift_can_have_is_not_suggested_with_kube() {
+    for (args, name) in [
+        (&["pause", "Web_1"][..], "Web_1"),
+        (&["abort", "--", "-f"], "-f"),
+        (&["retry", "Web_1"], "Web_1"),
+    ] {
+        let said = format!("nor with --kube: NAME \"{name}\" cannot be a TrafficShift's name");
+        let out = usage_error(args, &[&said]).await;
+        assert!(
+            !out.stderr.contains(&format!("--kube {name}`")),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // A name a TrafficShift can have is still suggested with --kube.
+    usage_error(
+        &["pause", "web"],
+        &["give --kube: `crossfade pause --kube web`"],
+    )
+    .await;
+}
+
+/// Session 41: a Kubernetes manifest from deploy/ given to `check` was checked as a proxy config
+/// (its RBAC `rules:` read as a near miss of `routes:`), and `run` added "this looks like a proxy
+/// config". Each says it is a Kubernetes manifest, with its kinds and the kubectl command.
+#[tokio::test]
+async fn a_kubernetes_manifest_from_deploy_is_called_one() {
+    let sidecar = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/sidecar.yaml");
+    // Its kinds, in file order (the first three; more follow).
+    let kinds = "(ServiceAccount, Role, RoleBinding, ";
+    let out = run_to_end(["check", sidecar], Duration::from_secs(20)).await;
+    let said = format!("{sidecar} is a Kubernetes manifest {kinds}");
+    let then = "), which `kubectl apply -f` takes, not crossfade: `crossfade check` takes a spec, \
+                a proxy config, the settings file of `crossfade proxy --kube --config` or a \
+                `crossfade migrate` file";
+    assert!(
+        out.code == Some(1)
+            && out.stderr.contains(&said)
+            && out.stderr.contains(then)
+            && !out.stderr.contains("proxy config /"),
+        "check says {said:?}: {:?} {}",
+        out.code,
+        out.stderr
+    );
+    for command in ["run", "proxy", "migrate"] {
+        let out = run_to_end([command, sidecar], Duration::from_secs(20)).await;
+        let said = format!("(this looks like a Kubernetes manifest {kinds}");
+        let then = format!("), which `kubectl apply -f` takes, not crossfade; `{command}` takes");
+        assert!(
+            out.code == Some(1)
+                && out.stderr.contains(&said)
+                && out.stderr.contains(&then)
+                && !out.stderr.contains("looks like a proxy config"),
+            "{command} says {said:?}: {:?} {}",
+            out.code,
+            out.stderr
+        );
+    }
+}
+
 /// `retry` has no local form: without `--kube` its error names `retry` (not another verb) and
 /// says what to give; `--admin` with a host name says what it takes.
 #[tokio::test]
@@ -2112,11 +2251,13 @@ async fn a_proxy_whose_address_is_taken_says_how_to_replace_a_serving_one() {
 /// A negative value for a flag (`--wait -1s`) is named with its flag, exit 2; clap alone said
 /// "unexpected argument '-1' found" (trial 20 and 21 leftover). `--wait=-1s` already reached the
 /// parser; a `-1s` with no flag before it stays clap's own error.
+/// The command's help says what the flag takes (session 41: `--wait takes 0 or more` was
+/// false, `--wait` takes at least 1s).
 #[tokio::test]
 async fn a_negative_flag_value_is_named_with_its_flag() {
     usage_error(
         &["status", "--wait", "-1s"],
-        &["--wait -1s: a negative value; --wait takes 0 or more"],
+        &["--wait -1s: a negative value, and no value of crossfade's flags can be negative (`crossfade status --help` says what --wait takes)"],
     )
     .await;
     usage_error(

@@ -272,8 +272,33 @@ async fn assert_restart_is_the_last_event(admin: &Admin, pid: u32, phase: &str) 
         text.contains("\n  last event: Restored: crossfade restarted"),
         "{text}"
     );
-    let before = format!("\n  before the restart: {phase} at 20");
+    // Session 41: one end, one time. The event that ended the rollout carries the rollout's
+    // end, which the restart's event names, and status says that time once (it said
+    // `ended Completed at ...22.719Z` and `before the restart: Completed at ...22.743Z`).
+    let end = message
+        .split(&format!(" ended {phase} at "))
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(", before the restart"))
+        .expect("the end's time")
+        .to_owned();
+    let ended_at = previous["at_unix_seconds"]
+        .as_f64()
+        .expect("the event's time");
+    assert!(
+        end.starts_with("20") && end.ends_with('Z'),
+        "the restart's event names the end as {end:?}"
+    );
+    let before = format!("\n  before the restart: {phase}: ");
     assert!(text.contains(&before), "{text}");
+    assert_eq!(
+        text.matches(end.as_str()).count(),
+        1,
+        "the end at {end} said once:\n{text}"
+    );
+    assert!(
+        (end_unix(&end) - ended_at).abs() < 0.001,
+        "the {phase} event at {ended_at} is the end the restart names, {end}: {status:#}"
+    );
     let metrics = admin.metrics().await;
     let reason = [("route", "web"), ("reason", "Restored")];
     // Counted after the first scrape (the caller's scrapes came before this one).
@@ -283,6 +308,13 @@ async fn assert_restart_is_the_last_event(admin: &Admin, pid: u32, phase: &str) 
         Some(1.0),
         "crossfade_rollout_events_total{reason:?}"
     );
+}
+
+/// Unix seconds of `at`, an RFC 3339 UTC time with milliseconds (`2026-12-06T01:30:22.719Z`).
+fn end_unix(at: &str) -> f64 {
+    let parsed = humantime::parse_rfc3339(at).expect("an RFC 3339 time");
+    let since = parsed.duration_since(std::time::UNIX_EPOCH);
+    since.expect("a time after 1970").as_secs_f64()
 }
 
 /// The spec's green (v2) ended aborted; `crossfade migrate` started v3 and crossfade was killed

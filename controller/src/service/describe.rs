@@ -10,7 +10,7 @@ use crossfade_proxy::Status;
 use super::clock::{short, START_FAILED};
 use super::{HoldStatus, InstanceRestart, ServiceStatus};
 use crate::rollout::Phase;
-use crate::state::{StatusEvent, RESTART_REASONS};
+use crate::state::{StatusEvent, RESTART_REASONS, RESTORED};
 
 impl ServiceStatus {
     /// A summary of the service and its route in `proxy`, one fact per line, ending in a newline:
@@ -40,7 +40,9 @@ impl ServiceStatus {
     /// out its restart backoff adds what the supervisor knows: `127.0.0.1:41001 up (process
     /// exited (exit status: 1), restarting in 8s)`. After a restart from the state file, until a
     /// rollout starts again, the previous run's last event follows the restart's, with its time:
-    /// `before the restart: Aborted at 2026-12-02T13:25:47.046Z: ...`.
+    /// `before the restart: StepStarted at 2026-12-02T13:25:47.046Z: ...`; the event that ended
+    /// the rollout without it, as the restart's event already says when the rollout ended
+    /// (`before the restart: Aborted: ...`).
     pub fn describe(&self, proxy: &Status) -> String {
         let mut out = String::new();
         let active = match self.active {
@@ -149,10 +151,20 @@ impl ServiceStatus {
         }
         // After a restart the previous run's last event is history, marked with its time
         // (trial 13 N15: it read as current), until a rollout starts again.
-        if let Some(event) = before_restart(&self.events) {
-            let at = crate::timeline::rfc3339(event.at_unix_seconds);
+        if let Some((restart, event)) = before_restart(&self.events) {
             let (reason, message) = (&event.reason, &event.message);
-            let _ = writeln!(out, "  before the restart: {reason} at {at}: {message}");
+            // The restart's event names the rollout's end with its time (`rollout 1 ended
+            // Completed at ...`, [`crate::state::ServiceState::note_restored`]): when this is
+            // that end's event, its time is not said a second time (session 41: it was said
+            // twice, 20 ms apart, before the end's event was stamped with the end's time).
+            let said = restart.reason == RESTORED
+                && restart.message.contains(&format!(" ended {reason} at "));
+            if said {
+                let _ = writeln!(out, "  before the restart: {reason}: {message}");
+            } else {
+                let at = crate::timeline::rfc3339(event.at_unix_seconds);
+                let _ = writeln!(out, "  before the restart: {reason} at {at}: {message}");
+            }
         }
         if let Some(event) = self.events.last().filter(refused) {
             let _ = writeln!(
@@ -200,20 +212,21 @@ impl ServiceStatus {
     }
 }
 
-/// The previous run's last event (not a refused command, nor a start's own event) while the
-/// latest start's event ([`RESTART_REASONS`]) is the last one of consequence: no rollout has
-/// started since (`Provisioning`). `None` without a restart.
-fn before_restart(events: &[StatusEvent]) -> Option<&StatusEvent> {
+/// The latest start's event ([`RESTART_REASONS`]) and the previous run's last event (not a
+/// refused command, nor a start's own event) while that start's event is the last one of
+/// consequence: no rollout has started since (`Provisioning`). `None` without a restart.
+fn before_restart(events: &[StatusEvent]) -> Option<(&StatusEvent, &StatusEvent)> {
     let restart = events
         .iter()
         .rposition(|e| RESTART_REASONS.contains(&e.reason.as_str()))?;
     if events[restart..].iter().any(|e| e.reason == "Provisioning") {
         return None;
     }
-    events[..restart]
+    let before = events[..restart]
         .iter()
         .rev()
-        .find(|e| e.reason != REFUSED && !START_REASONS.contains(&e.reason.as_str()))
+        .find(|e| e.reason != REFUSED && !START_REASONS.contains(&e.reason.as_str()))?;
+    Some((&events[restart], before))
 }
 
 /// Events a start records before its restart event ([`RESTART_REASONS`]), about itself.
@@ -986,6 +999,40 @@ mod tests {
         let provisioning = StatusEvent::now("Provisioning", "starting green");
         let text = status(vec![aborted, restored, provisioning]).describe(&proxy((10_000, 0)));
         assert!(!text.contains("before the restart"), "{text}");
+    }
+
+    /// Session 41: when the previous run's last event is the one that ended the rollout, the
+    /// restart's event already says when (`rollout 1 ended Aborted at ...`), and the end's time
+    /// is said once: `before the restart: Aborted: ...` (it was said twice, 20 ms apart).
+    #[test]
+    fn after_a_restart_the_rollouts_end_is_said_once() {
+        let mut rollout = Rollout::new(1, RolloutConfig::default(), Slot::Blue);
+        rollout.phase = Phase::Aborted;
+        let mut aborted = StatusEvent::now("Aborted", "aborted: green at 0%");
+        aborted.at_unix_seconds = 1_796_217_947.5;
+        let restored = StatusEvent::now(
+            "Restored",
+            "crossfade restarted from its state file (pid 7); rollout 1 ended Aborted at \
+             2026-12-02T13:25:47.500Z, before the restart",
+        );
+        let status = ServiceStatus {
+            route: "web".into(),
+            active: Some(Slot::Blue),
+            active_workload: "app v1".into(),
+            rollout: Some(rollout),
+            events: vec![aborted, restored],
+            ..ServiceStatus::default()
+        };
+        let text = status.describe(&proxy((10_000, 0)));
+        assert!(
+            text.contains("\n  before the restart: Aborted: aborted: green at 0%\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("2026-12-02T13:25:47.500Z").count(),
+            1,
+            "{text}"
+        );
     }
 
     /// Trial 12, M9: what `crossfade migrate` prints: versions, the effective policy, and how to
