@@ -1841,7 +1841,7 @@ async fn c13_kube_a_trafficshifts_response_timeout_bounds_a_hung_backends_reques
     .await;
 }
 
-/// The watch's own metrics (docs/metrics.md, "Kubernetes source"), from the proxy's /metrics:
+/// The watch's own metrics (docs/metrics.md, "Proxy in Kubernetes mode"), from the proxy's /metrics:
 /// `crossfade_kube_watch_last_sync_timestamp_seconds{kind}` and
 /// `crossfade_kube_watch_errors_total{kind}`.
 async fn watch_metrics(admin: &Admin, kind: &str) -> (f64, f64) {

@@ -183,7 +183,7 @@ impl WatchMetrics {
     /// progress, the store not yet replaced), and when a live change arrives (`Apply`, `Delete`:
     /// the watch delivers). An error is counted. A quiet watch yields nothing, and
     /// kube-runtime restarts an ended watch (every 290 s) without a word, so an old timestamp
-    /// alone does not mean a broken watch (docs/metrics.md, "Kubernetes source").
+    /// alone does not mean a broken watch (docs/metrics.md, "Proxy in Kubernetes mode").
     pub(super) fn event<K>(
         &self,
         event: &Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
