@@ -171,11 +171,12 @@ async fn check_dashboard(
 
 /// The panels about a proxy, not a route (the routing table generation, the listener's limits and
 /// protection): they have no `$route`.
-const PER_PROXY_PANELS: [&str; 4] = [
+const PER_PROXY_PANELS: [&str; 5] = [
     "Routing table generation",
     "Client connections and requests in flight",
     "Shed at listener limits",
     "Clients cut by timeouts and abuse bounds",
+    KUBE_WATCH_PANEL,
 ];
 
 /// The queries that must filter by `variable`: every panel and annotation (but `$route` in the
@@ -257,12 +258,15 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
     let report = load.stop().await;
     abort_one_request(&prom, spec.listen()).await;
 
-    // The sequential judge's panel has data only from rollouts it judges (the test below).
-    let queries: Vec<_> = dashboard_queries(&dashboard())
+    // The sequential judge's panel has data only from rollouts it judges (the test below); the
+    // cluster watch's only from `crossfade proxy --kube`: here its queries must be valid and empty.
+    let (kube, queries): (Vec<_>, Vec<_>) = dashboard_queries(&dashboard())
         .into_iter()
         .filter(|(name, _)| !name.contains(SEQUENTIAL_PANEL))
-        .collect();
-    let mut problems = check_dashboard(&prom, start, &queries, &all(), true).await;
+        .partition(|(name, _)| name.contains(KUBE_WATCH_PANEL));
+    assert!(!kube.is_empty(), "no panel {KUBE_WATCH_PANEL}");
+    let mut problems = check_dashboard(&prom, start, &kube, &all(), false).await;
+    problems.extend(check_dashboard(&prom, start, &queries, &all(), true).await);
     let one = selected(spec.admin());
     problems.extend(client_aborts_shown(&prom, start, &queries, &one).await);
     // The judgement panels show what happened, not merely some series: the rolled-back preview's
@@ -307,6 +311,9 @@ async fn dashboard_and_alert_queries_answer_on_a_real_prometheus_after_a_rollbac
     );
     run.terminate(Duration::from_secs(15)).await;
 }
+
+/// The title of the panel of `crossfade proxy --kube`'s watch of the cluster (session 41).
+const KUBE_WATCH_PANEL: &str = "Cluster watch: time since last sync, and errors";
 
 /// The title of the panel of the sequential judge's evidence, which only its rollouts fill.
 const SEQUENTIAL_PANEL: &str = "\"Analysis: sequential evidence vs bars\"";

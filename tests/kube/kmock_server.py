@@ -207,7 +207,8 @@ class PatchedEmulator(KubernetesEmulator):
     - metadata.uid/resourceVersion/creationTimestamp/generation stamped on every write;
       list returns the current resourceVersion instead of '...'.
     - PUT (replace) on named objects and on /status (kmock answers 404 for PUT).
-    - optimistic concurrency: metadata.resourceVersion in a PUT/PATCH body must match (409).
+    - optimistic concurrency: metadata.resourceVersion in a PUT/PATCH body must match (409), and
+      a DELETE's preconditions (uid, resourceVersion) too.
     - server-side apply (application/apply-patch+yaml) creates the object if it is missing.
     - /status writes change only .status; main-resource writes keep .status (status subresource).
     - labelSelector honoured (equality-based) on list & watch; watch honours timeoutSeconds,
@@ -354,6 +355,15 @@ class PatchedEmulator(KubernetesEmulator):
         if request.method == 'DELETE' and request.name is not None and request.subresource is None:
             old = self._current(request)
             meta = (old or {}).get('metadata', {})
+            # DeleteOptions.preconditions (uid, resourceVersion), which kmock ignores: a mismatch is
+            # 409 Conflict and the object stays, as the API server answers (session 41).
+            pre = request.data.get('preconditions') if isinstance(request.data, dict) else None
+            for field, word in (('uid', 'UID'), ('resourceVersion', 'ResourceVersion')):
+                want = (pre or {}).get(field)
+                if old is not None and want is not None and want != meta.get(field):
+                    raise Conflict(status=409, reason='Conflict', message=(
+                        f'Operation cannot be fulfilled on {plural} "{request.name}": Precondition '
+                        f'failed: {word} in precondition: {want}, {word} in object meta: {meta.get(field)}'))
             if old is not None and meta.get('finalizers') and not meta.get('deletionTimestamp'):
                 patch = {'metadata': {'deletionTimestamp': _now(), 'resourceVersion': self._next_rv(),
                                       'generation': meta.get('generation', 1) + 1}}

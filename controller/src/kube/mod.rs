@@ -20,6 +20,7 @@
 //! - [`proxy_source`]: `crossfade proxy --kube`: TrafficShifts and EndpointSlices → the proxy's
 //!   routes, and the proxy's Lease.
 //! - [`proxy_lease`]: the per-replica Lease (applied generations, admin URL), both sides of it.
+//! - [`stale_leases`]: the leader deletes proxy Leases expired long ago (replicas killed hard).
 //! - [`template`]: pure: `kubectl set image` on a managed Deployment told from Crossfade's own
 //!   image changes, and turned into a rollout request.
 //! - [`leader`]: leader election on a Lease: one replica acts.
@@ -50,6 +51,7 @@ pub mod revision;
 pub mod scrape;
 pub mod secrets;
 pub mod shift;
+pub mod stale_leases;
 pub mod store;
 pub mod template;
 pub mod trigger;
@@ -162,6 +164,9 @@ pub struct Controllers {
     /// it sooner. [`shift::POLL`] (2 s) in production; the tests lengthen it to show that a change
     /// is acted on at its watch event, not at the next poll ([`shift::Context::polling_every`]).
     pub poll: std::time::Duration,
+    /// When the leader deletes stale proxy Leases ([`stale_leases`]): 1 hour past their expiry,
+    /// looked for every 10 minutes, by default.
+    pub stale_leases: stale_leases::StaleLeases,
 }
 
 impl Controllers {
@@ -180,6 +185,7 @@ impl Controllers {
             rollout_metrics: crate::metrics::RolloutMetrics::default(),
             instance: None,
             poll: shift::POLL,
+            stale_leases: stale_leases::StaleLeases::default(),
         }
     }
 }
@@ -199,10 +205,12 @@ pub async fn run(
 }
 
 /// Both controllers, the Deployment reconciler and the TrafficShift controller, as `options`
-/// says, without the CRD check. Runs until dropped.
+/// says, and the deletion of stale proxy Leases ([`stale_leases`]), without the CRD check. Runs
+/// until dropped.
 pub async fn controllers(client: ::kube::Client, options: &Controllers) {
     let proxies = proxies::Proxies::new(client.clone(), &options.proxy_namespaces);
     tokio::join!(
+        stale_leases::run(client.clone(), proxies.apis(), options.stale_leases),
         reconcile::run(
             client.clone(),
             options.namespace.as_deref(),

@@ -50,6 +50,7 @@ use kube::Client;
 use tokio::sync::{watch, Notify};
 
 pub use metrics::KubeSourceMetrics;
+use metrics::WatchMetrics;
 pub use translate::{default_hosts, translate, ShiftView, Translated, SERVICE_NAME_LABEL};
 
 use super::crd::TrafficShift;
@@ -174,12 +175,14 @@ impl ProxySource {
         let tasks = vec![
             tokio::spawn(reflect(
                 "trafficshifts",
+                metrics.watch("TrafficShift"),
                 shift_writer,
                 watcher(shifts, shift_config),
                 Arc::clone(&changed),
             )),
             tokio::spawn(reflect(
                 "endpointslices",
+                metrics.watch("EndpointSlice"),
                 slice_writer,
                 watcher(slices, watcher::Config::default()),
                 Arc::clone(&changed),
@@ -256,9 +259,10 @@ impl ProxySource {
 }
 
 /// Feeds a reflector store from a watcher, waking the apply loop after every change. Watch errors
-/// are logged and retried with kube-runtime's default backoff.
+/// are logged, counted in `watch` with each sync, and retried with kube-runtime's default backoff.
 async fn reflect<K>(
     what: &'static str,
+    watch: WatchMetrics,
     writer: Writer<K>,
     stream: impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     changed: Arc<Notify>,
@@ -269,6 +273,7 @@ async fn reflect<K>(
     let stream = reflector::reflector(writer, stream.default_backoff());
     futures_util::pin_mut!(stream);
     while let Some(event) = stream.next().await {
+        watch.event(&event);
         match event {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(_) => changed.notify_one(),

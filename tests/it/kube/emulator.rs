@@ -114,6 +114,14 @@ impl Emulator {
     }
 }
 
+impl Emulator {
+    /// Kills the emulator now (its port then refuses connections): an API server gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();

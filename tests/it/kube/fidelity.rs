@@ -395,3 +395,37 @@ async fn names_and_label_values_a_real_api_server_refuses_are_refused() {
         .await
         .expect("a DNS-1123 subdomain is a Deployment's name");
 }
+
+/// Session 41: a DELETE whose preconditions (`uid`, `resourceVersion`) no longer match answers
+/// 409 Conflict and deletes nothing, as the API server does (plain kmock ignored them and deleted);
+/// matching ones delete. The controller's deletion of stale proxy Leases relies on it.
+#[tokio::test]
+async fn a_delete_whose_preconditions_do_not_match_is_refused_with_409_and_deletes_nothing() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{DeleteParams, Preconditions};
+
+    let Some(emu) = Emulator::start() else { return };
+    let leases: Api<Lease> = Api::default_namespaced(emu.client());
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": { "name": "l" }, "spec": { "holderIdentity": "r1" }
+    }))
+    .expect("lease");
+    let created = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("create");
+    let (uid, version) = (created.metadata.uid, created.metadata.resource_version);
+    let on = |uid: Option<String>, resource_version: Option<String>| {
+        DeleteParams::default().preconditions(Preconditions {
+            uid,
+            resource_version,
+        })
+    };
+    let stale_version = on(uid.clone(), Some("1".into()));
+    assert_eq!(reason(leases.delete("l", &stale_version).await), "Conflict");
+    let other_uid = on(Some("not-its-uid".into()), version.clone());
+    assert_eq!(reason(leases.delete("l", &other_uid).await), "Conflict");
+    assert!(leases.get_opt("l").await.expect("get").is_some(), "kept");
+    leases.delete("l", &on(uid, version)).await.expect("delete");
+    assert!(leases.get_opt("l").await.expect("get").is_none(), "deleted");
+}

@@ -69,6 +69,8 @@
 //! - [`digest`]: the image digests the pods report, in status (`activeRevision`,
 //!   `previewRevision`) and on `crossfade_backend_info`: through promotion, and with garbage
 //!   `imageID`s.
+//! - [`stale_leases`]: the controller deletes a proxy Lease expired long ago, and keeps a live one
+//!   and a stale Lease without the proxy label.
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
 //!   another writer changed the rollout state.
 //! - [`unpaired`]: the shadow step against proxies that record no pairs: a window too thin for
@@ -102,6 +104,7 @@ mod secret_headers;
 mod set_image;
 mod shadow;
 mod shift;
+mod stale_leases;
 mod store;
 mod trigger;
 mod unpaired;

@@ -58,7 +58,7 @@ fn slice(name: &str, service: &str, port: u16, ready: bool) -> EndpointSlice {
 
 /// What a test runs: the emulator, its objects' APIs, backends, and the proxy child.
 struct Setup {
-    _emu: Emulator,
+    emu: Emulator,
     dir: tempfile::TempDir,
     shifts: Api<TrafficShift>,
     raw_shifts: Api<DynamicObject>,
@@ -87,7 +87,7 @@ impl Setup {
             ),
             slices: Api::namespaced(client.clone(), "default"),
             leases: Api::namespaced(client, "default"),
-            _emu: emu,
+            emu,
             dir,
             kubeconfig,
         })
@@ -419,7 +419,8 @@ async fn c07_kube_a_websocket_to_retired_blue_is_drained_with_going_away_and_new
     let Some(setup) = Setup::start() else { return };
     let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
     let green = SampleApp::start_many(setup.path(), "green", 1).await;
-    setup.create_shift(&shift("web", json!({}))).await;
+    let route = json!({ "hosts": ["127.0.0.1"], "port": "http" });
+    setup.create_shift(&shift("web", route)).await;
     setup.publish("web-blue", &blue).await;
     setup.publish("web-green", &green).await;
     let config = setup.path().join("proxy-settings.yaml");
@@ -641,7 +642,8 @@ async fn the_ingress_and_sidecar_roles_allow_every_request_of_the_proxy_and_noth
         return;
     };
     let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
-    setup.create_shift(&shift("web", json!({}))).await;
+    let route = json!({ "hosts": ["127.0.0.1"], "port": "http" });
+    setup.create_shift(&shift("web", route)).await;
     setup.publish("web-blue", &blue).await;
     for (token, namespace, file, extra) in [
         (
@@ -1837,4 +1839,78 @@ async fn c13_kube_a_trafficshifts_response_timeout_bounds_a_hung_backends_reques
             .then_some(())
     })
     .await;
+}
+
+/// The watch's own metrics (docs/metrics.md, "Proxy in Kubernetes mode"), from the proxy's /metrics:
+/// `crossfade_kube_watch_last_sync_timestamp_seconds{kind}` and
+/// `crossfade_kube_watch_errors_total{kind}`.
+async fn watch_metrics(admin: &Admin, kind: &str) -> (f64, f64) {
+    let metrics = admin.metrics().await;
+    let synced = metrics.get(
+        "crossfade_kube_watch_last_sync_timestamp_seconds",
+        &[("kind", kind)],
+    );
+    let errors = metrics.get("crossfade_kube_watch_errors_total", &[("kind", kind)]);
+    (
+        synced.unwrap_or_else(|| panic!("no last sync of {kind}")),
+        errors.unwrap_or_else(|| panic!("no watch errors of {kind}")),
+    )
+}
+
+/// Session 41: a working watch stamps its last sync at the first list and again at each change
+/// (a TrafficShift created, an EndpointSlice created) with no error; once the API server is gone
+/// (the emulator killed) the proxy keeps serving its routes, the errors of both watches rise and
+/// the last sync stays where it was.
+#[tokio::test]
+async fn the_watch_metrics_show_each_change_as_a_sync_and_count_errors_once_the_api_is_gone() {
+    let Some(mut setup) = Setup::start() else {
+        return;
+    };
+    let blue = SampleApp::start_many(setup.path(), "blue", 1).await;
+    let (_proxy, listen, admin) = setup.proxy(&[]).await;
+    let mut listed = BTreeMap::new();
+    for kind in ["TrafficShift", "EndpointSlice"] {
+        let (synced, errors) = watch_metrics(&admin, kind).await;
+        assert!(synced > 0.0, "{kind}: the first list is a sync");
+        assert_eq!(errors, 0.0, "{kind}: no error on a working watch");
+        listed.insert(kind, synced);
+    }
+
+    let route = json!({ "hosts": ["127.0.0.1"], "port": "http" });
+    setup.create_shift(&shift("web", route)).await;
+    setup.publish("web-blue", &blue).await;
+    let mut changed = BTreeMap::new();
+    for kind in ["TrafficShift", "EndpointSlice"] {
+        let what = format!("{kind}: a sync after the change");
+        let synced = wait_until(WAIT, &what, || async {
+            let (synced, _) = watch_metrics(&admin, kind).await;
+            (synced > listed[kind]).then_some(synced)
+        })
+        .await;
+        changed.insert(kind, synced);
+    }
+    setup.lease_at("default/web", 0).await;
+    let served = split(listen, 20).await;
+    assert_eq!(served, BTreeMap::from([("blue".to_owned(), 20)]));
+
+    setup.emu.stop();
+    for kind in ["TrafficShift", "EndpointSlice"] {
+        let what = format!("{kind}: two watch errors without the API server");
+        wait_until(WAIT, &what, || async {
+            let (_, errors) = watch_metrics(&admin, kind).await;
+            (errors >= 2.0).then_some(())
+        })
+        .await;
+        let (synced, _) = watch_metrics(&admin, kind).await;
+        assert_eq!(
+            synced, changed[kind],
+            "{kind}: no sync without the API server"
+        );
+    }
+    let served = split(listen, 20).await;
+    assert_eq!(
+        served,
+        BTreeMap::from([("blue".to_owned(), 20)]),
+        "the routes stay as they were"
+    );
 }

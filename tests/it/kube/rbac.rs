@@ -12,6 +12,7 @@ use crossfade_controller::kube::crd::{Phase, TrafficShift};
 use crossfade_controller::kube::leader::{Election, DEFAULT_LEASE};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
@@ -202,6 +203,15 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     // The namespaces of the install: the leader Lease in the controller's, the proxies' Leases in
     // theirs; the rollout in `default`.
     let metrics = FakeProxies::start_in(client.clone(), PROXY_LEASES);
+    // A proxy killed hard two hours ago left its Lease: the leader deletes it (session 41).
+    let proxy_leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), PROXY_LEASES);
+    let dead = Timestamp::now() - SignedDuration::from_secs(7200);
+    super::stale_leases::create(
+        &proxy_leases,
+        &super::stale_leases::lease("crossfade-proxy-dead", dead, true),
+    )
+    .await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl = tokio::spawn(async move {
         let election = Election {
@@ -253,11 +263,12 @@ async fn the_cluster_role_allows_every_request_of_a_rollout_and_nothing_unused()
     super::invalid::refused(&client, "typo", "spec.rollout.hold").await;
     wait_until(
         Duration::from_secs(30),
-        "web Completed, api-green created",
+        "web Completed, api-green created, the stale proxy Lease deleted",
         || async {
             let done = shifts.get("web").await.ok()?.status?.phase == Some(Phase::Completed);
             let api_preview = deploys.get_opt("api-green").await.ok()?.is_some();
-            (done && api_preview).then_some(())
+            let lease = proxy_leases.get_opt("crossfade-proxy-dead").await.ok()?;
+            (done && api_preview && lease.is_none()).then_some(())
         },
     )
     .await;
@@ -426,7 +437,9 @@ fn the_proxies_may_write_no_lease_where_the_leader_lease_is() {
         let read = leases(&controller_grants, ns, &["list", "watch"]);
         assert_eq!(read.len(), 2, "{ns}: {read:?}");
     }
-    // In a trusted namespace, only the proxies write Leases (every ServiceAccount of the install).
+    // In a trusted namespace, only the proxies write Leases (every ServiceAccount of the install);
+    // the controller may delete them (stale proxy Leases, session 41: a delete forges no ack)
+    // and write nothing else there.
     let accounts: BTreeSet<(String, String)> = docs
         .iter()
         .filter(|d| d["kind"] == "ServiceAccount")
@@ -444,8 +457,14 @@ fn the_proxies_may_write_no_lease_where_the_leader_lease_is() {
             continue;
         }
         let grants = grants_of(&install, (ns, name));
+        let controller = *ns == controller_ns && name == "crossfade-controller";
         for trusted_ns in &trusted {
-            let writes = leases(&grants, trusted_ns, &write);
+            let mut writes = leases(&grants, trusted_ns, &write);
+            if controller {
+                let delete = format!("delete in {trusted_ns}");
+                assert!(writes.contains(&delete), "{ns}/{name}: no {delete}");
+                writes.retain(|w| *w != delete);
+            }
             assert!(
                 writes.is_empty(),
                 "{ns}/{name} may write proxy Leases: {writes:?}"
@@ -454,7 +473,7 @@ fn the_proxies_may_write_no_lease_where_the_leader_lease_is() {
     }
 
     // The sidecar example: the controller may read Leases in the sidecar's namespace (to be
-    // listed in --proxy-namespace, as its comment says), and nothing else there.
+    // listed in --proxy-namespace, as its comment says) and delete stale ones, nothing else there.
     let sidecar = ["deploy/examples/sidecar.yaml"];
     let pod: k8s_openapi::api::core::v1::Pod = super::sample::find(
         &super::sample::documents(&root.join(sidecar[0])),
@@ -463,7 +482,7 @@ fn the_proxies_may_write_no_lease_where_the_leader_lease_is() {
     );
     let shop = pod.metadata.namespace.expect("namespace");
     let read = grants_of(&sidecar, (&controller_ns, "crossfade-controller"));
-    let expected: BTreeSet<Grant> = ["list", "watch"]
+    let expected: BTreeSet<Grant> = ["list", "watch", "delete"]
         .iter()
         .map(|v| {
             (

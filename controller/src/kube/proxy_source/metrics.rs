@@ -7,6 +7,11 @@
 //! - `crossfade_kube_applied_generation{route}`: the `status.weights.generation` in the routing
 //!   table, as the Lease reports it.
 //! - `crossfade_kube_lease_renewals_total{result}`: Lease writes by `ok` or `error`.
+//! - `crossfade_kube_watch_last_sync_timestamp_seconds{kind}`: when the watch of `TrafficShift`s
+//!   or `EndpointSlice`s last showed it is in sync ([`WatchMetrics::event`]); 0 before the first
+//!   list completes.
+//! - `crossfade_kube_watch_errors_total{kind}`: errors of that watch (each is retried with
+//!   kube-runtime's backoff, 0.8 s doubling to 30 s).
 //! - `crossfade_backend_info{route,backend,workload,image,image_digest,version}`: what each
 //!   backend of a served route runs, from the TrafficShift's status ([`super::info`]), and
 //!   `crossfade_backend_workload_timestamp_seconds{route,backend}`: when this replica first saw
@@ -14,6 +19,7 @@
 //!
 //! A route's series go when its TrafficShift is deleted.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::PoisonError;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -31,7 +37,22 @@ pub struct KubeSourceMetrics {
     refused: Family<RouteLabels, Gauge>,
     applied: Family<RouteLabels, Gauge>,
     renewals: Family<ResultLabels, Counter>,
+    watch_synced: Family<KindLabels, Gauge<f64, AtomicU64>>,
+    watch_errors: Family<KindLabels, Counter>,
     info: Rows,
+}
+
+/// One watch's series (`kind`: `TrafficShift` or `EndpointSlice`), from
+/// [`KubeSourceMetrics::watch`].
+#[derive(Clone, Debug)]
+pub(super) struct WatchMetrics {
+    synced: Gauge<f64, AtomicU64>,
+    errors: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,13 +84,35 @@ impl KubeSourceMetrics {
             "Writes of this replica's Lease, by result (ok, error)",
             metrics.renewals.clone(),
         );
+        registry.register(
+            "kube_watch_last_sync_timestamp_seconds",
+            "Unix time at which the watch of this kind last showed it is in sync: a list or relist completed, or a change arrived (0 before the first list)",
+            metrics.watch_synced.clone(),
+        );
+        registry.register(
+            "kube_watch_errors",
+            "Errors of the watch of this kind (a failed list, a failed or broken watch, 410 Gone), each retried with backoff",
+            metrics.watch_errors.clone(),
+        );
         registry.register_collector(Box::new(InfoCollector {
             rows: metrics.info.clone(),
         }));
         for result in ["ok", "error"] {
             let _ = metrics.renewals.get_or_create(&ResultLabels { result });
         }
+        for kind in WATCHED_KINDS {
+            let _ = metrics.watch(kind);
+        }
         metrics
+    }
+
+    /// The series of the watch of `kind` (created at 0 on first use).
+    pub(super) fn watch(&self, kind: &'static str) -> WatchMetrics {
+        let labels = KindLabels { kind };
+        WatchMetrics {
+            synced: self.watch_synced.get_or_create(&labels).clone(),
+            errors: self.watch_errors.get_or_create(&labels).clone(),
+        }
     }
 
     /// Sets `route`'s series: refused or not, and the generation applied (`None`: not served).
@@ -126,5 +169,40 @@ impl KubeSourceMetrics {
     pub(super) fn renewal(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.renewals.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+/// The `kind` label values of the watches, exported from the start.
+pub(super) const WATCHED_KINDS: [&str; 2] = ["TrafficShift", "EndpointSlice"];
+
+// === impl WatchMetrics ===
+
+impl WatchMetrics {
+    /// Records what the watch stream yielded. In sync means the store holds what the API server
+    /// holds: when a list or relist completes (`InitDone`; its `Init` and `InitApply` are a list in
+    /// progress, the store not yet replaced), and when a live change arrives (`Apply`, `Delete`:
+    /// the watch delivers). An error is counted. A quiet watch yields nothing, and
+    /// kube-runtime restarts an ended watch (every 290 s) without a word, so an old timestamp
+    /// alone does not mean a broken watch (docs/metrics.md, "Proxy in Kubernetes mode").
+    pub(super) fn event<K>(
+        &self,
+        event: &Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
+    ) {
+        use kube::runtime::watcher::Event;
+        match event {
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => {
+                self.synced.set(crate::metrics::info::unix_now());
+            }
+            Ok(Event::Init | Event::InitApply(_)) => {}
+            Err(_) => {
+                self.errors.inc();
+            }
+        }
+    }
+
+    /// The last sync's Unix time in seconds, and the errors counted.
+    #[cfg(test)]
+    pub(super) fn read(&self) -> (f64, u64) {
+        (self.synced.get(), self.errors.get())
     }
 }

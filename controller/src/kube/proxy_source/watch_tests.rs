@@ -1,7 +1,7 @@
 //! The proxy's watch loop ([`reflect`]) through a `410 Gone` against a mock API
 //! (`crate::kube::mock`): kube-runtime's watcher relists, and the loop keeps running, keeps the
 //! last known objects during the relist, then holds exactly the relisted ones and wakes the
-//! route set's recomputation.
+//! route set's recomputation; the watch's metrics count the 410 and stamp the list and the relist.
 
 use std::time::Duration;
 
@@ -58,7 +58,15 @@ async fn a_410_gone_on_the_watch_relists_and_the_store_holds_exactly_the_reliste
     let store = writer.as_reader();
     let changed = Arc::new(Notify::new());
     let stream = watcher(api, watcher::Config::default());
-    let task = tokio::spawn(reflect("endpointslices", writer, stream, changed.clone()));
+    let metrics = KubeSourceMetrics::default().watch("EndpointSlice");
+    let task = tokio::spawn(reflect(
+        "endpointslices",
+        metrics.clone(),
+        writer,
+        stream,
+        changed.clone(),
+    ));
+    assert_eq!(metrics.read(), (0.0, 0), "nothing listed yet");
 
     let first = server.expect("GET", SLICES).await;
     assert_eq!(first.query, list_query());
@@ -67,6 +75,9 @@ async fn a_410_gone_on_the_watch_relists_and_the_store_holds_exactly_the_reliste
     assert_eq!(watch.query, watch_query("10"));
     assert_eq!(names(&store), ["a", "b"]);
     assert!(woken(&changed));
+    let (listed, errors) = metrics.read();
+    assert!(listed > 0.0, "the completed list is a sync");
+    assert_eq!(errors, 0);
 
     // An object added, then the watch's history is gone: the server ends the stream with an
     // ERROR event carrying a 410 Status (the API server's "too old resource version").
@@ -85,6 +96,9 @@ async fn a_410_gone_on_the_watch_relists_and_the_store_holds_exactly_the_reliste
     assert_eq!(names(&store), ["a", "b", "c"]);
     assert!(woken(&changed), "the added slice woke the apply loop");
     assert!(!task.is_finished(), "a watch error does not end the loop");
+    let (added, errors) = metrics.read();
+    assert!(added >= listed, "the added slice is a sync");
+    assert_eq!(errors, 1, "the 410 is a watch error");
 
     // "b" was deleted while no watch ran: only the relist can tell, and it is gone after it.
     relist.ok(list("20", vec![slice("a", "5"), slice("c", "11")]));
@@ -92,6 +106,9 @@ async fn a_410_gone_on_the_watch_relists_and_the_store_holds_exactly_the_reliste
     assert_eq!(rewatch.query, watch_query("20"));
     assert_eq!(names(&store), ["a", "c"]);
     assert!(woken(&changed), "the relist woke the apply loop");
+    let (relisted, errors) = metrics.read();
+    assert!(relisted >= added, "the completed relist is a sync");
+    assert_eq!(errors, 1);
     server.hold(rewatch);
     server.assert_quiet(Duration::from_secs(60)).await;
     assert!(!task.is_finished());
