@@ -270,3 +270,39 @@ async fn c18_http10_keep_alive_client_answered_before_its_upload_is_told_close_a
         );
     }
 }
+
+/// Case C18 at a binary upgrade (the moment a proxy restarts): an HTTP/1.0 keep-alive client's
+/// request on its idle connection once the handover's drain began gets its answer with
+/// `Connection: close` alone, and the connection then ends. Until session 41 the answer said
+/// `close, keep-alive` (see vendor/hyper patch 27); a shutdown's drain was right already, since
+/// hyper's graceful shutdown turns keep-alive off by itself.
+#[tokio::test]
+async fn c18_http10_keep_alive_client_at_a_handover_drain_is_told_close_alone() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.drain_grace = std::time::Duration::from_secs(2);
+    let mut running = start(config).await;
+    let mut reader = BufReader::new(TcpStream::connect(running.addr).await.unwrap());
+    let request = b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
+    let mut connection = Vec::new();
+    for handover in [false, true] {
+        if handover {
+            running.proxy.hand_over();
+            running.stop();
+            let addr = running.addr;
+            crate::limits::wait_for(|| async move { TcpStream::connect(addr).await.is_err() })
+                .await;
+        }
+        reader.get_mut().write_all(request).await.unwrap();
+        let (status, headers) = read_head(&mut reader).await;
+        assert_eq!(status, "HTTP/1.0 200 OK", "handover: {handover}");
+        let mut body = [0; 4];
+        reader.read_exact(&mut body).await.unwrap();
+        connection.push(header(&headers, "connection").map(str::to_owned));
+    }
+    let expected = [Some("keep-alive".to_owned()), Some("close".to_owned())];
+    assert_eq!(connection, expected, "before and after the handover began");
+    let mut rest = Vec::new();
+    let end = reader.read_to_end(&mut rest).await;
+    assert!(matches!(end, Ok(0)), "a clean close: {end:?} {rest:?}");
+}
