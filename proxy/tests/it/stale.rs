@@ -341,3 +341,50 @@ fn put_doc(running: &Running) -> Request<Full<Bytes>> {
         .body(Full::new(Bytes::from_static(b"v2")))
         .unwrap()
 }
+
+/// An h2c backend (the `h2` crate) that answers the first stream of each connection `200 ok` at
+/// once, without asking for or reading its body (no `100 Continue`), and drops the connection
+/// when the next stream's HEADERS arrive, as [`closing_h2c_backend`]; counts the streams answered.
+async fn early_closing_h2c_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counting_backend(serve_once_early_h2c).await
+}
+
+async fn serve_once_early_h2c(stream: TcpStream, answered: Arc<AtomicUsize>) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    let Some(Ok((_request, mut respond))) = connection.accept().await else {
+        return;
+    };
+    answered.fetch_add(1, Ordering::SeqCst);
+    let response = http::Response::builder().status(200).body(()).unwrap();
+    if let Ok(mut sent) = respond.send_response(response, false) {
+        let _ = sent.send_data(Bytes::from_static(b"ok"), true);
+    }
+    let _next = connection.accept().await;
+}
+
+/// C17 with `Expect: 100-continue` over h2c, on a multi-threaded runtime as in production: a
+/// `PUT` held back for its 100 on a pooled h2c connection that the backend drops as the stream
+/// opens goes again whole every time. hyper's task that pipes the body to the stream hands it
+/// back when it next runs, which may be after the proxy saw the failure: until session 41 the
+/// proxy then found no body to resend and answered 502, 1 to 4 times in these 60 `PUT`s.
+/// The retry budget is opened wide: every `PUT` after the first is a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c17_h2c_expect_continue_put_held_back_on_a_dropped_connection_is_resent_every_time() {
+    let (addr, answered) = early_closing_h2c_backend().await;
+    let mut config = config(vec![h2c_only_route(addr)]);
+    config.limits.expect_continue_timeout = std::time::Duration::from_secs(30);
+    config.upstream.retry_budget.ratio = crossfade_proxy::Percent(10_000);
+    config.upstream.retry_budget.min_per_second = 1_000;
+    let running = start(config).await;
+    let client = client();
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let put = put_doc_expecting(&running, Bytes::from_static(b"v2"));
+        statuses.push(send(&client, put).await.0.as_u16());
+    }
+    let failed = statuses.iter().filter(|status| **status != 200).count();
+    assert_eq!(failed, 0, "answers to 60 PUTs: {statuses:?}");
+    assert_eq!(answered.load(Ordering::SeqCst), 60);
+}
