@@ -142,7 +142,7 @@ impl Upload {
     /// it back (true) or polled it (false). Over h2c the body is dropped by hyper's task that
     /// pipes it to the stream, which may run after the attempt's failure was seen: until session
     /// 41 a `PUT` held back for its `100 Continue` on a dropped h2c connection got 502 instead of
-    /// its resend about one time in ten (case C17).
+    /// its resend for a few in every hundred (case C17).
     pub(crate) async fn returned(&self, within: Duration) -> bool {
         let settled = async {
             loop {
