@@ -313,7 +313,10 @@ impl Body for ExpectBody {
         let Some(inner) = &mut this.inner else {
             return Poll::Ready(None);
         };
-        this.polled = true;
+        if !this.polled {
+            this.polled = true;
+            this.upload.polled();
+        }
         let polled = Pin::new(&mut *inner).poll_frame(cx);
         match &polled {
             Poll::Pending => {

@@ -476,7 +476,11 @@ async fn retry_or_answer(
     let (Some(target), Some(retry)) = (target, retry) else {
         return Err(failure.answer(route, backend, &line));
     };
-    // A body goes again only if the failed attempt never polled it (nothing of it was written).
+    // A body goes again only if the failed attempt never polled it (nothing of it was written),
+    // once that attempt has handed it back (`Upload::returned`).
+    if let Some(upload) = &retry.upload {
+        upload.returned(BODY_HANDBACK_WAIT).await;
+    }
     let Some((parts, path, body)) = retry.into_attempt(&line) else {
         return Err(failure.answer(route, backend, &line));
     };
@@ -504,6 +508,12 @@ async fn retry_or_answer(
         })
         .map_err(|failure| failure.answer(route, target, &line))
 }
+
+/// How long a retry waits for the failed attempt to hand its unpolled request body back
+/// (`Upload::returned`): the handback comes as soon as hyper's task that held the body runs after
+/// the connection's failure, well within this bound; past it the request is answered 502 as one
+/// whose body cannot go again.
+const BODY_HANDBACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The response head arrived: tell a pending expectation, keep it until the body is done, and add
 /// the sticky cookie the assignment minted.
@@ -728,7 +738,7 @@ fn retry_target<'a>(
     match kind {
         kind if kind.is_connect() => elsewhere(),
         ErrorKind::Reset
-            if idempotent(method) && retry.upload.as_ref().is_none_or(|u| u.has_unsent()) =>
+            if idempotent(method) && retry.upload.as_ref().is_none_or(|u| u.never_polled()) =>
         {
             Some(elsewhere().unwrap_or(failed))
         }

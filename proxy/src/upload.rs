@@ -26,6 +26,7 @@ use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// `handed` while the body waits for the client's next bytes.
@@ -47,6 +48,10 @@ pub(crate) struct Upload {
     stalled: AtomicBool,
     /// The client's body, when its attempt dropped it without polling it (see [`Upload::unsent`]).
     unsent: Mutex<Option<crate::expect::Unsent>>,
+    /// An attempt polled the client's body: it is never handed back.
+    polled: AtomicBool,
+    /// Woken when the body is handed back or first polled (see [`Upload::returned`]).
+    settled: Notify,
 }
 
 /// The error a request body fails with when the client sent nothing for `limits.body_read_timeout`.
@@ -69,6 +74,8 @@ impl Upload {
             read_timeout,
             stalled: AtomicBool::new(false),
             unsent: Mutex::new(None),
+            polled: AtomicBool::new(false),
+            settled: Notify::new(),
         }
     }
 
@@ -115,15 +122,45 @@ impl Upload {
     /// Keeps a body its attempt dropped unpolled.
     pub(crate) fn keep_unsent(&self, body: crate::expect::Unsent) {
         *self.unsent.lock().unwrap_or_else(PoisonError::into_inner) = Some(body);
+        self.settled.notify_one();
     }
 
-    /// Whether the attempt that carried the client's body dropped it without polling it (see
-    /// [`Upload::unsent`]).
-    pub(crate) fn has_unsent(&self) -> bool {
-        self.unsent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+    /// An attempt polls the client's body for the first time: from now on it may have been read
+    /// from the client and written upstream, and it is never handed back.
+    pub(crate) fn polled(&self) {
+        self.polled.store(true, Relaxed);
+        self.settled.notify_one();
+    }
+
+    /// Whether no attempt has polled the client's body: nothing of it was read from the client or
+    /// written upstream, whether or not the attempt that carried it has handed it back yet.
+    pub(crate) fn never_polled(&self) -> bool {
+        !self.polled.load(Relaxed)
+    }
+
+    /// Waits, at most `within`, until the failed attempt that carried the client's body has handed
+    /// it back (true) or polled it (false). Over h2c the body is dropped by hyper's task that
+    /// pipes it to the stream, which may run after the attempt's failure was seen: until session
+    /// 41 a `PUT` held back for its `100 Continue` on a dropped h2c connection got 502 instead of
+    /// its resend for a few in every hundred (case C17).
+    pub(crate) async fn returned(&self, within: Duration) -> bool {
+        let settled = async {
+            loop {
+                if self
+                    .unsent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_some()
+                {
+                    return true;
+                }
+                if !self.never_polled() {
+                    return false;
+                }
+                self.settled.notified().await;
+            }
+        };
+        tokio::time::timeout(within, settled).await.unwrap_or(false)
     }
 
     /// The client's body, if the attempt that carried it dropped it without polling it: no byte of

@@ -33,7 +33,8 @@
 //!   certificate reload, curl -T with Expect, h2load, wrk): zero failures, the split within 6 sigma.
 //! - `supervise`: a killed serving instance (blue, then promoted green) is restarted with an event
 //!   and a metric while traffic stays on the instances that are up.
-//! - `cases`: the failure cases (C01...), one file each.
+//! - `cases`: the failure cases (C02...C20; the cases list has no C01, C05, C06, C11 or C16), one
+//!   file each.
 //! - `gates`: webhook gates against a local HTTP server (every point, a rollback refusal, a timeout
 //!   that halts past the progress deadline).
 //! - `judgement`: analysis checks against a real Prometheus and a JSON endpoint (pass, fail, source

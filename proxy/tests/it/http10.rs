@@ -205,3 +205,104 @@ async fn c18_http10_keep_alive_client_keeps_its_connection_for_answers_without_c
         }
     }
 }
+
+/// A keep-alive HTTP/1.1 backend that answers each request `401 no` as soon as its head is read,
+/// without reading its body, then lets the connection go.
+async fn early_401_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let answer = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno";
+                let _ = reader.get_mut().write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Case C18 with C20's early answer (variant B): an HTTP/1.0 keep-alive client whose upload the
+/// proxy answers without having read it all, from the backend (an early 401) or its own (a 502
+/// after the only endpoint refused), is told `Connection: close` and nothing of keep-alive, and
+/// the connection then ends cleanly. Until session 41 hyper added `keep-alive` to the proxy's
+/// `close` for a 1.0 client (`connection: close, keep-alive`), and a client that takes the
+/// keep-alive token (curl does for HTTP/1.0) sent its next request into the closing connection
+/// (vendor/hyper patch 27).
+#[tokio::test]
+async fn c18_http10_keep_alive_client_answered_before_its_upload_is_told_close_and_no_keep_alive() {
+    for (name, endpoint) in [
+        ("early 401", early_401_backend().await),
+        ("refused", refused_addr().await),
+    ] {
+        let running = start(config(vec![route(&[endpoint], &[], 10_000)])).await;
+        let mut reader = BufReader::new(TcpStream::connect(running.addr).await.unwrap());
+        let upload = "POST /upload HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\
+                      Content-Length: 100000\r\n\r\n";
+        reader.get_mut().write_all(upload.as_bytes()).await.unwrap();
+        let (status, headers) = read_head(&mut reader).await;
+        let connection: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(status.starts_with("HTTP/1.0 "), "{name}: {status}");
+        assert_eq!(connection, ["close"], "{name}: {status} {headers:?}");
+        let length: usize = header(&headers, "content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).await.unwrap();
+        // The client sends its body, then finds the connection ended, not waiting for more.
+        let _ = reader.get_mut().write_all(&[b'x'; 100_000]).await;
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            reader.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(
+            matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+            "{name}: the connection stayed open: {end:?}"
+        );
+    }
+}
+
+/// Case C18 at a binary upgrade (the moment a proxy restarts): an HTTP/1.0 keep-alive client's
+/// request on its idle connection once the handover's drain began gets its answer with
+/// `Connection: close` alone, and the connection then ends. Until session 41 the answer said
+/// `close, keep-alive` (see vendor/hyper patch 27); a shutdown's drain was right already, since
+/// hyper's graceful shutdown turns keep-alive off by itself.
+#[tokio::test]
+async fn c18_http10_keep_alive_client_at_a_handover_drain_is_told_close_alone() {
+    let blue = backend("blue").await;
+    let mut config = config(vec![route(&[blue.addr], &[], 10_000)]);
+    config.drain_grace = std::time::Duration::from_secs(2);
+    let mut running = start(config).await;
+    let mut reader = BufReader::new(TcpStream::connect(running.addr).await.unwrap());
+    let request = b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
+    let mut connection = Vec::new();
+    for handover in [false, true] {
+        if handover {
+            running.proxy.hand_over();
+            running.stop();
+            let addr = running.addr;
+            crate::limits::wait_for(|| async move { TcpStream::connect(addr).await.is_err() })
+                .await;
+        }
+        reader.get_mut().write_all(request).await.unwrap();
+        let (status, headers) = read_head(&mut reader).await;
+        assert_eq!(status, "HTTP/1.0 200 OK", "handover: {handover}");
+        let mut body = [0; 4];
+        reader.read_exact(&mut body).await.unwrap();
+        connection.push(header(&headers, "connection").map(str::to_owned));
+    }
+    let expected = [Some("keep-alive".to_owned()), Some("close".to_owned())];
+    assert_eq!(connection, expected, "before and after the handover began");
+    let mut rest = Vec::new();
+    let end = reader.read_to_end(&mut rest).await;
+    assert!(matches!(end, Ok(0)), "a clean close: {end:?} {rest:?}");
+}

@@ -106,6 +106,65 @@ async fn c17_expect_continue_put_whose_body_was_held_back_is_resent_after_a_rese
     assert!(metrics.contains(line), "{line} not in\n{metrics}");
 }
 
+/// Reads one response head off `reader` (the status line and fields, up to the blank line), and
+/// the `content-length` body after it; `None` when the connection ended first or 10 s passed.
+async fn read_answer(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+    let read = async {
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            (reader.read_line(&mut head).await.ok()? > 0).then_some(())?;
+        }
+        let length = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-length:")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).await.ok()?;
+        Some((head, body))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// C17 with C20's client, which sends its body only after its `100 Continue` (as curl does): a `PUT`
+/// held back on a pooled connection the backend closes as it is reused goes again, and the client's
+/// 100 comes from the resend's, opened by the backend's 100 on the fresh connection. The proxy's
+/// wait for a 100 is 30 s here, so a resend whose 100 would not reach the client (the stall of
+/// traefik#7431) hangs the test instead of costing a second. Session 41.
+#[tokio::test]
+async fn c17_expect_continue_put_from_a_client_that_waits_for_its_100_gets_it_from_the_resend() {
+    let (addr, answered) = closing_backend().await;
+    let mut config = config(vec![route(&[addr], &[], 10_000)]);
+    config.limits.expect_continue_timeout = std::time::Duration::from_secs(30);
+    let running = start(config).await;
+    let mut reader = BufReader::new(TcpStream::connect(running.addr).await.unwrap());
+    for i in 0..3 {
+        let head =
+            "PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+        reader.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let interim = read_answer(&mut reader).await;
+        let interim = interim.map(|(head, _)| head).unwrap_or_default();
+        assert!(
+            interim.starts_with("HTTP/1.1 100 "),
+            "PUT {i}: no 100 in 10 s: {interim:?}"
+        );
+        reader.get_mut().write_all(b"v2").await.unwrap();
+        let answer = read_answer(&mut reader).await;
+        let (head, body) = answer.unwrap_or_else(|| panic!("PUT {i}: no answer"));
+        assert!(head.starts_with("HTTP/1.1 200 "), "PUT {i}: {head}");
+        assert_eq!(body, b"ok", "PUT {i}");
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+}
+
 /// Bytes a [`partial_body_backend`] reads of an upload before it drops the connection.
 const PARTLY: usize = 1_000;
 
@@ -281,4 +340,51 @@ fn put_doc(running: &Running) -> Request<Full<Bytes>> {
         .uri(running.url("/doc"))
         .body(Full::new(Bytes::from_static(b"v2")))
         .unwrap()
+}
+
+/// An h2c backend (the `h2` crate) that answers the first stream of each connection `200 ok` at
+/// once, without asking for or reading its body (no `100 Continue`), and drops the connection
+/// when the next stream's HEADERS arrive, as [`closing_h2c_backend`]; counts the streams answered.
+async fn early_closing_h2c_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    counting_backend(serve_once_early_h2c).await
+}
+
+async fn serve_once_early_h2c(stream: TcpStream, answered: Arc<AtomicUsize>) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    let Some(Ok((_request, mut respond))) = connection.accept().await else {
+        return;
+    };
+    answered.fetch_add(1, Ordering::SeqCst);
+    let response = http::Response::builder().status(200).body(()).unwrap();
+    if let Ok(mut sent) = respond.send_response(response, false) {
+        let _ = sent.send_data(Bytes::from_static(b"ok"), true);
+    }
+    let _next = connection.accept().await;
+}
+
+/// C17 with `Expect: 100-continue` over h2c, on a multi-threaded runtime as in production: a
+/// `PUT` held back for its 100 on a pooled h2c connection that the backend drops as the stream
+/// opens goes again whole every time. hyper's task that pipes the body to the stream hands it
+/// back when it next runs, which may be after the proxy saw the failure: until session 41 the
+/// proxy then found no body to resend and answered 502, 1 to 4 times in these 60 `PUT`s.
+/// The retry budget is opened wide: every `PUT` after the first is a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c17_h2c_expect_continue_put_held_back_on_a_dropped_connection_is_resent_every_time() {
+    let (addr, answered) = early_closing_h2c_backend().await;
+    let mut config = config(vec![h2c_only_route(addr)]);
+    config.limits.expect_continue_timeout = std::time::Duration::from_secs(30);
+    config.upstream.retry_budget.ratio = crossfade_proxy::Percent(10_000);
+    config.upstream.retry_budget.min_per_second = 1_000;
+    let running = start(config).await;
+    let client = client();
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let put = put_doc_expecting(&running, Bytes::from_static(b"v2"));
+        statuses.push(send(&client, put).await.0.as_u16());
+    }
+    let failed = statuses.iter().filter(|status| **status != 200).count();
+    assert_eq!(failed, 0, "answers to 60 PUTs: {statuses:?}");
+    assert_eq!(answered.load(Ordering::SeqCst), 60);
 }

@@ -794,9 +794,13 @@ where
     // Fix keep-alive when Connection: keep-alive header is not present
     fn fix_keep_alive(&mut self, head: &mut MessageHead<T::Outgoing>) {
         let connection_entry = head.headers.entry(CONNECTION);
-        let outgoing_is_keep_alive = match &connection_entry {
-            Entry::Occupied(entry) => entry.iter().any(headers::connection_keep_alive),
-            Entry::Vacant(_) => false,
+        // Crossfade patch 27 (`PATCHES.md`): whether the head says `close` too.
+        let (outgoing_is_keep_alive, outgoing_closes) = match &connection_entry {
+            Entry::Occupied(entry) => (
+                entry.iter().any(headers::connection_keep_alive),
+                entry.iter().any(headers::connection_close),
+            ),
+            Entry::Vacant(_) => (false, false),
         };
 
         if !outgoing_is_keep_alive {
@@ -804,6 +808,9 @@ where
                 // If response is version 1.0 and keep-alive is not present in the response,
                 // disable keep-alive so the server closes the connection
                 Version::HTTP_10 => self.state.disable_keep_alive(),
+                // Crossfade patch 27: a version 1.1 head that says `Connection: close` is the
+                // connection's last (RFC 9112 §9.6): keep-alive is disabled, not added to it.
+                Version::HTTP_11 if outgoing_closes => self.state.disable_keep_alive(),
                 // If response is version 1.1 and keep-alive is wanted, add
                 // Connection: keep-alive header when not present
                 Version::HTTP_11 if self.state.wants_keep_alive() => match connection_entry {
