@@ -152,13 +152,11 @@ pub async fn status(args: &KubeArgs) -> anyhow::Result<ExitCode> {
 /// Exit code 0 when it was accepted, 1 when refused or not acted on in time.
 pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
     let (Connection { client, server }, namespace, name) = args.target(verb.as_str()).await?;
-    let what = format!(
-        "the {} command to trafficshift {namespace}/{name}",
-        verb.as_str()
-    );
-    let sent = answered(what, ops::send(&client, &namespace, &name, verb))
+    // Each request (the read of the TrafficShift, the write of the annotations) is bounded by
+    // `ops::ANSWER` on its own, and named when it is not answered (session 41).
+    let sent = ops::send(&client, &namespace, &name, verb)
         .await
-        .map_err(|e| server.explain(e))?;
+        .map_err(|e| server.explain(e.into()))?;
     let written: Vec<String> = sent
         .annotations
         .iter()
@@ -186,10 +184,11 @@ pub async fn command(args: &KubeArgs, verb: Verb) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// How long the API server has to answer `status` (its reads) and a command's write: kube bounds
+/// How long the API server has to answer `status` (its reads), as each request of a command
+/// (`ops::ANSWER`): kube bounds
 /// only the connection (30 s), so a server that takes the connection and never answers (a hung
 /// API server, a port that is not one) held the command for ever (trial 23).
-pub const API_ANSWER: Duration = Duration::from_secs(30);
+pub const API_ANSWER: Duration = ops::ANSWER;
 
 /// `request`'s result, or [`crate::kube::NoAnswer`] naming `what` after [`API_ANSWER`].
 async fn answered<T, E>(

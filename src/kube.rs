@@ -733,6 +733,10 @@ impl ApiServer {
                 cause.downcast_ref::<PreflightError>(),
                 Some(PreflightError::NoAnswer)
             ) || cause.downcast_ref::<NoAnswer>().is_some()
+                || matches!(
+                    cause.downcast_ref::<crossfade_controller::kube::ops::OpsError>(),
+                    Some(crossfade_controller::kube::ops::OpsError::NoAnswer { .. })
+                )
         });
         if unreachable {
             error.context(format!("Kubernetes API server {self}"))

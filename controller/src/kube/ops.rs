@@ -167,6 +167,19 @@ pub enum OpsError {
         /// Why, and how to name it (`kubectl edit ... --subresource=status`).
         message: String,
     },
+    /// The API server took the connection but did not answer a request of a command within the
+    /// time given (kube bounds only the connection: session 41).
+    #[error("no answer within {}s to {request}{after}", waited.as_secs())]
+    NoAnswer {
+        /// What was asked, e.g. `the read of trafficshift shop/web` or `the write of
+        /// crossfade.dev/abort=<nonce> on deployment shop/web`.
+        request: String,
+        /// How long it was waited for.
+        waited: Duration,
+        /// What to make of it: for a read, whether the server is one; for the write, that it may
+        /// have been recorded and how to check.
+        after: String,
+    },
     /// The controller did not record the command in time.
     #[error("{annotations} written on deployment {deployment}, but no controller acted on it within {waited:?}; is `crossfade controller --kube` running and watching namespace {namespace}?")]
     NotActed {
@@ -250,14 +263,17 @@ pub fn nonce(now: SystemTime) -> String {
 /// [`OpsError::NotFound`] without such a TrafficShift, [`OpsError::Undecodable`] for one that
 /// does not decode and [`OpsError::TargetUnknown`] for a running record of an older version
 /// whose target cannot be told (nothing is written), [`OpsError::Api`] when a request fails (the
-/// Deployment missing included).
+/// Deployment missing included), [`OpsError::NoAnswer`] when a request (the read of the
+/// TrafficShift, of the target of an older record, or the write of the annotations) is not
+/// answered within [`ANSWER`]; a write not answered may still have been recorded, and says so.
 pub async fn send(
     client: &Client,
     namespace: &str,
     name: &str,
     verb: Verb,
 ) -> Result<Sent, OpsError> {
-    let shift = get_commanded(client, namespace, name, Record::Running).await?;
+    let answer = ANSWER;
+    let shift = get_commanded(client, namespace, name, Record::Running, answer).await?;
     if let Some(message) = conflict(&shift).or_else(|| not_started(&shift)) {
         return Err(OpsError::NotOwner {
             namespace: namespace.to_owned(),
@@ -277,8 +293,23 @@ pub async fn send(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    api.patch(&deployment, &params, &Patch::Merge(&patch))
-        .await
+    let written: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let request = format!(
+        "the write of {} on deployment {namespace}/{deployment}",
+        written.join(" ")
+    );
+    let after = format!(
+        "; the command may or may not have been recorded: check the annotations of \
+         `kubectl get deployment {deployment} -n {namespace} -o yaml`, and the last command of \
+         `crossfade status --kube -n {namespace} {name}`, before sending it again"
+    );
+    let merge = Patch::Merge(&patch);
+    let write = api.patch(&deployment, &params, &merge);
+    answered(answer, request, after, write)
+        .await?
         .map_err(|source| {
             api_error(
                 format!("annotate deployment {namespace}/{deployment}"),
@@ -339,14 +370,20 @@ async fn get_commanded(
     namespace: &str,
     name: &str,
     record: Record,
+    answer: Duration,
 ) -> Result<TrafficShift, OpsError> {
     let api = super::shift::invalid::api(client.clone(), namespace);
-    let mut object = found(api.get_opt(name).await, namespace, name)?;
+    let read = format!("the read of trafficshift {namespace}/{name}");
+    let got = answered(answer, read, UNANSWERED_READ.to_owned(), api.get_opt(name)).await?;
+    let mut object = found(got, namespace, name)?;
     if matches!(record, Record::Running) {
-        let named = super::shift::name_older_target(client, &mut object).await;
-        let named = named.map_err(|source| {
+        let older = format!("service {namespace}/{name}-blue and the deployments of namespace {namespace} (the target of a rollout record of an older version)");
+        let named = super::shift::name_older_target(client, &mut object);
+        let reads = format!("the reads of {older}");
+        let named = answered(answer, reads, UNANSWERED_READ.to_owned(), named);
+        let named = named.await?.map_err(|source| {
             api_error(
-                format!("read service {namespace}/{name}-blue and the deployments of namespace {namespace} (the target of a rollout record of an older version)"),
+                format!("read {older}"),
                 format!("get on services and list on deployments.apps in namespace {namespace}"),
                 source,
             )
@@ -370,6 +407,34 @@ async fn get_commanded(
                 problem,
             })
     })
+}
+
+/// How long the API server has to answer each request of [`send`] (kube bounds only the
+/// connection: its `Config::read_timeout` is `None` by default, and its `write_timeout` bounds
+/// only the sending of a request). Before (session 41), `crossfade pause --kube` bounded the
+/// whole of `send` only and said "no answer ... to the pause command", not which request, nor
+/// that a write not answered may have been recorded.
+pub const ANSWER: Duration = Duration::from_secs(30);
+
+/// What [`OpsError::NoAnswer`] adds for a read not answered.
+const UNANSWERED_READ: &str =
+    " (the server took the connection: is it a Kubernetes API server, and is it up?)";
+
+/// `request`'s result, or [`OpsError::NoAnswer`] naming `what` (followed by `after`) when it is
+/// not answered within `answer`.
+async fn answered<T>(
+    answer: Duration,
+    what: String,
+    after: String,
+    request: impl std::future::Future<Output = T>,
+) -> Result<T, OpsError> {
+    tokio::time::timeout(answer, request)
+        .await
+        .map_err(|_| OpsError::NoAnswer {
+            request: what,
+            waited: answer,
+            after,
+        })
 }
 
 /// The message of `shift`'s `Progressing=False` condition with reason `Conflict` (another
@@ -434,7 +499,8 @@ pub async fn wait_acted(
         // A read still unanswered at the deadline is given up: `--wait` bounds the whole wait.
         // The rollout may have ended with the command (a force-abort): its record still says
         // whether the command was acted on.
-        let read = get_commanded(client, namespace, name, Record::Any);
+        // Each read is also bounded by the whole wait, so the deadline comes first.
+        let read = get_commanded(client, namespace, name, Record::Any, timeout);
         let read = tokio::time::timeout_at(deadline, read).await;
         let shift = match read {
             Ok(shift) => Some(shift?),

@@ -566,7 +566,7 @@ async fn an_api_server_that_never_answers_is_named_after_30s() {
         (controller, "the check for the TrafficShift CRD"),
         (proxy, "the check for the TrafficShift CRD"),
         (status, "the read of trafficshift default/web"),
-        (pause, "the pause command to trafficshift default/web"),
+        (pause, "the read of trafficshift default/web"),
     ];
     for ((command, out), what) in asked {
         assert_eq!(out.code, Some(1), "{command:?}: {out:?}");
@@ -577,6 +577,123 @@ async fn an_api_server_that_never_answers_is_named_after_30s() {
         );
     }
     drop(silent);
+}
+
+/// Session 41: a command whose read of the TrafficShift is answered but whose write of the
+/// annotation is not (an API server or a proxy in between that hangs on it) gives up after 30 s
+/// like the read, naming the write and the Deployment and saying that the command may have been
+/// recorded (before, the message named only "the pause command", as if nothing had been written).
+#[tokio::test]
+async fn a_command_whose_annotation_write_is_never_answered_says_it_may_have_been_recorded() {
+    use crossfade_controller::kube::crd::TrafficShift;
+    let Some(emu) = Emulator::start() else { return };
+    let shifts: Api<TrafficShift> = Api::default_namespaced(emu.client());
+    shifts
+        .create(
+            &PostParams::default(),
+            &super::objects::shift("web", "app:v2"),
+        )
+        .await
+        .expect("create trafficshift web");
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = front.local_addr().expect("addr").port();
+    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream = format!("127.0.0.1:{}", emu.url().rsplit(':').next().expect("port"));
+    tokio::spawn(hang_on_patch(front, upstream, patches.clone()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig_for(dir.path(), port, "hung-write");
+    let args = ["pause", "--kube", "--kubeconfig"]
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([kubeconfig.clone().into_os_string(), "web".into()]);
+    // Generous: the bound is 30 s; without it the command waits for ever and this panics.
+    let out = run_to_end(args, Duration::from_secs(90)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(
+        patches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "{out:?}"
+    );
+    let expected = format!(
+        "crossfade: Kubernetes API server http://127.0.0.1:{port} (from --kubeconfig {}, context \
+         hung-write): no answer within 30s to the write of crossfade.dev/paused=true on deployment \
+         default/web; the command may or may not have been recorded: check the annotations of \
+         `kubectl get deployment web -n default -o yaml`, and the last command of `crossfade \
+         status --kube -n default web`, before sending it again\n",
+        kubeconfig.display()
+    );
+    assert_eq!(out.stderr, expected);
+}
+
+/// Serves `front` as a proxy to the API server at `upstream` that forwards every request but a
+/// PATCH (one request per connection, answered with `Connection: close`), and takes a PATCH
+/// (counted in `patches`) without ever answering it.
+async fn hang_on_patch(
+    front: tokio::net::TcpListener,
+    upstream: String,
+    patches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut client, _)) = front.accept().await else {
+            return;
+        };
+        let upstream = upstream.clone();
+        let patches = patches.clone();
+        tokio::spawn(async move {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            let head_end = loop {
+                if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+            if head.starts_with("PATCH ") {
+                patches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Taken, never answered: the connection stays open until the client gives up.
+                let _ = client.read(&mut buf).await;
+                std::future::pending::<()>().await;
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while request.len() < head_end + length {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let (first, rest) = head.split_once("\r\n").expect("a request line");
+            let mut forwarded = format!("{first}\r\nConnection: close\r\n{rest}").into_bytes();
+            forwarded.extend_from_slice(&request[head_end..]);
+            let mut server = tokio::net::TcpStream::connect(&upstream)
+                .await
+                .expect("connect to the emulator");
+            server.write_all(&forwarded).await.expect("forward");
+            let mut answer = Vec::new();
+            server.read_to_end(&mut answer).await.expect("the answer");
+            // Said to the client too, so that it sends its next request on a new connection.
+            let status_end = answer.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+            answer.splice(
+                status_end..status_end,
+                b"\r\nConnection: close".iter().copied(),
+            );
+            let _ = client.write_all(&answer).await;
+            let _ = client.shutdown().await;
+        });
+    }
 }
 
 #[tokio::test]
