@@ -607,7 +607,8 @@ impl TrafficShiftSpec {
                 )
             })
         });
-        let problems: Vec<String> = deployment.into_iter().chain(images).collect();
+        let route = self.route.iter().flat_map(RouteSpec::problems);
+        let problems: Vec<String> = deployment.into_iter().chain(images).chain(route).collect();
         match problems.is_empty() {
             true => Ok(()),
             false => Err(problems.join("; ")),

@@ -232,6 +232,34 @@ async fn empty_images_and_a_malformed_image_reference_are_refused_at_once_naming
     );
 }
 
+/// A `spec.route` no proxy would serve (an empty and a malformed host, a path prefix without `/`,
+/// a response timeout of 0s) is refused at once, every problem named by its field, and no preview
+/// is made (session 41: before, the rollout started and the refusal was only in the proxies'
+/// logs, as `route not served until this is fixed`).
+#[tokio::test]
+async fn a_route_the_proxies_would_refuse_is_refused_at_once_naming_each_field() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let route = json!({ "hosts": ["", "Bad Host"], "pathPrefix": "api", "responseTimeout": "0s" });
+    let bad = json!({ "deployment": "web", "images": { "app": "web:v2" }, "route": route });
+    create(&c.client, "web", bad).await;
+    let _ctl = c.controller();
+    let (condition, _) = refused(&c.client, "web", "spec.route.hosts[0]: must not be empty").await;
+    let message = condition["message"].as_str().expect("message");
+    for field in [
+        "spec.route.hosts[1]: \"Bad Host\"",
+        "spec.route.pathPrefix: \"api\" must start with '/'",
+        "spec.route.responseTimeout: must be above 0s",
+    ] {
+        assert!(message.contains(field), "{field} in {message}");
+    }
+    assert!(
+        c.deploys.get_opt("web-green").await.expect("get").is_none(),
+        "no preview for a refused route"
+    );
+}
+
 /// An undecodable TrafficShift present when the controller starts is in its first list: it is
 /// shown as invalid, and the valid TrafficShift next to it is rolled out all the same.
 #[tokio::test]

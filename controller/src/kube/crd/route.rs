@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crossfade_proxy::config::{check_routes, BackendConfig, RouteConfig};
+use crossfade_proxy::weight::Percent;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,51 @@ pub struct RouteSpec {
     /// form, above 0, at most 8784h. Default: the proxy's `upstream.response_timeout` (30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_timeout: Option<super::Span>,
+}
+
+// === impl RouteSpec ===
+
+impl RouteSpec {
+    /// The route's own settings (`hosts`, `pathPrefix`, `sticky`, `responseTimeout`) checked by the
+    /// rules every Crossfade proxy applies to the route it builds from the TrafficShift
+    /// (`crossfade_proxy::config::check_routes`), so that a route no proxy would serve is refused
+    /// before a rollout starts (session 41: before, the controller started the rollout and the
+    /// refusal was only in the proxies' logs). The weights and endpoints, which come from status
+    /// and the EndpointSlices, are not this check's: it gives both backends 0%.
+    ///
+    /// # Errors
+    /// One problem per broken rule, each naming its field: `spec.route.hosts[1]: "Bad Host" must
+    /// be a host name ...`, `spec.route.pathPrefix: "api" must start with '/'`,
+    /// `spec.route.responseTimeout: must be above 0s`.
+    pub fn problems(&self) -> Vec<String> {
+        let zero = || BackendConfig {
+            weight: Some(Percent(0)),
+            ..BackendConfig::default()
+        };
+        let config = RouteConfig {
+            name: "spec/route".to_owned(),
+            hosts: self.hosts.clone(),
+            path_prefix: self.path_prefix.clone().unwrap_or_else(|| "/".to_owned()),
+            blue: zero(),
+            green: zero(),
+            sticky: self.sticky.as_ref().map(StickySpec::to_config),
+            response_timeout: self.response_timeout.map(|s| s.0),
+            ..RouteConfig::default()
+        };
+        let mut problems = Vec::new();
+        check_routes(std::slice::from_ref(&config), &mut problems);
+        problems
+            .iter()
+            .map(|p| {
+                let path = p.path.strip_prefix("routes[0].").unwrap_or(&p.path);
+                let field = match path {
+                    "path_prefix" => "pathPrefix".to_owned(),
+                    other => super::camel(other),
+                };
+                format!("spec.route.{field}: {}", p.message)
+            })
+            .collect()
+    }
 }
 
 /// `spec.route.sticky`: where a user's key comes from. Exactly one of `header`, `cookie` and

@@ -72,6 +72,29 @@ fn shares_outside_0_to_100_percent_or_without_a_percent_sign_are_refused() {
     }
 }
 
+/// A whole number too large for an integer is read as a float: named as above 100%, not as "not a
+/// whole percentage" to be written as a string (session 41); a whole float is the integer.
+#[test]
+fn a_whole_number_read_as_a_float_is_judged_as_that_number() {
+    let huge = serde_json::from_str::<Share>("100000000000000000000").expect_err("refused");
+    assert!(
+        huge.to_string().starts_with("1e20% is above 100%"),
+        "{huge}"
+    );
+    let above = serde_json::from_str::<Share>("150.0").expect_err("refused");
+    assert!(
+        above.to_string().starts_with("150% is above 100%"),
+        "{above}"
+    );
+    let whole = serde_json::from_str::<Share>("50.0").expect("a whole percentage");
+    assert_eq!(whole, Share(Percent(5000)));
+    let fraction = serde_json::from_str::<Share>("0.5").expect_err("refused");
+    assert!(
+        fraction.to_string().contains("is not a whole percentage"),
+        "{fraction}"
+    );
+}
+
 #[test]
 fn durations_parse_go_style_units_and_refuse_the_rest() {
     assert_eq!(

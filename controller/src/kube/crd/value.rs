@@ -86,6 +86,14 @@ impl<'de> Deserialize<'de> for Share {
                     .map_err(E::custom)
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Share, E> {
+                // A whole number read as a float (`50.0`, or one past `u64`, such as
+                // `100000000000000000000`) is judged as the integer it is: before (session 41)
+                // it was called "not a whole percentage" and told to be written as that string.
+                if n.fract() == 0.0 {
+                    return Percent::from_f64(n)
+                        .and_then(Share::check)
+                        .map_err(E::custom);
+                }
                 Err(E::custom(format_args!(
                     "{n} is not a whole percentage: write a fraction as a string, \"{n}%\""
                 )))
