@@ -786,7 +786,11 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Conn
             // kube's errors already carry their cause in their message: no context chain on top.
             let bad =
                 |e: &dyn std::fmt::Display| anyhow::anyhow!("--kubeconfig {}: {e}", path.display());
-            let file = Kubeconfig::read_from(path).map_err(|e| bad(&e))?;
+            let file = Kubeconfig::read_from(path).map_err(|e| match e {
+                // kube's own words quote the path twice (`'"/x"'`, session 41).
+                kube::config::KubeconfigError::ReadConfig(io, _) => bad(&io),
+                e => bad(&e),
+            })?;
             let from = format!("--kubeconfig {}{}", path.display(), context_of(&file));
             let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await

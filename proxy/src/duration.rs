@@ -103,7 +103,9 @@ fn parse_quoting_whole(text: &str) -> Result<Duration, String> {
         } else if trimmed.parse::<f64>().is_ok() {
             format!("{text:?} needs a unit (e.g. \"{trimmed}ms\" or \"{trimmed}s\")")
         } else {
-            format!("{text:?} is not a duration: {e}")
+            // humantime's words alone ("expected number at 0") say what it expected, not what
+            // to write (session 41: `--wait bogus`).
+            format!("{text:?} is not a duration (write e.g. \"30s\", \"1m 30s\", \"250ms\"): {e}")
         }
     })?;
     if d > MAX {
@@ -310,6 +312,16 @@ mod tests {
             Err(format!(
                 "\"{start}\"… (100000 bytes) needs a unit (e.g. \"{unit}\"… (100002 bytes) or \"{unit}\"… (100001 bytes))"
             ))
+        );
+    }
+
+    /// Session 41: a text that is no duration at all says what to write, beside humantime's own
+    /// words (`--wait bogus` said only `expected number at 0`).
+    #[test]
+    fn a_text_that_is_no_duration_says_what_to_write() {
+        assert_eq!(
+            parse("bogus"),
+            Err("\"bogus\" is not a duration (write e.g. \"30s\", \"1m 30s\", \"250ms\"): expected number at 0".into())
         );
     }
 

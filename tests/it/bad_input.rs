@@ -2596,3 +2596,19 @@ async fn check_quotes_an_oversized_value_by_its_start_and_length() {
     let out = refuses("check", &prose, &words).await;
     assert!(out.stderr.len() < 1000, "{} bytes", out.stderr.len());
 }
+
+/// Session 41: a `--kubeconfig` that cannot be read is named once, with the system's reason; kube's
+/// own words quoted the path twice (`failed to read kubeconfig from '"/x"'`).
+#[tokio::test]
+async fn a_kubeconfig_that_cannot_be_read_is_named_once_with_the_reason() {
+    let dir = temp_dir();
+    let missing = dir.path().join("missing-kubeconfig");
+    let path = missing.to_str().expect("a UTF-8 temp path");
+    let args = ["status", "--kube", "web", "--kubeconfig", path];
+    let out = run_to_end(args, Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!("crossfade: --kubeconfig {path}: No such file or directory (os error 2)"),
+    );
+}
