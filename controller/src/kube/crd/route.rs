@@ -102,11 +102,7 @@ impl RouteSpec {
             .iter()
             .map(|p| {
                 let path = p.path.strip_prefix("routes[0].").unwrap_or(&p.path);
-                let field = match path {
-                    "path_prefix" => "pathPrefix".to_owned(),
-                    other => super::camel(other),
-                };
-                format!("spec.route.{field}: {}", p.message)
+                format!("spec.route.{}: {}", super::camel(path), p.message)
             })
             .collect()
     }
