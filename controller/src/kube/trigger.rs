@@ -5,6 +5,10 @@
 //! for a rollout with `crossfade.dev/image=REF` (the only container) or
 //! `crossfade.dev/image.<container>=REF` (one container of several; repeat for more).
 //!
+//! `crossfade.dev/rollout` chooses the rollout policy: the TrafficShift's `spec.rollout`, written
+//! as YAML or JSON (`{steps: [{weight: 10}, {weight: 100}], hold: 1m}`); without it, the default
+//! policy.
+//!
 //! The TrafficShift is named after the Deployment and its spec depends on the annotations and the
 //! container names only, so the same annotation applied twice yields the same object (one rollout,
 //! not two), and a new value yields the same name with a new spec, which supersedes the old one.
@@ -28,6 +32,11 @@ pub const ENABLED: &str = "crossfade.dev/enabled";
 pub const IMAGE: &str = "crossfade.dev/image";
 /// Prefix of the annotation asking for a rollout of one named container: `crossfade.dev/image.web`.
 pub const IMAGE_PREFIX: &str = "crossfade.dev/image.";
+/// Annotation choosing the rollout policy: the TrafficShift's `spec.rollout` as YAML or JSON (a
+/// map of its fields: `steps`, `hold`, `analysis`, `progressDeadline`, `drainTimeout`,
+/// `unreadyGrace`, `gates`; docs/kubernetes.md, "The TrafficShift resource"). Absent: the default
+/// policy.
+pub const ROLLOUT: &str = "crossfade.dev/rollout";
 /// Label Crossfade puts on the objects it creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "crossfade");
 
@@ -68,7 +77,7 @@ impl fmt::Display for AnnotationProblem {
 ///
 /// `Ok(None)` when the Deployment is not managed or asks for no image. The result has the
 /// Deployment's name and namespace, the label [`MANAGED_BY`], an owner reference to the Deployment
-/// when it has a uid, and the default rollout policy.
+/// when it has a uid, and the rollout policy of [`ROLLOUT`] (the default one without it).
 ///
 /// # Errors
 /// [`TriggerError`] listing every bad annotation: an `enabled` value other than `"true"`/`"false"`
@@ -76,8 +85,9 @@ impl fmt::Display for AnnotationProblem {
 /// an empty or blank image reference, a container the Deployment does not have, `image` on a
 /// Deployment with several containers, `image` mixed with `image.<container>`, an unknown
 /// `crossfade.dev/` annotation (a typo would otherwise be ignored silently), `enabled` on a
-/// preview Crossfade made (see [`managed`]), or `enabled` on a Deployment whose name cannot name
-/// a TrafficShift ([`check_shift_name`]).
+/// preview Crossfade made (see [`managed`]), `enabled` on a Deployment whose name cannot name
+/// a TrafficShift ([`check_shift_name`]), or a [`ROLLOUT`] policy that is not one
+/// ([`rollout_policy`]: every problem of it, each naming its field).
 pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, TriggerError> {
     let meta = &deploy.metadata;
     let name = meta.name.clone().unwrap_or_default();
@@ -86,10 +96,11 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
     let enabled = enabled(meta, &mut report)
         && !refused_preview(meta, &mut report)
         && nameable(meta, &mut report);
-    let images = if enabled {
-        requested_images(deploy, &mut report)
+    let (images, rollout) = if enabled {
+        let images = requested_images(deploy, &mut report);
+        (images, annotated_policy(meta, &mut report))
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), RolloutPolicy::default())
     };
     if !report.0.is_empty() {
         let deployment = format!("{}/{name}", namespace.as_deref().unwrap_or("default"));
@@ -104,7 +115,7 @@ pub fn desired_shift(deploy: &Deployment) -> Result<Option<TrafficShift>, Trigge
     let spec = TrafficShiftSpec {
         deployment: name.clone(),
         images,
-        rollout: RolloutPolicy::default(),
+        rollout,
         route: None,
     };
     let mut shift = TrafficShift::new(&name, spec);
@@ -279,7 +290,10 @@ fn image_target(
         report.add(key, msg);
         return None;
     }
-    let own = key == ENABLED || key == super::template::SERVING_IMAGES || COMMANDS.contains(&key);
+    let own = key == ENABLED
+        || key == ROLLOUT
+        || key == super::template::SERVING_IMAGES
+        || COMMANDS.contains(&key);
     if key.starts_with(super::PREFIX) && !own {
         report.add(key, unknown_annotation(key));
     }
@@ -292,7 +306,7 @@ fn image_target(
 /// that it is unknown.
 fn unknown_annotation(key: &str) -> String {
     let name = key.strip_prefix(super::PREFIX).unwrap_or(key);
-    let known: Vec<&str> = [ENABLED, IMAGE]
+    let known: Vec<&str> = [ENABLED, IMAGE, ROLLOUT]
         .into_iter()
         .chain(COMMANDS)
         .filter_map(|k| k.strip_prefix(super::PREFIX))
@@ -310,6 +324,80 @@ fn unknown_annotation(key: &str) -> String {
         "unknown crossfade.dev annotation{hint} (the annotations are {}, image.<container>)",
         known.join(", ")
     )
+}
+
+/// The policy of the [`ROLLOUT`] annotation, or the default one when it is absent or refused
+/// (reported: the Deployment is then not rolled out until it is fixed).
+fn annotated_policy(meta: &ObjectMeta, report: &mut Report) -> RolloutPolicy {
+    let Some(text) = meta.annotations.as_ref().and_then(|a| a.get(ROLLOUT)) else {
+        return RolloutPolicy::default();
+    };
+    rollout_policy(text).unwrap_or_else(|problems| {
+        for message in problems {
+            report.add(ROLLOUT, message);
+        }
+        RolloutPolicy::default()
+    })
+}
+
+/// Reads a rollout policy written as the [`ROLLOUT`] annotation's value: the TrafficShift's
+/// `spec.rollout` as YAML or JSON (YAML 1.2 flow style included: `{steps: [{weight: 10}, {weight:
+/// 100}], hold: 1m}`), checked as the TrafficShift controller checks `spec.rollout`: its schema
+/// (no unknown field, [`super::crd::unknown_fields`]), its types ([`super::crd::decode()`]) and
+/// its rules ([`RolloutPolicy::to_config`]).
+///
+/// # Errors
+/// Every problem found, each naming its field relative to `spec.rollout` (`steps[1].weight: 20%
+/// is not above the previous step (50%)`, `holdd: unknown field; ...`): text that is not YAML,
+/// a value that is not a map, unknown fields (all of them), else the first field whose type is
+/// wrong, else every broken rule.
+pub fn rollout_policy(text: &str) -> Result<RolloutPolicy, Vec<String>> {
+    let value: serde_json::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| vec![format!("not YAML or JSON: {e}")])?;
+    if !value.is_object() {
+        let shown = super::quoted(text.trim());
+        return Err(vec![format!(
+            "{shown} is not a map of spec.rollout's fields (e.g. {{steps: [{{weight: 10}}, {{weight: 100}}], hold: 1m}})"
+        )]);
+    }
+    let spec = serde_json::json!({
+        "deployment": "policy",
+        "images": { "app": "policy:v1" },
+        "rollout": value,
+    });
+    let unknown = super::crd::unknown_fields(&spec);
+    if !unknown.is_empty() {
+        return Err(unknown.iter().map(|u| under_rollout(u)).collect());
+    }
+    let object = serde_json::json!({
+        "apiVersion": TrafficShift::api_version(&()),
+        "kind": TrafficShift::kind(&()),
+        "metadata": { "name": "policy" },
+        "spec": spec,
+    });
+    let shift = super::crd::decode(&object)
+        .map_err(|e| vec![under_rollout(&format!("{}: {}", e.field, e.reason))])?;
+    match shift.spec.rollout.to_config() {
+        Ok(_) => Ok(shift.spec.rollout),
+        Err(crate::spec::SpecError::Invalid(problems)) => Err(problems
+            .iter()
+            .map(|p| under_rollout(&p.to_string()))
+            .collect()),
+        Err(e) => Err(vec![e.to_string()]),
+    }
+}
+
+/// A problem of `spec.rollout` named as the annotation's user wrote it, paths relative to the
+/// policy: `spec.rollout.hold: ...` → `hold: ...`, `spec.rollout: ...` (the map as a whole) →
+/// `the policy: ...`, also inside the message (`spec.rollout takes analysis, ...` → `the policy
+/// takes analysis, ...`).
+fn under_rollout(problem: &str) -> String {
+    let relative = problem.replace("spec.rollout.", "");
+    let relative = match relative.strip_prefix("spec.rollout:") {
+        Some(rest) => format!("the policy:{rest}"),
+        None => relative,
+    };
+    relative.replace("spec.rollout ", "the policy ")
 }
 
 /// The image reference in an annotation's value, or `None` (reported) when empty, blank, or not

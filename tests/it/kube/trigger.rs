@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossfade_controller::kube::crd::TrafficShift;
 use crossfade_controller::kube::reconcile::{self, Context, ReconcileError};
-use crossfade_controller::kube::trigger::{ENABLED, IMAGE};
+use crossfade_controller::kube::trigger::{ENABLED, IMAGE, ROLLOUT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -305,4 +305,98 @@ async fn a_new_image_is_applied_to_a_trafficshift_whose_policy_does_not_decode()
     let events = events_about(&client, "web").await;
     let v3 = "RolloutRequested: trafficshift web: app=web:v3";
     assert!(events.iter().any(|e| e == v3), "{events:?}");
+}
+
+/// Session 42: `crossfade.dev/rollout` chooses the policy of the TrafficShift the trigger makes; a
+/// new policy is a new spec generation, and a policy that breaks a rule is refused naming its
+/// field, the TrafficShift left as it was. Before, the trigger's TrafficShift always had the
+/// default policy, and `crossfade.dev/rollout` was refused as an unknown annotation.
+#[tokio::test]
+async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_naming_its_field() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let ctx = Arc::new(Context::new(client.clone()));
+    let reconcile_once = || {
+        let (deploys, ctx) = (deploys.clone(), ctx.clone());
+        async move {
+            let current = Arc::new(deploys.get("web").await.expect("get deployment"));
+            reconcile::reconcile(current, ctx).await
+        }
+    };
+    /// The TrafficShift's steps (basis points) and hold, once its policy has that hold.
+    async fn policy_with_hold(
+        shifts: &Api<TrafficShift>,
+        hold: std::time::Duration,
+    ) -> Option<(Vec<u32>, Option<i64>)> {
+        let shift = shifts.get_opt("web").await.expect("get trafficshift")?;
+        let config = shift.spec.rollout.to_config().expect("a valid policy");
+        let steps = config.steps.iter().map(|s| s.weight.0).collect();
+        (config.hold == hold).then_some((steps, shift.metadata.generation))
+    }
+
+    let policy = "{steps: [{weight: 10}, {weight: 100}], hold: 5s}";
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment(
+                "web",
+                &[(ENABLED, "true"), (IMAGE, "web:v2"), (ROLLOUT, policy)],
+            ),
+        )
+        .await
+        .expect("create deployment");
+    let mut first = None;
+    for _ in 0..3 {
+        reconcile_once().await.expect("reconcile");
+        first = policy_with_hold(&shifts, Duration::from_secs(5)).await;
+        if first.is_some() {
+            break;
+        }
+    }
+    let (steps, generation) = first.expect("the annotated policy");
+    assert_eq!(steps, [1000, 10000]);
+
+    // Another policy, same image: a new spec generation with it.
+    let edit = json!({ "metadata": { "annotations": { ROLLOUT: "{steps: [{weight: 20}, {weight: 60}, {weight: 100}], hold: 7s}" } } });
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("annotate a new policy");
+    reconcile_once().await.expect("reconcile");
+    let (steps, next) = policy_with_hold(&shifts, Duration::from_secs(7))
+        .await
+        .expect("the new policy");
+    assert_eq!(steps, [2000, 6000, 10000]);
+    assert_eq!(next, generation.map(|g| g + 1));
+
+    // A policy that breaks a rule: refused naming the field, the TrafficShift unchanged.
+    let bad = json!({ "metadata": { "annotations": { ROLLOUT: "{steps: [{weight: 50}, {weight: 20}, {weight: 100}], hold: 9s}" } } });
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+        .expect("annotate a bad policy");
+    match reconcile_once().await {
+        Err(ReconcileError::Trigger(e)) => assert!(
+            e.to_string().contains(
+                "annotation crossfade.dev/rollout: steps[1]: 20% is not above the previous step (50%)"
+            ),
+            "{e}"
+        ),
+        other => panic!("expected a trigger error, got {other:?}"),
+    }
+    let unchanged = policy_with_hold(&shifts, Duration::from_secs(7)).await;
+    assert_eq!(
+        unchanged.map(|(_, g)| g),
+        Some(next),
+        "the TrafficShift stays"
+    );
+    let events = events_about(&client, "web").await;
+    assert!(
+        events.iter().any(|e| e.starts_with(
+            "InvalidAnnotation: deployment default/web: annotation crossfade.dev/rollout: steps[1]"
+        )),
+        "{events:?}"
+    );
 }

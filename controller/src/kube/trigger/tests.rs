@@ -160,8 +160,8 @@ fn every_bad_annotation_is_reported_at_once() {
     assert!(
         text.contains(
             "annotation crossfade.dev/imgae.app: unknown crossfade.dev annotation; did you mean \
-             crossfade.dev/image.app? (the annotations are enabled, image, retry, abort, \
-             force-abort, paused, resume, promote, image.<container>)"
+             crossfade.dev/image.app? (the annotations are enabled, image, rollout, retry, \
+             abort, force-abort, paused, resume, promote, image.<container>)"
         ),
         "{text}"
     );
@@ -373,4 +373,119 @@ fn a_deployment_whose_name_no_service_can_take_is_refused_and_not_managed() {
     let mut off = deployment(&["app"], json!({}), json!({ IMAGE: "web:v2" }));
     off.metadata.name = Some("1web".into());
     assert_eq!(desired_shift(&off), Ok(None), "not managed: not looked at");
+}
+
+/// Session 42: `crossfade.dev/rollout` chooses the policy; before, a TrafficShift the trigger made
+/// always had the default one.
+#[test]
+fn the_rollout_annotation_sets_the_policy_and_without_it_the_default_is_taken() {
+    let policy = "{steps: [{weight: 10}, {weight: 50, hold: 1m}, {weight: 100}], hold: 30s, analysis: {maxErrorRate: 2%}}";
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2", ROLLOUT: policy }),
+    );
+    let shift = desired_shift(&d).expect("valid").expect("a shift");
+    let config = shift.spec.rollout.to_config().expect("a valid policy");
+    let weights: Vec<u32> = config.steps.iter().map(|s| s.weight.0).collect();
+    assert_eq!(weights, [1000, 5000, 10000]);
+    assert_eq!(
+        config.steps[1].hold,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(config.hold, std::time::Duration::from_secs(30));
+    let json = r#"{"steps": [{"weight": 25}, {"weight": 100}]}"#;
+    assert_eq!(
+        rollout_policy(json).expect("JSON is YAML").steps.len(),
+        2,
+        "JSON is accepted"
+    );
+    let plain = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2" }),
+    );
+    let shift = desired_shift(&plain).expect("valid").expect("a shift");
+    assert_eq!(shift.spec.rollout, RolloutPolicy::default());
+}
+
+#[test]
+fn a_bad_rollout_annotation_is_refused_with_every_problem_named_relative_to_the_policy() {
+    let problems_of = |policy: &str| {
+        let d = deployment(
+            &["app"],
+            json!({}),
+            json!({ ENABLED: "true", IMAGE: "", ROLLOUT: policy }),
+        );
+        problems(desired_shift(&d).expect_err("refused"))
+    };
+    // The image's problem and the policy's together; every broken rule of the policy.
+    let found = problems_of("{steps: [{weight: 50}, {weight: 20}], hold: 10s, drainTimeout: 0s}");
+    let rollout: Vec<&str> = found
+        .iter()
+        .filter(|(a, _)| a == ROLLOUT)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert!(found.iter().any(|(a, _)| a == IMAGE), "{found:?}");
+    assert!(
+        rollout.iter().any(|m| m.starts_with("steps[1]")),
+        "{rollout:?}"
+    );
+    assert!(
+        rollout
+            .iter()
+            .any(|m| m.starts_with("steps: ") || m.contains("100%")),
+        "the last step below 100% is named too: {rollout:?}"
+    );
+    assert!(
+        rollout.iter().all(|m| !m.contains("spec.rollout")),
+        "{rollout:?}"
+    );
+    // Unknown fields, all of them, with what the policy takes.
+    let found = problems_of("{holdd: 1m, analysis: {maxErrorRatio: 1%}}");
+    let rollout: Vec<&str> = found
+        .iter()
+        .filter(|(a, _)| a == ROLLOUT)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert_eq!(rollout.len(), 2, "{rollout:?}");
+    let holdd = rollout
+        .iter()
+        .find(|m| m.starts_with("holdd: unknown field"));
+    assert!(
+        holdd.is_some_and(|m| m.contains("the policy takes analysis, drainTimeout")),
+        "{rollout:?}"
+    );
+    assert!(
+        rollout
+            .iter()
+            .any(|m| m.starts_with("analysis.maxErrorRatio: unknown field; analysis takes")),
+        "{rollout:?}"
+    );
+    // A wrong type names its field.
+    let found = rollout_policy("{hold: soon}").expect_err("refused");
+    assert!(found[0].starts_with("hold: "), "{found:?}");
+    // Not YAML, and not a map.
+    let found = rollout_policy("{steps: [").expect_err("refused");
+    assert!(found[0].starts_with("not YAML or JSON: "), "{found:?}");
+    let found = rollout_policy("10,50,100").expect_err("refused");
+    assert!(
+        found[0].contains("is not a map of spec.rollout's fields"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_rollout_annotation_is_known_and_a_typo_of_it_is_named() {
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2", "crossfade.dev/rollot": "{hold: 1m}" }),
+    );
+    let found = problems(desired_shift(&d).expect_err("refused"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].1.contains("did you mean crossfade.dev/rollout?"),
+        "{found:?}"
+    );
 }
