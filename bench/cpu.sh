@@ -4,6 +4,8 @@
 # usage: bench/cpu.sh [ka|close|h2c] [seconds] [rounds]     (defaults: ka, 8, 2)
 #        WHO="crossfade nginx haproxy floor" bench/cpu.sh   (which proxies, in each round's order)
 #        CROSSFADE_BIN=target/release/crossfade FLOOR_BIN=target/release/examples/floor (defaults)
+#        WHO="nginx haproxy floor rawfloor" RAWFLOOR_BIN=target/release/examples/rawfloor (default):
+#        the raw floor, a proxy of no HTTP library (proxy/examples/rawfloor.rs), HTTP/1.1 only
 #        B_BIN=/tmp/other-crossfade WHO="crossfade b nginx" bench/cpu.sh   (two builds compared: "b" is
 #        a second crossfade binary, run with the same config)
 # Needs wrk, h2load, nginx and haproxy (bench/peer/setup.sh installs them).
@@ -27,6 +29,7 @@ case $MODE in close|ka|h2c) ;; *) echo "mode '$MODE': expected ka, close or h2c"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}   # also runs the backends
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/floor}
+RAWFLOOR_BIN=${RAWFLOOR_BIN:-$ROOT/target/release/examples/rawfloor}
 WHO=${WHO:-crossfade nginx haproxy floor}
 [ -x "$BIN" ] || { echo "no crossfade binary at $BIN: cargo build --release, or set CROSSFADE_BIN" >&2; exit 1; }
 for who in $WHO; do
@@ -34,11 +37,12 @@ for who in $WHO; do
     crossfade) ;;
     b) [ -x "${B_BIN:-}" ] || { echo "WHO names b: set B_BIN to a second crossfade binary" >&2; exit 1; } ;;
     floor) [ -x "$FLOOR_BIN" ] || { echo "no floor at $FLOOR_BIN: cargo build --release -p crossfade-proxy --example floor" >&2; exit 1; } ;;
+    rawfloor) [ -x "$RAWFLOOR_BIN" ] || { echo "no raw floor at $RAWFLOOR_BIN: cargo build --release -p crossfade-proxy --example rawfloor" >&2; exit 1; } ;;
     nginx|haproxy) command -v "$who" >/dev/null || { echo "no $who: bench/peer/setup.sh" >&2; exit 1; } ;;
-    *) echo "WHO: '$who' is not one of crossfade, b, nginx, haproxy, floor" >&2; exit 2 ;;
+    *) echo "WHO: '$who' is not one of crossfade, b, nginx, haproxy, floor, rawfloor" >&2; exit 2 ;;
   esac
 done
-[ "$MODE" = h2c ] && [[ " $WHO " == *" floor "* ]] && { echo "the floor speaks no h2c: leave it out of WHO" >&2; exit 2; }
+[ "$MODE" = h2c ] && [[ " $WHO " == *" floor "* || " $WHO " == *" rawfloor "* ]] && { echo "the floors speak no h2c: leave them out of WHO" >&2; exit 2; }
 dir=$(mktemp -d /tmp/crossfade-cpu.XXXXXX)
 # shellcheck source=bench/local.sh
 . "$ROOT/bench/local.sh"
@@ -67,6 +71,7 @@ one() {
     crossfade) RUST_LOG=warn "$BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/proxy.log" 2>&1 & proxy=$! ;;
     b) RUST_LOG=warn "$B_BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/b.log" 2>&1 & proxy=$! ;;
     floor) "$FLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000 >"$dir/floor.log" 2>&1 & proxy=$! ;;
+    rawfloor) "$RAWFLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000 >"$dir/rawfloor.log" 2>&1 & proxy=$! ;;
     *) peer_cmd "$who" "$h2"; "${peer[@]}" >"$dir/$who.log" 2>&1 & proxy=$! ;;
   esac
   if [ -n "$h2" ]; then wait_proxy_h2c 100; else wait_proxy 100; fi
