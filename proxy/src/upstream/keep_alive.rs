@@ -1,5 +1,5 @@
 //! A backend's `Keep-Alive` response header: how long it keeps an idle connection open, and how
-//! many more requests it takes on it (case C17, session 41).
+//! many more requests it takes on it (case C17, sessions 41 and 42).
 //!
 //! `Keep-Alive: timeout=5, max=100` is de facto, not in RFC 9110 or 9112: RFC 2068 §19.7.1.1
 //! reserved it, and MDN documents its `timeout` (seconds) and `max` (requests) parameters. Apache
@@ -20,10 +20,16 @@
 //! plus the reaper's and the timer's granularity. The header's value is in whole seconds, so a
 //! finer margin would buy little.
 //!
-//! `max=0` (no more requests) is not reused either. Any other `max` needs nothing: the backend
-//! says it again on each response, counting down, and its last response says
-//! `Connection: close` (Apache, Node's `server.maxRequestsPerSocket`), which hyper already reads;
-//! counting it in the pool would grow every connection's state for that.
+//! `max=M` is how many more requests the backend takes on the connection after this response
+//! (Apache's `ap_set_keepalive` sends the requests left of its `MaxKeepAliveRequests`, counting
+//! down: `max=1` on the last but one, `Connection: close` on the last). So `max=0` keeps the
+//! connection out of the pool, and otherwise the connection keeps the latest `M` it was told, one
+//! less for each request it carries after that, and is not pooled after a response that leaves
+//! none ([`Hint::max`], kept as `upstream::Link::left`). A backend that says it on each response
+//! is taken at its latest word (Node.js says its `server.maxRequestsPerSocket` on each,
+//! unchanged, and `Connection: close` on the last, which hyper reads); one that says it once and
+//! closes after its count without a `Connection: close` no longer has a request written onto the
+//! connection it closes (session 42: until then `max` above 0 was ignored).
 //!
 //! A malformed parameter (`timeout=soon`, `timeout=-1`, no `=`) is ignored, and the others on the
 //! line still count; the client never sees an error for it. The header is hop-by-hop (RFC 9110
@@ -49,13 +55,32 @@ pub(crate) enum Reuse {
     Never,
 }
 
-/// The reuse `value` (a response's `Keep-Alive` line) allows of a connection the pool keeps for
+/// What a response's `Keep-Alive` says of its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hint {
+    /// How long the connection may idle, if it is kept at all.
+    pub(crate) reuse: Reuse,
+    /// `max`: how many more requests the backend takes on the connection after this response,
+    /// when it said (`None`: no limit said; `Some(0)` goes with [`Reuse::Never`]).
+    pub(crate) max: Option<u32>,
+}
+
+/// What `value` (a response's `Keep-Alive` line) says of a connection the pool keeps for
 /// `idle_timeout` otherwise.
-pub(crate) fn reuse(value: &HeaderValue, idle_timeout: Duration) -> Reuse {
+pub(crate) fn hint(value: &HeaderValue, idle_timeout: Duration) -> Hint {
     let (timeout, max) = parameters(value);
-    if max == Some(0) {
-        return Reuse::Never;
-    }
+    // At most 9 digits (`name_and_number`), so it fits.
+    let max = max.map(|max| u32::try_from(max).unwrap_or(u32::MAX));
+    let reuse = match max {
+        Some(0) => Reuse::Never,
+        _ => reuse(timeout, idle_timeout),
+    };
+    Hint { reuse, max }
+}
+
+/// The reuse a backend idle timeout of `timeout` seconds (when said) allows of a connection the
+/// pool keeps for `idle_timeout` otherwise.
+fn reuse(timeout: Option<u64>, idle_timeout: Duration) -> Reuse {
     let Some(seconds) = timeout else {
         return Reuse::AsConfigured;
     };
@@ -122,7 +147,11 @@ mod tests {
     const FOUR: Duration = Duration::from_secs(4);
 
     fn reuse_of(value: &'static str) -> Reuse {
-        reuse(&HeaderValue::from_static(value), FOUR)
+        hint_of(value).reuse
+    }
+
+    fn hint_of(value: &'static str) -> Hint {
+        hint(&HeaderValue::from_static(value), FOUR)
     }
 
     fn within(millis: u32) -> Reuse {
@@ -170,5 +199,18 @@ mod tests {
         }
         assert_eq!(reuse_of("timeout=x, max=0"), Reuse::Never);
         assert_eq!(reuse_of("max=zero, timeout=2"), within(1_000));
+    }
+
+    #[test]
+    fn max_is_the_requests_left_after_this_response_the_smallest_when_said_twice() {
+        assert_eq!(hint_of("timeout=5, max=100").max, Some(100));
+        assert_eq!(hint_of("max=1").max, Some(1));
+        assert_eq!(hint_of("max=3, MAX = \"2\"").max, Some(2));
+        assert_eq!(hint_of("max=999999999").max, Some(999_999_999));
+        let none_left = hint_of("timeout=2, max=0");
+        assert_eq!((none_left.reuse, none_left.max), (Reuse::Never, Some(0)));
+        for value in ["timeout=5", "max=-1", "max=1.5", "max=", "max=9999999999"] {
+            assert_eq!(hint_of(value).max, None, "{value:?}");
+        }
     }
 }
