@@ -14,6 +14,16 @@
 //! hint less its threshold is not positive. With 1 s, Node's default 5 s gives the pool's own
 //! default 4 s.
 //!
+//! A connection past its shorter time is never taken (the take checks it), and is closed by the
+//! pool's reaper, which runs every quarter of `upstream.idle_timeout` (1 s by default): between
+//! N−1 and N s after its response, about when the backend closes its side by itself (printed by
+//! `proxy backend_keep_alive::c17_an_idle_connection_past_...`), and never later than a connection
+//! nothing was said of. Kept so in session 42: an exact close would need a timer per idle
+//! connection, registered in tokio's timer wheel at each response that comes back (~545
+//! instructions per request for a request's own timer, docs/bench-2026-12-02-instructions.md), or
+//! a finer reaper taking each endpoint's stack lock more often against the request path, to free
+//! one file descriptor per such connection less than a second sooner.
+//!
 //! The margin covers what lies between the two clocks: the backend's starts when it has written
 //! its response, the pool's when the proxy has read the response's last byte (later by the
 //! network's delay, and by the time a slow client takes to read a body the sockets' buffers held),

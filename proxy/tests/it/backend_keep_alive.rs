@@ -218,3 +218,48 @@ async fn c17_a_backend_keep_alive_max_said_again_counts_from_its_latest_answer()
         "(connection, request on it) of each PUT"
     );
 }
+
+/// `Keep-Alive: timeout=2` from a backend that never closes by itself: the pool's reaper closes
+/// the idle connection, never before the 1 s it may be taken within (so the reuse window is kept)
+/// and at most one reaper period (a quarter of the pool's 4 s) after, so by about the backend's
+/// own 2 s: the backend sees EOF from the proxy each time. Each close's time after the answer is
+/// printed (`--nocapture`); 10 s is a hang guard only.
+#[tokio::test]
+async fn c17_an_idle_connection_past_its_backend_keep_alive_is_closed_by_the_pool_after_its_window()
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = start(config(vec![route(&[addr], &[], 10_000)])).await;
+    let client = client();
+    let mut closes = Vec::new();
+    for i in 0..4 {
+        // Shifts each answer against the reaper's ticks.
+        tokio::time::sleep(Duration::from_millis(i * 250)).await;
+        let put = Request::put(running.url("/doc"))
+            .body(Full::from(vec![b'd'; 16]))
+            .unwrap();
+        let (sent, accepted) = tokio::join!(send(&client, put), async {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut reader = BufReader::new(stream);
+            let (length, _) = crate::stale::request_head(&mut reader).await;
+            reader.read_exact(&mut vec![0; length]).await.unwrap();
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=2\r\n\r\nok";
+            reader.get_mut().write_all(answer.as_bytes()).await.unwrap();
+            (reader, tokio::time::Instant::now())
+        });
+        assert_eq!((sent.0, sent.2.as_str()), (StatusCode::OK, "ok"), "PUT {i}");
+        let (mut reader, answered) = accepted;
+        let eof = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut [0; 64])).await;
+        assert!(
+            matches!(eof, Ok(Ok(0))),
+            "PUT {i}: the proxy's close: {eof:?}"
+        );
+        let after = answered.elapsed();
+        assert!(
+            after >= Duration::from_secs(1),
+            "PUT {i}: closed {after:?} after the answer"
+        );
+        closes.push(after);
+    }
+    eprintln!("closed by the proxy after the answer: {closes:?}");
+}
