@@ -24,19 +24,38 @@ pub(crate) async fn backend(
     keep_alive: &'static str,
     closes_after: Duration,
 ) -> (std::net::SocketAddr, Arc<Mutex<Vec<usize>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
+    let addr = accepting(move |stream, number| {
+        serve(
+            stream,
+            number,
+            (keep_alive, closes_after),
+            Arc::clone(&record),
+        )
+    })
+    .await;
+    (addr, seen)
+}
+
+/// A backend on a free port that serves each connection it accepts on a task of its own with
+/// `serve(stream, number)`, `number` counting the connections from 1 in accept order.
+pub(crate) async fn accepting<F>(
+    serve: impl Fn(TcpStream, usize) -> F + Send + 'static,
+) -> std::net::SocketAddr
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let mut accepted = 0;
         while let Ok((stream, _)) = listener.accept().await {
             accepted += 1;
-            let record = Arc::clone(&record);
-            tokio::spawn(serve(stream, accepted, (keep_alive, closes_after), record));
+            tokio::spawn(serve(stream, accepted));
         }
     });
-    (addr, seen)
+    addr
 }
 
 async fn serve(
@@ -146,18 +165,12 @@ async fn counting_backend(
     says: Says,
     takes: usize,
 ) -> (std::net::SocketAddr, Arc<Mutex<Vec<(usize, usize)>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        let mut accepted = 0;
-        while let Ok((stream, _)) = listener.accept().await {
-            accepted += 1;
-            let record = Arc::clone(&record);
-            tokio::spawn(serve_counted(stream, accepted, (says, takes), record));
-        }
-    });
+    let addr = accepting(move |stream, number| {
+        serve_counted(stream, number, (says, takes), Arc::clone(&record))
+    })
+    .await;
     (addr, seen)
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::h2raw::{RawH2, ACK, DATA, END_STREAM, GOAWAY, HEADERS, SETTINGS};
 use crate::support::*;
@@ -39,17 +39,12 @@ struct Goaway {
 type Processed = Arc<Mutex<Vec<(usize, String)>>>;
 
 async fn goaway_backend(goaway: Goaway) -> (SocketAddr, Processed) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let processed = Processed::default();
     let record = Arc::clone(&processed);
-    tokio::spawn(async move {
-        let mut accepted = 0;
-        while let Ok((stream, _)) = listener.accept().await {
-            accepted += 1;
-            tokio::spawn(serve(stream, accepted, goaway, Arc::clone(&record)));
-        }
-    });
+    let addr = crate::backend_keep_alive::accepting(move |stream, number| {
+        serve(stream, number, goaway, Arc::clone(&record))
+    })
+    .await;
     (addr, processed)
 }
 
