@@ -18,8 +18,10 @@
 //! backend does not close a connection the proxy is about to reuse. A backend that says it keeps
 //! idle connections for less (`Keep-Alive: timeout=N`, Node.js with a short
 //! `keepAliveTimeout`) has that connection taken again only within N s less 1 s, and not kept at
-//! all when that leaves nothing or it says `max=0` (`keep_alive`; session 41): the header is read
-//! by the response's hop-by-hop strip, so a response without it pays nothing. When a reused connection is
+//! all when that leaves nothing or it says `max=0` (`keep_alive`; session 41); one that says
+//! `max=M` has at most M more requests taken onto it, counted by the connection ([`Link`]'s
+//! `left`, session 42): the header is read by the response's hop-by-hop strip, so a response
+//! without it pays nothing, and taking a connection of which nothing was said one compare. When a reused connection is
 //! found closed before any request byte was written, the request is re-sent on a fresh connection
 //! (`h2c` does the same for a request its closing connection hands back); those internal retries
 //! are not counted. That includes a close seen only after the request took the connection: hyper
@@ -181,6 +183,10 @@ struct Link {
     /// The response timer of the requests sent on the connection ([`poll_deadline`]): made at
     /// its first request and kept with it, in the idle stack too.
     timer: Option<Pin<Box<Sleep>>>,
+    /// How many more requests the backend takes on the connection, when its `Keep-Alive` said
+    /// (`max`, `keep_alive`): set from each response that says it, one less for each request
+    /// taken after that; the connection is not pooled at 0. `None`: no limit said.
+    left: Option<u32>,
 }
 
 /// hyper's HTTP/1.1 client connection over an upstream socket.
@@ -436,6 +442,7 @@ impl Upstream {
                 Poll::Ready(Ok(())) => {
                     // Its 1xx responses go to the client of the request it is taken for.
                     idle.link.relay.point(informational.take());
+                    idle.link.spend();
                     return Some(idle.link);
                 }
                 Poll::Ready(Err(_)) => {}
@@ -447,13 +454,17 @@ impl Upstream {
 
     /// Puts `link` (to endpoint `index`; its last response ended) back on the endpoint's idle
     /// stack for `idle_timeout`, or for `idle` milliseconds (shorter, the backend's `Keep-Alive`
-    /// said so), unless it is closing or the stack is full; drops the connections at the bottom
-    /// that idled past their time meanwhile.
+    /// said so), unless it is closing, the backend takes no more requests on it, or the stack is
+    /// full; drops the connections at the bottom that idled past their time meanwhile.
     fn put_idle(self: &Arc<Self>, index: u32, link: Link, idle: Option<NonZeroU32>) {
         let Some(stack) = self.idle.stacks.get(index as usize) else {
             return;
         };
-        if link.ended() || link.sender.is_closed() || self.idle.max_idle == 0 {
+        if link.ended()
+            || link.sender.is_closed()
+            || link.left == Some(0)
+            || self.idle.max_idle == 0
+        {
             return;
         }
         let now = Instant::now();
@@ -641,6 +652,7 @@ impl Link {
             relay,
             connection: Some(Box::pin(connection)),
             timer: None,
+            left: None,
         })
     }
 
@@ -658,6 +670,15 @@ impl Link {
     /// The connection future has completed (closed, or failed).
     fn ended(&self) -> bool {
         self.connection.is_none()
+    }
+
+    /// Counts a request taken onto the connection against what the backend said it takes
+    /// ([`Link::left`]); one compare for a connection it said nothing of.
+    #[inline]
+    fn spend(&mut self) {
+        if let Some(left) = self.left.as_mut() {
+            *left = left.saturating_sub(1);
+        }
     }
 }
 
@@ -918,13 +939,18 @@ impl ResponseBody {
 
     /// Applies the backend's `Keep-Alive` line `value` (read from this response's head by the
     /// hop-by-hop strip, only when there is one) to the connection the response comes on: it is
-    /// taken again only within the backend's idle timeout less a margin, or not kept at all (see
-    /// `keep_alive`). Nothing to do for h2c, which has no such header (RFC 9113 §8.2.2).
+    /// taken again only within the backend's idle timeout less a margin, for at most its `max`
+    /// more requests, or not kept at all (see `keep_alive`). Nothing to do for h2c, which has no
+    /// such header (RFC 9113 §8.2.2).
     pub(crate) fn keep_alive(&mut self, value: &http::HeaderValue) {
         let Some(lease) = self.lease.as_mut() else {
             return;
         };
-        match keep_alive::reuse(value, lease.upstream.idle_timeout) {
+        let hint = keep_alive::hint(value, lease.upstream.idle_timeout);
+        if hint.max.is_some() {
+            lease.link.left = hint.max;
+        }
+        match hint.reuse {
             keep_alive::Reuse::AsConfigured => {}
             keep_alive::Reuse::Within(millis) => lease.idle = Some(millis),
             keep_alive::Reuse::Never => {

@@ -24,7 +24,9 @@
 //! `REFUSED_STREAM` (§8.7), whatever the method. h2 fails exactly those streams with the remote
 //! GOAWAY or the remote `REFUSED_STREAM` reset as their error (in hyper's error chain; a stream at
 //! or below the last-stream-id that the closing connection cuts short fails with the connection's
-//! end instead, and is not replayed). Such a request is replayed on a fresh connection to the
+//! end instead, hyper's `Io` error "stream closed because of a broken pipe", and is not replayed:
+//! the request path re-sends it only when it is bodiless and idempotent, as any reset; tests in
+//! `proxy h2c_goaway::`, session 42). Such a request is replayed on a fresh connection to the
 //! same endpoint (the refusing one is no longer handed out), at most
 //! [`MAX_UNPROCESSED_ATTEMPTS`] attempts in all with the hand-backs, each replay counted in
 //! `crossfade_retries_total{reason="refused_stream"}`. Its body, whatever was read of it, comes from

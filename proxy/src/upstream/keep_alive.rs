@@ -1,5 +1,5 @@
 //! A backend's `Keep-Alive` response header: how long it keeps an idle connection open, and how
-//! many more requests it takes on it (case C17, session 41).
+//! many more requests it takes on it (case C17, sessions 41 and 42).
 //!
 //! `Keep-Alive: timeout=5, max=100` is de facto, not in RFC 9110 or 9112: RFC 2068 §19.7.1.1
 //! reserved it, and MDN documents its `timeout` (seconds) and `max` (requests) parameters. Apache
@@ -14,16 +14,32 @@
 //! hint less its threshold is not positive. With 1 s, Node's default 5 s gives the pool's own
 //! default 4 s.
 //!
+//! A connection past its shorter time is never taken (the take checks it), and is closed by the
+//! pool's reaper, which runs every quarter of `upstream.idle_timeout` (1 s by default): between
+//! N−1 and N s after its response, about when the backend closes its side by itself (printed by
+//! `proxy backend_keep_alive::c17_an_idle_connection_past_...`), and never later than a connection
+//! nothing was said of. Kept so in session 42: an exact close would need a timer per idle
+//! connection, registered in tokio's timer wheel at each response that comes back (~545
+//! instructions per request for a request's own timer, docs/bench-2026-12-02-instructions.md), or
+//! a finer reaper taking each endpoint's stack lock more often against the request path, to free
+//! one file descriptor per such connection less than a second sooner.
+//!
 //! The margin covers what lies between the two clocks: the backend's starts when it has written
 //! its response, the pool's when the proxy has read the response's last byte (later by the
 //! network's delay, and by the time a slow client takes to read a body the sockets' buffers held),
 //! plus the reaper's and the timer's granularity. The header's value is in whole seconds, so a
 //! finer margin would buy little.
 //!
-//! `max=0` (no more requests) is not reused either. Any other `max` needs nothing: the backend
-//! says it again on each response, counting down, and its last response says
-//! `Connection: close` (Apache, Node's `server.maxRequestsPerSocket`), which hyper already reads;
-//! counting it in the pool would grow every connection's state for that.
+//! `max=M` is how many more requests the backend takes on the connection after this response
+//! (Apache's `ap_set_keepalive` sends the requests left of its `MaxKeepAliveRequests`, counting
+//! down: `max=1` on the last but one, `Connection: close` on the last). So `max=0` keeps the
+//! connection out of the pool, and otherwise the connection keeps the latest `M` it was told, one
+//! less for each request it carries after that, and is not pooled after a response that leaves
+//! none ([`Hint::max`], kept as `upstream::Link::left`). A backend that says it on each response
+//! is taken at its latest word (Node.js says its `server.maxRequestsPerSocket` on each,
+//! unchanged, and `Connection: close` on the last, which hyper reads); one that says it once and
+//! closes after its count without a `Connection: close` no longer has a request written onto the
+//! connection it closes (session 42: until then `max` above 0 was ignored).
 //!
 //! A malformed parameter (`timeout=soon`, `timeout=-1`, no `=`) is ignored, and the others on the
 //! line still count; the client never sees an error for it. The header is hop-by-hop (RFC 9110
@@ -49,13 +65,32 @@ pub(crate) enum Reuse {
     Never,
 }
 
-/// The reuse `value` (a response's `Keep-Alive` line) allows of a connection the pool keeps for
+/// What a response's `Keep-Alive` says of its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hint {
+    /// How long the connection may idle, if it is kept at all.
+    pub(crate) reuse: Reuse,
+    /// `max`: how many more requests the backend takes on the connection after this response,
+    /// when it said (`None`: no limit said; `Some(0)` goes with [`Reuse::Never`]).
+    pub(crate) max: Option<u32>,
+}
+
+/// What `value` (a response's `Keep-Alive` line) says of a connection the pool keeps for
 /// `idle_timeout` otherwise.
-pub(crate) fn reuse(value: &HeaderValue, idle_timeout: Duration) -> Reuse {
+pub(crate) fn hint(value: &HeaderValue, idle_timeout: Duration) -> Hint {
     let (timeout, max) = parameters(value);
-    if max == Some(0) {
-        return Reuse::Never;
-    }
+    // At most 9 digits (`name_and_number`), so it fits.
+    let max = max.map(|max| u32::try_from(max).unwrap_or(u32::MAX));
+    let reuse = match max {
+        Some(0) => Reuse::Never,
+        _ => reuse(timeout, idle_timeout),
+    };
+    Hint { reuse, max }
+}
+
+/// The reuse a backend idle timeout of `timeout` seconds (when said) allows of a connection the
+/// pool keeps for `idle_timeout` otherwise.
+fn reuse(timeout: Option<u64>, idle_timeout: Duration) -> Reuse {
     let Some(seconds) = timeout else {
         return Reuse::AsConfigured;
     };
@@ -122,7 +157,11 @@ mod tests {
     const FOUR: Duration = Duration::from_secs(4);
 
     fn reuse_of(value: &'static str) -> Reuse {
-        reuse(&HeaderValue::from_static(value), FOUR)
+        hint_of(value).reuse
+    }
+
+    fn hint_of(value: &'static str) -> Hint {
+        hint(&HeaderValue::from_static(value), FOUR)
     }
 
     fn within(millis: u32) -> Reuse {
@@ -170,5 +209,18 @@ mod tests {
         }
         assert_eq!(reuse_of("timeout=x, max=0"), Reuse::Never);
         assert_eq!(reuse_of("max=zero, timeout=2"), within(1_000));
+    }
+
+    #[test]
+    fn max_is_the_requests_left_after_this_response_the_smallest_when_said_twice() {
+        assert_eq!(hint_of("timeout=5, max=100").max, Some(100));
+        assert_eq!(hint_of("max=1").max, Some(1));
+        assert_eq!(hint_of("max=3, MAX = \"2\"").max, Some(2));
+        assert_eq!(hint_of("max=999999999").max, Some(999_999_999));
+        let none_left = hint_of("timeout=2, max=0");
+        assert_eq!((none_left.reuse, none_left.max), (Reuse::Never, Some(0)));
+        for value in ["timeout=5", "max=-1", "max=1.5", "max=", "max=9999999999"] {
+            assert_eq!(hint_of(value).max, None, "{value:?}");
+        }
     }
 }

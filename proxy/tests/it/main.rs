@@ -16,6 +16,7 @@ mod fail_open;
 mod first_probes;
 mod forwarding;
 mod grpc;
+mod h2c_goaway;
 mod h2raw;
 mod head_limits;
 mod hostile;

@@ -299,7 +299,7 @@ async fn serve_once_h2c(stream: TcpStream, answered: Arc<AtomicUsize>) {
     let _next = connection.accept().await;
 }
 
-fn h2c_only_route(addr: std::net::SocketAddr) -> crossfade_proxy::RouteConfig {
+pub(crate) fn h2c_only_route(addr: std::net::SocketAddr) -> crossfade_proxy::RouteConfig {
     let mut route = route(&[addr], &[], 10_000);
     route.blue.protocol = crossfade_proxy::UpstreamProtocol::H2c;
     route
