@@ -29,8 +29,8 @@
 //! does for the scraper: the analysis has no reading then, and a window without one is never a
 //! pass.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossfade_proxy::weight::Slot;
@@ -38,6 +38,7 @@ use crossfade_proxy::{BackendSnapshot, ShadowSnapshot};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::crd::PrometheusSource;
 use super::proxies::Replica;
 use super::scrape::{readings, ClusterMetrics, Readings, Series, SeriesValue, State};
 use crate::traffic::MetricsSource;
@@ -182,6 +183,50 @@ impl MetricsSource for PrometheusMetrics {
     fn shadow(&self, route: &str, slot: Slot) -> crate::Result<Option<ShadowSnapshot>> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.shadow(route, slot)
+    }
+}
+
+/// The [`PrometheusMetrics`] that TrafficShifts name (`spec.rollout.analysis.metricsSource`),
+/// one per address and selector, kept for the controller's life: each keeps its totals and its
+/// replicas' last readings between reconciles, as the one [`super::scrape::ProxyScraper`] does.
+#[derive(Default)]
+pub struct PrometheusSources {
+    by_source: Mutex<HashMap<(String, String), Arc<dyn ClusterMetrics>>>,
+}
+
+impl PrometheusSources {
+    /// The source of `source`'s address and selector, made at the first call. A source that is
+    /// not valid (its TrafficShift is refused before any rollout reads it) reads nothing:
+    /// every snapshot is an error that says why.
+    pub fn get(&self, source: &PrometheusSource) -> Arc<dyn ClusterMetrics> {
+        let selector = source.selector.clone().unwrap_or_default();
+        let key = (source.address.clone(), selector);
+        let mut by_source = self
+            .by_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let made = by_source.entry(key).or_insert_with(|| {
+            match PrometheusMetrics::new(&source.address, source.selector.as_deref()) {
+                Ok(metrics) => Arc::new(metrics),
+                Err(why) => Arc::new(Unreadable(format!("metricsSource.prometheus.{why}"))),
+            }
+        });
+        Arc::clone(made)
+    }
+}
+
+/// A metrics source that cannot be read, and why.
+struct Unreadable(String);
+
+impl ClusterMetrics for Unreadable {
+    fn refresh<'a>(&'a self, _: &'a str, _: &'a [&'a Replica]) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl MetricsSource for Unreadable {
+    fn snapshot(&self, route: &str, _: Slot) -> crate::Result<BackendSnapshot> {
+        Err(crate::Error::traffic(route, self.0.clone()))
     }
 }
 
