@@ -20,7 +20,11 @@ const WITHIN: Duration = Duration::from_secs(15);
 
 /// Route `web`'s blue counters as the proxy itself exports them on `/metrics`.
 async fn own_counters(proxy: &RunningProxy) -> Reading {
-    let (status, text) = proxy.admin.get_text("/metrics").await.expect("GET /metrics");
+    let (status, text) = proxy
+        .admin
+        .get_text("/metrics")
+        .await
+        .expect("GET /metrics");
     assert_eq!(status, 200, "{text}");
     let mut readings = parse(&text).expect("the proxy's /metrics text");
     readings
@@ -80,7 +84,11 @@ async fn prometheus_readings_match_the_proxys_counters_and_stay_monotonic_across
     let address = format!("http://{}", prom.address());
     let source = PrometheusMetrics::new(&address, Some(r#"job="crossfade""#)).expect("valid");
 
-    assert_eq!(send(&proxy, 20).await, 10, "the sample app fails every second request");
+    assert_eq!(
+        send(&proxy, 20).await,
+        10,
+        "the sample app fails every second request"
+    );
     let own = own_counters(&proxy).await;
     assert_eq!((own.requests, own.errors), (20, 10));
     let seen = read_until(&source, 0, |s| s.requests >= 20).await;
