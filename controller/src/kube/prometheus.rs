@@ -286,14 +286,7 @@ pub fn check_selector(selector: &str) -> Result<(), String> {
 /// Prometheus' own error (`bad_data: parse error ...`), a result that is not a vector, a sample
 /// whose value is not a number.
 pub fn replica_series(body: &Value) -> Result<BTreeMap<String, Vec<Series>>, String> {
-    if body["status"] != "success" {
-        return Err(format!(
-            "prometheus answered {}: {}",
-            body["errorType"].as_str().unwrap_or("an error"),
-            body["error"].as_str().unwrap_or("(no message)")
-        ));
-    }
-    let data = &body["data"];
+    let data = crate::analysis::checks::prometheus_data(body)?;
     if data["resultType"] != "vector" {
         return Err(format!(
             "the query returned a {}, expected a vector",
@@ -302,11 +295,10 @@ pub fn replica_series(body: &Value) -> Result<BTreeMap<String, Vec<Series>>, Str
                 .unwrap_or("result of unknown type")
         ));
     }
-    let mut histograms: BTreeMap<(String, String, Vec<(String, String)>), Vec<(f64, f64)>> =
-        BTreeMap::new();
+    let mut histograms: BTreeMap<BucketsKey, Vec<(f64, f64)>> = BTreeMap::new();
     let mut out: BTreeMap<String, Vec<Series>> = BTreeMap::new();
     for result in data["result"].as_array().map_or(&[][..], Vec::as_slice) {
-        let (name, labels, replica) = series_labels(&result["metric"]);
+        let (name, mut labels, replica) = series_labels(&result["metric"]);
         let value = sample_value(&result["value"])
             .ok_or_else(|| format!("the sample {result} holds no number"))?;
         let bucket = name
@@ -314,9 +306,8 @@ pub fn replica_series(body: &Value) -> Result<BTreeMap<String, Vec<Series>>, Str
             .zip(labels.get("le").and_then(|le| le.parse::<f64>().ok()));
         match bucket {
             Some((family, le)) => {
-                let mut labels = labels.clone();
                 labels.remove("le");
-                let key = (replica, family.to_owned(), labels.into_iter().collect());
+                let key = (replica, family.to_owned(), labels);
                 histograms.entry(key).or_default().push((le, value));
             }
             None => out.entry(replica).or_default().push(Series {
@@ -329,12 +320,16 @@ pub fn replica_series(body: &Value) -> Result<BTreeMap<String, Vec<Series>>, Str
     for ((replica, metric, labels), buckets) in histograms {
         out.entry(replica).or_default().push(Series {
             metric,
-            labels: labels.into_iter().collect(),
+            labels,
             value: SeriesValue::Histogram(buckets),
         });
     }
     Ok(out)
 }
+
+/// A histogram gathered from its `_bucket` series: its replica, family name and labels without
+/// `le`.
+type BucketsKey = (String, String, BTreeMap<String, String>);
 
 /// A result's series name, labels (without `__name__`) and replica (see [`replica_series`]).
 fn series_labels(metric: &Value) -> (String, BTreeMap<String, String>, String) {
