@@ -347,13 +347,18 @@ fn every_analysis_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name()
     );
     // Kubernetes only (where a fleet of proxy replicas reports its counters): `crossfade run`
     // reads its in-process proxy's counters, exact and current.
-    let kube_only = ["metricsSource"];
-    let mut crd = crd_properties(&["rollout", "analysis"]);
+    let crd = kube_only_left_out(crd_properties(&["rollout", "analysis"]), &["metricsSource"]);
+    check_carried("analysis", spec, crd);
+}
+
+/// The CRD properties `crd` without the Kubernetes-only fields `kube_only`, each of which must
+/// be among them.
+fn kube_only_left_out(mut crd: Vec<String>, kube_only: &[&str]) -> Vec<String> {
     for name in kube_only {
         assert!(crd.iter().any(|c| c == name), "{name} in {crd:?}");
     }
     crd.retain(|c| !kube_only.contains(&c.as_str()));
-    check_carried("analysis", spec, crd);
+    crd
 }
 
 /// `spec.rollout.analysis.metricsSource` (session 42): a Prometheus address and selector are read
@@ -418,12 +423,7 @@ fn every_rollout_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name() 
     let spec = accepted_fields::<crate::spec::RolloutConfig>();
     // Kubernetes only (how long a Deployment may show no ready replica): `crossfade run` has no
     // Deployments, its health checks eject instances instead.
-    let kube_only = ["unreadyGrace"];
-    let mut crd = crd_properties(&["rollout"]);
-    for name in kube_only {
-        assert!(crd.iter().any(|c| c == name), "{name} in {crd:?}");
-    }
-    crd.retain(|c| !kube_only.contains(&c.as_str()));
+    let crd = kube_only_left_out(crd_properties(&["rollout"]), &["unreadyGrace"]);
     check_carried("rollout", spec, crd);
 }
 
