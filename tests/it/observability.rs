@@ -16,6 +16,7 @@
 //! `run` and of a whole demo rollout, whose every transition names route, rollout, backend, version).
 
 pub mod prometheus;
+mod prometheus_source;
 mod text_format;
 
 use std::path::Path;

@@ -232,12 +232,11 @@ async fn prometheus(
     (query, value)
 }
 
-/// The one number of an instant query's answer.
+/// The `data` of a Prometheus HTTP API answer whose `status` is `success`.
 ///
 /// # Errors
-/// Prometheus' own error (`bad_data: parse error ...`), no sample, several samples, a result type
-/// other than scalar or vector, a value that is not a number.
-pub fn prometheus_value(body: &Value) -> Result<f64, String> {
+/// Prometheus' own error, as `prometheus answered bad_data: parse error ...`.
+pub fn prometheus_data(body: &Value) -> Result<&Value, String> {
     if body["status"] != "success" {
         return Err(format!(
             "prometheus answered {}: {}",
@@ -245,7 +244,16 @@ pub fn prometheus_value(body: &Value) -> Result<f64, String> {
             body["error"].as_str().unwrap_or("(no message)")
         ));
     }
-    let data = &body["data"];
+    Ok(&body["data"])
+}
+
+/// The one number of an instant query's answer.
+///
+/// # Errors
+/// Prometheus' own error (`bad_data: parse error ...`), no sample, several samples, a result type
+/// other than scalar or vector, a value that is not a number.
+pub fn prometheus_value(body: &Value) -> Result<f64, String> {
+    let data = prometheus_data(body)?;
     let sample = match data["resultType"].as_str() {
         Some("scalar") => &data["result"],
         Some("vector") => {

@@ -18,6 +18,7 @@ mod policy;
 mod revision;
 mod route;
 mod shadow;
+mod source;
 mod unknown;
 mod value;
 
@@ -42,6 +43,7 @@ pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM}
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec, StickySpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};
+pub use source::{MetricsSourcePolicy, PrometheusSource};
 pub use unknown::unknown_fields;
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
 
@@ -321,6 +323,12 @@ pub struct AnalysisPolicy {
     /// (docs/shadow.md). Default none; it needs a first step of weight 0 and such a step needs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowPolicy>,
+    /// Where the analysis reads the proxies' counters: omitted, from each live proxy replica's
+    /// `/metrics`; `prometheus`, from a Prometheus server that scrapes them (large fleets), whose
+    /// readings are up to one scrape interval old. A reading that fails (Prometheus unreachable,
+    /// an error answer) leaves the window unread, so it is never a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_source: Option<MetricsSourcePolicy>,
 }
 
 /// Which judge decides a step's analysis: `Threshold` or `Sequential` (the spec's `judge`,

@@ -16,6 +16,7 @@
 //! - [`proxies`]: the proxy replicas' Leases: which weights generation each has applied (closed-loop
 //!   weights) and where its `/metrics` are.
 //! - [`scrape`]: the analysis counters scraped from the proxies' `/metrics` ([`scrape::ProxyScraper`]).
+//! - [`prometheus`]: the same counters read from a Prometheus server ([`prometheus::PrometheusMetrics`]).
 //! - [`backoff`]: exponential backoff of failed reconciles, per object.
 //! - [`proxy_source`]: `crossfade proxy --kube`: TrafficShifts and EndpointSlices → the proxy's
 //!   routes, and the proxy's Lease.
@@ -43,6 +44,7 @@ pub mod leader;
 #[cfg(test)]
 pub(crate) mod mock;
 pub mod ops;
+pub mod prometheus;
 pub mod proxies;
 pub mod proxy_lease;
 pub mod proxy_source;

@@ -131,14 +131,18 @@ pub struct ProxyScraper {
     state: Mutex<State>,
 }
 
+/// The cumulative counters of a [`ClusterMetrics`] that reads replicas one by one (the proxies'
+/// `/metrics` here, their series in Prometheus in [`super::prometheus`]), and each replica's last
+/// reading.
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     /// Cumulative, never decreasing, by route and backend (gauges as of the last scrape).
     totals: HashMap<(String, Slot), BackendSnapshot>,
     /// Cumulative shadow counters by route and mirror target (the in-flight gauge as of the last
     /// scrape); a key only once a replica showed shadow families for it.
     shadow: HashMap<(String, Slot), ShadowSnapshot>,
-    /// Each replica's last reading and when it was taken, by (Lease uid, route, backend).
+    /// Each replica's last reading and when it was taken, by (replica identity, route, backend):
+    /// its Lease uid when scraped, its label set when read from Prometheus.
     last: HashMap<(String, String, Slot), (Reading, tokio::time::Instant)>,
     /// Why the route's last refresh is incomplete, when it is.
     problems: HashMap<String, String>,
@@ -213,66 +217,9 @@ impl ClusterMetrics for ProxyScraper {
         Box::pin(async move {
             let scrapes =
                 futures_util::future::join_all(replicas.iter().map(|r| self.scrape(r))).await;
-            let at = tokio::time::Instant::now();
-            let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let state = &mut *guard;
-            let mut problems = Vec::new();
-            let mut gauges: HashMap<Slot, (u64, u64, Unanswered)> = HashMap::new();
-            let mut shadow_gauges: HashMap<Slot, (u64, Unanswered)> = HashMap::new();
-            for (replica, scrape) in replicas.iter().zip(scrapes) {
-                let readings = match scrape {
-                    Ok(readings) => readings,
-                    Err(e) => {
-                        problems.push(e);
-                        continue;
-                    }
-                };
-                for slot in Slot::ALL {
-                    let key = (route.to_owned(), slot);
-                    let Some(now) = readings.get(&key) else {
-                        continue; // no request for this backend on this replica yet
-                    };
-                    let last_key = (replica.uid.clone(), route.to_owned(), slot);
-                    let last = state.last.get(&last_key).map(|(r, _)| r);
-                    if let Some(shadow) = &now.shadow {
-                        let total = state.shadow.entry(key.clone()).or_default();
-                        let last = last.and_then(|r| r.shadow.as_ref());
-                        accumulate_shadow(total, last, shadow);
-                        let g = shadow_gauges.entry(slot).or_default();
-                        g.0 += shadow.in_flight;
-                        g.1.add(&shadow.unanswered);
-                    }
-                    let total = state.totals.entry(key).or_default();
-                    accumulate(total, last, now);
-                    let g = gauges.entry(slot).or_default();
-                    g.0 += now.in_flight;
-                    g.1 += now.upgraded;
-                    g.2.add(&now.unanswered);
-                    state.last.insert(last_key, (now.clone(), at));
-                }
-            }
-            state.last.retain(|(_, r, _), (_, seen)| {
-                r != route || at.duration_since(*seen) < FORGET_AFTER
-            });
-            for slot in Slot::ALL {
-                let total = state.totals.entry((route.to_owned(), slot)).or_default();
-                let (in_flight, upgraded, unanswered) = gauges.remove(&slot).unwrap_or_default();
-                total.in_flight = in_flight;
-                total.upgraded = upgraded;
-                total.unanswered = unanswered;
-                if let Some(shadow) = state.shadow.get_mut(&(route.to_owned(), slot)) {
-                    let (in_flight, unanswered) = shadow_gauges.remove(&slot).unwrap_or_default();
-                    shadow.in_flight = in_flight;
-                    shadow.unanswered = unanswered;
-                }
-            }
-            if problems.is_empty() {
-                state.problems.remove(route);
-            } else {
-                let why = problems.join("; ");
-                tracing::warn!(route, "proxy metrics incomplete: {why}");
-                state.problems.insert(route.to_owned(), why);
-            }
+            let readings = replicas.iter().map(|r| r.uid.clone()).zip(scrapes);
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.merge(route, readings.collect(), "proxy metrics incomplete");
         })
     }
 }
@@ -280,32 +227,126 @@ impl ClusterMetrics for ProxyScraper {
 impl MetricsSource for ProxyScraper {
     fn snapshot(&self, route: &str, slot: Slot) -> crate::Result<BackendSnapshot> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        ProxyScraper::incomplete(&state, route, &format!("backend {slot}"))?;
-        state
-            .totals
-            .get(&(route.to_owned(), slot))
-            .cloned()
-            .ok_or_else(|| {
-                crate::Error::traffic(
-                    route,
-                    format!("no metrics for backend {slot}: no proxy replica scraped yet"),
-                )
-            })
+        state.snapshot(route, slot, "no proxy replica scraped yet")
     }
 
     /// The shadow counters of the requests the proxies mirrored to `slot`, summed over the
     /// replicas as the request counters are; `None` while no replica has shown any.
     fn shadow(&self, route: &str, slot: Slot) -> crate::Result<Option<ShadowSnapshot>> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        ProxyScraper::incomplete(&state, route, &format!("shadow traffic to {slot}"))?;
-        Ok(state.shadow.get(&(route.to_owned(), slot)).cloned())
+        state.shadow(route, slot)
     }
 }
 
-impl ProxyScraper {
+/// One refresh's readings: per replica (its identity in [`State::last`]), what it showed by route
+/// and backend, or why it could not be read.
+pub(super) type Readings = Vec<(String, Result<BTreeMap<(String, Slot), Reading>, String>)>;
+
+// === impl State ===
+
+impl State {
+    /// Adds one refresh of `route` to the totals: what each replica's counters rose since its
+    /// last reading ([`accumulate`]), the gauges summed anew. A replica that could not be read
+    /// adds nothing and makes the route's reads errors until the next complete refresh (logged
+    /// at warn, after `incomplete`).
+    pub(super) fn merge(&mut self, route: &str, readings: Readings, incomplete: &str) {
+        let at = tokio::time::Instant::now();
+        let mut problems = Vec::new();
+        let mut gauges = Gauges::default();
+        for (replica, readings) in readings {
+            match readings {
+                Ok(readings) => {
+                    for slot in Slot::ALL {
+                        // None: no request for this backend on this replica yet.
+                        if let Some(now) = readings.get(&(route.to_owned(), slot)) {
+                            self.add(route, slot, (&replica, now, at), &mut gauges);
+                        }
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        self.last
+            .retain(|(_, r, _), (_, seen)| r != route || at.duration_since(*seen) < FORGET_AFTER);
+        for slot in Slot::ALL {
+            self.set_gauges(route, slot, &mut gauges);
+        }
+        if problems.is_empty() {
+            self.problems.remove(route);
+        } else {
+            let why = problems.join("; ");
+            tracing::warn!(route, "{incomplete}: {why}");
+            self.problems.insert(route.to_owned(), why);
+        }
+    }
+
+    /// Adds one replica's reading `now` of `slot` (taken `at`) to the totals and its gauges to
+    /// `gauges`, and keeps it as the replica's last.
+    fn add(
+        &mut self,
+        route: &str,
+        slot: Slot,
+        (replica, now, at): (&str, &Reading, tokio::time::Instant),
+        gauges: &mut Gauges,
+    ) {
+        let key = (route.to_owned(), slot);
+        let last_key = (replica.to_owned(), route.to_owned(), slot);
+        let last = self.last.get(&last_key).map(|(r, _)| r);
+        if let Some(shadow) = &now.shadow {
+            let total = self.shadow.entry(key.clone()).or_default();
+            accumulate_shadow(total, last.and_then(|r| r.shadow.as_ref()), shadow);
+            let g = gauges.shadow.entry(slot).or_default();
+            g.0 += shadow.in_flight;
+            g.1.add(&shadow.unanswered);
+        }
+        accumulate(self.totals.entry(key).or_default(), last, now);
+        let g = gauges.backend.entry(slot).or_default();
+        g.0 += now.in_flight;
+        g.1 += now.upgraded;
+        g.2.add(&now.unanswered);
+        self.last.insert(last_key, (now.clone(), at));
+    }
+
+    /// Sets the gauges of `slot`'s totals to their sums over this refresh's replicas.
+    fn set_gauges(&mut self, route: &str, slot: Slot, gauges: &mut Gauges) {
+        let total = self.totals.entry((route.to_owned(), slot)).or_default();
+        let (in_flight, upgraded, unanswered) = gauges.backend.remove(&slot).unwrap_or_default();
+        total.in_flight = in_flight;
+        total.upgraded = upgraded;
+        total.unanswered = unanswered;
+        if let Some(shadow) = self.shadow.get_mut(&(route.to_owned(), slot)) {
+            let (in_flight, unanswered) = gauges.shadow.remove(&slot).unwrap_or_default();
+            shadow.in_flight = in_flight;
+            shadow.unanswered = unanswered;
+        }
+    }
+
+    /// The totals of `slot` on `route`; an error while the route's last refresh is incomplete,
+    /// or `unread` (why) before its first.
+    pub(super) fn snapshot(
+        &self,
+        route: &str,
+        slot: Slot,
+        unread: &str,
+    ) -> crate::Result<BackendSnapshot> {
+        self.incomplete(route, &format!("backend {slot}"))?;
+        self.totals
+            .get(&(route.to_owned(), slot))
+            .cloned()
+            .ok_or_else(|| {
+                crate::Error::traffic(route, format!("no metrics for backend {slot}: {unread}"))
+            })
+    }
+
+    /// The shadow totals of mirror target `slot` on `route`; `None` while no replica showed any.
+    pub(super) fn shadow(&self, route: &str, slot: Slot) -> crate::Result<Option<ShadowSnapshot>> {
+        self.incomplete(route, &format!("shadow traffic to {slot}"))?;
+        Ok(self.shadow.get(&(route.to_owned(), slot)).cloned())
+    }
+
     /// The problem of the route's last refresh, as the error a read returns.
-    fn incomplete(state: &State, route: &str, what: &str) -> crate::Result<()> {
-        match state.problems.get(route) {
+    fn incomplete(&self, route: &str, what: &str) -> crate::Result<()> {
+        match self.problems.get(route) {
             Some(why) => Err(crate::Error::traffic(
                 route,
                 format!("no complete metrics for {what}: {why}"),
@@ -313,6 +354,14 @@ impl ProxyScraper {
             None => Ok(()),
         }
     }
+}
+
+/// The gauges of one refresh, summed over its replicas by backend: (in flight, upgraded,
+/// unanswered), and the shadow ones (in flight, unanswered).
+#[derive(Default)]
+struct Gauges {
+    backend: HashMap<Slot, (u64, u64, Unanswered)>,
+    shadow: HashMap<Slot, (u64, Unanswered)>,
 }
 
 /// Adds to `total` what one replica's shadow counters rose between `last` (its previous reading,
@@ -393,6 +442,38 @@ fn add_window(total: &mut HistogramSnapshot, window: &HistogramSnapshot) {
     total.sum_seconds += window.sum_seconds;
 }
 
+/// One series of a reading, whether from a proxy's `/metrics` text ([`parse`]) or from a Prometheus
+/// instant query ([`super::prometheus`]): the family's sample name (a histogram's without
+/// `_bucket`), its labels and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The sample name, e.g. `crossfade_dispatched_requests_total`; a histogram's family name,
+    /// e.g. `crossfade_request_duration_seconds` (its `_sum` and `_count` are series of their own).
+    pub metric: String,
+    /// The labels (a histogram's without `le`).
+    pub labels: BTreeMap<String, String>,
+    /// The value.
+    pub value: SeriesValue,
+}
+
+/// The value of a [`Series`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeriesValue {
+    /// A counter's, gauge's or untyped sample's value.
+    Scalar(f64),
+    /// A histogram's buckets: (`le` upper bound, cumulative count), in any order.
+    Histogram(Vec<(f64, f64)>),
+    /// A summary: no family read here is one.
+    Other,
+}
+
+impl Series {
+    /// The value of label `name`.
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
 /// The per-route, per-backend readings in one `/metrics` text.
 ///
 /// # Errors
@@ -401,13 +482,39 @@ fn add_window(total: &mut HistogramSnapshot, window: &HistogramSnapshot) {
 pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .map_err(|e| format!("not Prometheus text: {e}"))?;
+    let series: Vec<Series> = scrape
+        .samples
+        .into_iter()
+        .map(|sample| Series {
+            metric: sample.metric,
+            labels: sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            value: match sample.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => SeriesValue::Scalar(v),
+                Value::Histogram(buckets) => {
+                    SeriesValue::Histogram(buckets.iter().map(|b| (b.less_than, b.count)).collect())
+                }
+                Value::Summary(_) => SeriesValue::Other,
+            },
+        })
+        .collect();
+    readings(&series)
+}
+
+/// The per-route, per-backend readings of one replica's `series`.
+///
+/// # Errors
+/// When a latency histogram has other buckets than [`LATENCY_BOUNDS_SECONDS`] (a proxy of another
+/// version), a `longer_than` is no number of seconds, or a family has an unexpected type.
+pub fn readings(series: &[Series]) -> Result<BTreeMap<(String, Slot), Reading>, String> {
     let mut out: BTreeMap<(String, Slot), Reading> = BTreeMap::new();
     let mut unanswered: BTreeMap<(String, Slot), Vec<(f64, u64)>> = BTreeMap::new();
     let mut shadow_unanswered: BTreeMap<(String, Slot), Vec<(f64, u64)>> = BTreeMap::new();
-    for sample in &scrape.samples {
-        let (Some(route), Some(backend)) =
-            (sample.labels.get("route"), sample.labels.get("backend"))
-        else {
+    for sample in series {
+        let (Some(route), Some(backend)) = (sample.label("route"), sample.label("backend")) else {
             continue;
         };
         let slot = match backend {
@@ -445,12 +552,12 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
             "crossfade_client_abort_wait_seconds_sum" => Field::AbortedSum,
             "crossfade_client_abort_wait_seconds" => Field::Aborted,
             "crossfade_shadow_mirrored_total" => Field::Shadow(ShadowField::Mirrored),
-            "crossfade_shadow_compared_total" => match sample.labels.get("result") {
+            "crossfade_shadow_compared_total" => match sample.label("result") {
                 Some("matched") => Field::Shadow(ShadowField::Matched),
                 Some("mismatched") => Field::Shadow(ShadowField::Mismatched),
                 _ => continue,
             },
-            "crossfade_shadow_mismatches_total" => match sample.labels.get("kind") {
+            "crossfade_shadow_mismatches_total" => match sample.label("kind") {
                 Some("status") => Field::Shadow(ShadowField::Status),
                 Some("header") => Field::Shadow(ShadowField::Header),
                 Some("body") => Field::Shadow(ShadowField::Body),
@@ -463,7 +570,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
         };
         let reading = out.entry((route.to_owned(), slot)).or_default();
         let scalar = match &sample.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            SeriesValue::Scalar(v) => Some(*v),
             _ => None,
         };
         match (field, scalar) {
@@ -501,7 +608,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 }
             }
             (Field::Latency, None) => {
-                let Value::Histogram(buckets) = &sample.value else {
+                let SeriesValue::Histogram(buckets) = &sample.value else {
                     continue;
                 };
                 reading.latency.counts = per_bucket(buckets).map_err(|e| {
@@ -509,7 +616,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 })?;
             }
             (Field::ShadowLatency, None) => {
-                let Value::Histogram(buckets) = &sample.value else {
+                let SeriesValue::Histogram(buckets) = &sample.value else {
                     continue;
                 };
                 let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
@@ -518,7 +625,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                 })?;
             }
             (field @ (Field::ShadowPairedActive | Field::ShadowPairedPreview), None) => {
-                let Value::Histogram(buckets) = &sample.value else {
+                let SeriesValue::Histogram(buckets) = &sample.value else {
                     continue;
                 };
                 let shadow = reading.shadow.get_or_insert_with(ShadowSnapshot::default);
@@ -530,7 +637,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
                     .map_err(|e| format!("{} of {route}/{backend}: {e}", sample.metric))?;
             }
             (Field::Aborted, None) => {
-                let Value::Histogram(buckets) = &sample.value else {
+                let SeriesValue::Histogram(buckets) = &sample.value else {
                     continue;
                 };
                 reading.aborted.counts = per_bucket(buckets).map_err(|e| {
@@ -562,12 +669,8 @@ pub fn parse(text: &str) -> Result<BTreeMap<(String, Slot), Reading>, String> {
 ///
 /// # Errors
 /// When it is not a number of seconds.
-fn longer_than(
-    sample: &prometheus_parse::Sample,
-    route: &str,
-    backend: &str,
-) -> Result<Option<f64>, String> {
-    let Some(bound) = sample.labels.get("longer_than") else {
+fn longer_than(sample: &Series, route: &str, backend: &str) -> Result<Option<f64>, String> {
+    let Some(bound) = sample.label("longer_than") else {
         return Ok(None);
     };
     match bound.parse::<f64>() {
@@ -633,11 +736,8 @@ fn count(v: f64) -> u64 {
 }
 
 /// Cumulative `le` buckets to per-bucket counts in [`LATENCY_BOUNDS_SECONDS`] order plus `+Inf`.
-fn per_bucket(buckets: &[prometheus_parse::HistogramCount]) -> Result<Vec<u64>, String> {
-    let mut sorted: Vec<(f64, u64)> = buckets
-        .iter()
-        .map(|b| (b.less_than, count(b.count)))
-        .collect();
+fn per_bucket(buckets: &[(f64, f64)]) -> Result<Vec<u64>, String> {
+    let mut sorted: Vec<(f64, u64)> = buckets.iter().map(|(le, n)| (*le, count(*n))).collect();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let bounds: Vec<f64> = sorted.iter().map(|b| b.0).collect();
     let expected: Vec<f64> = LATENCY_BOUNDS_SECONDS

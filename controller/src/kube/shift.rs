@@ -59,6 +59,7 @@ pub use status::{status_of, step_progress, ANNOTATIONS_VALID, COMPLETED, PROGRES
 
 use super::backoff::Backoff;
 use super::crd::TrafficShift;
+use super::prometheus::PrometheusSources;
 use super::proxies::{changed_routes, Proxies, APPLIED, PROXY_SELECTOR};
 use super::scrape::ClusterMetrics;
 use super::store::StoreError;
@@ -88,6 +89,9 @@ pub struct Context {
     driver: KubeDriver,
     proxies: Proxies,
     metrics: Arc<dyn ClusterMetrics>,
+    /// The Prometheus servers that TrafficShifts read their counters from instead
+    /// (`spec.rollout.analysis.metricsSource`).
+    prometheus: PrometheusSources,
     recorder: Recorder,
     /// Who publishes the Events (the reporter of `recorder`), for [`Context::recorder_for`].
     reporter: Reporter,
@@ -201,6 +205,7 @@ impl Context {
             notes: Mutex::new(HashMap::new()),
             client,
             metrics,
+            prometheus: PrometheusSources::default(),
             machines: Mutex::new(HashMap::new()),
             backoff: Backoff::default(),
             reloads: reloads::Reloads::default(),

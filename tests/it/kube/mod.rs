@@ -65,6 +65,9 @@
 //!   controller and proxy binaries, and its faulty v2 image is rolled back.
 //! - [`rbac`]: `deploy/controller/rbac.yaml` allows every request a rollout makes, and grants
 //!   nothing unused (the emulator's audit log).
+//! - [`prometheus`]: `analysis.metricsSource.prometheus` with the binaries and a real Prometheus:
+//!   a green answering 500s is rolled back on the counters read from it; an unreachable one
+//!   leaves every window unread and the rollout is rolled back as inconclusive.
 //! - [`pods`]: the kubelet's pods for a Deployment's template, with `imageID`s.
 //! - [`digest`]: the image digests the pods report, in status (`activeRevision`,
 //!   `previewRevision`) and on `crossfade_backend_info`: through promotion, and with garbage
@@ -95,6 +98,7 @@ mod lifecycle;
 mod metrics;
 pub mod objects;
 pub mod pods;
+mod prometheus;
 mod proxy;
 mod rbac;
 mod ready;

@@ -44,12 +44,22 @@ impl RolloutPolicy {
             config.drain_timeout = drain.0;
         }
         config.gates = self.gates.iter().map(Gate::to_config).collect();
-        let grace = self.unready_grace_problem(config.progress_deadline);
-        match (config.validate().map_err(under_spec), grace) {
-            (Ok(()), None) => Ok(config),
-            (Ok(()), Some(p)) => Err(SpecError::Invalid(vec![p])),
-            (Err(SpecError::Invalid(mut problems)), Some(p)) => {
-                problems.push(p);
+        let mut more: Vec<Problem> = self
+            .unready_grace_problem(config.progress_deadline)
+            .into_iter()
+            .collect();
+        if let Some(source) = self
+            .analysis
+            .as_ref()
+            .and_then(|a| a.metrics_source.as_ref())
+        {
+            more.extend(source.problems("spec.rollout.analysis.metricsSource"));
+        }
+        match (config.validate().map_err(under_spec), more.is_empty()) {
+            (Ok(()), true) => Ok(config),
+            (Ok(()), false) => Err(SpecError::Invalid(more)),
+            (Err(SpecError::Invalid(mut problems)), _) => {
+                problems.extend(more);
                 Err(SpecError::Invalid(problems))
             }
             (Err(e), _) => Err(e),

@@ -25,6 +25,7 @@ use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
 use crate::kube::capacity;
 use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
+use crate::kube::scrape::ClusterMetrics;
 use crate::kube::store::StatusStore;
 use crate::metrics::{DeploymentInfo, RouteMetrics};
 use crate::rollout::{AbortCause, Command, Input, Phase};
@@ -940,9 +941,9 @@ impl<'a> Exec<'a> {
         let held = match ack {
             Ack::Applied { .. } => {
                 let serving = serving(&replicas, &route);
-                self.ctx.metrics.refresh(&route, &serving).await;
-                self.ctx
-                    .metrics
+                let metrics = self.metrics_source();
+                metrics.refresh(&route, &serving).await;
+                metrics
                     .snapshot(&route, Slot::Green)
                     .map(|s| (s.in_flight, s.upgraded))
                     .map_err(|e| e.to_string())
@@ -991,12 +992,23 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Scrapes the route's counters from the proxies that serve it, before they are read.
+    /// Where this TrafficShift's analysis reads its counters: the Prometheus server of its
+    /// `spec.rollout.analysis.metricsSource`, else the proxies' `/metrics` (the context's).
+    fn metrics_source(&self) -> Arc<dyn ClusterMetrics> {
+        let analysis = self.shift.spec.rollout.analysis.as_ref();
+        match analysis.and_then(|a| a.metrics_source.as_ref()) {
+            Some(source) => self.ctx.prometheus.get(&source.prometheus),
+            None => Arc::clone(&self.ctx.metrics),
+        }
+    }
+
+    /// Reads the route's counters (from the proxies that serve it, or from Prometheus), before
+    /// they are read.
     async fn refresh_metrics(&mut self) -> Result<(), ShiftError> {
         let route = key(&*self.shift);
         let replicas = self.replicas().await?;
         let serving = serving(&replicas, &route);
-        self.ctx.metrics.refresh(&route, &serving).await;
+        self.metrics_source().refresh(&route, &serving).await;
         Ok(())
     }
 
@@ -1401,7 +1413,7 @@ impl<'a> Exec<'a> {
     /// Both backends' counters (preview, active), or why they cannot be read.
     fn snapshots(&self) -> Result<(BackendSnapshot, BackendSnapshot), String> {
         let route = key(&*self.shift);
-        let metrics = &self.ctx.metrics;
+        let metrics = self.metrics_source();
         match (
             metrics.snapshot(&route, Slot::Green),
             metrics.snapshot(&route, Slot::Blue),
@@ -1554,7 +1566,7 @@ impl<'a> Exec<'a> {
             return None;
         }
         let route = key(&*self.shift);
-        match self.ctx.metrics.shadow(&route, Slot::Green) {
+        match self.metrics_source().shadow(&route, Slot::Green) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 tracing::warn!(trafficshift = %route, "cannot read shadow counters: {e}");
