@@ -322,6 +322,33 @@ async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
+/// Session 42: `crossfade crdgen >&-` (stdout closed) exited 0 with nothing written: std's
+/// runtime puts `/dev/null` on a closed stdout. A command that prints to a closed stdout now fails
+/// as one that prints to a full disk does; `>/dev/null` still succeeds.
+#[tokio::test]
+async fn a_command_whose_stdout_is_closed_fails_saying_so() {
+    let closed = |args: &str, redirect: &str| {
+        let script = format!("exec \"$0\" {args} {redirect}");
+        let output = std::process::Command::new("sh")
+            .args(["-c", &script, crate::support::BIN])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sh");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    for args in ["crdgen", "--help", "sample-app --help"] {
+        let (code, stderr) = closed(args, ">&-");
+        assert_eq!(code, Some(1), "{args} >&-: {stderr}");
+        assert!(
+            stderr.contains("crossfade: cannot write to standard output: it was closed"),
+            "{args} >&-: {stderr}"
+        );
+        let (code, stderr) = closed(args, ">/dev/null");
+        assert_eq!(code, Some(0), "{args} >/dev/null: {stderr}");
+    }
+}
+
 /// Trial 32 (newuser32, F): `crossfade demo` killed with SIGKILL (which it cannot catch) left
 /// its two sample apps running for good, listening, with nothing to stop them. They now watch
 /// their parent (`sample-app --exit-with-parent`) and exit when it is gone.
