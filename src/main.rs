@@ -345,6 +345,12 @@ fn main() -> std::process::ExitCode {
         (Ok(code), Some(failure)) if code == std::process::ExitCode::SUCCESS => {
             Err(anyhow::anyhow!(failure))
         }
+        // An exit code of its own (3: the rollout did not complete) is kept, but the lost output
+        // is said (session 42: `demo > /dev/full` of a rollback exited 3 without a word of it).
+        (Ok(code), Some(failure)) => {
+            print_err(&format!("crossfade: {failure}"));
+            Ok(code)
+        }
         (result, _) => result,
     };
     match result {

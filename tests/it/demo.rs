@@ -322,6 +322,32 @@ async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
+/// Session 42: a demo whose rollout rolled back, its summary written to a full disk, exited 3
+/// without a word about the summary it lost. It keeps its 3 (the rollout did not complete) and
+/// says on stderr that stdout could not be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_demo_whose_summary_cannot_be_written_keeps_exit_3_and_says_so() {
+    let args = [
+        "demo",
+        "--hold",
+        "1s",
+        "--steps",
+        "100",
+        "--rate",
+        "200",
+        "--green-error-rate",
+        "50%",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let (code, stderr) = run_with_stdout_full(&args).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("RolledBack"), "{stderr}");
+    assert!(
+        stderr.contains("crossfade: cannot write to standard output: No space left on device"),
+        "{stderr}"
+    );
+}
+
 /// Session 42: `crossfade crdgen >&-` (stdout closed) exited 0 with nothing written: std's
 /// runtime puts `/dev/null` on a closed stdout. A command that prints to a closed stdout now fails
 /// as one that prints to a full disk does; `>/dev/null` still succeeds.
