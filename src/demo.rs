@@ -63,8 +63,9 @@ pub struct DemoArgs {
     /// Also write the rollout's HTML report (charts of traffic share, error rate and latency per
     /// backend, with step and verdict markers) to this file. Checked before the demo runs: not a
     /// directory, its directory exists, and not one of crossfade's own files (a spec, a state
-    /// file, a proxy config, a PEM certificate or key), which the page would replace.
-    #[arg(long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
+    /// file, a proxy config, a PEM certificate or key), which the page would replace; not `-`
+    /// (standard output carries the summary).
+    #[arg(long, value_name = "FILE.html", value_parser = crate::flags::demo_report_file)]
     report: Option<std::path::PathBuf>,
 }
 

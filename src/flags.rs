@@ -509,8 +509,11 @@ pub fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
 /// Parses where an HTML report goes (`demo --report`, `report --output`): a file path that can
 /// be written once the report is drawn, so a mistake (a directory, a missing parent directory) is
 /// a usage error (exit 2) before anything runs, naming the path (trial 22, finding 13: `report -o
-/// DIR` failed only after fetching, with exit 1).
+/// DIR` failed only after fetching, with exit 1). [`STDOUT_PATH`] (`-`) is standard output.
 pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
+    if text == STDOUT_PATH {
+        return Ok(text.into());
+    }
     if text.is_empty() {
         return Err(
             "an empty path names no file; give a file to write the report to, e.g. report.html"
@@ -583,6 +586,26 @@ fn crossfade_file(path: &std::path::Path) -> Option<&'static str> {
 /// Whether the report file `path` can be written: opened for appending (an existing file is not
 /// changed) and, when this made it, removed again. Session 32: `demo --report /sys/r.html` (no
 /// permission there) ran the whole demo and failed at its end, with exit 1.
+/// The `--output` that means standard output (`crossfade report -o - | gzip`), as most tools
+/// read it; until session 42 it wrote a file named `-`.
+pub const STDOUT_PATH: &str = "-";
+
+/// [`report_file`] for `demo --report`, whose standard output carries the demo's summary: `-`
+/// is refused there.
+///
+/// # Errors
+/// As [`report_file`], and for `-`.
+pub fn demo_report_file(text: &str) -> Result<std::path::PathBuf, String> {
+    if text == STDOUT_PATH {
+        return Err(
+            "`-` (standard output) carries the demo's summary; give the report a file, e.g. \
+             report.html"
+                .into(),
+        );
+    }
+    report_file(text)
+}
+
 fn writable(path: &std::path::Path) -> Result<(), String> {
     let existed = path.exists();
     std::fs::OpenOptions::new()
@@ -623,6 +646,10 @@ mod tests {
             whole::<u64>("99999999999999999999"),
             Err("99999999999999999999 is above 18446744073709551615, the largest this flag takes".into())
         );
+        assert_eq!(report_file("-"), Ok("-".into()));
+        assert!(demo_report_file("-")
+            .unwrap_err()
+            .contains("carries the demo's summary"));
         assert_eq!(port("0"), Ok(0));
         assert_eq!(port("65535"), Ok(65535));
         assert_eq!(
