@@ -456,3 +456,58 @@ async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
         wait_gone(&apps, Duration::from_secs(5)).await;
     }
 }
+
+/// Session 42: a Ctrl-C between v1's start and the rollout's start (the demo's first half
+/// second of load) was lost: the demo rolled out to its end and exited 0. One while v1 started
+/// exited 1. Both now stop the demo with 3, its processes stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_interrupted_before_its_rollout_started_exits_3_with_its_apps_stopped() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    use crate::support::child::children_of;
+    use crate::support::wait_gone;
+
+    // The log line after which each signal is sent: v1's process started (v1 not ready yet),
+    // and v1 ready (the rollout not started yet).
+    for moment in ["started ", "workload ready workload=v1"] {
+        let mut child = tokio::process::Command::new(crate::support::BIN)
+            .args(["--log", "info", "demo", "--hold", "30s", "--rate", "50"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start crossfade demo");
+        let demo = child.id().expect("demo pid");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        let reached = tokio::time::timeout(Duration::from_secs(30), async {
+            while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
+                if seen.contains(moment) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(reached, Ok(true), "{moment}: {seen}");
+        kill(Pid::from_raw(demo as i32), Signal::SIGINT).expect("signal the demo");
+        let apps = children_of(demo);
+        let rest = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest).await;
+            (rest, child.wait().await.expect("wait for the demo"))
+        })
+        .await;
+        let (rest, status) = rest.unwrap_or_else(|_| panic!("{moment}: the demo did not exit"));
+        assert_eq!(status.code(), Some(3), "{moment}: {seen}{rest}");
+        assert!(
+            rest.contains("crossfade demo: interrupted before the rollout ended"),
+            "{moment}: {rest}"
+        );
+        assert!(!rest.contains("Completed"), "{moment}: {rest}");
+        wait_gone(&apps, Duration::from_secs(5)).await;
+    }
+}
