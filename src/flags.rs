@@ -644,7 +644,10 @@ mod tests {
         );
         assert_eq!(
             whole::<u64>("99999999999999999999"),
-            Err("99999999999999999999 is above 18446744073709551615, the largest this flag takes".into())
+            Err(
+                "99999999999999999999 is above 18446744073709551615, the largest this flag takes"
+                    .into()
+            )
         );
         assert_eq!(report_file("-"), Ok("-".into()));
         assert!(demo_report_file("-")
@@ -654,7 +657,10 @@ mod tests {
         assert_eq!(port("65535"), Ok(65535));
         assert_eq!(
             port("99999"),
-            Err("99999 is not a port: write 1 to 65535, or 0 for a free port the system picks".into())
+            Err(
+                "99999 is not a port: write 1 to 65535, or 0 for a free port the system picks"
+                    .into()
+            )
         );
         assert_eq!(
             address("127.0.0.1:9901"),

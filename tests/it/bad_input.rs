@@ -1192,7 +1192,8 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
 /// flag takes; every whole-number flag now names its largest value, `--port` its range.
 #[tokio::test]
 async fn a_number_too_large_for_a_flag_is_refused_naming_what_the_flag_takes() {
-    let app = |flag: &'static str, value: &'static str| ["sample-app", "--version", "v1", flag, value];
+    let app =
+        |flag: &'static str, value: &'static str| ["sample-app", "--version", "v1", flag, value];
     for port in ["99999", "65536"] {
         usage_error(
             &app("--port", port),

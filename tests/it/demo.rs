@@ -403,57 +403,76 @@ async fn a_demo_killed_with_sigkill_leaves_no_sample_app_running() {
     wait_gone(&apps, Duration::from_secs(5)).await;
 }
 
-/// Session 40: `crossfade demo` stopped by Ctrl-C (SIGINT) or SIGTERM mid-rollout exited 130,
-/// a code its README did not list. It exits 3, as `run --exit-after-rollout` does for a rollout a
-/// signal stopped (the rollout did not complete), after stopping v1 and v2.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
-    use nix::sys::signal::{kill, Signal};
+/// Starts `crossfade demo ARGS` (stderr read), sends it `signal` once its stderr has shown
+/// `moment`, and requires that it exits 3 saying it was interrupted, its sample apps gone;
+/// returns what it wrote on stderr after the signal.
+async fn interrupt_demo_at(
+    args: &[&str],
+    moment: &str,
+    signal: nix::sys::signal::Signal,
+) -> String {
+    use nix::sys::signal::kill;
     use nix::unistd::Pid;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
     use crate::support::child::children_of;
     use crate::support::wait_gone;
 
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        let mut child = tokio::process::Command::new(crate::support::BIN)
-            .args(["demo", "--hold", "30s", "--rate", "50"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start crossfade demo");
-        let demo = child.id().expect("demo pid");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        // The demo prints the rollout's events on stderr (not a terminal) once it watches the
-        // rollout, where it handles the signals.
-        let mut seen = String::new();
-        let watching = tokio::time::timeout(Duration::from_secs(30), async {
-            while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
-                if seen.contains("Provisioning") {
-                    return true;
-                }
+    let mut child = tokio::process::Command::new(crate::support::BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start crossfade demo");
+    let demo = child.id().expect("demo pid");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let reached = tokio::time::timeout(Duration::from_secs(30), async {
+        while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
+            if seen.contains(moment) {
+                return true;
             }
-            false
-        })
-        .await;
-        assert_eq!(watching, Ok(true), "{signal}: {seen}");
-        let apps = children_of(demo);
-        kill(Pid::from_raw(demo as i32), signal).expect("signal the demo");
-        let rest = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest).await;
-            (rest, child.wait().await.expect("wait for the demo"))
-        })
-        .await;
-        let (rest, status) = rest.unwrap_or_else(|_| panic!("{signal}: the demo did not exit"));
-        assert_eq!(status.code(), Some(3), "{signal}: {seen}{rest}");
-        assert!(
-            rest.contains("crossfade demo: interrupted before the rollout ended"),
-            "{signal}: {rest}"
-        );
-        wait_gone(&apps, Duration::from_secs(5)).await;
+        }
+        false
+    })
+    .await;
+    assert_eq!(reached, Ok(true), "{signal} at {moment:?}: {seen}");
+    let apps = children_of(demo);
+    kill(Pid::from_raw(demo as i32), signal).expect("signal the demo");
+    let rest = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest).await;
+        (rest, child.wait().await.expect("wait for the demo"))
+    })
+    .await;
+    let (rest, status) =
+        rest.unwrap_or_else(|_| panic!("{signal} at {moment:?}: the demo did not exit"));
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "{signal} at {moment:?}: {seen}{rest}"
+    );
+    assert!(
+        rest.contains("crossfade demo: interrupted before the rollout ended"),
+        "{signal} at {moment:?}: {rest}"
+    );
+    wait_gone(&apps, Duration::from_secs(5)).await;
+    rest
+}
+
+/// Session 40: `crossfade demo` stopped by Ctrl-C (SIGINT) or SIGTERM mid-rollout exited 130,
+/// a code its README did not list. It exits 3, as `run --exit-after-rollout` does for a rollout a
+/// signal stopped (the rollout did not complete), after stopping v1 and v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
+    use nix::sys::signal::Signal;
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // The demo prints the rollout's events on stderr (not a terminal) once it watches the
+        // rollout.
+        let args = ["demo", "--hold", "30s", "--rate", "50"];
+        interrupt_demo_at(&args, "Provisioning", signal).await;
     }
 }
 
@@ -462,52 +481,11 @@ async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
 /// exited 1. Both now stop the demo with 3, its processes stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_interrupted_before_its_rollout_started_exits_3_with_its_apps_stopped() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-
-    use crate::support::child::children_of;
-    use crate::support::wait_gone;
-
     // The log line after which each signal is sent: v1's process started (v1 not ready yet),
     // and v1 ready (the rollout not started yet).
     for moment in ["started ", "workload ready workload=v1"] {
-        let mut child = tokio::process::Command::new(crate::support::BIN)
-            .args(["--log", "info", "demo", "--hold", "30s", "--rate", "50"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start crossfade demo");
-        let demo = child.id().expect("demo pid");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut seen = String::new();
-        let reached = tokio::time::timeout(Duration::from_secs(30), async {
-            while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
-                if seen.contains(moment) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(reached, Ok(true), "{moment}: {seen}");
-        kill(Pid::from_raw(demo as i32), Signal::SIGINT).expect("signal the demo");
-        let apps = children_of(demo);
-        let rest = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest).await;
-            (rest, child.wait().await.expect("wait for the demo"))
-        })
-        .await;
-        let (rest, status) = rest.unwrap_or_else(|_| panic!("{moment}: the demo did not exit"));
-        assert_eq!(status.code(), Some(3), "{moment}: {seen}{rest}");
-        assert!(
-            rest.contains("crossfade demo: interrupted before the rollout ended"),
-            "{moment}: {rest}"
-        );
+        let args = ["--log", "info", "demo", "--hold", "30s", "--rate", "50"];
+        let rest = interrupt_demo_at(&args, moment, nix::sys::signal::Signal::SIGINT).await;
         assert!(!rest.contains("Completed"), "{moment}: {rest}");
-        wait_gone(&apps, Duration::from_secs(5)).await;
     }
 }
