@@ -63,8 +63,9 @@ pub struct DemoArgs {
     /// Also write the rollout's HTML report (charts of traffic share, error rate and latency per
     /// backend, with step and verdict markers) to this file. Checked before the demo runs: not a
     /// directory, its directory exists, and not one of crossfade's own files (a spec, a state
-    /// file, a proxy config, a PEM certificate or key), which the page would replace.
-    #[arg(long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
+    /// file, a proxy config, a PEM certificate or key), which the page would replace; not `-`
+    /// (standard output carries the summary).
+    #[arg(long, value_name = "FILE.html", value_parser = crate::flags::demo_report_file)]
     report: Option<std::path::PathBuf>,
 }
 
@@ -171,6 +172,10 @@ pub struct Summary {
     pub admin: SocketAddr,
 }
 
+/// What the demo says when SIGINT or SIGTERM stopped it.
+const INTERRUPTED: &str =
+    "crossfade demo: interrupted before the rollout ended; every process it started is stopped";
+
 /// Runs the demo; exit code 0 when the rollout completed, 3 when it did not: it rolled back, or
 /// SIGINT (Ctrl-C) or SIGTERM stopped the demo first.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -187,7 +192,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..spec.clone()
     };
     let auth = AdminAuth::for_listener(serving_only.admin, None)?;
-    let running = serve::start(&serving_only, auth, false).await?;
+    // Caught from here on, kept until the wait below (session 42: a Ctrl-C between v1's start
+    // and the rollout's start was lost, and the demo ran to its end and exited 0); one while v1
+    // starts stops the demo with 3 too, as `run --exit-after-rollout` (it exited 1).
+    let mut signals = serve::Signals::install();
+    let running = match serve::start(&serving_only, auth, false).await {
+        Ok(running) => running,
+        Err(e) if e.is::<serve::StoppedWhileStarting>() => {
+            tracing::info!("{e}");
+            crate::print_err(INTERRUPTED);
+            return Ok(ExitCode::from(EXIT_ROLLED_BACK));
+        }
+        Err(e) => return Err(e),
+    };
     let target = running.listen;
     let load = Load::start(target, 6, 2, args.rate);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -206,17 +223,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // a code the README did not list and that no other crossfade command uses.
     let status = tokio::select! {
         status = watch_progress(&running, &load, args.json) => status,
-        () = serve::shutdown_signal() => {
+        () = signals.wait_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload")) => {
             let _ = load.stop().await;
             running.stack.stop().await;
             running.service.shutdown().await;
             if let Some(journal) = &running.runtime_journal {
                 journal.forget();
             }
-            crate::print_err(
-                "crossfade demo: interrupted before the rollout ended; every process it started \
-                 is stopped",
-            );
+            crate::print_err(INTERRUPTED);
             return Ok(ExitCode::from(EXIT_ROLLED_BACK));
         }
     };

@@ -229,11 +229,31 @@ pub fn unknown_short_flag(error: &clap::Error, command: &clap::Command) -> Optio
     ))
 }
 
+/// The unsigned integer types a whole-number flag takes, each with its largest value, which the
+/// error for a larger number names (session 42: `--port 99999` said "too large for this flag").
+pub trait Whole: TryFrom<u64> {
+    /// The largest value of the type.
+    const MAX: u64;
+}
+
+impl Whole for u16 {
+    const MAX: u64 = u16::MAX as u64;
+}
+
+impl Whole for u32 {
+    const MAX: u64 = u32::MAX as u64;
+}
+
+impl Whole for u64 {
+    const MAX: u64 = u64::MAX;
+}
+
 /// A whole number for a flag of type `T` (`--latency 50`).
 ///
 /// # Errors
-/// `"x" is not a whole number (e.g. 150)`, a negative number, or `<n> is too large for this flag`.
-pub fn whole<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+/// `"x" is not a whole number (e.g. 150)`, a negative number, or `<n> is above <max>, the
+/// largest this flag takes`.
+pub fn whole<T: Whole>(text: &str) -> Result<T, String> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') && trimmed[1..].chars().all(|c| c.is_ascii_digit()) {
         return Err(format!("{text:?}: a whole number cannot be negative"));
@@ -245,7 +265,19 @@ pub fn whole<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| T::try_from(n).ok())
-        .ok_or_else(|| format!("{trimmed} is too large for this flag"))
+        .ok_or_else(|| format!("{trimmed} is above {}, the largest this flag takes", T::MAX))
+}
+
+/// A TCP port to listen on (`crossfade sample-app --port`): 1 to 65535, or 0 for a free one that
+/// the system picks.
+///
+/// # Errors
+/// As [`whole`], and `<n> is not a port: ...` naming the range for a number above 65535.
+pub fn port(text: &str) -> Result<u16, String> {
+    let n = whole::<u64>(text)?;
+    u16::try_from(n).map_err(|_| {
+        format!("{n} is not a port: write 1 to 65535, or 0 for a free port the system picks")
+    })
 }
 
 /// [`whole`] within `range` (`--rate`, `--workers`).
@@ -477,8 +509,11 @@ pub fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
 /// Parses where an HTML report goes (`demo --report`, `report --output`): a file path that can
 /// be written once the report is drawn, so a mistake (a directory, a missing parent directory) is
 /// a usage error (exit 2) before anything runs, naming the path (trial 22, finding 13: `report -o
-/// DIR` failed only after fetching, with exit 1).
+/// DIR` failed only after fetching, with exit 1). [`STDOUT_PATH`] (`-`) is standard output.
 pub fn report_file(text: &str) -> Result<std::path::PathBuf, String> {
+    if text == STDOUT_PATH {
+        return Ok(text.into());
+    }
     if text.is_empty() {
         return Err(
             "an empty path names no file; give a file to write the report to, e.g. report.html"
@@ -551,6 +586,26 @@ fn crossfade_file(path: &std::path::Path) -> Option<&'static str> {
 /// Whether the report file `path` can be written: opened for appending (an existing file is not
 /// changed) and, when this made it, removed again. Session 32: `demo --report /sys/r.html` (no
 /// permission there) ran the whole demo and failed at its end, with exit 1.
+/// The `--output` that means standard output (`crossfade report -o - | gzip`), as most tools
+/// read it; until session 42 it wrote a file named `-`.
+pub const STDOUT_PATH: &str = "-";
+
+/// [`report_file`] for `demo --report`, whose standard output carries the demo's summary: `-`
+/// is refused there.
+///
+/// # Errors
+/// As [`report_file`], and for `-`.
+pub fn demo_report_file(text: &str) -> Result<std::path::PathBuf, String> {
+    if text == STDOUT_PATH {
+        return Err(
+            "`-` (standard output) carries the demo's summary; give the report a file, e.g. \
+             report.html"
+                .into(),
+        );
+    }
+    report_file(text)
+}
+
 fn writable(path: &std::path::Path) -> Result<(), String> {
     let existed = path.exists();
     std::fs::OpenOptions::new()
@@ -584,12 +639,28 @@ mod tests {
             Err("\"-1\": a whole number cannot be negative".into())
         );
         assert_eq!(
-            whole::<u16>("70000"),
-            Err("70000 is too large for this flag".into())
+            whole::<u32>("4294967296"),
+            Err("4294967296 is above 4294967295, the largest this flag takes".into())
         );
         assert_eq!(
             whole::<u64>("99999999999999999999"),
-            Err("99999999999999999999 is too large for this flag".into())
+            Err(
+                "99999999999999999999 is above 18446744073709551615, the largest this flag takes"
+                    .into()
+            )
+        );
+        assert_eq!(report_file("-"), Ok("-".into()));
+        assert!(demo_report_file("-")
+            .unwrap_err()
+            .contains("carries the demo's summary"));
+        assert_eq!(port("0"), Ok(0));
+        assert_eq!(port("65535"), Ok(65535));
+        assert_eq!(
+            port("99999"),
+            Err(
+                "99999 is not a port: write 1 to 65535, or 0 for a free port the system picks"
+                    .into()
+            )
         );
         assert_eq!(
             address("127.0.0.1:9901"),

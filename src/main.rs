@@ -16,7 +16,10 @@
 //!   `Type=notify`: the sd_notify(3) messages.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
 //!   `kubectl crossfade` plugin (`argv[0]` `kubectl-crossfade`).
+//! - `closed_stdout`: whether stdout was closed at start (`crossfade crdgen >&-`), which makes a
+//!   command that prints fail as a full disk does.
 
+mod closed_stdout;
 mod cluster;
 mod demo;
 mod earlier;
@@ -342,6 +345,12 @@ fn main() -> std::process::ExitCode {
         (Ok(code), Some(failure)) if code == std::process::ExitCode::SUCCESS => {
             Err(anyhow::anyhow!(failure))
         }
+        // An exit code of its own (3: the rollout did not complete) is kept, but the lost output
+        // is said (session 42: `demo > /dev/full` of a rollback exited 3 without a word of it).
+        (Ok(code), Some(failure)) => {
+            print_err(&format!("crossfade: {failure}"));
+            Ok(code)
+        }
         (result, _) => result,
     };
     match result {
@@ -375,6 +384,7 @@ fn exit_clap(error: clap::Error) -> ! {
     if error.use_stderr() {
         error.exit()
     }
+    note_closed_stdout();
     if let Err(e) = error.print() {
         note_stdout_error(&e);
     }
@@ -568,6 +578,7 @@ pub fn print_out(text: &str) {
 /// Prints `text` as it is on stdout, as [`print_out`] does.
 pub fn print_text(text: &str) {
     use std::io::Write;
+    note_closed_stdout();
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         note_stdout_error(&e);
@@ -580,6 +591,18 @@ static STDOUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 fn note_stdout_error(error: &std::io::Error) {
     if error.kind() != std::io::ErrorKind::BrokenPipe {
         let _ = STDOUT_ERROR.set(error.to_string());
+    }
+}
+
+/// Notes a stdout that was closed at start (`>&-`) as a failure to write it: std's runtime put
+/// `/dev/null` there, which takes every write, and the command exited 0 (session 42).
+fn note_closed_stdout() {
+    static CLOSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *CLOSED.get_or_init(closed_stdout::stdout_was_closed) {
+        let _ = STDOUT_ERROR.set(
+            "it was closed when crossfade started (`>&-`); to discard the output, give `>/dev/null`"
+                .into(),
+        );
     }
 }
 

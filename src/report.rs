@@ -22,10 +22,10 @@ pub struct ReportArgs {
     /// refuses it; once that instance was stopped mid-rollout, it is reported, marked unfinished.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
-    /// Where to write the report (HTML, self-contained). Checked before anything is read: not a
-    /// directory, its directory exists, and not one of crossfade's own files (a state file, its
-    /// backup or child journal, a spec, a proxy config, a PEM certificate or key), which the page
-    /// would replace.
+    /// Where to write the report (HTML, self-contained); `-` is standard output. Checked before
+    /// anything is read: not a directory, its directory exists, and not one of crossfade's own
+    /// files (a state file, its backup or child journal, a spec, a proxy config, a PEM
+    /// certificate or key), which the page would replace.
     #[arg(short, long, value_name = "FILE.html", value_parser = crate::flags::report_file)]
     output: PathBuf,
     #[command(flatten)]
@@ -133,17 +133,30 @@ async fn from_admin(admin: &AdminArgs) -> anyhow::Result<ReportData> {
     Ok(data)
 }
 
-/// Renders `data` and writes it to `output`, then says where on stderr.
+/// Renders `data` and writes it to `output` (standard output for `-`), then says where on stderr.
 pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
-    std::fs::write(output, data.render())
-        .with_context(|| format!("cannot write the report to {}", output.display()))?;
+    let to_stdout = output == Path::new(crate::flags::STDOUT_PATH);
+    if to_stdout {
+        crate::print_text(&data.render());
+        if crate::stdout_failure().is_some() {
+            // `main` says why, and exits 1.
+            return Ok(());
+        }
+    } else {
+        std::fs::write(output, data.render())
+            .with_context(|| format!("cannot write the report to {}", output.display()))?;
+    }
     // As the page's title says it: an unfinished rollout's phase is not its outcome.
     let unfinished = if data.unfinished { ", unfinished" } else { "" };
     crate::print_err(&format!(
         "crossfade: report of rollout {} ({}{unfinished}) written to {}",
         data.record.rollout.id,
         data.record.rollout.phase.words(),
-        output.display()
+        if to_stdout {
+            "standard output".into()
+        } else {
+            output.display().to_string()
+        }
     ));
     Ok(())
 }

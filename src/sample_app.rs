@@ -48,8 +48,9 @@ use handler::App;
 // even when the top-level command propagates its version to subcommands.
 #[command(disable_version_flag = true)]
 pub struct SampleAppArgs {
-    /// TCP port to listen on.
-    #[arg(long, default_value_t = 8080, allow_negative_numbers = true, value_parser = crate::flags::whole::<u16>)]
+    /// TCP port to listen on: 1 to 65535, or 0 for a free port that the system picks (the log's
+    /// `sample-app listening` line names it).
+    #[arg(long, default_value_t = 8080, allow_negative_numbers = true, value_parser = crate::flags::port)]
     pub port: u16,
 
     /// Address to listen on.

@@ -845,14 +845,6 @@ pub(crate) async fn bind_proxy(
     Err(anyhow::anyhow!(message))
 }
 
-/// Resolves on SIGINT or SIGTERM. SIGHUP does not stop the process (a closed terminal or a
-/// `reload` must not take traffic down): each one calls `on_hangup` instead. The handlers are
-/// installed when this is first polled; a command that announces readiness first uses
-/// [`Signals`].
-pub async fn shutdown_signal_or(on_hangup: impl FnMut()) {
-    Signals::install().wait_or(on_hangup).await;
-}
-
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment [`Signals::install`] returns. A command
 /// installs them before it binds anything, so that a signal sent as soon as it answers `/readyz`
 /// (a supervisor, a test, an orchestrator's preStop) is handled (drain, stop the workloads, exit
@@ -1038,11 +1030,6 @@ pub(crate) async fn recv_or_never(signal: &mut Option<&mut Signal>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// [`shutdown_signal_or`] for processes with nothing to reload: SIGHUP is logged and ignored.
-pub async fn shutdown_signal() {
-    shutdown_signal_or(|| tracing::info!("SIGHUP ignored: there is nothing to reload")).await
 }
 
 /// Re-reads a proxy config and applies its routes in one table generation, and reloads the TLS

@@ -1188,6 +1188,26 @@ async fn cli_errors_name_the_command_run_and_what_a_flag_takes() {
     .await;
 }
 
+/// Session 42: `sample-app --port 99999` said "too large for this flag" without saying what the
+/// flag takes; every whole-number flag now names its largest value, `--port` its range.
+#[tokio::test]
+async fn a_number_too_large_for_a_flag_is_refused_naming_what_the_flag_takes() {
+    let app =
+        |flag: &'static str, value: &'static str| ["sample-app", "--version", "v1", flag, value];
+    for port in ["99999", "65536"] {
+        usage_error(
+            &app("--port", port),
+            &[&format!("'--port <PORT>': {port} is not a port: write 1 to 65535, or 0 for a free port the system picks")],
+        )
+        .await;
+    }
+    usage_error(
+        &app("--health-flap-cycles", "4294967296"),
+        &["4294967296 is above 4294967295, the largest this flag takes"],
+    )
+    .await;
+}
+
 /// Trial report 6, F9: a route that an earlier one shadows (same path prefix, the earlier one
 /// listing every host it names) is valid but never chosen: `crossfade check` says so naming
 /// both routes, and still exits 0 (a config that loaded before keeps loading).

@@ -322,6 +322,59 @@ async fn a_command_whose_stdout_cannot_be_written_fails_saying_so() {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
+/// Session 42: a demo whose rollout rolled back, its summary written to a full disk, exited 3
+/// without a word about the summary it lost. It keeps its 3 (the rollout did not complete) and
+/// says on stderr that stdout could not be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_demo_whose_summary_cannot_be_written_keeps_exit_3_and_says_so() {
+    let args = [
+        "demo",
+        "--hold",
+        "1s",
+        "--steps",
+        "100",
+        "--rate",
+        "200",
+        "--green-error-rate",
+        "50%",
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let (code, stderr) = run_with_stdout_full(&args).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("RolledBack"), "{stderr}");
+    assert!(
+        stderr.contains("crossfade: cannot write to standard output: No space left on device"),
+        "{stderr}"
+    );
+}
+
+/// Session 42: `crossfade crdgen >&-` (stdout closed) exited 0 with nothing written: std's
+/// runtime puts `/dev/null` on a closed stdout. A command that prints to a closed stdout now fails
+/// as one that prints to a full disk does; `>/dev/null` still succeeds.
+#[tokio::test]
+async fn a_command_whose_stdout_is_closed_fails_saying_so() {
+    let closed = |args: &str, redirect: &str| {
+        let script = format!("exec \"$0\" {args} {redirect}");
+        let output = std::process::Command::new("sh")
+            .args(["-c", &script, crate::support::BIN])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sh");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    for args in ["crdgen", "--help", "sample-app --help"] {
+        let (code, stderr) = closed(args, ">&-");
+        assert_eq!(code, Some(1), "{args} >&-: {stderr}");
+        assert!(
+            stderr.contains("crossfade: cannot write to standard output: it was closed"),
+            "{args} >&-: {stderr}"
+        );
+        let (code, stderr) = closed(args, ">/dev/null");
+        assert_eq!(code, Some(0), "{args} >/dev/null: {stderr}");
+    }
+}
+
 /// Trial 32 (newuser32, F): `crossfade demo` killed with SIGKILL (which it cannot catch) left
 /// its two sample apps running for good, listening, with nothing to stop them. They now watch
 /// their parent (`sample-app --exit-with-parent`) and exit when it is gone.
@@ -350,56 +403,89 @@ async fn a_demo_killed_with_sigkill_leaves_no_sample_app_running() {
     wait_gone(&apps, Duration::from_secs(5)).await;
 }
 
-/// Session 40: `crossfade demo` stopped by Ctrl-C (SIGINT) or SIGTERM mid-rollout exited 130,
-/// a code its README did not list. It exits 3, as `run --exit-after-rollout` does for a rollout a
-/// signal stopped (the rollout did not complete), after stopping v1 and v2.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
-    use nix::sys::signal::{kill, Signal};
+/// Starts `crossfade demo ARGS` (stderr read), sends it `signal` once its stderr has shown
+/// `moment`, and requires that it exits 3 saying it was interrupted, its sample apps gone;
+/// returns what it wrote on stderr after the signal.
+async fn interrupt_demo_at(
+    args: &[&str],
+    moment: &str,
+    signal: nix::sys::signal::Signal,
+) -> String {
+    use nix::sys::signal::kill;
     use nix::unistd::Pid;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
     use crate::support::child::children_of;
     use crate::support::wait_gone;
 
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        let mut child = tokio::process::Command::new(crate::support::BIN)
-            .args(["demo", "--hold", "30s", "--rate", "50"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start crossfade demo");
-        let demo = child.id().expect("demo pid");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        // The demo prints the rollout's events on stderr (not a terminal) once it watches the
-        // rollout, where it handles the signals.
-        let mut seen = String::new();
-        let watching = tokio::time::timeout(Duration::from_secs(30), async {
-            while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
-                if seen.contains("Provisioning") {
-                    return true;
-                }
+    let mut child = tokio::process::Command::new(crate::support::BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start crossfade demo");
+    let demo = child.id().expect("demo pid");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let reached = tokio::time::timeout(Duration::from_secs(30), async {
+        while stderr.read_line(&mut seen).await.expect("read stderr") > 0 {
+            if seen.contains(moment) {
+                return true;
             }
-            false
-        })
-        .await;
-        assert_eq!(watching, Ok(true), "{signal}: {seen}");
-        let apps = children_of(demo);
-        kill(Pid::from_raw(demo as i32), signal).expect("signal the demo");
-        let rest = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest).await;
-            (rest, child.wait().await.expect("wait for the demo"))
-        })
-        .await;
-        let (rest, status) = rest.unwrap_or_else(|_| panic!("{signal}: the demo did not exit"));
-        assert_eq!(status.code(), Some(3), "{signal}: {seen}{rest}");
-        assert!(
-            rest.contains("crossfade demo: interrupted before the rollout ended"),
-            "{signal}: {rest}"
-        );
-        wait_gone(&apps, Duration::from_secs(5)).await;
+        }
+        false
+    })
+    .await;
+    assert_eq!(reached, Ok(true), "{signal} at {moment:?}: {seen}");
+    let apps = children_of(demo);
+    kill(Pid::from_raw(demo as i32), signal).expect("signal the demo");
+    let rest = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest).await;
+        (rest, child.wait().await.expect("wait for the demo"))
+    })
+    .await;
+    let (rest, status) =
+        rest.unwrap_or_else(|_| panic!("{signal} at {moment:?}: the demo did not exit"));
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "{signal} at {moment:?}: {seen}{rest}"
+    );
+    assert!(
+        rest.contains("crossfade demo: interrupted before the rollout ended"),
+        "{signal} at {moment:?}: {rest}"
+    );
+    wait_gone(&apps, Duration::from_secs(5)).await;
+    rest
+}
+
+/// Session 40: `crossfade demo` stopped by Ctrl-C (SIGINT) or SIGTERM mid-rollout exited 130,
+/// a code its README did not list. It exits 3, as `run --exit-after-rollout` does for a rollout a
+/// signal stopped (the rollout did not complete), after stopping v1 and v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_stopped_by_sigint_or_sigterm_exits_3_with_its_apps_stopped() {
+    use nix::sys::signal::Signal;
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // The demo prints the rollout's events on stderr (not a terminal) once it watches the
+        // rollout.
+        let args = ["demo", "--hold", "30s", "--rate", "50"];
+        interrupt_demo_at(&args, "Provisioning", signal).await;
+    }
+}
+
+/// Session 42: a Ctrl-C between v1's start and the rollout's start (the demo's first half
+/// second of load) was lost: the demo rolled out to its end and exited 0. One while v1 started
+/// exited 1. Both now stop the demo with 3, its processes stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_interrupted_before_its_rollout_started_exits_3_with_its_apps_stopped() {
+    // The log line after which each signal is sent: v1's process started (v1 not ready yet),
+    // and v1 ready (the rollout not started yet).
+    for moment in ["started ", "workload ready workload=v1"] {
+        let args = ["--log", "info", "demo", "--hold", "30s", "--rate", "50"];
+        let rest = interrupt_demo_at(&args, moment, nix::sys::signal::Signal::SIGINT).await;
+        assert!(!rest.contains("Completed"), "{moment}: {rest}");
     }
 }

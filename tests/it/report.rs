@@ -495,6 +495,25 @@ async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinish
         "want {said:?} in {}",
         out.stderr
     );
+
+    // Session 42: `-o -` wrote a file named `-` in the working directory; it is stdout.
+    let state_arg = state.display().to_string();
+    let out = crate::support::child::run_to_end_in(
+        Some(dir.path()),
+        ["report", "--state", &state_arg, "-o", "-"],
+        &[],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, html, "the page on stdout");
+    assert!(!dir.path().join("-").exists(), "no file named -");
+    assert!(
+        out.stderr
+            .contains("report of rollout 1 (progressing, unfinished) written to standard output"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `demo --report DIR` is refused before the demo runs, naming the path; so is `report -o DIR`

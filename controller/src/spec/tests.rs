@@ -864,7 +864,19 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     let without_guard = format!("{base}rollout: {{ steps: [0, 50, 100] }}\n");
     let error = RunSpec::from_yaml(&without_guard).unwrap_err().to_string();
     assert!(
-        error.contains("rollout.steps[0]: 0% sends the preview no traffic"),
+        error.contains(
+            "rollout.steps[0]: 0% sends the preview no traffic to analyse: a first step at 0% is \
+             a shadow step, which needs rollout.analysis.shadow to judge it; or start above 0%"
+        ),
+        "{error}"
+    );
+    let later = format!("{base}rollout: {{ steps: [10, 0, 100] }}\n");
+    let error = RunSpec::from_yaml(&later).unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "rollout.steps[1]: 0% sends the preview no traffic to analyse; only the first step \
+             may be 0% (a shadow step, judged by rollout.analysis.shadow)"
+        ),
         "{error}"
     );
     let without_step =

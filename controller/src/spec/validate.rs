@@ -667,11 +667,18 @@ fn steps(r: &mut Report, c: &RolloutConfig) {
         let w = step.weight;
         if w.bp() > FULL_BP {
             r.add(&path, format!("{w} is above 100%"));
-        } else if w.bp() == 0 && (i > 0 || c.analysis.shadow.is_none()) {
+        } else if w.bp() == 0 && i > 0 {
             r.add(
                 &path,
-                "0% sends the preview no traffic to analyse; steps start above 0% (only the first \
-                 step may be 0%, a shadow step judged by rollout.analysis.shadow)",
+                "0% sends the preview no traffic to analyse; only the first step may be 0% (a \
+                 shadow step, judged by rollout.analysis.shadow)",
+            );
+        } else if w.bp() == 0 && c.analysis.shadow.is_none() {
+            // Session 42: this said "only the first step may be 0%" of the first step.
+            r.add(
+                &path,
+                "0% sends the preview no traffic to analyse: a first step at 0% is a shadow step, \
+                 which needs rollout.analysis.shadow to judge it; or start above 0%",
             );
         } else if let Some(p) = previous.filter(|p| w <= *p) {
             r.add(&path, format!("{w} is not above the previous step ({p})"));
