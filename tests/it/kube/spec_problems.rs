@@ -56,6 +56,35 @@ async fn a_spec_with_several_bad_fields_is_refused_naming_every_one_at_once() {
     );
 }
 
+/// A spec with three fields that do not decode (what an API server without the schema, such as
+/// the emulator, stores): the condition and the one Event name all three, each by its field.
+#[tokio::test]
+async fn a_spec_with_several_fields_that_do_not_decode_is_refused_naming_every_one() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let bad = json!({ "deployment": "web", "images": { "app": "web:v2" },
+        "route": { "port": 70000 },
+        "rollout": { "hold": "9000h", "analysis": { "minRequests": "fifty" } } });
+    create(&c.client, "web", bad).await;
+    let _ctl = c.controller();
+    let (condition, _) = refused(&c.client, "web", "the trafficshift does not decode").await;
+    let fields = [
+        "spec.rollout.hold: \"9000h\" is above the maximum",
+        "spec.rollout.analysis.minRequests: invalid type: string \"fifty\"",
+        "spec.route.port: 70000 is not a port",
+    ];
+    let message = condition["message"].as_str().expect("message");
+    for field in fields {
+        assert!(message.contains(field), "{field} in {message}");
+    }
+    let notes = invalid_notes(&c).await;
+    assert_eq!(notes.len(), 1, "one Event: {notes:?}");
+    for field in fields {
+        assert!(notes[0].contains(field), "{field} in {notes:?}");
+    }
+}
+
 /// A TrafficShift `web` of Deployment `web` rolling `container` to `web:v2`.
 fn shift_of(container: &str) -> TrafficShift {
     serde_json::from_value(json!({
