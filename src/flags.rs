@@ -353,6 +353,46 @@ fn duration_at_least(
     Ok(d)
 }
 
+/// The shortest `--stale-lease-after` of `crossfade controller --kube`: four proxy Lease
+/// durations (15 s) past expiry, so that a replica that missed a few renewals (an API server
+/// restart) is not swept while it comes back.
+pub const MIN_STALE_LEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `--stale-lease-after`: how long past its expiry a proxy Lease is kept before the leader
+/// deletes it (`crossfade_controller::kube::stale_leases`), at least [`MIN_STALE_LEASE_AFTER`].
+///
+/// # Errors
+/// The duration parser's message, or `... would sweep the Lease of a replica that missed a few
+/// renewals ...`.
+pub fn stale_lease_after(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_least(
+        text,
+        MIN_STALE_LEASE_AFTER,
+        "would delete the Lease of a proxy replica that only missed a few renewals (it renews \
+         every 5s on a 15s duration)",
+        "1h",
+    )
+}
+
+/// The shortest `--stale-lease-sweep` of `crossfade controller --kube`: each sweep lists the
+/// proxy Leases of every namespace read, for Leases that go stale an hour apart.
+pub const MIN_STALE_LEASE_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `--stale-lease-sweep`: how often the leader looks for stale proxy Leases, at least
+/// [`MIN_STALE_LEASE_SWEEP`].
+///
+/// # Errors
+/// The duration parser's message, or `... lists every namespace's proxy Leases too often ...`.
+pub fn stale_lease_sweep(text: &str) -> Result<std::time::Duration, String> {
+    duration_at_least(
+        text,
+        MIN_STALE_LEASE_SWEEP,
+        "would list every namespace's proxy Leases too often for Leases that go stale an hour \
+         apart",
+        "10m",
+    )
+}
+
 /// The shortest `--upgrade-timeout` of `crossfade proxy`: a process that SIGUSR2 starts reads its
 /// config and raises its open-file limit before it connects, and a deadline below this would kill
 /// healthy ones on a loaded machine.
@@ -622,6 +662,27 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 42: the stale proxy Lease bound and sweep period were fields only; as flags their
+    /// defaults parse and a value below the minimum says why and what to give.
+    #[test]
+    fn stale_lease_flags_take_their_defaults_and_refuse_too_short_values() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(stale_lease_after("1h"), Ok(secs(3600)));
+        assert_eq!(stale_lease_sweep("10m"), Ok(secs(600)));
+        let short = stale_lease_after("30s").unwrap_err();
+        assert!(
+            short.starts_with("30s would delete the Lease of a proxy replica"),
+            "{short}"
+        );
+        assert!(short.ends_with("give at least 60s (default 1h)"), "{short}");
+        let often = stale_lease_sweep("1s").unwrap_err();
+        assert!(
+            often.ends_with("give at least 10s (default 10m)"),
+            "{often}"
+        );
+        assert!(stale_lease_sweep("soon").is_err());
+    }
 
     #[test]
     fn flag_values_are_refused_in_words() {

@@ -63,6 +63,14 @@ pub struct ControllerArgs {
     /// `[::]:9902` so that Prometheus and the kubelet's probes reach it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = crate::flags::address)]
     metrics: SocketAddr,
+    /// How long past its expiry (renewTime + leaseDurationSeconds) a proxy replica's Lease is kept
+    /// before the leader deletes it (a replica killed hard leaves it). At least 1m.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::flags::stale_lease_after)]
+    stale_lease_after: std::time::Duration,
+    /// How often the leader looks for stale proxy Leases (one list per namespace read), the
+    /// first time when it starts leading. At least 10s.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::flags::stale_lease_sweep)]
+    stale_lease_sweep: std::time::Duration,
     #[command(flatten)]
     election: ElectionArgs,
 }
@@ -487,6 +495,10 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         proxy_namespaces: proxy_namespaces.to_vec(),
         rollout_metrics,
         instance: args.election.identity.clone(),
+        stale_leases: crossfade_controller::kube::stale_leases::StaleLeases {
+            after: args.stale_lease_after,
+            every: args.stale_lease_sweep,
+        },
         ..crossfade_controller::kube::Controllers::new(namespace, scraper)
     };
     if !args.election.no_leader_election {

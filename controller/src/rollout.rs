@@ -198,6 +198,11 @@ pub struct Rollout {
     /// when `progress_deadline` ends provisioning. Not persisted.
     #[serde(skip)]
     pub provision_probe: Option<String>,
+    /// While the preview provisions, its ready replicas and the replicas it should have by the
+    /// runtime's last reading ([`Input::PreviewReplicas`]; Kubernetes mode), which the message
+    /// says (`provisioning green: 1 of 2 replicas ready; ...`). A live reading, not persisted.
+    #[serde(skip)]
+    pub preview_ready_replicas: Option<(u32, u32)>,
     #[serde(skip)]
     timers: Timers,
 }
@@ -394,6 +399,15 @@ pub enum Input {
         /// Why it was loaded: the runtime's first load of it (`Restarted`), or a reload by the
         /// runtime that had it, after a failed attempt (`Reloaded`); it decides the Event.
         cause: Reattach,
+    },
+    /// While the preview provisions, how many of its replicas are ready (Kubernetes: the preview
+    /// Deployment's `readyReplicas` of its `spec.replicas`). No transition: kept for the message,
+    /// which says it while provisioning.
+    PreviewReplicas {
+        /// Replicas ready.
+        ready: u32,
+        /// Replicas it should have.
+        desired: u32,
     },
     /// Both backends' healthy endpoints changed (the runtime reports each change, and a reading
     /// before an operator command). Kept in every phase; while a rollback or abort waits for the
@@ -704,6 +718,7 @@ impl Rollout {
             hard_undo: false,
             capacity: None,
             provision_probe: None,
+            preview_ready_replicas: None,
             timers: Timers::default(),
         };
         r.message = r.situation();

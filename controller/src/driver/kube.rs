@@ -32,13 +32,28 @@ use serde_json::json;
 
 pub use build::{
     availability, backend_service, blue_selector, controlled_by, green_selector, key,
-    no_container_port, preview_deployment, preview_name, runs_images, service_name, Availability,
-    BACKEND_LABEL, SHIFT_LABEL,
+    missing_containers, no_container_port, preview_deployment, preview_name, ready_replicas,
+    runs_images, service_name, Availability, BACKEND_LABEL, SHIFT_LABEL,
 };
 
 use crate::kube::crd::TrafficShift;
 use crate::kube::proxy_source::translate::SERVICE_NAME_LABEL;
 use crate::kube::FIELD_MANAGER;
+
+/// The preview Deployment as [`KubeDriver::ensure_preview`] applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedPreview {
+    /// Whether it has rolled out its template ([`availability`]).
+    pub availability: Availability,
+    /// Its pod template's images (container → image) as the API server stored them (after any
+    /// admission webhook that rewrites image references): what [`KubeDriver::preview`] is
+    /// compared with later.
+    pub images: BTreeMap<String, String>,
+    /// Its ready replicas (`status.readyReplicas`; 0 before its first status).
+    pub ready: u32,
+    /// The replicas it should have (`spec.replicas`, default 1).
+    pub desired: u32,
+}
 
 /// Why the Kubernetes driver could not do what was asked. Every message names the object.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +177,9 @@ impl KubeDriver {
         Ok(())
     }
 
-    /// Applies the preview Deployment and says whether it is available, with its pod template's
-    /// images (container → image) as the API server stored them (after any admission webhook
-    /// that rewrites image references): what [`KubeDriver::preview`] is compared with later.
+    /// Applies the preview Deployment and says whether it is available and how many of its
+    /// replicas are ready, with its pod template's images as the API server stored them
+    /// ([`AppliedPreview`]).
     ///
     /// # Errors
     /// [`KubeDriverError::NotOwned`] when `<name>-green` belongs to someone else (one left by an
@@ -175,7 +190,7 @@ impl KubeDriver {
         &self,
         shift: &TrafficShift,
         target: &Deployment,
-    ) -> Result<(Availability, BTreeMap<String, String>), KubeDriverError> {
+    ) -> Result<AppliedPreview, KubeDriverError> {
         let desired = preview_deployment(shift, target)?;
         let name = desired.name_any();
         let deployments = self.deployments(shift);
@@ -196,8 +211,13 @@ impl KubeDriver {
             .patch(&name, &apply(), &Patch::Apply(&desired))
             .await
             .map_err(|e| err("apply", e))?;
-        let images = crate::kube::template::template_images(&applied);
-        Ok((availability(&applied), images))
+        let (ready, desired) = ready_replicas(&applied);
+        Ok(AppliedPreview {
+            availability: availability(&applied),
+            images: crate::kube::template::template_images(&applied),
+            ready,
+            desired,
+        })
     }
 
     /// The preview Deployment `<name>-green` when it exists and this TrafficShift controls it;

@@ -15,6 +15,7 @@ mod headers;
 pub mod image;
 pub mod name;
 mod policy;
+mod problems;
 mod revision;
 mod route;
 mod shadow;
@@ -588,24 +589,35 @@ impl TrafficShiftSpec {
     /// the schema's pattern; else the rollout would wait for a Deployment that can never exist,
     /// trial 30), `images` must name at least one container (`minProperties: 1`, which an API
     /// server without the schema does not enforce), and each image must be an image reference by
-    /// the grammar of [`image::check_reference`].
+    /// the grammar of [`image::check_reference`]; `route` must be one every proxy serves
+    /// ([`RouteSpec::problems`]).
     ///
     /// # Errors
     /// Every problem, joined by `; `, each naming its field: `spec.deployment: "Web" has 'W' ...`,
     /// `spec.images: at least one image is needed ...`, `spec.images.app: "Web:v2" is not an
     /// image reference: repository "Web" must be lower case`.
     pub fn check(&self) -> Result<(), String> {
+        let problems = self.problems();
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(problems.join("; ")),
+        }
+    }
+
+    /// The problems [`TrafficShiftSpec::check`] joins, one item each, in field order.
+    pub fn problems(&self) -> Vec<String> {
         let deployment = name::check_object_name(&self.deployment)
             .err()
             .map(|why| format!("spec.deployment: {why}"));
         if self.images.is_empty() {
             let images =
                 "spec.images: at least one image is needed (container name: image reference)";
-            return Err(deployment
+            let route = self.route.iter().flat_map(RouteSpec::problems);
+            return deployment
                 .into_iter()
                 .chain([images.to_owned()])
-                .collect::<Vec<_>>()
-                .join("; "));
+                .chain(route)
+                .collect();
         }
         let images = self.images.iter().filter_map(|(container, image)| {
             image::check_reference(&image.0).err().map(|why| {
@@ -616,11 +628,7 @@ impl TrafficShiftSpec {
             })
         });
         let route = self.route.iter().flat_map(RouteSpec::problems);
-        let problems: Vec<String> = deployment.into_iter().chain(images).chain(route).collect();
-        match problems.is_empty() {
-            true => Ok(()),
-            false => Err(problems.join("; ")),
-        }
+        deployment.into_iter().chain(images).chain(route).collect()
     }
 
     /// The images to roll out as `container=image` pairs joined by `", "`, in container order

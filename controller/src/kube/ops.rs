@@ -631,14 +631,9 @@ pub fn describe_undecodable(object: &DynamicObject, problem: &DecodeError) -> St
     };
     let mut shift = TrafficShift::new(name, spec);
     shift.metadata = object.metadata.clone();
-    let field = if problem.field.is_empty() {
-        "(the object)"
-    } else {
-        &problem.field
-    };
     let mut out = format!(
-        "trafficshift {namespace}/{name}\n  invalid: {field}: {}\n",
-        problem.reason
+        "trafficshift {namespace}/{name}\n{}",
+        invalid_lines(problem)
     );
     describe_status(&mut out, &shift, status);
     out
@@ -708,18 +703,27 @@ fn continued(text: &str) -> String {
 /// condition the controller sets for it (`Progressing=False` reason `InvalidSpec`, or
 /// `InvalidObject` outside `spec`), one item per line.
 pub fn describe_invalid(namespace: &str, name: &str, problem: &DecodeError) -> String {
-    let field = if problem.field.is_empty() {
-        "(the object)"
-    } else {
-        &problem.field
-    };
     format!(
-        "trafficshift {namespace}/{name}\n  invalid: {field}: {}\n  condition {}=False ({}): {}\n",
-        problem.reason,
+        "trafficshift {namespace}/{name}\n{}  condition {}=False ({}): {}\n",
+        invalid_lines(problem),
         super::shift::PROGRESSING,
         super::shift::invalid::reason(problem),
-        super::shift::invalid::message(problem),
+        continued(&super::shift::invalid::message(problem)),
     )
+}
+
+/// `  invalid: FIELD: REASON`, a line for each field that does not decode (`problem` and its
+/// `more`); `(the object)` for a problem of the object itself.
+fn invalid_lines(problem: &DecodeError) -> String {
+    let mut out = String::new();
+    for p in std::iter::once(problem).chain(&problem.more) {
+        let field = match p.field.is_empty() {
+            true => "(the object)",
+            false => &p.field,
+        };
+        out.push_str(&format!("  invalid: {field}: {}\n", p.reason));
+    }
+    out
 }
 
 /// `Progressing (step 2/4)`; with no step started, `Provisioning`, or the phase and when it

@@ -371,19 +371,14 @@ pub async fn reconcile_finalized(
             match event {
                 Finalized::Apply(object) => match invalid::typed(&object) {
                     // Fields the schema does not have (a typo in a policy key) are refused as
-                    // an invalid spec, rather than ignored (trial 10, K11).
-                    Ok(shift) => match object
-                        .data
-                        .get("spec")
-                        .map(crate::kube::crd::unknown_fields)
-                    {
-                        Some(unknown) if !unknown.is_empty() => {
-                            let unknown = unknown.join("; ");
-                            Box::pin(reconcile_with(Arc::new(shift), ctx.clone(), Some(unknown)))
-                                .await
-                        }
-                        _ => Box::pin(reconcile(Arc::new(shift), ctx.clone())).await,
-                    },
+                    // an invalid spec with its other problems, rather than ignored (trial 10,
+                    // K11).
+                    Ok(shift) => {
+                        let spec = object.data.get("spec");
+                        let unknown = spec.map(crate::kube::crd::unknown_fields);
+                        let unknown = unknown.unwrap_or_default();
+                        Box::pin(reconcile_with(Arc::new(shift), ctx.clone(), unknown)).await
+                    }
                     Err(_) => Box::pin(reconcile_undecodable(&object, &ctx)).await,
                 },
                 Finalized::Cleanup(object) => {
@@ -521,6 +516,37 @@ async fn end_deleted(
     })
 }
 
+/// The target Deployment of `shift`'s spec, read now, and each container of `spec.images` it
+/// does not have ([`crate::driver::kube::missing_containers`]): a spec error, shown as
+/// `InvalidSpec` before any preview is made. Before (session 42) the preview failed on it and the
+/// rollout rolled back, and a retry failed the same way. Not read (`None`, no problem) while a
+/// rollout of this generation runs (a target changed under it is that rollout's to handle), nor
+/// when `spec.deployment` is no Deployment's name (said by the spec's own check).
+///
+/// # Errors
+/// [`ShiftError`] when the target cannot be read.
+async fn containers_checked(
+    ctx: &Context,
+    shift: &TrafficShift,
+    in_memory: Option<&Machine>,
+) -> Result<(Option<Option<Deployment>>, Vec<String>), ShiftError> {
+    let generation = shift.metadata.generation.unwrap_or(1);
+    let current =
+        |r: &super::store::ShiftRecord| r.generation == generation && !r.rollout.is_terminal();
+    let runs = match in_memory {
+        Some(m) => current(&m.record),
+        None => super::store::ShiftRecord::from_status(shift).is_some_and(|r| current(&r)),
+    };
+    if runs || crate::kube::crd::name::check_object_name(&shift.spec.deployment).is_err() {
+        return Ok((None, Vec::new()));
+    }
+    let target = ctx.driver.target(shift).await?;
+    let missing = target.as_ref().map_or_else(Vec::new, |t| {
+        crate::driver::kube::missing_containers(shift, t)
+    });
+    Ok((Some(target), missing))
+}
+
 /// The rollout of TrafficShift `uid` in memory, unless it has ended: a deletion reads an ended
 /// one from status again ([`fresh`]), whose `status.weights` may give the preview a share that
 /// its record does not (written by another client: [`machine::ended_with_share`]). Before
@@ -535,18 +561,18 @@ fn take_running(ctx: &Context, uid: &str) -> Option<Machine> {
 /// # Errors
 /// [`ShiftError`] when the API fails; the rollout resumes from status at the next attempt.
 pub async fn reconcile(shift: Arc<TrafficShift>, ctx: Arc<Context>) -> Result<Action, ShiftError> {
-    reconcile_with(shift, ctx, None).await
+    reconcile_with(shift, ctx, Vec::new()).await
 }
 
-/// [`reconcile`], with `unknown`: the `spec` fields the schema does not have, in words, when
-/// there are any. An invalid spec (these, or what [`crate::kube::crd::TrafficShiftSpec::check`]
-/// and the policy's validation refuse) supersedes a rollout of an earlier generation still
+/// [`reconcile`], with `unknown`: the `spec` fields the schema does not have, in words, one
+/// item each. An invalid spec (these, and what [`crate::kube::crd::TrafficShiftSpec::validated`]
+/// refuses, all named at once) supersedes a rollout of an earlier generation still
 /// running (aborted before promotion, finished after it); the problem is shown (`InvalidSpec`)
 /// once none runs.
 async fn reconcile_with(
     shift: Arc<TrafficShift>,
     ctx: Arc<Context>,
-    unknown: Option<String>,
+    unknown: Vec<String>,
 ) -> Result<Action, ShiftError> {
     let uid = shift.uid().unwrap_or_else(|| shift.name_any());
     let in_memory = ctx.take(&uid);
@@ -605,12 +631,12 @@ async fn reconcile_with(
             return exec.conflict(message, seen).await;
         }
     }
-    let checked = match unknown {
-        Some(unknown) => Err(unknown),
-        None => shift
-            .spec
-            .check()
-            .and_then(|()| shift.spec.rollout.to_config().map_err(|e| e.to_string())),
+    // The images against the target's containers too, before any preview is made (session 42).
+    let (read, missing) = containers_checked(&ctx, &shift, in_memory.as_ref()).await?;
+    let checked = match (shift.spec.validated(unknown), missing.is_empty()) {
+        (checked, true) => checked,
+        (Ok(_), false) => Err(missing.join("\n")),
+        (Err(e), false) => Err(format!("{e}\n{}", missing.join("\n"))),
     };
     let config = match checked {
         Ok(config) => config,
@@ -646,7 +672,10 @@ async fn reconcile_with(
     // Operator commands are annotations on the target Deployment (kube/command.rs), read fresh:
     // the rollout's own, which a newer spec naming another supersedes.
     let rolled_out = machine.record.rolled_out(&shift);
-    let target = ctx.driver.target(&rolled_out).await?;
+    let target = match read {
+        Some(read) if rolled_out.spec.deployment == shift.spec.deployment => read,
+        _ => ctx.driver.target(&rolled_out).await?,
+    };
     let exec = exec.target(target.as_ref());
     // A rollout about to start (a new TrafficShift, or a new spec after an ended rollout) that
     // has nothing to roll out, or no Deployment to roll out yet, does not start (trial 10, K5

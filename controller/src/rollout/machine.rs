@@ -55,6 +55,7 @@ impl Rollout {
                 cause,
             } => self.on_reattached(deadline_left, &cause, now),
             Input::Capacity(capacity) => self.on_capacity(capacity, now),
+            Input::PreviewReplicas { ready, desired } => self.on_preview_replicas(ready, desired),
         };
         self.finish(out)
     }
@@ -80,6 +81,16 @@ impl Rollout {
         ordered.extend(actions);
         ordered.extend(events);
         ordered
+    }
+
+    /// A new count of the preview's ready replicas: kept, and said in the message while
+    /// provisioning (no transition, no Event: status shows it).
+    pub(super) fn on_preview_replicas(&mut self, ready: u32, desired: u32) -> Vec<Command> {
+        self.preview_ready_replicas = Some((ready, desired));
+        if self.phase == Phase::Provisioning {
+            self.message = self.situation();
+        }
+        Vec::new()
     }
 
     pub(super) fn on_start(&mut self, now: Instant) -> Vec<Command> {

@@ -29,10 +29,7 @@ impl Rollout {
         }
         match self.phase {
             Phase::Pending => "pending: not started".into(),
-            Phase::Provisioning if self.promote_requested => {
-                format!("provisioning {preview}: no traffic until it is ready; promote requested")
-            }
-            Phase::Provisioning => format!("provisioning {preview}: no traffic until it is ready"),
+            Phase::Provisioning => self.provisioning(),
             Phase::Progressing => self.progressing(),
             Phase::Paused => self.paused(),
             Phase::Promoted => self.promoted_situation(),
@@ -55,6 +52,21 @@ impl Rollout {
             ),
             Phase::Aborted => format!("aborted: {reason}"),
         }
+    }
+
+    /// `provisioning green: 1 of 2 replicas ready; no traffic until it is ready`, the count as
+    /// last reported ([`super::Input::PreviewReplicas`]), when one was.
+    fn provisioning(&self) -> String {
+        let ready = match self.preview_ready_replicas {
+            Some((ready, desired)) => format!("{ready} of {desired} replicas ready; "),
+            None => String::new(),
+        };
+        let promote = match self.promote_requested {
+            true => "; promote requested",
+            false => "",
+        };
+        let preview = self.preview();
+        format!("provisioning {preview}: {ready}no traffic until it is ready{promote}")
     }
 
     fn progressing(&self) -> String {

@@ -472,6 +472,26 @@ fn every_transition_persists_first_and_emits_an_event() {
     }
 }
 
+/// Session 42: a preview with some replicas ready said only `provisioning green`. The count is
+/// said while provisioning, with no transition (no command, so nothing but the message changes).
+#[test]
+fn a_provisioning_preview_counts_its_ready_replicas_in_the_message() {
+    let mut h = Harness::new(config());
+    h.send(Input::Start);
+    let ready = |ready| Input::PreviewReplicas { ready, desired: 2 };
+    assert_eq!(h.send(ready(1)), []);
+    assert_eq!(
+        h.r.message,
+        "provisioning green: 1 of 2 replicas ready; no traffic until it is ready"
+    );
+    h.op(OperatorCommand::Promote);
+    h.send(ready(0));
+    assert_eq!(
+        h.r.message,
+        "provisioning green: 0 of 2 replicas ready; no traffic until it is ready; promote requested"
+    );
+}
+
 #[test]
 fn no_weight_is_requested_before_the_preview_is_ready() {
     let mut h = Harness::new(config());

@@ -380,6 +380,34 @@ async fn the_controller_refuses_a_lease_duration_below_three_seconds_naming_the_
     }
 }
 
+/// Session 42: the stale proxy Lease bound and sweep period as flags; a value below the
+/// minimum is refused before any connection, naming the flag.
+#[tokio::test]
+async fn the_controller_refuses_a_stale_lease_bound_or_sweep_too_short_naming_the_flag() {
+    for (flag, value, why) in [
+        (
+            "--stale-lease-after",
+            "0s",
+            "give at least 60s (default 1h)",
+        ),
+        (
+            "--stale-lease-sweep",
+            "500ms",
+            "give at least 10s (default 10m)",
+        ),
+    ] {
+        let args = ["controller", "--kube", flag, value];
+        let out = run_to_end(
+            args.iter().map(std::ffi::OsStr::new),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(out.stderr.contains(flag), "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+    }
+}
+
 #[tokio::test]
 async fn the_controller_refuses_lease_flags_with_no_leader_election() {
     // Trial 10, K20: `--no-leader-election --lease-name foo` started, ignoring the Lease flag

@@ -72,6 +72,10 @@
 //! - [`digest`]: the image digests the pods report, in status (`activeRevision`,
 //!   `previewRevision`) and on `crossfade_backend_info`: through promotion, and with garbage
 //!   `imageID`s.
+//! - [`spec_problems`]: a spec is refused naming every bad field at once, and a container the
+//!   target Deployment does not have among them, before any preview (a running rollout aborted).
+//! - [`provisioning`]: the message of a provisioning preview counts its ready replicas as they
+//!   change, written once per change.
 //! - [`stale_leases`]: the controller deletes a proxy Lease expired long ago, and keeps a live one
 //!   and a stale Lease without the proxy label.
 //! - [`store`]: status writes guarded by resourceVersion: 409 re-read and retried, or refused when
@@ -99,6 +103,7 @@ mod metrics;
 pub mod objects;
 pub mod pods;
 mod prometheus;
+mod provisioning;
 mod proxy;
 mod rbac;
 mod ready;
@@ -108,6 +113,7 @@ mod secret_headers;
 mod set_image;
 mod shadow;
 mod shift;
+mod spec_problems;
 mod stale_leases;
 mod store;
 mod trigger;

@@ -120,10 +120,20 @@ async fn the_preview_is_server_side_applied_with_force_and_a_controller_owner_re
     let mut applied = apply.body.clone();
     applied["metadata"]["generation"] = json!(1);
     applied["status"] = json!({ "observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
-                                "availableReplicas": 3 });
+                                "readyReplicas": 3, "availableReplicas": 3 });
     apply.ok(applied);
-    let (availability, images) = task.await.unwrap().expect("applied");
+    let AppliedPreview {
+        availability,
+        images,
+        ready,
+        desired,
+    } = task.await.unwrap().expect("applied");
     assert_eq!(availability, Availability::Available);
+    assert_eq!(
+        (ready, desired),
+        (3, 3),
+        "status.readyReplicas of spec.replicas"
+    );
     let stored = [("app", "web:v2"), ("sidecar", "log:v1")];
     let stored = stored.map(|(c, i)| (c.to_owned(), i.to_owned()));
     assert_eq!(

@@ -92,7 +92,7 @@ fn an_image_for_a_container_the_target_lacks_names_the_spec_field() {
     let err = preview_deployment(&shift(json!({ "api": "web:v2" })), &target()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "trafficshift shop/web: spec.images.api: deployment web has no container \"api\""
+        "trafficshift shop/web: spec.images.api: deployment web has no container \"api\" (its containers: app, sidecar)"
     );
 }
 

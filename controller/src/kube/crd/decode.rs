@@ -14,15 +14,30 @@ use serde_json::Value;
 
 use super::TrafficShift;
 
-/// Why a TrafficShift does not decode: the field and serde's reason.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
+/// Why a TrafficShift does not decode: the field and serde's reason, and the other fields of
+/// `spec` that do not decode either.
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
 pub struct DecodeError {
     /// The field path as the TrafficShift spells it (`spec.rollout.hold`, `spec.images.app`,
     /// `spec.rollout.steps[1]`); empty when the object itself is not a map.
     pub field: String,
     /// What is wrong, as serde says it, without the position.
     pub reason: String,
+    /// The further fields of `spec` that do not decode, in the order found (each with `more`
+    /// empty): [`decode`] reads the object again without each field it refused, so that every
+    /// problem is named at once (STYLE.md §5; session 42: only the first was).
+    pub more: Vec<DecodeError>,
+}
+
+impl std::fmt::Display for DecodeError {
+    /// `field: reason`, then each of `more` on a line of its own.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)?;
+        for more in &self.more {
+            write!(f, "\n{more}")?;
+        }
+        Ok(())
+    }
 }
 
 impl DecodeError {
@@ -32,12 +47,91 @@ impl DecodeError {
     }
 }
 
+/// The most fields of `spec` [`decode`] names: past it, the object is surely not a TrafficShift
+/// someone meant, and each try decodes it all again.
+const MAX_PROBLEMS: usize = 20;
+
 /// Decodes `object` (a whole TrafficShift: `apiVersion`, `kind`, `metadata`, `spec`, `status`).
+///
+/// A field of `spec` that does not decode is left out and the object read again, until it
+/// decodes, up to [`MAX_PROBLEMS`] fields: each is named (`more`). What only follows from leaving
+/// one out (a required field now missing from its map) is not; an item of a list is left out
+/// with its whole list (the later items' indexes would shift), and a problem outside `spec`
+/// (`metadata`, `status`) or of `spec` as a whole ends the search.
 ///
 /// # Errors
 /// [`DecodeError`] naming the first field that does not fit the type, or fails a check the type
-/// makes while decoding (a duration over 366 days, a share with three decimals, ...).
+/// makes while decoding (a duration over 366 days, a share with three decimals, ...), with the
+/// others in `more`.
 pub fn decode(object: &Value) -> Result<TrafficShift, DecodeError> {
+    let mut first = match decode_once(object) {
+        Ok(shift) => return Ok(shift),
+        Err(e) => e,
+    };
+    let mut object = object.clone();
+    let mut left_out = Vec::new();
+    let mut next = Some(first.clone());
+    while let Some(e) = next.take() {
+        let Some(at) = leave_out(&mut object, &e.field) else {
+            break;
+        };
+        // A required field of a map something was left out of: only a consequence.
+        let consequence = left_out
+            .iter()
+            .any(|gone: &String| gone.starts_with(&e.field));
+        if !consequence && e != first && first.more.len() + 1 < MAX_PROBLEMS {
+            first.more.push(e);
+        }
+        left_out.push(at);
+        if left_out.len() > 2 * MAX_PROBLEMS {
+            break;
+        }
+        next = decode_once(&object).err();
+    }
+    Err(first)
+}
+
+/// Removes the field of `spec` at `field` (a list item: its whole list) from `object`; the path
+/// removed, or `None` when `field` is not under `spec` or is not there.
+fn leave_out(object: &mut Value, field: &str) -> Option<String> {
+    let mut path = field.strip_prefix("spec.")?;
+    while let Some(list) = path.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
+        path = list.0;
+    }
+    let (parent, key) = match path.rsplit_once('.') {
+        Some((parent, key)) => (Some(parent), key),
+        None => (None, path),
+    };
+    let mut map = &mut object["spec"];
+    for step in parent.iter().flat_map(|p| p.split('.')) {
+        map = walk(map, step)?;
+    }
+    let map = map.as_object_mut()?;
+    if path == "deployment" {
+        // Required, and `spec` cannot be left out: any string reads, and `check` says no more.
+        *map.get_mut(key)? = Value::String(String::new());
+    } else {
+        map.remove(key)?;
+    }
+    Some(format!("spec.{path}"))
+}
+
+/// The value at one step of a path (`rollout`, `checks[2]`) under `value`.
+fn walk<'v>(value: &'v mut Value, step: &str) -> Option<&'v mut Value> {
+    let (key, indexes) = match step.find('[') {
+        Some(at) => (&step[..at], &step[at..]),
+        None => (step, ""),
+    };
+    let mut value = value.as_object_mut()?.get_mut(key)?;
+    for index in indexes.split(']').filter(|i| !i.is_empty()) {
+        let i: usize = index.trim_start_matches('[').parse().ok()?;
+        value = value.as_array_mut()?.get_mut(i)?;
+    }
+    Some(value)
+}
+
+/// One reading of `object`: the first field that does not decode.
+fn decode_once(object: &Value) -> Result<TrafficShift, DecodeError> {
     let mut lines = Lines::default();
     lines.value(object, "", 0, "");
     lines.text.push('\n');
@@ -55,7 +149,11 @@ pub fn decode(object: &Value) -> Result<TrafficShift, DecodeError> {
         if let Some(meant) = crossfade_proxy::de::suggestion(&reason) {
             reason = format!("{reason}; did you mean `{meant}`?");
         }
-        DecodeError { field, reason }
+        DecodeError {
+            field,
+            reason,
+            more: Vec::new(),
+        }
     })
 }
 
@@ -236,6 +334,42 @@ mod tests {
             "rollout": { "hold": "9000h" }
         }));
         assert_eq!(e.field, "spec.rollout.hold", "{e}");
+    }
+
+    /// Session 42: only the first field that did not decode was named; a fix of it then showed
+    /// the next. Every one is named at once, and what only follows from leaving one out (the
+    /// required `deployment` missing) is not.
+    #[test]
+    fn every_field_that_does_not_decode_is_named_at_once() {
+        let e = error(json!({
+            "deployment": 5,
+            "images": { "app": "web:v2" },
+            "rollout": {
+                "hold": "9000h",
+                "steps": [{ "weight": "ten" }, { "weight": 100 }],
+                "analysis": { "minRequests": "fifty" }
+            },
+            "route": { "port": 70000 }
+        }));
+        let mut fields: Vec<&str> = [&e]
+            .into_iter()
+            .chain(&e.more)
+            .map(|e| e.field.as_str())
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "spec.deployment",
+                "spec.rollout.analysis.minRequests",
+                "spec.rollout.hold",
+                "spec.rollout.steps[0].weight",
+                "spec.route.port"
+            ],
+            "{e}"
+        );
+        assert!(!e.to_string().contains("missing field"), "{e}");
+        assert_eq!(e.to_string().lines().count(), 5, "one a line: {e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::status::{
 };
 use super::{Context, ShiftError};
 use crate::analysis::{judge_at, split, Outcome, Window};
-use crate::driver::kube::{key, preview_name, Availability, KubeDriverError};
+use crate::driver::kube::{key, preview_name, AppliedPreview, Availability, KubeDriverError};
 use crate::kube::capacity;
 use crate::kube::crd::TrafficShift;
 use crate::kube::proxies::{acks, serving, Ack, Replica};
@@ -511,11 +511,16 @@ impl<'a> Exec<'a> {
             m.unsaved = true;
         }
         let name = preview_name(&self.shift);
-        let (availability, images) =
-            match self.ctx.driver.ensure_preview(&self.shift, &target).await {
-                Ok(applied) => applied,
-                Err(e) => return self.permanent(e),
-            };
+        let applied = match self.ctx.driver.ensure_preview(&self.shift, &target).await {
+            Ok(applied) => applied,
+            Err(e) => return self.permanent(e),
+        };
+        let AppliedPreview {
+            availability,
+            images,
+            ready,
+            desired,
+        } = applied;
         let replicas = desired_replicas(&target);
         if m.record.preview_replicas != Some(replicas) {
             m.record.preview_replicas = Some(replicas);
@@ -533,7 +538,15 @@ impl<'a> Exec<'a> {
                 Ok(())
             }
             Availability::Failed(why) => self.lost(format!("deployment {name}: {why}")),
-            Availability::Waiting(_) => Ok(()),
+            Availability::Waiting(_) => {
+                // Said in the message (session 42: it said only `provisioning green`); fed only
+                // when the count changed, so status is written no more often than it changes.
+                if m.record.rollout.preview_ready_replicas != Some((ready, desired)) {
+                    self.inputs
+                        .push_back(Input::PreviewReplicas { ready, desired });
+                }
+                Ok(())
+            }
         }
     }
 

@@ -47,6 +47,7 @@ pub fn typed(object: &DynamicObject) -> Result<TrafficShift, DecodeError> {
     let value = serde_json::to_value(object).map_err(|e| DecodeError {
         field: String::new(),
         reason: e.to_string(),
+        more: Vec::new(),
     })?;
     decode(&value)
 }
