@@ -349,8 +349,8 @@ fn annotated_policy(meta: &ObjectMeta, report: &mut Report) -> RolloutPolicy {
 /// # Errors
 /// Every problem found, each naming its field relative to `spec.rollout` (`steps[1].weight: 20%
 /// is not above the previous step (50%)`, `holdd: unknown field; ...`): text that is not YAML,
-/// a value that is not a map, unknown fields (all of them), else the first field whose type is
-/// wrong, else every broken rule.
+/// a value that is not a map, unknown fields (all of them), else the fields whose type is wrong
+/// (all of them, as [`super::crd::decode()`] finds them), else every broken rule.
 pub fn rollout_policy(text: &str) -> Result<RolloutPolicy, Vec<String>> {
     let value: serde_json::Value =
         serde_yaml_ng::from_str(text).map_err(|e| vec![format!("not YAML or JSON: {e}")])?;
@@ -375,8 +375,12 @@ pub fn rollout_policy(text: &str) -> Result<RolloutPolicy, Vec<String>> {
         "metadata": { "name": "policy" },
         "spec": spec,
     });
-    let shift = super::crd::decode(&object)
-        .map_err(|e| vec![under_rollout(&format!("{}: {}", e.field, e.reason))])?;
+    let shift = super::crd::decode(&object).map_err(|e| {
+        std::iter::once(&e)
+            .chain(&e.more)
+            .map(|d| under_rollout(&format!("{}: {}", d.field, d.reason)))
+            .collect::<Vec<_>>()
+    })?;
     match shift.spec.rollout.to_config() {
         Ok(_) => Ok(shift.spec.rollout),
         Err(crate::spec::SpecError::Invalid(problems)) => Err(problems

@@ -462,9 +462,14 @@ fn a_bad_rollout_annotation_is_refused_with_every_problem_named_relative_to_the_
             .any(|m| m.starts_with("analysis.maxErrorRatio: unknown field; analysis takes")),
         "{rollout:?}"
     );
-    // A wrong type names its field.
-    let found = rollout_policy("{hold: soon}").expect_err("refused");
-    assert!(found[0].starts_with("hold: "), "{found:?}");
+    // A wrong type names its field; every such field.
+    let found = rollout_policy("{hold: soon, drainTimeout: later}").expect_err("refused");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|m| m.starts_with("hold: ")), "{found:?}");
+    assert!(
+        found.iter().any(|m| m.starts_with("drainTimeout: ")),
+        "{found:?}"
+    );
     // Not YAML, and not a map.
     let found = rollout_policy("{steps: [").expect_err("refused");
     assert!(found[0].starts_with("not YAML or JSON: "), "{found:?}");
