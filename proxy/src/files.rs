@@ -85,15 +85,19 @@ pub fn kind_in_words(kind: std::fs::FileType) -> &'static str {
 ///
 /// # Errors
 /// The OS error of `stat(2)` or the read (`NotFound` for a missing file, as `std::fs::read`);
-/// `InvalidInput` "not a regular file (...)" for a directory, a device, a FIFO or a socket;
+/// `InvalidInput` "not a regular file: it is a directory" (a device, a FIFO, a socket:
+/// [`kind_in_words`]);
 /// `InvalidData` "holds N bytes, above the M ..." for a larger file (also when it grew past the
 /// bound while read).
 pub fn read_bounded(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
     let metadata = std::fs::metadata(path)?;
     if !metadata.is_file() {
+        // Which kind it is, not a list of the kinds it might be (session 42: `crossfade run /tmp`
+        // said "a directory, a device, a FIFO or a socket").
+        let kind = kind_in_words(metadata.file_type());
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "not a regular file (a directory, a device, a FIFO or a socket)",
+            format!("not a regular file: it is {kind}"),
         ));
     }
     let too_large = |len: u64| {

@@ -1915,16 +1915,21 @@ async fn any_file_an_operator_names_that_is_not_a_regular_file_is_refused_naming
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo {}", fifo.display());
     let zero = std::path::Path::new("/dev/zero");
-    let what = "not a regular file (a directory, a device, a FIFO or a socket)";
-    for (command, path, read_as) in [
-        ("check", fifo.as_path(), ""),
-        ("proxy", fifo.as_path(), "proxy config "),
-        ("run", fifo.as_path(), "spec "),
-        ("check", zero, ""),
-        ("proxy", zero, "proxy config "),
-        ("run", zero, "spec "),
+    // Which kind of file it is (session 42: a list of the kinds it might be).
+    let dir_path = dir.path();
+    for (command, path, read_as, what) in [
+        ("check", fifo.as_path(), "", "a FIFO"),
+        ("proxy", fifo.as_path(), "proxy config ", "a FIFO"),
+        ("run", fifo.as_path(), "spec ", "a FIFO"),
+        ("check", zero, "", "a device"),
+        ("proxy", zero, "proxy config ", "a device"),
+        ("run", zero, "spec ", "a device"),
+        ("run", dir_path, "spec ", "a directory"),
     ] {
-        let problem = format!("cannot read {read_as}{}: {what}", path.display());
+        let problem = format!(
+            "cannot read {read_as}{}: not a regular file: it is {what}",
+            path.display()
+        );
         refuses(command, path, &[&problem]).await;
     }
     let blue: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -1941,7 +1946,11 @@ async fn any_file_an_operator_names_that_is_not_a_regular_file_is_refused_naming
     .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("/dev/zero"), "{}", out.stderr);
-    assert!(out.stderr.contains(what), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a regular file: it is a device"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Trial 17, T1 (continued): `routes[].shadow.ignore.paths` are request path prefixes too, and
