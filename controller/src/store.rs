@@ -250,7 +250,7 @@ impl StateFile {
     ///
     /// # Errors
     /// [`Error::StateIo`] naming the file and what it is (`its lock file X.lock is not a regular
-    /// file (a directory, a device, a FIFO or a socket): a start cannot use it; move it away`), or
+    /// file (it is a directory): a start cannot use it; move it away`), or
     /// why it cannot be looked at.
     pub fn check_companions(&self, more: &[(&str, PathBuf)]) -> Result<()> {
         let own = [
@@ -263,10 +263,10 @@ impl StateFile {
             let why = match fs::metadata(path) {
                 Ok(meta) if meta.is_file() => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Ok(_) => io::Error::other(format!(
-                    "{what} {} is not a regular file (a directory, a device, a FIFO or a socket): \
-                     a start cannot use it; move it away",
-                    path.display()
+                Ok(meta) => io::Error::other(format!(
+                    "{what} {} is not a regular file (it is {}): a start cannot use it; move it away",
+                    path.display(),
+                    crossfade_proxy::files::kind_in_words(meta.file_type())
                 )),
                 Err(e) => io::Error::new(e.kind(), format!("{what} {}: {e}", path.display())),
             };

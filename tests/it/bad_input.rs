@@ -1571,7 +1571,10 @@ async fn a_state_file_whose_lock_backup_or_journal_is_a_directory_is_refused_by_
     for (name, what, proxy_too) in companions {
         let odd = dir.path().join(name);
         std::fs::create_dir(&odd).expect("mkdir");
-        let says = format!("{what} {} is not a regular file", odd.display());
+        let says = format!(
+            "{what} {} is not a regular file (it is a directory)",
+            odd.display()
+        );
         refuses("check", &spec, &["state_file: ", &says]).await;
         if proxy_too {
             refuses("check", &config, &["state_file: ", &says]).await;
