@@ -18,6 +18,9 @@
 //!
 //! `bench/floor.sh` runs it in the peer harness's "ours" slot (`bench/README.md`).
 
+#[path = "support/floors.rs"]
+mod floors;
+
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,49 +32,19 @@ use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 type Body = Either<Incoming, Full<Bytes>>;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, blue, green, green_bp] = args.as_slice() else {
-        eprintln!("usage: floor LISTEN BLUE_ADDR GREEN_ADDR GREEN_BASIS_POINTS");
-        std::process::exit(2);
-    };
-    let parse = |what: &str, text: &str| -> SocketAddr {
-        text.parse().unwrap_or_else(|error| {
-            eprintln!("floor: {what} {text:?}: {error}");
-            std::process::exit(2)
-        })
-    };
-    let listen = parse("LISTEN", listen);
-    let backends = [parse("BLUE_ADDR", blue), parse("GREEN_ADDR", green)];
-    let green_bp: u64 = match green_bp.parse() {
-        Ok(bp) if bp <= 10_000 => bp,
-        _ => {
-            eprintln!("floor: GREEN_BASIS_POINTS {green_bp:?}: expected 0..=10000");
-            std::process::exit(2)
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let listener = TcpListener::bind(listen).await.unwrap_or_else(|error| {
-            eprintln!("floor: bind {listen}: {error}");
-            std::process::exit(1)
-        });
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::task::spawn_local(serve(stream, backends, green_bp));
-        }
-    });
+    let floors::Args {
+        listen,
+        backends,
+        green_bp,
+    } = floors::args("floor");
+    floors::run("floor", listen, move |stream| {
+        serve(stream, backends, green_bp)
+    })
 }
 
 /// Serves one client connection; its upstream connections live and die with it.
@@ -80,7 +53,7 @@ async fn serve(stream: TcpStream, backends: [SocketAddr; 2], green_bp: u64) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let senders = Rc::clone(&senders);
         async move {
-            let slot = usize::from(rng_below(10_000) < green_bp);
+            let slot = usize::from(floors::rng_below(10_000) < green_bp);
             Ok::<_, Infallible>(forward(&senders[slot], backends[slot], request).await)
         }
     });
@@ -165,19 +138,4 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
-}
-
-thread_local! {
-    static RNG: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
-}
-
-/// A uniform draw in `0..n` (wyrand; Lemire's multiply-shift reduction).
-fn rng_below(n: u64) -> u64 {
-    RNG.with(|state| {
-        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
-        state.set(s);
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-        let r = ((t >> 64) as u64) ^ (t as u64);
-        ((u128::from(r) * u128::from(n)) >> 64) as u64
-    })
 }

@@ -18,11 +18,13 @@
 //! FLOOR_BIN=target/release/examples/rawfloor bench/cpu.sh ka 8 3   # in the floor's slot
 //! ```
 
-use std::cell::Cell;
+#[path = "support/floors.rs"]
+mod floors;
+
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Most header fields a head may have.
 const MAX_HEADERS: usize = 64;
@@ -30,44 +32,14 @@ const MAX_HEADERS: usize = 64;
 const MAX_HEAD: usize = 64 * 1024;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, blue, green, green_bp] = args.as_slice() else {
-        eprintln!("usage: rawfloor LISTEN BLUE_ADDR GREEN_ADDR GREEN_BASIS_POINTS");
-        std::process::exit(2);
-    };
-    let parse = |what: &str, text: &str| -> SocketAddr {
-        text.parse().unwrap_or_else(|error| {
-            eprintln!("rawfloor: {what} {text:?}: {error}");
-            std::process::exit(2)
-        })
-    };
-    let listen = parse("LISTEN", listen);
-    let backends = [parse("BLUE_ADDR", blue), parse("GREEN_ADDR", green)];
-    let green_bp: u64 = match green_bp.parse() {
-        Ok(bp) if bp <= 10_000 => bp,
-        _ => {
-            eprintln!("rawfloor: GREEN_BASIS_POINTS {green_bp:?}: expected 0..=10000");
-            std::process::exit(2)
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let listener = TcpListener::bind(listen).await.unwrap_or_else(|error| {
-            eprintln!("rawfloor: bind {listen}: {error}");
-            std::process::exit(1)
-        });
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::task::spawn_local(serve(stream, backends, green_bp));
-        }
-    });
+    let floors::Args {
+        listen,
+        backends,
+        green_bp,
+    } = floors::args("rawfloor");
+    floors::run("rawfloor", listen, move |stream| {
+        serve(stream, backends, green_bp)
+    })
 }
 
 /// One side's buffered reader: bytes read and not yet consumed are `buf[start..]`.
@@ -121,7 +93,7 @@ async fn serve(stream: TcpStream, backends: [SocketAddr; 2], green_bp: u64) {
         let Some(request) = read_request(&mut client).await else {
             return;
         };
-        let slot = usize::from(rng_below(10_000) < green_bp);
+        let slot = usize::from(floors::rng_below(10_000) < green_bp);
         let served = match request {
             Ok(head) => forward(&mut client, &mut upstreams[slot], backends[slot], head).await,
             Err(status) => {
@@ -365,19 +337,4 @@ async fn relay_response(
         *upstream = None;
     }
     !(client_close || to_close)
-}
-
-thread_local! {
-    static RNG: Cell<u64> = const { Cell::new(0x9e37_79b9_7f4a_7c15) };
-}
-
-/// A uniform draw in `0..n` (wyrand; Lemire's multiply-shift reduction).
-fn rng_below(n: u64) -> u64 {
-    RNG.with(|state| {
-        let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
-        state.set(s);
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-        let r = ((t >> 64) as u64) ^ (t as u64);
-        ((u128::from(r) * u128::from(n)) >> 64) as u64
-    })
 }
