@@ -1,8 +1,8 @@
-//! `headersFrom[].valueFrom.secretKeyRef` of a TrafficShift's gates and checks, against the
-//! emulator and the shared test server (`support::webhook`) admitting only the right
-//! `Authorization`: the Secret's value is read at each call (a rotated one is sent at the next
-//! call), a missing key or Secret fails the call naming the field, and the value is in no status
-//! and no Event.
+//! `headersFrom[].valueFrom.secretKeyRef` of a TrafficShift's gates, checks and Prometheus
+//! metrics source (session 42), against the emulator and the shared test server
+//! (`support::webhook`) admitting only the right `Authorization`: the Secret's value is read at
+//! each call (a rotated one is sent at the next call), a missing key or Secret fails the call
+//! naming the field, and the value is in no status and no Event.
 
 use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus, VerdictOutcome};
 use k8s_openapi::api::core::v1::Secret;

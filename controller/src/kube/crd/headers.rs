@@ -1,6 +1,7 @@
-//! `headersFrom` of a TrafficShift's gates and checks: request headers whose values are read from
-//! a Secret in the TrafficShift's namespace at each call, so that a token is not written in the
-//! TrafficShift (nor in its status). Mirrors [`crate::spec::headers::HeaderFrom`] in camelCase.
+//! `headersFrom` of a TrafficShift's gates, checks and metrics source: request headers whose
+//! values are read from a Secret in the TrafficShift's namespace at each call, so that a token is
+//! not written in the TrafficShift (nor in its status). Mirrors
+//! [`crate::spec::headers::HeaderFrom`] in camelCase.
 //!
 //! The shape is a PodSpec container's `env[]` item (core/v1 `EnvVar` with `valueFrom`), as the
 //! Kubernetes API conventions prefer a list of named subobjects to a map, and a field never holds
