@@ -26,7 +26,7 @@ mod validate;
 pub use validate::{MAX_CHECKS, MAX_GATES};
 pub mod warnings;
 
-pub use validate::is_dns_subdomain;
+pub use validate::{is_dns_subdomain, request_header_problems};
 
 #[cfg(test)]
 mod keyword_tests;

@@ -44,7 +44,7 @@ pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM}
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec, StickySpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};
-pub use source::{MetricsSourcePolicy, PrometheusSource};
+pub use source::{MetricsSourcePolicy, PrometheusSource, METRICS_SOURCE_FIELD};
 pub use unknown::unknown_fields;
 pub use value::{Increase, Share, Span, INCREASE_PATTERN, SHARE_PATTERN, SPAN_PATTERN};
 

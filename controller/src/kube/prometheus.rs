@@ -24,6 +24,12 @@
 //! Prometheus: two servers behind one address answer from scrapes taken at other instants, and a
 //! counter that goes back from one answer to the next reads as a restart (counted twice).
 //!
+//! Each query carries the source's request headers: `headers` as written and `headersFrom` read
+//! from the TrafficShift namespace's Secrets just before it is sent, as a check's are
+//! ([`crate::headers::resolve`]), so a Prometheus behind auth is read with a token that is not
+//! written in the TrafficShift, and a rotated Secret is used at the next query. A header that
+//! cannot be read fails that query, naming its field.
+//!
 //! A query that fails (Prometheus unreachable, an error answer, a body that is not one) makes the
 //! route's snapshots errors until the next refresh that succeeds, as an unreachable proxy replica
 //! does for the scraper: the analysis has no reading then, and a window without one is never a
@@ -39,8 +45,11 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::crd::PrometheusSource;
+use super::crd::METRICS_SOURCE_FIELD;
 use super::proxies::Replica;
 use super::scrape::{readings, ClusterMetrics, Readings, Series, SeriesValue, State};
+use crate::headers::{LocalValues, Values};
+use crate::spec::headers::HeaderFrom;
 use crate::traffic::MetricsSource;
 
 #[cfg(test)]
@@ -74,6 +83,11 @@ pub struct PrometheusMetrics {
     address: String,
     /// Extra label matchers, e.g. `namespace="shop"`; empty for none.
     selector: String,
+    /// Request headers with their values written in the spec.
+    headers: BTreeMap<String, String>,
+    /// Request headers whose values are read through `values` before each query.
+    headers_from: Vec<HeaderFrom>,
+    values: Arc<dyn Values>,
     state: Mutex<State>,
 }
 
@@ -95,8 +109,30 @@ impl PrometheusMetrics {
         Ok(PrometheusMetrics {
             address: address.trim_end_matches('/').to_owned(),
             selector: selector.to_owned(),
+            headers: BTreeMap::new(),
+            headers_from: Vec::new(),
+            values: Arc::new(LocalValues),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// The same source, its queries sending `headers` and the `headers_from` values read
+    /// through `values` before each query. Both are checked by the spec's rules before a
+    /// source is made ([`crate::spec::request_header_problems`]); a header whose value cannot
+    /// be read fails the query, naming its field (`spec.rollout.analysis.metricsSource.
+    /// prometheus.headersFrom[0]` with [`crate::kube::secrets::SecretValues`]).
+    pub fn with_headers(
+        self,
+        headers: BTreeMap<String, String>,
+        headers_from: Vec<HeaderFrom>,
+        values: Arc<dyn Values>,
+    ) -> PrometheusMetrics {
+        PrometheusMetrics {
+            headers,
+            headers_from,
+            values,
+            ..self
+        }
     }
 
     /// The PromQL of `route`'s series: every family read, of both backends, narrowed by the
@@ -112,8 +148,14 @@ impl PrometheusMetrics {
         format!("{{{matchers}}}")
     }
 
-    /// Queries `route`'s series and reads them per replica.
+    /// Queries `route`'s series, with the source's headers read now, and reads them per
+    /// replica.
     async fn read(&self, route: &str) -> Result<Readings, String> {
+        let field = format!("{METRICS_SOURCE_FIELD}.prometheus");
+        let headers =
+            crate::headers::resolve(&*self.values, &field, &self.headers, &self.headers_from)
+                .await
+                .map_err(|e| format!("prometheus query {}: {e}", self.address))?;
         let url = format!(
             "{}/api/v1/query?{}",
             self.address,
@@ -121,15 +163,9 @@ impl PrometheusMetrics {
                 .append_pair("query", &self.query(route))
                 .finish()
         );
-        let reply = crate::fetch::send(
-            http::Method::GET,
-            &url,
-            &BTreeMap::new(),
-            None,
-            QUERY_TIMEOUT,
-        )
-        .await
-        .map_err(|e| format!("prometheus query {e}"))?;
+        let reply = crate::fetch::send(http::Method::GET, &url, &headers, None, QUERY_TIMEOUT)
+            .await
+            .map_err(|e| format!("prometheus query {e}"))?;
         let body: Value = serde_json::from_slice(&reply.body).map_err(|_| {
             format!(
                 "prometheus query {}: {}, not a Prometheus API answer",
@@ -187,27 +223,38 @@ impl MetricsSource for PrometheusMetrics {
 }
 
 /// The [`PrometheusMetrics`] that TrafficShifts name (`spec.rollout.analysis.metricsSource`),
-/// one per address and selector, kept for the controller's life: each keeps its totals and its
-/// replicas' last readings between reconciles, as the one [`super::scrape::ProxyScraper`] does.
+/// one per namespace and source (address, selector, headers), kept for the controller's life:
+/// each keeps its totals and its replicas' last readings between reconciles, as the one
+/// [`super::scrape::ProxyScraper`] does. The namespace is part of the key because `headersFrom`
+/// names Secrets of the TrafficShift's namespace.
 #[derive(Default)]
 pub struct PrometheusSources {
-    by_source: Mutex<HashMap<(String, String), Arc<dyn ClusterMetrics>>>,
+    by_source: Mutex<HashMap<(String, PrometheusSource), Arc<dyn ClusterMetrics>>>,
 }
 
 impl PrometheusSources {
-    /// The source of `source`'s address and selector, made at the first call. A source that is
-    /// not valid (its TrafficShift is refused before any rollout reads it) reads nothing:
-    /// every snapshot is an error that says why.
-    pub fn get(&self, source: &PrometheusSource) -> Arc<dyn ClusterMetrics> {
-        let selector = source.selector.clone().unwrap_or_default();
-        let key = (source.address.clone(), selector);
+    /// The source of `source` for a TrafficShift of `namespace`, made at the first call with
+    /// `values()` (the namespace's Secrets) to read its `headersFrom`. A source that is not
+    /// valid (its TrafficShift is refused before any rollout reads it) reads nothing: every
+    /// snapshot is an error that says why.
+    pub fn get(
+        &self,
+        source: &PrometheusSource,
+        namespace: &str,
+        values: impl FnOnce() -> Arc<dyn Values>,
+    ) -> Arc<dyn ClusterMetrics> {
+        let key = (namespace.to_owned(), source.clone());
         let mut by_source = self
             .by_source
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let made = by_source.entry(key).or_insert_with(|| {
             match PrometheusMetrics::new(&source.address, source.selector.as_deref()) {
-                Ok(metrics) => Arc::new(metrics),
+                Ok(metrics) => Arc::new(metrics.with_headers(
+                    source.headers.clone(),
+                    source.headers_from_config(),
+                    values(),
+                )),
                 Err(why) => Arc::new(Unreadable(format!("metricsSource.prometheus.{why}"))),
             }
         });

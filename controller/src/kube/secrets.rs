@@ -1,7 +1,8 @@
-//! The `headersFrom[].valueFrom.secretKeyRef` values of a TrafficShift's gates and checks: one
-//! `GET` of the Secret, in the TrafficShift's own namespace, at each call, so a rotated Secret is
-//! used at the next call and no Secret is cached or watched (the controller needs `get` on
-//! secrets only, which `resourceNames` can narrow; deploy/controller/rbac.yaml).
+//! The `headersFrom[].valueFrom.secretKeyRef` values of a TrafficShift's gates, checks and
+//! Prometheus metrics source (session 42): one `GET` of the Secret, in the TrafficShift's own
+//! namespace, at each call, so a rotated Secret is used at the next call and no Secret is cached
+//! or watched (the controller needs `get` on secrets only, which `resourceNames` can narrow;
+//! deploy/controller/rbac.yaml).
 
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;

@@ -619,8 +619,7 @@ fn gates(r: &mut Report, gates: &[GateConfig]) {
         }
         r.positive(format!("{at}.timeout"), g.timeout);
         r.interval(format!("{at}.retry"), g.retry);
-        headers(r, &format!("{at}.headers"), &g.headers);
-        headers_from(r, &at, &g.headers, &g.headers_from);
+        request_headers(r, &at, &g.headers, &g.headers_from);
     }
 }
 
@@ -825,8 +824,7 @@ fn checks(r: &mut Report, checks: &[CheckConfig]) {
             (Some(p), None) => {
                 url(r, &format!("{at}.prometheus.address"), &p.address, &vars);
                 template(r, &format!("{at}.prometheus.query"), &p.query, &vars);
-                headers(r, &format!("{at}.prometheus.headers"), &p.headers);
-                headers_from(r, &format!("{at}.prometheus"), &p.headers, &p.headers_from);
+                request_headers(r, &format!("{at}.prometheus"), &p.headers, &p.headers_from);
             }
             (None, Some(w)) => {
                 url(r, &format!("{at}.web.url"), &w.url, &vars);
@@ -839,8 +837,7 @@ fn checks(r: &mut Report, checks: &[CheckConfig]) {
                         ),
                     );
                 }
-                headers(r, &format!("{at}.web.headers"), &w.headers);
-                headers_from(r, &format!("{at}.web"), &w.headers, &w.headers_from);
+                request_headers(r, &format!("{at}.web"), &w.headers, &w.headers_from);
             }
             (None, None) => r.add(at.clone(), "needs a provider: `prometheus` or `web`"),
             (Some(_), Some(_)) => r.add(at.clone(), "has both `prometheus` and `web`; use one"),
@@ -887,6 +884,32 @@ fn template(
     } else if let Err(e) = super::checks::render(text, vars) {
         r.add(path, e);
     }
+}
+
+/// What is wrong with the request headers of the query or call at field `at`: its `headers`
+/// (names and values as RFC 9110 §5 allows) and its `headers_from` ([`headers_from`]), each
+/// problem naming its field under `at` in the spec's snake_case (`rollout.gates[0].headers_from[1].name`).
+/// The rules of gates' and checks' headers, for another field that sends a request (session 42:
+/// a TrafficShift's `metricsSource.prometheus`).
+pub fn request_header_problems(
+    at: &str,
+    plain: &std::collections::BTreeMap<String, String>,
+    from: &[HeaderFrom],
+) -> Vec<Problem> {
+    let mut r = Report::default();
+    request_headers(&mut r, at, plain, from);
+    r.0
+}
+
+/// `<at>.headers` and `<at>.headers_from`.
+fn request_headers(
+    r: &mut Report,
+    at: &str,
+    plain: &std::collections::BTreeMap<String, String>,
+    from: &[HeaderFrom],
+) {
+    headers(r, &format!("{at}.headers"), plain);
+    headers_from(r, at, plain, from);
 }
 
 fn headers(r: &mut Report, path: &str, headers: &std::collections::BTreeMap<String, String>) {

@@ -1,10 +1,10 @@
-//! `headersFrom[].valueFrom.secretKeyRef` of a TrafficShift's gates and checks, against the
-//! emulator and the shared test server (`support::webhook`) admitting only the right
-//! `Authorization`: the Secret's value is read at each call (a rotated one is sent at the next
-//! call), a missing key or Secret fails the call naming the field, and the value is in no status
-//! and no Event.
+//! `headersFrom[].valueFrom.secretKeyRef` of a TrafficShift's gates, checks and Prometheus
+//! metrics source (session 42), against the emulator and the shared test server
+//! (`support::webhook`) admitting only the right `Authorization`: the Secret's value is read at
+//! each call (a rotated one is sent at the next call), a missing key or Secret fails the call
+//! naming the field, and the value is in no status and no Event.
 
-use crossfade_controller::kube::crd::{Phase, VerdictOutcome};
+use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus, VerdictOutcome};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::ByteString;
@@ -193,5 +193,122 @@ async fn a_check_whose_secret_is_missing_is_inconclusive_by_field_and_rolls_back
         &["Warning AnalysisInconclusive", "Warning RolledBack"],
     )
     .await;
+    assert!(server.calls().is_empty(), "nothing sent without it");
+}
+
+/// Green's series of `default/web` on one proxy replica as Prometheus answers them, `requests`
+/// of them (no error, all in the (1 ms, 2.5 ms] latency bucket), and blue's with none.
+fn prometheus_answer(requests: u64) -> String {
+    use crossfade_proxy::histogram::LATENCY_BOUNDS_SECONDS;
+    let mut result = Vec::new();
+    for (backend, n) in [("green", requests), ("blue", 0)] {
+        let series = |name: &str, le: Option<&str>, v: u64| {
+            let mut metric = json!({ "__name__": name, "route": "default/web",
+                "backend": backend, "instance": "10.0.0.1:9901" });
+            if let Some(le) = le {
+                metric["le"] = json!(le);
+            }
+            json!({ "metric": metric, "value": [1_765_000_000.5, v.to_string()] })
+        };
+        result.push(series("crossfade_dispatched_requests_total", None, n));
+        result.push(series("crossfade_backend_errors_total", None, 0));
+        result.push(series("crossfade_request_duration_seconds_sum", None, 0));
+        let bounds = LATENCY_BOUNDS_SECONDS.iter().map(|b| b.to_string());
+        for (i, le) in bounds.chain(["+Inf".to_owned()]).enumerate() {
+            let name = "crossfade_request_duration_seconds_bucket";
+            result.push(series(name, Some(&le), if i >= 2 { n } else { 0 }));
+        }
+    }
+    json!({ "status": "success", "data": { "resultType": "vector", "result": result } }).to_string()
+}
+
+/// A stand-in Prometheus that answers `/api/v1/query` only to [`NEW`] (401 otherwise), green's
+/// counters rising by 100 at each query ([`prometheus_answer`]).
+async fn guarded_prometheus() -> WebhookServer {
+    let queries = std::sync::atomic::AtomicU64::new(0);
+    WebhookServer::start_with_auth(move |path, auth| match (auth == NEW, path) {
+        (true, "/api/v1/query") => {
+            let n = queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Reply::new(200, prometheus_answer(100 * n))
+        }
+        (true, _) => Reply::new(404, "not found"),
+        (false, _) => Reply::new(401, "unauthorized"),
+    })
+    .await
+}
+
+/// TrafficShift `web` in one 100% step whose analysis reads from `prometheus` with the
+/// `Authorization` of Secret `prom-token`'s key `token`, then the controllers; waits until it has
+/// completed or rolled back: that status, and the controllers' handle.
+async fn roll_out_reading(
+    c: &Cluster,
+    prometheus: &WebhookServer,
+) -> (TrafficShiftStatus, tokio::task::JoinHandle<()>) {
+    c.create_shift(json!({
+        "steps": [{ "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms",
+        "analysis": { "minRequests": 5, "interval": "300ms", "maxInconclusive": 2,
+            "metricsSource": { "prometheus": { "address": prometheus.url(""),
+                "headers": { "X-Scope-OrgID": "default" },
+                "headersFrom": authorization_from("prom-token", "token") } } }
+    }))
+    .await;
+    let ctl = c.controller();
+    let done = c
+        .status_until("Completed or RolledBack", |s| {
+            matches!(s.phase, Some(Phase::Completed | Phase::RolledBack))
+        })
+        .await;
+    (done, ctl)
+}
+
+/// Session 42: `metricsSource.prometheus.headersFrom` of a TrafficShift. A stand-in Prometheus
+/// requiring the Secret's token ([`guarded_prometheus`]): the analysis reads through it, so the
+/// rollout completes; every query carried the token, which is in no status and no Event.
+#[tokio::test]
+async fn a_prometheus_metrics_source_sends_the_secrets_token_on_every_query() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let server = guarded_prometheus().await;
+    put_secret(&c.client, "prom-token", &[("token", NEW)]).await;
+    let (done, _ctl) = roll_out_reading(&c, &server).await;
+    assert_eq!(done.phase, Some(Phase::Completed), "{done:?}");
+    let verdict = done.last_verdict.clone().expect("a verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Pass, "{verdict:?}");
+    let sent = server.auths();
+    assert!(
+        sent.len() >= 2 && sent.iter().all(|a| a == NEW),
+        "every query carried the token: {sent:?}"
+    );
+    let calls = server.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|(t, _)| t.starts_with("/api/v1/query?query=")),
+        "{calls:?}"
+    );
+    let written = everything_written(&c).await;
+    assert!(
+        !written.contains("new-8f2c9d"),
+        "the token written: {written}"
+    );
+}
+
+/// Session 42: a metrics source whose Secret does not exist reads nothing: each window is
+/// inconclusive naming the field and the Secret, the rollout rolls back, and no query was sent.
+#[tokio::test]
+async fn a_prometheus_metrics_source_whose_secret_is_missing_reads_nothing_and_names_it() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let server = guarded_prometheus().await;
+    let (done, _ctl) = roll_out_reading(&c, &server).await;
+    assert_eq!(done.phase, Some(Phase::RolledBack), "{done:?}");
+    let verdict = done.last_verdict.expect("a last verdict");
+    assert_eq!(verdict.outcome, VerdictOutcome::Inconclusive, "{verdict:?}");
+    let named = "spec.rollout.analysis.metricsSource.prometheus.headersFrom[0]: header \
+                 Authorization: Secret default/prom-token does not exist";
+    assert!(verdict.summary.contains(named), "{}", verdict.summary);
     assert!(server.calls().is_empty(), "nothing sent without it");
 }

@@ -1,6 +1,7 @@
-//! `headersFrom` of a TrafficShift's gates and checks: request headers whose values are read from
-//! a Secret in the TrafficShift's namespace at each call, so that a token is not written in the
-//! TrafficShift (nor in its status). Mirrors [`crate::spec::headers::HeaderFrom`] in camelCase.
+//! `headersFrom` of a TrafficShift's gates, checks and metrics source: request headers whose
+//! values are read from a Secret in the TrafficShift's namespace at each call, so that a token is
+//! not written in the TrafficShift (nor in its status). Mirrors
+//! [`crate::spec::headers::HeaderFrom`] in camelCase.
 //!
 //! The shape is a PodSpec container's `env[]` item (core/v1 `EnvVar` with `valueFrom`), as the
 //! Kubernetes API conventions prefer a list of named subobjects to a map, and a field never holds
@@ -16,7 +17,7 @@ pub use crate::spec::headers::MAX_HEADERS_FROM;
 
 /// One request header whose value is a Secret's key, read before each call:
 /// `{ name: Authorization, valueFrom: { secretKeyRef: { name: kpi-token, key: token } } }`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     expecting = "a map of header settings (name, valueFrom)"
@@ -34,7 +35,7 @@ pub struct HeaderFrom {
 }
 
 /// The source of a header's value (as core/v1 `EnvVarSource`; only `secretKeyRef` here).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     expecting = "a map with the header value's source (secretKeyRef)"
@@ -42,13 +43,13 @@ pub struct HeaderFrom {
 pub struct HeaderSource {
     /// A key of a Secret in the TrafficShift's namespace. The value is used as stored, without
     /// trailing line breaks; a Secret or key that is missing makes the call fail (the gate
-    /// refuses, the check has no value), naming this field.
+    /// refuses, the check has no value, the metrics source reads nothing), naming this field.
     pub secret_key_ref: SecretKeySelector,
 }
 
 /// A key of a Secret in the TrafficShift's namespace: core/v1 `SecretKeySelector` without
 /// `optional` (a header that silently went missing would turn into a puzzling 401).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     expecting = "a map of Secret key settings (name, key)"

@@ -53,7 +53,7 @@ impl RolloutPolicy {
             .as_ref()
             .and_then(|a| a.metrics_source.as_ref())
         {
-            more.extend(source.problems("spec.rollout.analysis.metricsSource"));
+            more.extend(source.problems());
         }
         match (config.validate().map_err(under_spec), more.is_empty()) {
             (Ok(()), true) => Ok(config),
@@ -205,16 +205,20 @@ impl AnalysisPolicy {
 /// `rollout.steps[2]: ...` → `spec.rollout.steps[2]: ...`; analysis field names in camelCase.
 fn under_spec(e: SpecError) -> SpecError {
     match e {
-        SpecError::Invalid(problems) => SpecError::Invalid(
-            problems
-                .into_iter()
-                .map(|p| Problem {
-                    path: format!("spec.{}", camel(&p.path)),
-                    message: fields_in(&p.message),
-                })
-                .collect(),
-        ),
+        SpecError::Invalid(problems) => {
+            SpecError::Invalid(problems.into_iter().map(under_spec_problem).collect())
+        }
         other => other,
+    }
+}
+
+/// One problem of the spec's rules with its path and the fields in its message as the
+/// TrafficShift spells them: `rollout.gates[0].headers_from[1].name` →
+/// `spec.rollout.gates[0].headersFrom[1].name`.
+pub(super) fn under_spec_problem(p: Problem) -> Problem {
+    Problem {
+        path: format!("spec.{}", camel(&p.path)),
+        message: fields_in(&p.message),
     }
 }
 

@@ -405,6 +405,44 @@ fn a_prometheus_metrics_source_is_read_and_a_bad_one_is_refused_naming_the_field
     );
 }
 
+/// Session 42: `metricsSource.prometheus.headers` and `headersFrom` are read as a check's, and
+/// checked by a check's rules, each problem naming its field.
+#[test]
+fn a_prometheus_metrics_source_takes_headers_by_the_checks_rules() {
+    let policy = |prometheus: serde_json::Value| {
+        let rollout = json!({ "analysis": { "metricsSource": { "prometheus": prometheus } } });
+        serde_json::from_value::<RolloutPolicy>(rollout).expect("parses")
+    };
+    let token = |name: &str| {
+        json!({ "name": name,
+                "valueFrom": { "secretKeyRef": { "name": "prom-token", "key": "token" } } })
+    };
+    let good = policy(json!({ "address": "http://p:9090",
+        "headers": { "X-Scope-OrgID": "shop" }, "headersFrom": [token("Authorization")] }));
+    good.to_config().expect("valid");
+    let source = good.analysis.and_then(|a| a.metrics_source).expect("read");
+    assert_eq!(source.prometheus.headers["X-Scope-OrgID"], "shop");
+    assert_eq!(
+        source.prometheus.headers_from_config()[0].name,
+        "Authorization"
+    );
+
+    let bad = policy(json!({ "address": "http://p:9090",
+        "headers": { "Bad Name": "x", "X-Scope-OrgID": "shop" },
+        "headersFrom": [token("x-scope-orgid"), token("Authorization"), token("authorization")] }));
+    let text = bad.to_config().expect_err("invalid").to_string();
+    let at = "spec.rollout.analysis.metricsSource.prometheus";
+    for expected in [
+        format!("{at}.headers.Bad Name: is not a header name"),
+        format!(
+            "{at}.headersFrom[0].name: x-scope-orgid is also in {at}.headers: set it in one place"
+        ),
+        format!("{at}.headersFrom[2].name: authorization is listed twice"),
+    ] {
+        assert!(text.contains(&expected), "{expected}\nnot in: {text}");
+    }
+}
+
 #[test]
 fn every_shadow_and_mirror_field_the_spec_accepts_is_in_the_crd_schema_by_the_same_name() {
     let guard = accepted_fields::<crate::spec::ShadowGuard>();

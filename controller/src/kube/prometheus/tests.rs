@@ -210,3 +210,114 @@ async fn an_unreachable_prometheus_leaves_the_route_without_a_reading() {
         );
     }
 }
+
+/// Reads every `headers_from` source as its value, or fails with its error.
+struct Fixed(Result<&'static str, &'static str>);
+
+impl Values for Fixed {
+    fn read<'a>(
+        &'a self,
+        _: &'a crate::spec::headers::ValueFrom,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move { self.0.map(str::to_owned).map_err(str::to_owned) })
+    }
+}
+
+/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1:0 that records each request's
+/// headers (names lowercased) and answers green's series of `shop/web` (120 requests, 7 errors)
+/// only to a request with `Authorization: Bearer t1` and `X-Scope-OrgID: shop`, else `401`.
+async fn guarded_prometheus() -> (String, Arc<Mutex<Vec<BTreeMap<String, String>>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen: Arc<Mutex<Vec<BTreeMap<String, String>>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let ok = answer(replica("10.0.0.1:9901", "green", 120, 7, 113)).to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut reader = BufReader::new(stream);
+            let mut headers = BTreeMap::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).await.is_ok_and(|n| n > 2) {
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+                }
+                line.clear();
+            }
+            let admitted = headers.get("authorization").map(String::as_str) == Some("Bearer t1")
+                && headers.get("x-scope-orgid").map(String::as_str) == Some("shop");
+            log.lock().expect("log").push(headers);
+            let (status, body) = match admitted {
+                true => ("200 OK", ok.as_str()),
+                false => ("401 Unauthorized", "unauthorized"),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = reader.get_mut().write_all(reply.as_bytes()).await;
+        }
+    });
+    (address, seen)
+}
+
+/// Session 42: `metricsSource.prometheus.headers` and `headersFrom` are sent on the query, the
+/// `headersFrom` value read through the source's [`Values`] (its trailing line break removed);
+/// a server that requires them is read, and without them it answers 401 and nothing is read.
+#[tokio::test]
+async fn every_query_carries_the_sources_headers_read_before_it() {
+    let (address, seen) = guarded_prometheus().await;
+    let from = vec![HeaderFrom {
+        name: "Authorization".into(),
+        value_from: crate::spec::headers::ValueFrom::SecretKeyRef(
+            crate::spec::headers::SecretKeyRef {
+                name: "prom-token".into(),
+                key: "token".into(),
+            },
+        ),
+    }];
+    let plain = BTreeMap::from([("X-Scope-OrgID".to_owned(), "shop".to_owned())]);
+    let source = PrometheusMetrics::new(&address, None)
+        .expect("valid")
+        .with_headers(plain, from.clone(), Arc::new(Fixed(Ok("Bearer t1\n"))));
+    source.refresh("shop/web", &[]).await;
+    let green = source
+        .snapshot("shop/web", Slot::Green)
+        .expect("read through the server requiring the headers");
+    assert_eq!((green.requests, green.errors), (120, 7));
+    let sent = seen.lock().expect("log").clone();
+    assert_eq!(sent.len(), 1, "one query: {sent:?}");
+    assert_eq!(sent[0]["authorization"], "Bearer t1");
+    assert_eq!(sent[0]["x-scope-orgid"], "shop");
+
+    let bare = PrometheusMetrics::new(&address, None).expect("valid");
+    bare.refresh("shop/web", &[]).await;
+    let why = bare.snapshot("shop/web", Slot::Green).expect_err("refused");
+    assert!(
+        why.to_string().contains("status 401: unauthorized"),
+        "{why}"
+    );
+
+    // A header that cannot be read: the query is not sent, and the field is named.
+    let unread = PrometheusMetrics::new(&address, None)
+        .expect("valid")
+        .with_headers(
+            BTreeMap::new(),
+            from,
+            Arc::new(Fixed(Err("Secret shop/prom-token does not exist"))),
+        );
+    unread.refresh("shop/web", &[]).await;
+    let why = unread
+        .snapshot("shop/web", Slot::Green)
+        .expect_err("unread");
+    let named = "rollout.analysis.metrics_source.prometheus.headers_from[0]: header \
+                 Authorization: Secret shop/prom-token does not exist";
+    assert!(why.to_string().contains(named), "{why}");
+    assert_eq!(
+        seen.lock().expect("log").len(),
+        2,
+        "nothing sent without it"
+    );
+}

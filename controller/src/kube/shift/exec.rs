@@ -1010,7 +1010,11 @@ impl<'a> Exec<'a> {
     fn metrics_source(&self) -> Arc<dyn ClusterMetrics> {
         let analysis = self.shift.spec.rollout.analysis.as_ref();
         match analysis.and_then(|a| a.metrics_source.as_ref()) {
-            Some(source) => self.ctx.prometheus.get(&source.prometheus),
+            Some(source) => {
+                let ns = self.shift.namespace().unwrap_or_else(|| "default".into());
+                let secrets = || Arc::new(self.secrets()) as Arc<dyn crate::headers::Values>;
+                self.ctx.prometheus.get(&source.prometheus, &ns, secrets)
+            }
             None => Arc::clone(&self.ctx.metrics),
         }
     }
