@@ -283,16 +283,33 @@ pub fn port(text: &str) -> Result<u16, String> {
 /// [`whole`] within `range` (`--rate`, `--workers`).
 ///
 /// # Errors
-/// As [`whole`], and `<n> is not in <lo>..=<hi>`.
+/// As [`whole`], and `<n> is outside <lo> to <hi>, the range this flag takes` (in an operator's
+/// words, as [`whole`] names the largest value; until session 42 it was Rust's `<lo>..=<hi>`),
+/// also for a number too large for any whole-number flag.
 pub fn whole_in<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
     T: TryFrom<u64> + Into<u64> + Copy + std::fmt::Display,
 {
     let (lo, hi) = ((*range.start()).into(), (*range.end()).into());
-    let n = whole::<u64>(text)?;
+    let outside = |n: &str| {
+        format!(
+            "{n} is outside {} to {}, the range this flag takes",
+            range.start(),
+            range.end()
+        )
+    };
+    let trimmed = text.trim();
+    let n = match whole::<u64>(text) {
+        Ok(n) => n,
+        // Digits only, and still refused: above u64's largest, and so above the range's.
+        Err(_) if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit()) => {
+            return Err(outside(trimmed))
+        }
+        Err(e) => return Err(e),
+    };
     match T::try_from(n) {
         Ok(value) if (lo..=hi).contains(&n) => Ok(value),
-        _ => Err(format!("{n} is not in {}..={}", range.start(), range.end())),
+        _ => Err(outside(&n.to_string())),
     }
 }
 
@@ -731,15 +748,18 @@ mod tests {
             .unwrap_err()
             .contains("expected IP:port"));
         assert!(ip("x").unwrap_err().contains("is not an IP address"));
-        assert_eq!(
-            whole_in("100000", 1..=1024u16),
-            Err("100000 is not in 1..=1024".into())
-        );
-        assert_eq!(
-            whole_in("0", 1..=1024u16),
-            Err("0 is not in 1..=1024".into())
-        );
-        assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+        let workers = |text: &str| whole_in(text, 1..=1024u16);
+        for n in ["0", "1025", "100000", "99999999999999999999"] {
+            assert_eq!(
+                workers(n),
+                Err(format!(
+                    "{n} is outside 1 to 1024, the range this flag takes"
+                ))
+            );
+        }
+        assert_eq!(workers("8"), Ok(8));
+        assert_eq!(workers("1024"), Ok(1024));
+        assert!(workers("x").unwrap_err().contains("is not a whole number"));
     }
 
     #[test]

@@ -611,7 +611,23 @@ async fn proxy_refuses_zero_and_absurd_worker_counts() {
         assert_eq!(out.code, Some(2), "{workers}: {out:?}");
         let named = format!("invalid value '{workers}' for '--workers <WORKERS>'");
         assert!(out.stderr.contains(&named), "{}", out.stderr);
-        assert!(out.stderr.contains("1..=1024"), "{}", out.stderr);
+        let range = format!("{workers} is outside 1 to 1024, the range this flag takes");
+        assert!(out.stderr.contains(&range), "{}", out.stderr);
+    }
+}
+
+/// Session 42: a number outside a flag's range was named in Rust's words (`0 is not in
+/// 1..=1024`); it is in an operator's, as a number above a flag's largest value is.
+#[tokio::test]
+async fn a_number_outside_a_flags_range_is_refused_naming_the_range_in_words() {
+    for (flag, value, range) in [
+        ("--rate", "0", "10 to 100000"),
+        ("--rate", "100001", "10 to 100000"),
+        ("--green-latency-ms", "60001", "0 to 60000"),
+    ] {
+        let said = format!("{value} is outside {range}, the range this flag takes");
+        let out = usage_error(&["demo", flag, value], &[&said]).await;
+        assert!(!out.stderr.contains("..="), "{}", out.stderr);
     }
 }
 
