@@ -323,6 +323,28 @@ pub fn address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| crossfade_proxy::de::not_an_address(text, "127.0.0.1:9901"))
 }
 
+/// `--admin` of a command that reaches a running instance's admin API (`status`, `pause`,
+/// `migrate`, `report`, ...): an [`address`] with a port other than 0. Port 0 binds a free port
+/// (`run --admin 127.0.0.1:0`) but is never one to connect to: `status --admin 127.0.0.1:0`
+/// tried and said "Connection refused" (session 42).
+///
+/// # Errors
+/// As [`address`], and `<addr>: port 0 is no address to reach ...` naming the port to give.
+pub fn admin_to_reach(text: &str) -> Result<SocketAddr, String> {
+    let addr = address(text)?;
+    match addr.port() {
+        0 => Err(format!(
+            "{addr}: port 0 is no address to reach (given to `run`, `proxy` or `demo`, it binds a \
+             free port, which their log names): give the admin API's port, e.g. {}:9901",
+            match addr.ip() {
+                IpAddr::V6(_) => format!("[{}]", addr.ip()),
+                IpAddr::V4(_) => addr.ip().to_string(),
+            }
+        )),
+        _ => Ok(addr),
+    }
+}
+
 /// An IP address (`127.0.0.1`, `::`).
 ///
 /// # Errors
@@ -760,6 +782,22 @@ mod tests {
         assert_eq!(workers("8"), Ok(8));
         assert_eq!(workers("1024"), Ok(1024));
         assert!(workers("x").unwrap_err().contains("is not a whole number"));
+        assert_eq!(
+            admin_to_reach("127.0.0.1:9901"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9901)))
+        );
+        assert_eq!(
+            admin_to_reach("127.0.0.1:0"),
+            Err(
+                "127.0.0.1:0: port 0 is no address to reach (given to `run`, `proxy` or `demo`, \
+                 it binds a free port, which their log names): give the admin API's port, e.g. \
+                 127.0.0.1:9901"
+                    .into()
+            )
+        );
+        assert!(admin_to_reach("localhost:9901")
+            .unwrap_err()
+            .contains("expected IP:port"));
     }
 
     #[test]
