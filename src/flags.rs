@@ -283,16 +283,33 @@ pub fn port(text: &str) -> Result<u16, String> {
 /// [`whole`] within `range` (`--rate`, `--workers`).
 ///
 /// # Errors
-/// As [`whole`], and `<n> is not in <lo>..=<hi>`.
+/// As [`whole`], and `<n> is outside <lo> to <hi>, the range this flag takes` (in an operator's
+/// words, as [`whole`] names the largest value; until session 42 it was Rust's `<lo>..=<hi>`),
+/// also for a number too large for any whole-number flag.
 pub fn whole_in<T>(text: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
     T: TryFrom<u64> + Into<u64> + Copy + std::fmt::Display,
 {
     let (lo, hi) = ((*range.start()).into(), (*range.end()).into());
-    let n = whole::<u64>(text)?;
+    let outside = |n: &str| {
+        format!(
+            "{n} is outside {} to {}, the range this flag takes",
+            range.start(),
+            range.end()
+        )
+    };
+    let trimmed = text.trim();
+    let n = match whole::<u64>(text) {
+        Ok(n) => n,
+        // Digits only, and still refused: above u64's largest, and so above the range's.
+        Err(_) if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit()) => {
+            return Err(outside(trimmed))
+        }
+        Err(e) => return Err(e),
+    };
     match T::try_from(n) {
         Ok(value) if (lo..=hi).contains(&n) => Ok(value),
-        _ => Err(format!("{n} is not in {}..={}", range.start(), range.end())),
+        _ => Err(outside(&n.to_string())),
     }
 }
 
@@ -304,6 +321,28 @@ pub fn address(text: &str) -> Result<SocketAddr, String> {
     text.trim()
         .parse()
         .map_err(|_| crossfade_proxy::de::not_an_address(text, "127.0.0.1:9901"))
+}
+
+/// `--admin` of a command that reaches a running instance's admin API (`status`, `pause`,
+/// `migrate`, `report`, ...): an [`address`] with a port other than 0. Port 0 binds a free port
+/// (`run --admin 127.0.0.1:0`) but is never one to connect to: `status --admin 127.0.0.1:0`
+/// tried and said "Connection refused" (session 42).
+///
+/// # Errors
+/// As [`address`], and `<addr>: port 0 is no address to reach ...` naming the port to give.
+pub fn admin_to_reach(text: &str) -> Result<SocketAddr, String> {
+    let addr = address(text)?;
+    match addr.port() {
+        0 => Err(format!(
+            "{addr}: port 0 is no address to reach (given to `run`, `proxy` or `demo`, it binds a \
+             free port, which their log names): give the admin API's port, e.g. {}:9901",
+            match addr.ip() {
+                IpAddr::V6(_) => format!("[{}]", addr.ip()),
+                IpAddr::V4(_) => addr.ip().to_string(),
+            }
+        )),
+        _ => Ok(addr),
+    }
 }
 
 /// An IP address (`127.0.0.1`, `::`).
@@ -731,15 +770,34 @@ mod tests {
             .unwrap_err()
             .contains("expected IP:port"));
         assert!(ip("x").unwrap_err().contains("is not an IP address"));
+        let workers = |text: &str| whole_in(text, 1..=1024u16);
+        for n in ["0", "1025", "100000", "99999999999999999999"] {
+            assert_eq!(
+                workers(n),
+                Err(format!(
+                    "{n} is outside 1 to 1024, the range this flag takes"
+                ))
+            );
+        }
+        assert_eq!(workers("8"), Ok(8));
+        assert_eq!(workers("1024"), Ok(1024));
+        assert!(workers("x").unwrap_err().contains("is not a whole number"));
         assert_eq!(
-            whole_in("100000", 1..=1024u16),
-            Err("100000 is not in 1..=1024".into())
+            admin_to_reach("127.0.0.1:9901"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9901)))
         );
         assert_eq!(
-            whole_in("0", 1..=1024u16),
-            Err("0 is not in 1..=1024".into())
+            admin_to_reach("127.0.0.1:0"),
+            Err(
+                "127.0.0.1:0: port 0 is no address to reach (given to `run`, `proxy` or `demo`, \
+                 it binds a free port, which their log names): give the admin API's port, e.g. \
+                 127.0.0.1:9901"
+                    .into()
+            )
         );
-        assert_eq!(whole_in("8", 1..=1024u16), Ok(8));
+        assert!(admin_to_reach("localhost:9901")
+            .unwrap_err()
+            .contains("expected IP:port"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::token::TokenArgs;
 pub struct AdminArgs {
     /// Admin API address of the running instance.
     #[arg(long, default_value_t = crate::DEFAULT_ADMIN, env = "CROSSFADE_ADMIN",
-          value_parser = crate::flags::address)]
+          value_parser = crate::flags::admin_to_reach)]
     pub admin: SocketAddr,
     /// The bearer token the admin API requires, if any.
     #[command(flatten)]

@@ -143,8 +143,14 @@ pub fn write(data: &ReportData, output: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
     } else {
-        std::fs::write(output, data.render())
-            .with_context(|| format!("cannot write the report to {}", output.display()))?;
+        match std::fs::write(output, data.render()) {
+            // A pipe closed by its reader (`-o /dev/stdout | head -c 10`), as for `-o -` and
+            // every other write to stdout (`print_out`): the reader has what it wanted; until
+            // session 42 this exited 1.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written
+                .with_context(|| format!("cannot write the report to {}", output.display()))?,
+        }
     }
     // As the page's title says it: an unfinished rollout's phase is not its outcome.
     let unfinished = if data.unfinished { ", unfinished" } else { "" };

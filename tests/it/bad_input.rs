@@ -611,8 +611,67 @@ async fn proxy_refuses_zero_and_absurd_worker_counts() {
         assert_eq!(out.code, Some(2), "{workers}: {out:?}");
         let named = format!("invalid value '{workers}' for '--workers <WORKERS>'");
         assert!(out.stderr.contains(&named), "{}", out.stderr);
-        assert!(out.stderr.contains("1..=1024"), "{}", out.stderr);
+        let range = format!("{workers} is outside 1 to 1024, the range this flag takes");
+        assert!(out.stderr.contains(&range), "{}", out.stderr);
     }
+}
+
+/// Session 42: a number outside a flag's range was named in Rust's words (`0 is not in
+/// 1..=1024`); it is in an operator's, as a number above a flag's largest value is.
+#[tokio::test]
+async fn a_number_outside_a_flags_range_is_refused_naming_the_range_in_words() {
+    for (flag, value, range) in [
+        ("--rate", "0", "10 to 100000"),
+        ("--rate", "100001", "10 to 100000"),
+        ("--green-latency-ms", "60001", "0 to 60000"),
+    ] {
+        let said = format!("{value} is outside {range}, the range this flag takes");
+        let out = usage_error(&["demo", flag, value], &[&said]).await;
+        assert!(!out.stderr.contains("..="), "{}", out.stderr);
+    }
+}
+
+/// Session 42: `status --admin 127.0.0.1:0` tried to connect and said "Connection refused".
+/// Port 0 binds a free port (`run`, `proxy`, `demo`) but is no address to reach: every command
+/// that reaches an admin API refuses it as a usage error naming --admin, from the flag or from
+/// CROSSFADE_ADMIN.
+#[tokio::test]
+async fn an_admin_address_with_port_0_is_refused_by_the_commands_that_reach_one() {
+    let dir = temp_dir();
+    let page = dir.path().join("r.html").display().to_string();
+    let file = dir.path().join("green.yaml").display().to_string();
+    let said = "'--admin <ADMIN>': 127.0.0.1:0: port 0 is no address to reach";
+    let admin = ["--admin", "127.0.0.1:0"];
+    for command in [
+        &["status"][..],
+        &["status", "--json"],
+        &["pause"],
+        &["resume"],
+        &["promote"],
+        &["abort"],
+        &["abort", "--force"],
+        &["migrate", &file],
+        &["report", "-o", &page],
+    ] {
+        let out = usage_error(&[command, &admin].concat(), &[said]).await;
+        assert!(!out.stderr.contains("refused"), "{}", out.stderr);
+    }
+    let out = crate::support::run_to_end_with(
+        ["status"],
+        &[("CROSSFADE_ADMIN", "[::1]:0")],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "CROSSFADE_ADMIN=[::1]:0 (the environment variable of --admin): [::1]:0: port 0 is \
+             no address to reach"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("e.g. [::1]:9901"), "{}", out.stderr);
 }
 
 /// Trial 11, L16: a `--log` filter that does not parse was ignored (the default level used, one

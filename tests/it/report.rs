@@ -514,6 +514,31 @@ async fn report_state_of_a_rollout_stopped_by_sigterm_is_written_marked_unfinish
         "{}",
         out.stderr
     );
+
+    // Session 42: `-o /dev/stdout | head -c 10` exited 1 on the broken pipe ("cannot write the
+    // report to /dev/stdout: Broken pipe"), where `-o -` and every other stdout write take a
+    // pipe its reader closed as no failure.
+    let out = report_into_a_closed_pipe(&state_arg, "/dev/stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("report of rollout 1 (progressing, unfinished) written to /dev/stdout"),
+        "{stderr}"
+    );
+}
+
+/// Runs `crossfade report --state STATE -o OUTPUT` with its stdout a pipe whose reader is already
+/// gone, so that a write there fails with EPIPE every time (not only once a pipe's buffer fills).
+fn report_into_a_closed_pipe(state: &str, output: &str) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut report = Command::new(crate::support::BIN);
+    report.args(["report", "--state", state, "-o", output]);
+    let child = report.stdin(std::process::Stdio::null()).stdout(writer);
+    child
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run crossfade report")
 }
 
 /// `demo --report DIR` is refused before the demo runs, naming the path; so is `report -o DIR`
