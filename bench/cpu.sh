@@ -6,6 +6,9 @@
 #        CROSSFADE_BIN=target/release/crossfade FLOOR_BIN=target/release/examples/floor (defaults)
 #        WHO="nginx haproxy floor rawfloor" RAWFLOOR_BIN=target/release/examples/rawfloor (default):
 #        the raw floor, a proxy of no HTTP library (proxy/examples/rawfloor.rs), HTTP/1.1 only
+#        WHO="nginx floor pingora-proxy pingora-sessions" PINGORA_DIR=bench/pingora/target/release (default):
+#        Cloudflare's pingora doing the same split, as pingora-proxy and as bare HTTP/1.1 sessions
+#        (bench/pingora, built apart: cargo build --release --manifest-path bench/pingora/Cargo.toml)
 #        B_BIN=/tmp/other-crossfade WHO="crossfade b nginx" bench/cpu.sh   (two builds compared: "b" is
 #        a second crossfade binary, run with the same config)
 # Needs wrk, h2load, nginx and haproxy (bench/peer/setup.sh installs them).
@@ -30,6 +33,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CROSSFADE_BIN:-$ROOT/target/release/crossfade}   # also runs the backends
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/floor}
 RAWFLOOR_BIN=${RAWFLOOR_BIN:-$ROOT/target/release/examples/rawfloor}
+PINGORA_DIR=${PINGORA_DIR:-$ROOT/bench/pingora/target/release}
 WHO=${WHO:-crossfade nginx haproxy floor}
 [ -x "$BIN" ] || { echo "no crossfade binary at $BIN: cargo build --release, or set CROSSFADE_BIN" >&2; exit 1; }
 for who in $WHO; do
@@ -38,11 +42,12 @@ for who in $WHO; do
     b) [ -x "${B_BIN:-}" ] || { echo "WHO names b: set B_BIN to a second crossfade binary" >&2; exit 1; } ;;
     floor) [ -x "$FLOOR_BIN" ] || { echo "no floor at $FLOOR_BIN: cargo build --release -p crossfade-proxy --example floor" >&2; exit 1; } ;;
     rawfloor) [ -x "$RAWFLOOR_BIN" ] || { echo "no raw floor at $RAWFLOOR_BIN: cargo build --release -p crossfade-proxy --example rawfloor" >&2; exit 1; } ;;
+    pingora-proxy|pingora-sessions) [ -x "$PINGORA_DIR/$who" ] || { echo "no $who in $PINGORA_DIR: cargo build --release --manifest-path bench/pingora/Cargo.toml (needs cmake), or set PINGORA_DIR" >&2; exit 1; } ;;
     nginx|haproxy) command -v "$who" >/dev/null || { echo "no $who: bench/peer/setup.sh" >&2; exit 1; } ;;
-    *) echo "WHO: '$who' is not one of crossfade, b, nginx, haproxy, floor, rawfloor" >&2; exit 2 ;;
+    *) echo "WHO: '$who' is not one of crossfade, b, nginx, haproxy, floor, rawfloor, pingora-proxy, pingora-sessions" >&2; exit 2 ;;
   esac
 done
-[ "$MODE" = h2c ] && [[ " $WHO " == *" floor "* || " $WHO " == *" rawfloor "* ]] && { echo "the floors speak no h2c: leave them out of WHO" >&2; exit 2; }
+[ "$MODE" = h2c ] && [[ " $WHO " =~ \ (floor|rawfloor|pingora-proxy|pingora-sessions)\  ]] && { echo "the floors and the pingora slots speak no h2c here: leave them out of WHO" >&2; exit 2; }
 dir=$(mktemp -d /tmp/crossfade-cpu.XXXXXX)
 # shellcheck source=bench/local.sh
 . "$ROOT/bench/local.sh"
@@ -72,6 +77,7 @@ one() {
     b) RUST_LOG=warn "$B_BIN" proxy "$dir/proxy.yaml" --workers 1 >"$dir/b.log" 2>&1 & proxy=$! ;;
     floor) "$FLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000 >"$dir/floor.log" 2>&1 & proxy=$! ;;
     rawfloor) "$RAWFLOOR_BIN" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000 >"$dir/rawfloor.log" 2>&1 & proxy=$! ;;
+    pingora-proxy|pingora-sessions) "$PINGORA_DIR/$who" "127.0.0.1:$listen" "127.0.0.1:$blue" "127.0.0.1:$green" 1000 >"$dir/$who.log" 2>&1 & proxy=$! ;;
     *) peer_cmd "$who" "$h2"; "${peer[@]}" >"$dir/$who.log" 2>&1 & proxy=$! ;;
   esac
   if [ -n "$h2" ]; then wait_proxy_h2c 100; else wait_proxy 100; fi
