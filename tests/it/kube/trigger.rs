@@ -371,19 +371,27 @@ async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_nami
     assert_eq!(steps, [2000, 6000, 10000]);
     assert_eq!(next, generation.map(|g| g + 1));
 
-    // A policy that breaks a rule: refused naming the field, the TrafficShift unchanged.
-    let bad = json!({ "metadata": { "annotations": { ROLLOUT: "{steps: [{weight: 50}, {weight: 20}, {weight: 100}], hold: 9s}" } } });
+    // A policy that breaks a rule and has an unknown field: refused naming both fields (session
+    // 43: the unknown field hid the rule), the TrafficShift unchanged.
+    let bad = json!({ "metadata": { "annotations": { ROLLOUT: "{steps: [{weight: 50}, {weight: 20}, {weight: 100}], hold: 9s, holdd: 9s}" } } });
     deploys
         .patch("web", &PatchParams::default(), &Patch::Merge(&bad))
         .await
         .expect("annotate a bad policy");
     match reconcile_once().await {
-        Err(ReconcileError::Trigger(e)) => assert!(
-            e.to_string().contains(
-                "annotation crossfade.dev/rollout: steps[1]: 20% is not above the previous step (50%)"
-            ),
-            "{e}"
-        ),
+        Err(ReconcileError::Trigger(e)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("annotation crossfade.dev/rollout: holdd: unknown field; "),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "; annotation crossfade.dev/rollout: steps[1]: 20% is not above the previous step (50%)"
+                ),
+                "{text}"
+            );
+        }
         other => panic!("expected a trigger error, got {other:?}"),
     }
     let unchanged = policy_with_hold(&shifts, Duration::from_secs(7)).await;
@@ -395,8 +403,9 @@ async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_nami
     let events = events_about(&client, "web").await;
     assert!(
         events.iter().any(|e| e.starts_with(
-            "InvalidAnnotation: deployment default/web: annotation crossfade.dev/rollout: steps[1]"
-        )),
+            "InvalidAnnotation: deployment default/web: annotation crossfade.dev/rollout: holdd: \
+             unknown field"
+        ) && e.contains("annotation crossfade.dev/rollout: steps[1]: ")),
         "{events:?}"
     );
 }
