@@ -44,6 +44,15 @@ async fn events_about(client: &kube::Client, name: &str) -> Vec<String> {
     events.items.iter().filter(|e| about(e)).map(line).collect()
 }
 
+/// One reconcile of Deployment `web` as the API server has it now.
+async fn reconcile_web(
+    deploys: &Api<Deployment>,
+    ctx: &Arc<Context>,
+) -> Result<kube::runtime::controller::Action, ReconcileError> {
+    let current = Arc::new(deploys.get("web").await.expect("get deployment"));
+    reconcile::reconcile(current, ctx.clone()).await
+}
+
 fn annotate(image: &str) -> Patch<serde_json::Value> {
     Patch::Merge(json!({ "metadata": { "annotations": { IMAGE: image } } }))
 }
@@ -318,13 +327,7 @@ async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_nami
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctx = Arc::new(Context::new(client.clone()));
-    let reconcile_once = || {
-        let (deploys, ctx) = (deploys.clone(), ctx.clone());
-        async move {
-            let current = Arc::new(deploys.get("web").await.expect("get deployment"));
-            reconcile::reconcile(current, ctx).await
-        }
-    };
+    let reconcile_once = || reconcile_web(&deploys, &ctx);
     /// The TrafficShift's steps (basis points) and hold, once its policy has that hold.
     async fn policy_with_hold(
         shifts: &Api<TrafficShift>,
@@ -430,10 +433,7 @@ async fn removing_the_rollout_annotation_returns_the_policy_to_the_default() {
         .create(&PostParams::default(), &web)
         .await
         .expect("create deployment");
-    let reconcile_once = || async {
-        let current = Arc::new(deploys.get("web").await.expect("get deployment"));
-        reconcile::reconcile(current, ctx.clone()).await
-    };
+    let reconcile_once = || reconcile_web(&deploys, &ctx);
     // The first reconcile records the serving images on the Deployment; the next applies.
     let mut annotated = None;
     for _ in 0..3 {

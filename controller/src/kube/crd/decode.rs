@@ -318,6 +318,17 @@ mod tests {
         decode(&shift(spec)).expect_err("does not decode")
     }
 
+    /// The fields `e` names (its own and `more`'s), sorted.
+    fn sorted_fields(e: &DecodeError) -> Vec<&str> {
+        let mut fields: Vec<&str> = [e]
+            .into_iter()
+            .chain(&e.more)
+            .map(|e| e.field.as_str())
+            .collect();
+        fields.sort_unstable();
+        fields
+    }
+
     #[test]
     fn a_valid_trafficshift_decodes_as_from_value_does() {
         let object = shift(json!({
@@ -419,14 +430,8 @@ mod tests {
             },
             "route": { "hosts": ["shop.example", 5, "ok.example", 7] }
         }));
-        let mut fields: Vec<&str> = [&e]
-            .into_iter()
-            .chain(&e.more)
-            .map(|e| e.field.as_str())
-            .collect();
-        fields.sort_unstable();
         assert_eq!(
-            fields,
+            sorted_fields(&e),
             [
                 "spec.rollout.analysis.checks[0].name",
                 "spec.rollout.analysis.checks[2].min",
@@ -493,14 +498,8 @@ mod tests {
             },
             "route": { "port": 70000 }
         }));
-        let mut fields: Vec<&str> = [&e]
-            .into_iter()
-            .chain(&e.more)
-            .map(|e| e.field.as_str())
-            .collect();
-        fields.sort_unstable();
         assert_eq!(
-            fields,
+            sorted_fields(&e),
             [
                 "spec.deployment",
                 "spec.rollout.analysis.minRequests",
