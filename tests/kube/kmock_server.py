@@ -94,6 +94,61 @@ def _without_nulls(obj: Any) -> Any:
     return {k: _without_nulls(v) for k, v in obj.items() if v is not None}
 
 
+def _leaves(obj: Any, path: tuple = ()) -> list[tuple]:
+    """The paths of `obj`'s leaves: values that are not maps (lists are atomic), and empty maps."""
+    if not isinstance(obj, dict) or not obj:
+        return [path]
+    return [leaf for k, v in obj.items() for leaf in _leaves(v, path + (k,))]
+
+
+def _has(obj: Any, path: tuple) -> bool:
+    """Whether `path` is in `obj`, or is overwritten by a non-map value on its way."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return True
+        if key not in obj:
+            return False
+        obj = obj[key]
+    return True
+
+
+def _drop(obj: Any, path: tuple, keep: Any = None) -> None:
+    """Deletes `path` from `obj`, then the maps it leaves empty unless `keep` has them."""
+    if not path or not isinstance(obj, dict) or path[0] not in obj:
+        return
+    if len(path) == 1:
+        del obj[path[0]]
+        return
+    inner = obj[path[0]]
+    inner_keep = keep.get(path[0]) if isinstance(keep, dict) else None
+    _drop(inner, path[1:], inner_keep)
+    if inner == {} and not (isinstance(keep, dict) and path[0] in keep):
+        del obj[path[0]]
+
+
+def _changed(old: Any, new: Any) -> list[tuple]:
+    """The leaf paths of `new` whose value differs from `old`'s (added ones included)."""
+    return [p for p in _leaves(new) if _get(old, p) != _get(new, p)]
+
+
+def _get(obj: Any, path: tuple) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+# What server-side apply owns, approximated (session 43): the fields each field manager applied
+# last, by object. A field a manager applied before and leaves out of its next apply is removed,
+# as a real API server removes fields no manager owns any longer; a write that changes a field
+# (any other write, or another manager's apply) takes it from the managers that applied it, as
+# ownership moves on a real server. Not modelled: conflicts (every apply acts as forced), fields
+# two managers own at once with the same value (the writer takes them), managedFields.
+_SERVER_OWNED = {'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'name', 'namespace',
+                 'managedFields', 'deletionTimestamp'}
+
+
 # patchMergeKey of the common list fields (strategic merge patch); others are replaced wholesale.
 _SMP_KEYS = {'containers': 'name', 'initContainers': 'name', 'ephemeralContainers': 'name', 'env': 'name',
              'volumes': 'name', 'volumeMounts': 'mountPath', 'ports': 'containerPort', 'conditions': 'type',
@@ -209,7 +264,8 @@ class PatchedEmulator(KubernetesEmulator):
     - PUT (replace) on named objects and on /status (kmock answers 404 for PUT).
     - optimistic concurrency: metadata.resourceVersion in a PUT/PATCH body must match (409), and
       a DELETE's preconditions (uid, resourceVersion) too.
-    - server-side apply (application/apply-patch+yaml) creates the object if it is missing.
+    - server-side apply (application/apply-patch+yaml) creates the object if it is missing, and
+      removes the fields its field manager applied before and leaves out now (`_own`, approximated).
     - /status writes change only .status; main-resource writes keep .status (status subresource).
     - labelSelector honoured (equality-based) on list & watch; watch honours timeoutSeconds,
       resourceVersion (replays only newer objects) and sendInitialEvents (+ the end BOOKMARK).
@@ -217,7 +273,7 @@ class PatchedEmulator(KubernetesEmulator):
     - machine-readable error reasons (NotFound, AlreadyExists, Conflict); served requests forgotten.
     - object names (a Service's a DNS-1035 label, any other a DNS-1123 subdomain) and label values
       (at most 63 characters) are checked as a real API server does: 422 Invalid.
-    Not done: SSA field ownership/conflicts, fieldSelector, pagination, 410 Gone, defaulting,
+    Not done: SSA conflicts and managedFields, fieldSelector, pagination, 410 Gone, defaulting,
     admission and schema validation (names and labels apart), garbage collection,
     Deployment/ReplicaSet/Pod controllers.
     """
@@ -232,6 +288,8 @@ class PatchedEmulator(KubernetesEmulator):
     # that list skipped an object created between the list and the watch.)
     _rv: Any = attrs.field(factory=lambda: itertools.count(2), init=False)
     _last_rv: int = attrs.field(default=1, init=False)
+    # (resource, namespace, name, subresource) -> {field manager: (uid, the config it applied)}.
+    _applied: Any = attrs.field(factory=dict, init=False)
 
     def _next_rv(self) -> str:
         self._last_rv = next(self._rv)
@@ -348,6 +406,10 @@ class PatchedEmulator(KubernetesEmulator):
             key = (request.resource, request.namespace or meta.get('namespace'), meta.get('name'))
             if key in self.objects and not self.objects[key].deleted:
                 raise Conflict(status=409, reason='AlreadyExists', message=f'{plural} "{meta.get("name")}" already exists')
+            self._applied.pop(key + (None,), None)  # an earlier object's of that name, if any
+            if request.method == 'PATCH' and 'apply-patch' in ctype:
+                manager = (request.params or {}).get('fieldManager', '')
+                self._applied[key + (None,)] = {manager: (meta['uid'], copy.deepcopy(request.data))}
             return attrs.evolve(request, data=data)
 
         # DELETE of an object with finalizers only marks it (kmock does that), and like the real
@@ -397,6 +459,7 @@ class PatchedEmulator(KubernetesEmulator):
                                                   and _pointer_missing(old, op.get('path', '')))]
             new = copy.deepcopy(dict(dicts.patch_dict(old, data)))
 
+        self._own(request, ctype, old, new)
         _check_labels(plural, new)
         body_rv = ((request.data or {}).get('metadata') or {}).get('resourceVersion') if isinstance(request.data, dict) else None
         if body_rv and body_rv != old['metadata'].get('resourceVersion'):
@@ -434,6 +497,31 @@ class PatchedEmulator(KubernetesEmulator):
         meta['resourceVersion'] = self._next_rv()
         patch = _merge_patch_from(old, new)
         return attrs.evolve(request, method='PATCH', action=action.UPDATE, data=patch)
+
+    def _own(self, request: kmock.Request, ctype: str, old: dict, new: dict) -> None:
+        """Field ownership of server-side apply, approximated (see `_applied`): removes from `new` the
+        fields an apply leaves out that the same manager applied before, and gives the fields a
+        write changes to the writer."""
+        key = (request.resource, request.namespace, request.name, request.subresource)
+        uid = old.get('metadata', {}).get('uid')
+        records = {m: r for m, r in self._applied.get(key, {}).items() if r[0] == uid}
+        manager = None
+        if request.method == 'PATCH' and 'apply-patch' in ctype and isinstance(request.data, dict):
+            manager = (request.params or {}).get('fieldManager', '')
+            before = records.get(manager, (uid, {}))[1]
+            for path in _leaves(before):
+                server_owned = path[:1] == ('metadata',) and path[1:2] and path[1] in _SERVER_OWNED
+                if path[:1] not in (('apiVersion',), ('kind',)) and not server_owned \
+                        and not _has(request.data, path):
+                    _drop(new, path, request.data)
+        changed = _changed(old, new)
+        for other, (_, applied) in records.items():
+            if other != manager:
+                for path in changed:
+                    _drop(applied, path, None)
+        if manager is not None:
+            records[manager] = (uid, copy.deepcopy(request.data))
+        self._applied[key] = records
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         # kmock uses free-text reasons ("Object Not Found", "Object Already Exists"); kube-rs'

@@ -344,13 +344,15 @@ fn annotated_policy(meta: &ObjectMeta, report: &mut Report) -> RolloutPolicy {
 /// `spec.rollout` as YAML or JSON (YAML 1.2 flow style included: `{steps: [{weight: 10}, {weight:
 /// 100}], hold: 1m}`), checked as the TrafficShift controller checks `spec.rollout`: its schema
 /// (no unknown field, [`super::crd::unknown_fields`]), its types ([`super::crd::decode()`]) and
-/// its rules ([`RolloutPolicy::to_config`]).
+/// its rules ([`RolloutPolicy::checked`], which [`TrafficShiftSpec::validated`] uses too).
 ///
 /// # Errors
 /// Every problem found, each naming its field relative to `spec.rollout` (`steps[1].weight: 20%
 /// is not above the previous step (50%)`, `holdd: unknown field; ...`): text that is not YAML,
-/// a value that is not a map, unknown fields (all of them), else the fields whose type is wrong
-/// (all of them, as [`super::crd::decode()`] finds them), else every broken rule.
+/// or a value that is not a map, alone; else every unknown field, then every field whose type is
+/// wrong (as [`super::crd::decode()`] finds them) or, when all decode, every broken rule. Before
+/// (session 43) unknown fields hid the rest: `{holdd: 1m, steps: [{weight: 50}]}` was told only
+/// of `holdd`, and after its fix of the last step below 100%.
 pub fn rollout_policy(text: &str) -> Result<RolloutPolicy, Vec<String>> {
     let value: serde_json::Value =
         serde_yaml_ng::from_str(text).map_err(|e| vec![format!("not YAML or JSON: {e}")])?;
@@ -366,28 +368,24 @@ pub fn rollout_policy(text: &str) -> Result<RolloutPolicy, Vec<String>> {
         "rollout": value,
     });
     let unknown = super::crd::unknown_fields(&spec);
-    if !unknown.is_empty() {
-        return Err(unknown.iter().map(|u| under_rollout(u)).collect());
-    }
     let object = serde_json::json!({
         "apiVersion": TrafficShift::api_version(&()),
         "kind": TrafficShift::kind(&()),
         "metadata": { "name": "policy" },
         "spec": spec,
     });
-    let shift = super::crd::decode(&object).map_err(|e| {
-        std::iter::once(&e)
-            .chain(&e.more)
-            .map(|d| under_rollout(&format!("{}: {}", d.field, d.reason)))
-            .collect::<Vec<_>>()
-    })?;
-    match shift.spec.rollout.to_config() {
-        Ok(_) => Ok(shift.spec.rollout),
-        Err(crate::spec::SpecError::Invalid(problems)) => Err(problems
-            .iter()
-            .map(|p| under_rollout(&p.to_string()))
-            .collect()),
-        Err(e) => Err(vec![e.to_string()]),
+    let relative = |problems: Vec<String>| problems.iter().map(|p| under_rollout(p)).collect();
+    let policy = match super::crd::decode(&object) {
+        Ok(shift) => shift.spec.rollout,
+        Err(e) => {
+            let mut problems = unknown;
+            problems.extend(e.to_string().lines().map(str::to_owned));
+            return Err(relative(problems));
+        }
+    };
+    match policy.checked(unknown) {
+        Ok(_) => Ok(policy),
+        Err(problems) => Err(relative(problems)),
     }
 }
 

@@ -429,3 +429,54 @@ async fn a_delete_whose_preconditions_do_not_match_is_refused_with_409_and_delet
     leases.delete("l", &on(uid, version)).await.expect("delete");
     assert!(leases.get_opt("l").await.expect("get").is_none(), "deleted");
 }
+
+/// Session 43: an apply was a plain merge patch, so a field a manager applied once stayed when
+/// its next apply left it out (removing `crossfade.dev/rollout` kept the policy it had set, where
+/// a real API server removes the fields no manager owns any longer). A field another write
+/// changed in between belongs to that writer and stays.
+#[tokio::test]
+async fn an_apply_removes_the_fields_its_manager_applied_before_and_leaves_out() {
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let Some(emu) = Emulator::start() else { return };
+    let leases: Api<Lease> = Api::default_namespaced(emu.client());
+    let apply = PatchParams::apply("crossfade-test").force();
+    let lease = |annotations: serde_json::Value, spec: serde_json::Value| {
+        Patch::Apply(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "l", "annotations": annotations }, "spec": spec
+        }))
+    };
+    let both = json!({ "x": "1", "y": "2" });
+    let full = json!({ "holderIdentity": "r1", "leaseDurationSeconds": 15 });
+    leases
+        .patch("l", &apply, &lease(both, full))
+        .await
+        .expect("apply creates");
+    let fewer = leases
+        .patch(
+            "l",
+            &apply,
+            &lease(json!({ "x": "1" }), json!({ "holderIdentity": "r1" })),
+        )
+        .await
+        .expect("apply fewer fields");
+    let annotations = fewer.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.keys().collect::<Vec<_>>(), ["x"], "{fewer:?}");
+    let spec = fewer.spec.clone().expect("spec");
+    assert_eq!(spec.lease_duration_seconds, None, "{fewer:?}");
+    assert_eq!(spec.holder_identity.as_deref(), Some("r1"));
+
+    // Another writer changes holderIdentity: it owns it now, and an apply without it keeps it.
+    let edit = json!({ "spec": { "holderIdentity": "r2" } });
+    leases
+        .patch("l", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("merge patch");
+    let kept = leases
+        .patch("l", &apply, &lease(json!({ "x": "1" }), json!({})))
+        .await
+        .expect("apply without spec fields");
+    let spec = kept.spec.clone().expect("spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some("r2"), "{kept:?}");
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossfade_controller::kube::crd::TrafficShift;
+use crossfade_controller::kube::crd::{RolloutPolicy, TrafficShift};
 use crossfade_controller::kube::reconcile::{self, Context, ReconcileError};
 use crossfade_controller::kube::trigger::{ENABLED, IMAGE, ROLLOUT};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -42,6 +42,15 @@ async fn events_about(client: &kube::Client, name: &str) -> Vec<String> {
         )
     };
     events.items.iter().filter(|e| about(e)).map(line).collect()
+}
+
+/// One reconcile of Deployment `web` as the API server has it now.
+async fn reconcile_web(
+    deploys: &Api<Deployment>,
+    ctx: &Arc<Context>,
+) -> Result<kube::runtime::controller::Action, ReconcileError> {
+    let current = Arc::new(deploys.get("web").await.expect("get deployment"));
+    reconcile::reconcile(current, ctx.clone()).await
 }
 
 fn annotate(image: &str) -> Patch<serde_json::Value> {
@@ -318,13 +327,7 @@ async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_nami
     let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
     let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
     let ctx = Arc::new(Context::new(client.clone()));
-    let reconcile_once = || {
-        let (deploys, ctx) = (deploys.clone(), ctx.clone());
-        async move {
-            let current = Arc::new(deploys.get("web").await.expect("get deployment"));
-            reconcile::reconcile(current, ctx).await
-        }
-    };
+    let reconcile_once = || reconcile_web(&deploys, &ctx);
     /// The TrafficShift's steps (basis points) and hold, once its policy has that hold.
     async fn policy_with_hold(
         shifts: &Api<TrafficShift>,
@@ -371,19 +374,27 @@ async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_nami
     assert_eq!(steps, [2000, 6000, 10000]);
     assert_eq!(next, generation.map(|g| g + 1));
 
-    // A policy that breaks a rule: refused naming the field, the TrafficShift unchanged.
-    let bad = json!({ "metadata": { "annotations": { ROLLOUT: "{steps: [{weight: 50}, {weight: 20}, {weight: 100}], hold: 9s}" } } });
+    // A policy that breaks a rule and has an unknown field: refused naming both fields (session
+    // 43: the unknown field hid the rule), the TrafficShift unchanged.
+    let bad = json!({ "metadata": { "annotations": { ROLLOUT: "{steps: [{weight: 50}, {weight: 20}, {weight: 100}], hold: 9s, holdd: 9s}" } } });
     deploys
         .patch("web", &PatchParams::default(), &Patch::Merge(&bad))
         .await
         .expect("annotate a bad policy");
     match reconcile_once().await {
-        Err(ReconcileError::Trigger(e)) => assert!(
-            e.to_string().contains(
-                "annotation crossfade.dev/rollout: steps[1]: 20% is not above the previous step (50%)"
-            ),
-            "{e}"
-        ),
+        Err(ReconcileError::Trigger(e)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("annotation crossfade.dev/rollout: holdd: unknown field; "),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "; annotation crossfade.dev/rollout: steps[1]: 20% is not above the previous step (50%)"
+                ),
+                "{text}"
+            );
+        }
         other => panic!("expected a trigger error, got {other:?}"),
     }
     let unchanged = policy_with_hold(&shifts, Duration::from_secs(7)).await;
@@ -395,8 +406,60 @@ async fn the_rollout_annotation_chooses_the_policy_and_a_bad_one_is_refused_nami
     let events = events_about(&client, "web").await;
     assert!(
         events.iter().any(|e| e.starts_with(
-            "InvalidAnnotation: deployment default/web: annotation crossfade.dev/rollout: steps[1]"
-        )),
+            "InvalidAnnotation: deployment default/web: annotation crossfade.dev/rollout: holdd: \
+             unknown field"
+        ) && e.contains("annotation crossfade.dev/rollout: steps[1]: ")),
         "{events:?}"
     );
+}
+
+/// Session 43: removing `crossfade.dev/rollout` returns the TrafficShift's policy to the default,
+/// as docs/kubernetes.md says (server-side apply removes the fields the trigger applied before);
+/// the spec changes, so it is a new generation, as any new value of the annotations. Before, the
+/// emulator's apply was a merge patch and kept the old policy, so this was not tested.
+#[tokio::test]
+async fn removing_the_rollout_annotation_returns_the_policy_to_the_default() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client();
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    let shifts: Api<TrafficShift> = Api::default_namespaced(client.clone());
+    let ctx = Arc::new(Context::new(client.clone()));
+    let policy = "{steps: [{weight: 10}, {weight: 100}], hold: 5s, analysis: {maxErrorRate: 2%}}";
+    let web = deployment(
+        "web",
+        &[(ENABLED, "true"), (IMAGE, "web:v2"), (ROLLOUT, policy)],
+    );
+    deploys
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("create deployment");
+    let reconcile_once = || reconcile_web(&deploys, &ctx);
+    // The first reconcile records the serving images on the Deployment; the next applies.
+    let mut annotated = None;
+    for _ in 0..3 {
+        reconcile_once().await.expect("reconcile");
+        annotated = shifts.get_opt("web").await.expect("get trafficshift");
+        if annotated.is_some() {
+            break;
+        }
+    }
+    let annotated = annotated.expect("the trafficshift");
+    assert_eq!(annotated.spec.rollout.steps.len(), 2, "{annotated:?}");
+
+    // A merge patch with null removes it (as `kubectl annotate deployment/web
+    // crossfade.dev/rollout-` does); the emulator's apply would only merge the annotations in.
+    let remove = json!({ "metadata": { "annotations": { ROLLOUT: null } } });
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(&remove))
+        .await
+        .expect("remove the annotation");
+    reconcile_once().await.expect("reconcile");
+    let shift = shifts.get("web").await.expect("get trafficshift");
+    assert_eq!(shift.spec.rollout, RolloutPolicy::default(), "{shift:?}");
+    assert_eq!(
+        shift.metadata.generation,
+        annotated.metadata.generation.map(|g| g + 1),
+        "a new spec generation"
+    );
+    assert_eq!(shift.spec.images, annotated.spec.images, "the images stay");
 }

@@ -55,9 +55,11 @@ const MAX_PROBLEMS: usize = 20;
 ///
 /// A field of `spec` that does not decode is left out and the object read again, until it
 /// decodes, up to [`MAX_PROBLEMS`] fields: each is named (`more`). What only follows from leaving
-/// one out (a required field now missing from its map) is not; an item of a list is left out
-/// with its whole list (the later items' indexes would shift), and a problem outside `spec`
-/// (`metadata`, `status`) or of `spec` as a whole ends the search.
+/// one out (a required field now missing from its map) is not. An item of a list is left out on
+/// its own, and the items after it are named by their index as written ([`Removed`]): every bad
+/// step, check or host is named (session 43: the first bad item left out its whole list, hiding
+/// the others). A problem outside `spec` (`metadata`, `status`) or of `spec` as a whole ends the
+/// search.
 ///
 /// # Errors
 /// [`DecodeError`] naming the first field that does not fit the type, or fails a check the type
@@ -70,18 +72,23 @@ pub fn decode(object: &Value) -> Result<TrafficShift, DecodeError> {
     };
     let mut object = object.clone();
     let mut left_out = Vec::new();
+    let mut removed = Removed::default();
     let mut next = Some(first.clone());
-    while let Some(e) = next.take() {
+    while let Some(mut e) = next.take() {
         let Some(at) = leave_out(&mut object, &e.field) else {
             break;
         };
+        e.field = removed.as_written(&e.field);
+        let at = removed.as_written(&at);
         // A required field of a map something was left out of: only a consequence.
-        let consequence = left_out
-            .iter()
-            .any(|gone: &String| gone.starts_with(&e.field));
+        let consequence = left_out.iter().any(|gone: &String| {
+            gone.strip_prefix(&e.field)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        });
         if !consequence && e != first && first.more.len() + 1 < MAX_PROBLEMS {
             first.more.push(e);
         }
+        removed.note(&at);
         left_out.push(at);
         if left_out.len() > 2 * MAX_PROBLEMS {
             break;
@@ -91,12 +98,76 @@ pub fn decode(object: &Value) -> Result<TrafficShift, DecodeError> {
     Err(first)
 }
 
-/// Removes the field of `spec` at `field` (a list item: its whole list) from `object`; the path
+/// The list items [`decode`] left out, by list path as written: to name a field of the object
+/// read again (`spec.rollout.steps[1].weight` once `steps[0]` is left out) by its index as
+/// written (`spec.rollout.steps[2].weight`).
+#[derive(Default)]
+struct Removed(Vec<(String, usize)>);
+
+impl Removed {
+    /// Records `at` (a path as written) when it is a list item.
+    fn note(&mut self, at: &str) {
+        if let Some((list, i)) = list_item(at) {
+            self.0.push((list.to_owned(), i));
+        }
+    }
+
+    /// `field` (a path in the object read again) as written: each index counts the items left
+    /// out before it.
+    fn as_written(&self, field: &str) -> String {
+        let mut written = String::new();
+        for (n, step) in field.split('.').enumerate() {
+            if n > 0 {
+                written.push('.');
+            }
+            let (key, indexes) = step.split_at(step.find('[').unwrap_or(step.len()));
+            written.push_str(key);
+            for index in indexes.split(']').filter(|i| !i.is_empty()) {
+                let Ok(mut i) = index.trim_start_matches('[').parse::<usize>() else {
+                    written.push_str(index);
+                    written.push(']');
+                    continue;
+                };
+                let mut gone: Vec<usize> = self
+                    .0
+                    .iter()
+                    .filter(|(list, _)| *list == written)
+                    .map(|(_, at)| *at)
+                    .collect();
+                gone.sort_unstable();
+                for at in gone {
+                    if at <= i {
+                        i += 1;
+                    }
+                }
+                let _ = write!(written, "[{i}]");
+            }
+        }
+        written
+    }
+}
+
+/// `(list, index)` of a path naming a list item (`spec.route.hosts[1]`), else `None`.
+fn list_item(path: &str) -> Option<(&str, usize)> {
+    let (list, index) = path.strip_suffix(']')?.rsplit_once('[')?;
+    Some((list, index.parse().ok()?))
+}
+
+/// Removes the field of `spec` at `field` (a list item: that item alone) from `object`; the path
 /// removed, or `None` when `field` is not under `spec` or is not there.
 fn leave_out(object: &mut Value, field: &str) -> Option<String> {
-    let mut path = field.strip_prefix("spec.")?;
-    while let Some(list) = path.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
-        path = list.0;
+    let path = field.strip_prefix("spec.")?;
+    if let Some((list, i)) = list_item(path) {
+        let mut items = &mut object["spec"];
+        for step in list.split('.') {
+            items = walk(items, step)?;
+        }
+        let items = items.as_array_mut()?;
+        if i >= items.len() {
+            return None;
+        }
+        items.remove(i);
+        return Some(format!("spec.{path}"));
     }
     let (parent, key) = match path.rsplit_once('.') {
         Some((parent, key)) => (Some(parent), key),
@@ -247,6 +318,17 @@ mod tests {
         decode(&shift(spec)).expect_err("does not decode")
     }
 
+    /// The fields `e` names (its own and `more`'s), sorted.
+    fn sorted_fields(e: &DecodeError) -> Vec<&str> {
+        let mut fields: Vec<&str> = [e]
+            .into_iter()
+            .chain(&e.more)
+            .map(|e| e.field.as_str())
+            .collect();
+        fields.sort_unstable();
+        fields
+    }
+
     #[test]
     fn a_valid_trafficshift_decodes_as_from_value_does() {
         let object = shift(json!({
@@ -326,6 +408,71 @@ mod tests {
         assert_eq!(e.field, "spec.rollout.steps[1].weight", "{e}");
     }
 
+    /// Session 43: the first bad item of a list left out the whole list, so a second bad step,
+    /// check or host was named only once the first was fixed. Each is named, by its index as
+    /// written, and a step left out for a bad weight is not named again for it.
+    #[test]
+    fn every_bad_item_of_a_list_is_named_by_its_index_as_written() {
+        let check = |name: Value, bound: Value| {
+            let mut check = json!({ "name": name,
+                "prometheus": { "address": "http://prom:9090", "query": "up" } });
+            check["min"] = bound;
+            check
+        };
+        let e = error(json!({
+            "deployment": "web",
+            "images": { "app": "web:v2" },
+            "rollout": {
+                "steps": [{ "weight": "ten" }, { "weight": 50 }, { "weight": "most" },
+                          { "weight": 100, "hold": "soon" }],
+                "analysis": { "checks": [check(json!(5), json!(0.9)), check(json!("b"), json!(0.5)),
+                                         check(json!("c"), json!("low"))] }
+            },
+            "route": { "hosts": ["shop.example", 5, "ok.example", 7] }
+        }));
+        assert_eq!(
+            sorted_fields(&e),
+            [
+                "spec.rollout.analysis.checks[0].name",
+                "spec.rollout.analysis.checks[2].min",
+                "spec.rollout.steps[0].weight",
+                "spec.rollout.steps[2].weight",
+                "spec.rollout.steps[3].hold",
+                "spec.route.hosts[1]",
+                "spec.route.hosts[3]",
+            ],
+            "{e}"
+        );
+        assert!(!e.to_string().contains("missing field"), "{e}");
+    }
+
+    /// Indexes count the items left out before them, list by list (nested lists too).
+    #[test]
+    fn a_field_read_again_is_named_by_its_index_as_written() {
+        let mut removed = Removed::default();
+        removed.note("spec.rollout.analysis.checks[0]");
+        removed.note("spec.rollout.analysis.checks[2]");
+        removed.note("spec.rollout.analysis.checks[3].prometheus.headersFrom[0]");
+        let written = |field: &str| removed.as_written(field);
+        assert_eq!(
+            written("spec.rollout.analysis.checks[0].min"),
+            "spec.rollout.analysis.checks[1].min"
+        );
+        assert_eq!(
+            written("spec.rollout.analysis.checks[1]"),
+            "spec.rollout.analysis.checks[3]"
+        );
+        assert_eq!(
+            written("spec.rollout.analysis.checks[1].prometheus.headersFrom[0].name"),
+            "spec.rollout.analysis.checks[3].prometheus.headersFrom[1].name"
+        );
+        assert_eq!(
+            written("spec.rollout.steps[0].weight"),
+            "spec.rollout.steps[0].weight"
+        );
+        assert_eq!(written("spec.route.hosts"), "spec.route.hosts");
+    }
+
     #[test]
     fn a_duration_over_366_days_is_named_by_its_field() {
         let e = error(json!({
@@ -351,14 +498,8 @@ mod tests {
             },
             "route": { "port": 70000 }
         }));
-        let mut fields: Vec<&str> = [&e]
-            .into_iter()
-            .chain(&e.more)
-            .map(|e| e.field.as_str())
-            .collect();
-        fields.sort_unstable();
         assert_eq!(
-            fields,
+            sorted_fields(&e),
             [
                 "spec.deployment",
                 "spec.rollout.analysis.minRequests",

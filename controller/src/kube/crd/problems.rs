@@ -3,13 +3,13 @@
 
 use crate::spec::{RolloutConfig, SpecError};
 
-use super::TrafficShiftSpec;
+use super::{RolloutPolicy, TrafficShiftSpec};
 
 impl TrafficShiftSpec {
     /// The rollout configuration the spec asks for, or every problem found in it, one a line, in
     /// this order: `unknown` (the `spec` fields the schema does not have,
     /// [`super::unknown_fields`]), then [`TrafficShiftSpec::problems`] (deployment, images,
-    /// route), then the rollout policy's ([`super::RolloutPolicy::to_config`]). Before (session
+    /// route), then the rollout policy's ([`RolloutPolicy::checked`]). Before (session
     /// 42) each group hid the ones after it: a spec with an unknown field and a bad step was told
     /// only of the field, and after the fix only of the step.
     ///
@@ -19,10 +19,28 @@ impl TrafficShiftSpec {
     pub fn validated(&self, unknown: Vec<String>) -> Result<RolloutConfig, String> {
         let mut problems = unknown;
         problems.extend(self.problems());
-        let config = match self.rollout.to_config() {
+        self.rollout
+            .checked(problems)
+            .map_err(|problems| problems.join("\n"))
+    }
+}
+
+impl RolloutPolicy {
+    /// The rollout configuration this policy asks for, or `found` (the problems found before it:
+    /// unknown fields, the spec's other fields) followed by every broken rule of the policy
+    /// ([`RolloutPolicy::to_config`], paths under `spec.rollout`). Shared by
+    /// [`TrafficShiftSpec::validated`] and the `crossfade.dev/rollout` annotation
+    /// ([`crate::kube::trigger::rollout_policy`]), so that both name every problem at once
+    /// (session 43: the annotation named only its unknown fields when it had any).
+    ///
+    /// # Errors
+    /// `found` and the policy's problems, in that order, when there is any.
+    pub fn checked(&self, found: Vec<String>) -> Result<RolloutConfig, Vec<String>> {
+        let mut problems = found;
+        let config = match self.to_config() {
             Ok(config) => Some(config),
-            Err(SpecError::Invalid(found)) => {
-                problems.extend(found.iter().map(ToString::to_string));
+            Err(SpecError::Invalid(broken)) => {
+                problems.extend(broken.iter().map(ToString::to_string));
                 None
             }
             Err(e) => {
@@ -30,9 +48,9 @@ impl TrafficShiftSpec {
                 None
             }
         };
-        match (config, problems.is_empty()) {
-            (Some(config), true) => Ok(config),
-            _ => Err(problems.join("\n")),
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(problems),
         }
     }
 }

@@ -494,3 +494,45 @@ fn the_rollout_annotation_is_known_and_a_typo_of_it_is_named() {
         "{found:?}"
     );
 }
+
+/// Session 43: unknown fields hid every other problem of the policy (the TrafficShift's
+/// `spec.rollout` named them together, [`TrafficShiftSpec::validated`]): the annotation names
+/// every unknown field with every broken rule, or with every field whose type is wrong.
+#[test]
+fn unknown_fields_of_the_rollout_annotation_are_named_with_its_other_problems() {
+    let d = deployment(
+        &["app"],
+        json!({}),
+        json!({ ENABLED: "true", IMAGE: "web:v2",
+            ROLLOUT: "{holdd: 1m, steps: [{weight: 50, wieght: 5}, {weight: 20}]}" }),
+    );
+    let err = desired_shift(&d).expect_err("refused");
+    let text = err.to_string();
+    let found = problems(err);
+    let messages: Vec<&str> = found.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(found.iter().all(|(a, _)| a == ROLLOUT), "{found:?}");
+    assert!(
+        messages[0].starts_with("holdd: unknown field; the policy takes "),
+        "{text}"
+    );
+    assert!(
+        messages[1].starts_with("steps[0].wieght: unknown field; steps[0] takes hold, weight"),
+        "{text}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("steps[1]: 20% is not above")),
+        "the broken rule too: {text}"
+    );
+    assert!(
+        text.contains("annotation crossfade.dev/rollout: holdd: unknown field")
+            && text.contains("annotation crossfade.dev/rollout: steps[1]: "),
+        "one message naming the annotation: {text}"
+    );
+    // An unknown field with a field of the wrong type: both.
+    let found = rollout_policy("{holdd: 1m, hold: soon}").expect_err("refused");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("holdd: unknown field"), "{found:?}");
+    assert!(found[1].starts_with("hold: "), "{found:?}");
+}
