@@ -887,7 +887,7 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
         "{error}"
     );
     let bad = format!(
-        "{base}rollout:\n  steps: [0, 100]\n  analysis: {{ shadow: {{ max_mismatch_rate: 2, min_compared: 0, mirror: {{ max_in_flight: 0 }} }} }}\n"
+        "{base}rollout:\n  steps: [0, 100]\n  analysis: {{ shadow: {{ max_mismatch_rate: \"150%\", min_compared: 0, mirror: {{ max_in_flight: 0 }} }} }}\n"
     );
     let error = RunSpec::from_yaml(&bad).unwrap_err().to_string();
     for path in [
@@ -896,6 +896,13 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
         "rollout.analysis.shadow.mirror.max_in_flight",
     ] {
         assert!(error.contains(path), "{path} not in {error}");
+    }
+    // Session 43: ranges in words, not Rust's `0%..=100%` and `1..=10000`.
+    for said in [
+        "rollout.analysis.shadow.max_mismatch_rate: 150% is outside 0% to 100%",
+        "rollout.analysis.shadow.mirror.max_in_flight: 0 is outside 1 to 10000",
+    ] {
+        assert!(error.contains(said), "{said} not in {error}");
     }
 }
 
