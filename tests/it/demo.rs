@@ -167,6 +167,16 @@ async fn demo_settings_errors_name_the_flags() {
             ["demo", "--hold", "0s"],
             "--hold: 0s is below the minimum of 10ms",
         ),
+        // Session 43: a 0% step was told to set rollout.analysis.shadow, a spec field the demo
+        // has no flag for.
+        (
+            ["demo", "--steps", "0,100"],
+            "--steps[0]: 0% sends v2 no traffic to analyse, and the demo has no shadow step",
+        ),
+        (
+            ["demo", "--steps", "10,0,100"],
+            "--steps[1]: 0% sends v2 no traffic to analyse, and the demo has no shadow step (a 0% step judged on mirrored requests, which takes a spec and `crossfade run`): give every step above 0%, e.g. --steps 5,25,50,100",
+        ),
         // Trial 18, T18: settings whose load cannot decide a step ran the whole demo and rolled
         // a healthy v2 back as inconclusive (exit 3); refused before anything starts.
         (
