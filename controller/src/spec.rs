@@ -231,7 +231,9 @@ pub struct WorkloadSpec {
     /// Label in logs, events, `crossfade status` and the metrics' `version` label. Default: the
     /// slot's name, `blue` or `green`. Not empty, no control characters, at most 63 characters.
     pub name: Option<String>,
-    /// Program to start (path or name looked up in `PATH`; not a shell line).
+    /// Program to start (path or name looked up in `PATH`; not a shell line). A list is refused
+    /// naming where its arguments go ([`de::command`]).
+    #[serde(deserialize_with = "de::command")]
     pub command: Option<String>,
     /// Arguments; `{port}` is replaced by the instance's port.
     pub args: Vec<String>,

@@ -906,6 +906,29 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     }
 }
 
+/// Session 43: a command written as a list, as Kubernetes and Docker take one, was refused with
+/// serde's `invalid type: sequence, expected a string`; it says where the arguments go.
+#[test]
+fn a_command_written_as_a_list_is_told_to_put_its_arguments_in_args() {
+    for (command, wanted) in [
+        (
+            "[python3, app.py, --port, \"{port}\", 8]",
+            "blue.command: a list, where command names the program alone: write command: \
+             \"python3\" and its arguments in args: [\"app.py\", \"--port\", \"{port}\", \"8\"]",
+        ),
+        (
+            "[./app]",
+            "blue.command: a list, where command names the program alone: write command: \"./app\"",
+        ),
+    ] {
+        let yaml = format!("blue: {{ command: {command} }}\n");
+        let error = RunSpec::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(error.contains(wanted), "{command}: {error}");
+    }
+    let none = RunSpec::from_yaml("blue: { command: null, endpoints: [\"127.0.0.1:9000\"] }\n");
+    assert_eq!(none.map(|spec| spec.blue.and_then(|b| b.command)), Ok(None));
+}
+
 /// Trial 22: a green equal to blue rolled out what served already on the first start, and was
 /// skipped as "it serves already" on every restart; refused, naming `green`.
 #[test]
