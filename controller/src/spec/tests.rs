@@ -1471,12 +1471,20 @@ fn a_flag_rate_reads_a_percentage_or_a_fraction() {
         let read = crate::spec::parse_rate(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert!((read - rate).abs() < 1e-12, "{text}: {read}");
     }
-    for text in ["150%", "1.5", "-1%", "abc", "NaN"] {
+    for text in ["150%", "-1%", "abc", "NaN"] {
         let e = crate::spec::parse_rate(text).expect_err(text);
         assert!(
             e.starts_with(&format!("`{text}` is ")) && e.contains("20% or a fraction such as 0.2"),
             "{text}: {e}"
         );
+    }
+    // Session 43: `20` meant as 20% was told "`20` is outside 0% to 100%".
+    for (text, said) in [
+        ("20", "`20` is 2000% as a fraction, above 100%: write 20% for 20 percent (a number without % is a fraction: 0.2 is 20%)"),
+        ("1.5", "`1.5` is 150% as a fraction, above 100%: write 1.5% for 1.5 percent"),
+    ] {
+        let e = crate::spec::parse_rate(text).expect_err(text);
+        assert!(e.starts_with(said), "{text}: {e}");
     } // Trial 20: a negative rate says so, not only that it is outside the range.
     for text in ["-5%", "-0.2", "-1e400%"] {
         let e = crate::spec::parse_rate(text).expect_err(text);
