@@ -13,6 +13,9 @@
 //!   `src`, `proxy`, `controller`, `vendor`) differ from the commit is marked `-dirty`.
 //! - Cargo runs this again when `HEAD`, the branch it points to, `packed-refs`, the index or those
 //!   sources change, so that the text stays right across commits, checkouts and edits.
+//!
+//! It also compiles `src/closed_stdout.c` (the constructor that marks a stdout closed at start,
+//! `src/closed_stdout.rs`) and links its object into the binary.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +35,7 @@ const SOURCES: [&str; 7] = [
 ];
 
 fn main() {
+    closed_stdout();
     println!("cargo::rerun-if-env-changed=CROSSFADE_COMMIT");
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let package = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
@@ -49,6 +53,21 @@ fn main() {
         "cargo::rustc-env=CROSSFADE_BUILD_COMMIT={}",
         id.as_deref().unwrap_or("unknown")
     );
+}
+
+/// Compiles `src/closed_stdout.c` and links its object into the binaries, as an object rather
+/// than a library: nothing calls its constructor, so a linker would leave it out of an archive.
+fn closed_stdout() {
+    println!("cargo::rerun-if-changed=src/closed_stdout.c");
+    let objects = cc::Build::new()
+        .file("src/closed_stdout.c")
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .compile_intermediates();
+    for object in objects {
+        println!("cargo::rustc-link-arg-bins={}", object.display());
+    }
 }
 
 /// The short commit of `HEAD` and whether the binary's sources differ from it; `(None, false)`

@@ -73,8 +73,9 @@ pub struct DemoArgs {
 /// (`--steps[1]: 10% is not above the previous step (50%)`, `--hold: 0s is below the minimum of 10ms`; trial
 /// report 5 F15), one per line. A problem of the listeners names both by their flags, in its
 /// message too (`--admin: 127.0.0.1:24200 is also the --listen address`; until user37 it read
-/// `admin: ... is also the listen address`, words the demo's flags do not have).
-fn in_flags(error: &SpecError) -> String {
+/// `admin: ... is also the listen address`, words the demo's flags do not have). A 0% step is
+/// told what to give instead ([`ZERO_STEP`]).
+fn in_flags(error: &SpecError, rollout: &RolloutConfig) -> String {
     let SpecError::Invalid(problems) = error else {
         return error.to_string();
     };
@@ -93,6 +94,9 @@ fn in_flags(error: &SpecError) -> String {
     // The listeners' rules name the other listener by its key (`the listen address`, `give
     // admin another port`).
     let words = |path: &str, message: &str| -> String {
+        if is_zero_step(path, rollout) {
+            return ZERO_STEP.to_owned();
+        }
         if !matches!(path, "listen" | "admin") {
             return message.to_owned();
         }
@@ -111,6 +115,22 @@ fn in_flags(error: &SpecError) -> String {
         .map(|p| format!("{}: {}", flag(&p.path), words(&p.path, &p.message)))
         .collect();
     lines.join("\n")
+}
+
+/// What the demo says of a 0% step in `--steps`. The spec's own message names
+/// `rollout.analysis.shadow`, which judges a 0% shadow step, and the demo has no flag for it
+/// (session 43: `--steps 0,100` was told to set that spec field).
+const ZERO_STEP: &str = "0% sends v2 no traffic to analyse, and the demo has no shadow step (a 0% \
+                         step judged on mirrored requests, which takes a spec and `crossfade run`): \
+                         give every step above 0%, e.g. --steps 5,25,50,100";
+
+/// Whether `path` is `rollout.steps[i]` and step `i` of `rollout` is 0%.
+fn is_zero_step(path: &str, rollout: &RolloutConfig) -> bool {
+    path.strip_prefix("rollout.steps[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|i| i.parse::<usize>().ok())
+        .and_then(|i| rollout.steps.get(i))
+        .is_some_and(|step| step.weight.bp() == 0)
 }
 
 /// Parses `--listen` and `--admin`: an `IP:port` socket address (`127.0.0.1:24200`).
@@ -180,8 +200,9 @@ const INTERRUPTED: &str =
 /// SIGINT (Ctrl-C) or SIGTERM stopped the demo first.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let spec = demo_spec(&args)?;
-    spec.validate()
-        .map_err(|e| crate::flags::usage(format!("demo settings:\n{}", in_flags(&e))))?;
+    spec.validate().map_err(|e| {
+        crate::flags::usage(format!("demo settings:\n{}", in_flags(&e, &spec.rollout)))
+    })?;
     if let Some(problem) = too_little_traffic(args.rate, &spec.rollout) {
         return Err(crate::flags::usage(format!("demo settings:\n{problem}")));
     }

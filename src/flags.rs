@@ -292,11 +292,8 @@ where
 {
     let (lo, hi) = ((*range.start()).into(), (*range.end()).into());
     let outside = |n: &str| {
-        format!(
-            "{n} is outside {} to {}, the range this flag takes",
-            range.start(),
-            range.end()
-        )
+        let said = crossfade_proxy::shown::outside(n, range.start(), range.end(), "");
+        format!("{said}, the range this flag takes")
     };
     let trimmed = text.trim();
     let n = match whole::<u64>(text) {

@@ -16,8 +16,9 @@
 //!   `Type=notify`: the sd_notify(3) messages.
 //! - `cluster`: `crossfade status|promote|abort|pause|resume|retry --kube NAME` and the
 //!   `kubectl crossfade` plugin (`argv[0]` `kubectl-crossfade`).
-//! - `closed_stdout`: whether stdout was closed at start (`crossfade crdgen >&-`), which makes a
-//!   command that prints fail as a full disk does.
+//! - `closed_stdout`: whether stdout cannot be written, closed at start (`crossfade crdgen >&-`,
+//!   marked before std's runtime by `closed_stdout.c`, linked in by `build.rs`) or read-only, which
+//!   makes a command that prints fail as a full disk does.
 
 mod closed_stdout;
 mod cluster;
@@ -594,13 +595,14 @@ fn note_stdout_error(error: &std::io::Error) {
     }
 }
 
-/// Notes a stdout that was closed at start (`>&-`) as a failure to write it: std's runtime put
-/// `/dev/null` there, which takes every write, and the command exited 0 (session 42).
+/// Notes a stdout that was closed at start (`>&-`), or is read-only, as a failure to write it:
+/// std's writes take `EBADF` on stdout as success, and the command exited 0 (session 42).
 fn note_closed_stdout() {
     static CLOSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *CLOSED.get_or_init(closed_stdout::stdout_was_closed) {
+    if *CLOSED.get_or_init(closed_stdout::stdout_unwritable) {
         let _ = STDOUT_ERROR.set(
-            "it was closed when crossfade started (`>&-`); to discard the output, give `>/dev/null`"
+            "it was closed when crossfade started (`>&-`) or is open for reading only; to \
+             discard the output, give `>/dev/null`"
                 .into(),
         );
     }

@@ -231,7 +231,9 @@ pub struct WorkloadSpec {
     /// Label in logs, events, `crossfade status` and the metrics' `version` label. Default: the
     /// slot's name, `blue` or `green`. Not empty, no control characters, at most 63 characters.
     pub name: Option<String>,
-    /// Program to start (path or name looked up in `PATH`; not a shell line).
+    /// Program to start (path or name looked up in `PATH`; not a shell line). A list is refused
+    /// naming where its arguments go ([`de::command`]).
+    #[serde(deserialize_with = "de::command")]
     pub command: Option<String>,
     /// Arguments; `{port}` is replaced by the instance's port.
     pub args: Vec<String>,
@@ -853,7 +855,8 @@ pub(crate) fn bare_rate_problems(text: &str) -> Vec<Problem> {
 ///
 /// # Errors
 /// Text that is not a number or a percentage, a negative rate (`-5%`: "cannot be negative"),
-/// and a rate above 100% (1), saying both notations.
+/// and a rate above 100% (1), saying both notations; a bare number above 1 says it read as a
+/// fraction and how to write it as a percentage (`20`: "2000% as a fraction ... write 20%").
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let notations = "write a percentage such as 20% or a fraction such as 0.2 (the same rate)";
     let rate = de::fraction::parse(text)
@@ -866,6 +869,15 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         ))
     } else if rate <= 1.0 {
         Ok(rate)
+    } else if !text.trim().ends_with('%') {
+        // Session 43: `--green-error-rate 20` (20% meant) was told "`20` is outside 0% to
+        // 100%", which it is not as a percentage.
+        let number = text.trim();
+        Err(format!(
+            "`{text}` is {} as a fraction, above 100%: write {number}% for {number} percent (a \
+             number without % is a fraction: 0.2 is 20%)",
+            fraction_percent(rate)
+        ))
     } else {
         Err(format!("`{text}` is outside 0% to 100%: {notations}"))
     }

@@ -436,7 +436,7 @@ impl ProxyConfig {
     /// cluster's), else as [`ProxyConfig::from_yaml`]:
     /// [`ConfigError::Parse`] when the text is not a config (an unknown key among them), and
     /// [`ConfigError::Invalid`] listing every broken rule by its field path
-    /// (`limits.max_header_bytes: 100 bytes is outside 8192..=1048576`).
+    /// (`limits.max_header_bytes: 100 is outside 8192 to 1048576 bytes`).
     pub fn settings_from_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
             .map_err(|e| ConfigError::Parse(crate::de::yaml_words_in(text, &e)))?;

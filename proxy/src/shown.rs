@@ -8,7 +8,9 @@
 //!
 //! [`shown`] quotes one value; [`with_short_quotes`] shortens every long quoted value in a
 //! message made elsewhere (serde's `invalid type: string "..."`, a validation problem), so every
-//! config, spec and resource error passes through one of the two.
+//! config, spec and resource error passes through one of the two. [`outside`] says a number is
+//! outside its allowed range in words (`12000 is outside 0 to 10000 basis points`), for every
+//! config, spec, admin API and CLI range error (session 43: they printed Rust's `1..=65535`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -112,9 +114,32 @@ fn escaped(chars: &mut std::str::CharIndices<'_>) -> Option<char> {
     })
 }
 
+/// `<value> is outside <lo> to <hi>[ <unit>]`: a number beyond the range a field or flag takes,
+/// both ends included, in an operator's words rather than Rust's `lo..=hi`. `unit` (`bytes`,
+/// `basis points`) follows the range and is left out when empty; a caller puts the field path
+/// before the message.
+pub fn outside(
+    value: impl fmt::Display,
+    lo: impl fmt::Display,
+    hi: impl fmt::Display,
+    unit: &str,
+) -> String {
+    let space = if unit.is_empty() { "" } else { " " };
+    format!("{value} is outside {lo} to {hi}{space}{unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_outside_its_range_is_said_in_words_with_its_unit() {
+        assert_eq!(
+            outside(12000, 0, 10000, "basis points"),
+            "12000 is outside 0 to 10000 basis points"
+        );
+        assert_eq!(outside(0, 1, 65535, ""), "0 is outside 1 to 65535");
+    }
 
     #[test]
     fn a_short_value_is_quoted_whole_and_a_long_one_by_its_start_and_length() {

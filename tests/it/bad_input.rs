@@ -1762,7 +1762,7 @@ async fn a_rate_flag_takes_a_percentage_or_a_fraction() {
     );
     usage_error(
         &["demo", "--green-error-rate", "2"],
-        &["`2` is outside 0% to 100%"],
+        &["`2` is 200% as a fraction, above 100%: write 2% for 2 percent"],
     )
     .await;
 }

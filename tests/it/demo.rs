@@ -167,6 +167,16 @@ async fn demo_settings_errors_name_the_flags() {
             ["demo", "--hold", "0s"],
             "--hold: 0s is below the minimum of 10ms",
         ),
+        // Session 43: a 0% step was told to set rollout.analysis.shadow, a spec field the demo
+        // has no flag for.
+        (
+            ["demo", "--steps", "0,100"],
+            "--steps[0]: 0% sends v2 no traffic to analyse, and the demo has no shadow step",
+        ),
+        (
+            ["demo", "--steps", "10,0,100"],
+            "--steps[1]: 0% sends v2 no traffic to analyse, and the demo has no shadow step (a 0% step judged on mirrored requests, which takes a spec and `crossfade run`): give every step above 0%, e.g. --steps 5,25,50,100",
+        ),
         // Trial 18, T18: settings whose load cannot decide a step ran the whole demo and rolled
         // a healthy v2 back as inconclusive (exit 3); refused before anything starts.
         (
@@ -350,7 +360,8 @@ async fn a_rolled_back_demo_whose_summary_cannot_be_written_keeps_exit_3_and_say
 
 /// Session 42: `crossfade crdgen >&-` (stdout closed) exited 0 with nothing written: std's
 /// runtime puts `/dev/null` on a closed stdout. A command that prints to a closed stdout now fails
-/// as one that prints to a full disk does; `>/dev/null` still succeeds.
+/// as one that prints to a full disk does; `>/dev/null` still succeeds, and since session 43
+/// `1<>/dev/null` too.
 #[tokio::test]
 async fn a_command_whose_stdout_is_closed_fails_saying_so() {
     let closed = |args: &str, redirect: &str| {
@@ -372,6 +383,20 @@ async fn a_command_whose_stdout_is_closed_fails_saying_so() {
         );
         let (code, stderr) = closed(args, ">/dev/null");
         assert_eq!(code, Some(0), "{args} >/dev/null: {stderr}");
+        // Session 43: a /dev/null given read-write is a discarded output too; it was taken for
+        // std's runtime's on a closed stdout, and the command exited 1.
+        let (code, stderr) = closed(args, "1<>/dev/null");
+        assert_eq!(code, Some(0), "{args} 1<>/dev/null: {stderr}");
+        // ... and when stderr is one too (daemon(3)), as it was before.
+        let (code, stderr) = closed(args, "1<>/dev/null 2<>/dev/null");
+        assert_eq!(code, Some(0), "{args} 1<>/dev/null 2<>/dev/null: {stderr}");
+        // A read-only stdout takes no write either.
+        let (code, stderr) = closed(args, "1</dev/null");
+        assert_eq!(code, Some(1), "{args} 1</dev/null: {stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output: it was closed"),
+            "{args} 1</dev/null: {stderr}"
+        );
     }
 }
 

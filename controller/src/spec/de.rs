@@ -211,3 +211,84 @@ pub(crate) use crossfade_proxy::keyword_enum;
 
 // The numbers' readers are the proxy config's own, so that both say the same words.
 pub(crate) use crossfade_proxy::de::{count, null, number, number_option};
+
+/// `#[serde(deserialize_with = "command")]` for a workload's `command`: a string, `null` for none.
+/// A list, as Kubernetes and Docker write a command (`[python3, app.py, --port, "{port}"]`), is
+/// refused saying where its arguments go, in the words of `crossfade check`'s hint for a command
+/// line (session 43: serde's `invalid type: sequence, expected a string`).
+pub(crate) fn command<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_option(Command)
+}
+
+struct Command;
+
+impl<'de> Visitor<'de> for Command {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a program's path or name, such as ./app")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_owned()))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut words = Vec::new();
+        while let Some(Word(word)) = seq.next_element()? {
+            words.push(word);
+        }
+        let advice = "a list, where command names the program alone: write command:";
+        Err(de::Error::custom(match words.split_first() {
+            Some((program, [])) => format!("{advice} {program:?}"),
+            Some((program, args)) => {
+                format!("{advice} {program:?} and its arguments in args: {args:?}")
+            }
+            None => format!("{advice} the program and its arguments in args"),
+        }))
+    }
+}
+
+/// One item of a `command` written as a list, as text: YAML reads `100` and `true` unquoted as a
+/// number and a boolean.
+struct Word(String);
+
+impl<'de> Deserialize<'de> for Word {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a word")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_owned())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        d.deserialize_any(Text).map(Word)
+    }
+}

@@ -7,6 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::Problem;
+use crossfade_proxy::shown::outside;
 
 /// The ports the process driver gives `{port}` instances, both ends included: written
 /// `25100-25199` or `{ from: 25100, to: 25199 }`, one port as `25100` (or `25100-25100`).
@@ -43,7 +44,7 @@ impl PortRange {
             if !(1..=u64::from(u16::MAX)).contains(&port) {
                 problems.push(Problem {
                     path: format!("port_range.{end}"),
-                    message: format!("port {port} is outside 1..=65535"),
+                    message: format!("port {}", outside(port, 1, u16::MAX, "")),
                 });
             }
         }
@@ -266,14 +267,14 @@ mod tests {
                 "25199-25100",
                 "port_range: 25199-25100: the first port is above the last",
             ),
-            ("0-10", "port_range.from: port 0 is outside 1..=65535"),
+            ("0-10", "port_range.from: port 0 is outside 1 to 65535"),
             (
                 "70000-70001",
-                "port_range.from: port 70000 is outside 1..=65535",
+                "port_range.from: port 70000 is outside 1 to 65535",
             ),
             (
                 "{ from: 1, to: 65536 }",
-                "port_range.to: port 65536 is outside 1..=65535",
+                "port_range.to: port 65536 is outside 1 to 65535",
             ),
             (
                 "abc",

@@ -887,7 +887,7 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
         "{error}"
     );
     let bad = format!(
-        "{base}rollout:\n  steps: [0, 100]\n  analysis: {{ shadow: {{ max_mismatch_rate: 2, min_compared: 0, mirror: {{ max_in_flight: 0 }} }} }}\n"
+        "{base}rollout:\n  steps: [0, 100]\n  analysis: {{ shadow: {{ max_mismatch_rate: \"150%\", min_compared: 0, mirror: {{ max_in_flight: 0 }} }} }}\n"
     );
     let error = RunSpec::from_yaml(&bad).unwrap_err().to_string();
     for path in [
@@ -897,6 +897,36 @@ fn a_zero_step_needs_the_shadow_guard_and_the_guard_needs_a_zero_step() {
     ] {
         assert!(error.contains(path), "{path} not in {error}");
     }
+    // Session 43: ranges in words, not Rust's `0%..=100%` and `1..=10000`.
+    for said in [
+        "rollout.analysis.shadow.max_mismatch_rate: 150% is outside 0% to 100%",
+        "rollout.analysis.shadow.mirror.max_in_flight: 0 is outside 1 to 10000",
+    ] {
+        assert!(error.contains(said), "{said} not in {error}");
+    }
+}
+
+/// Session 43: a command written as a list, as Kubernetes and Docker take one, was refused with
+/// serde's `invalid type: sequence, expected a string`; it says where the arguments go.
+#[test]
+fn a_command_written_as_a_list_is_told_to_put_its_arguments_in_args() {
+    for (command, wanted) in [
+        (
+            "[python3, app.py, --port, \"{port}\", 8]",
+            "blue.command: a list, where command names the program alone: write command: \
+             \"python3\" and its arguments in args: [\"app.py\", \"--port\", \"{port}\", \"8\"]",
+        ),
+        (
+            "[./app]",
+            "blue.command: a list, where command names the program alone: write command: \"./app\"",
+        ),
+    ] {
+        let yaml = format!("blue: {{ command: {command} }}\n");
+        let error = RunSpec::from_yaml(&yaml).unwrap_err().to_string();
+        assert!(error.contains(wanted), "{command}: {error}");
+    }
+    let none = RunSpec::from_yaml("blue: { command: null, endpoints: [\"127.0.0.1:9000\"] }\n");
+    assert_eq!(none.map(|spec| spec.blue.and_then(|b| b.command)), Ok(None));
 }
 
 /// Trial 22: a green equal to blue rolled out what served already on the first start, and was
@@ -1441,12 +1471,20 @@ fn a_flag_rate_reads_a_percentage_or_a_fraction() {
         let read = crate::spec::parse_rate(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert!((read - rate).abs() < 1e-12, "{text}: {read}");
     }
-    for text in ["150%", "1.5", "-1%", "abc", "NaN"] {
+    for text in ["150%", "-1%", "abc", "NaN"] {
         let e = crate::spec::parse_rate(text).expect_err(text);
         assert!(
             e.starts_with(&format!("`{text}` is ")) && e.contains("20% or a fraction such as 0.2"),
             "{text}: {e}"
         );
+    }
+    // Session 43: `20` meant as 20% was told "`20` is outside 0% to 100%".
+    for (text, said) in [
+        ("20", "`20` is 2000% as a fraction, above 100%: write 20% for 20 percent (a number without % is a fraction: 0.2 is 20%)"),
+        ("1.5", "`1.5` is 150% as a fraction, above 100%: write 1.5% for 1.5 percent"),
+    ] {
+        let e = crate::spec::parse_rate(text).expect_err(text);
+        assert!(e.starts_with(said), "{text}: {e}");
     } // Trial 20: a negative rate says so, not only that it is outside the range.
     for text in ["-5%", "-0.2", "-1e400%"] {
         let e = crate::spec::parse_rate(text).expect_err(text);

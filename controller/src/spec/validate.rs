@@ -752,7 +752,7 @@ fn shadow_guard(r: &mut Report, g: &super::ShadowGuard) {
         let text = fraction_percent(rate);
         r.add(
             format!("{at}.max_mismatch_rate"),
-            format!("{text} is not in 0%..=100%"),
+            crossfade_proxy::shown::outside(text, "0%", "100%", ""),
         );
     }
     if g.min_compared == 0 {

@@ -257,11 +257,13 @@ fn check_probe_host(host: &str) -> Result<(), String> {
     match authority.as_str().get(authority.host().len()..) {
         None | Some("") => Ok(()),
         Some(":") => Err(invalid("empty port")),
-        Some(port) => match port.strip_prefix(':').map(str::parse::<u16>) {
-            Some(Ok(_)) => Ok(()),
-            _ => Err(invalid(&format!(
-                "port {port:?} is not a number in 0..=65535"
+        Some(port) => match port.strip_prefix(':') {
+            Some(digits) if digits.parse::<u16>().is_ok() => Ok(()),
+            Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => Err(invalid(&format!(
+                "port {}",
+                crate::shown::outside(digits, 0, u16::MAX, "")
             ))),
+            _ => Err(invalid(&format!("port {port:?} is not a number"))),
         },
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Problem;
+use crate::shown::outside;
 
 /// hyper's smallest HTTP/1.1 read buffer (its `max_buf_size` panics below it), in bytes.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
@@ -334,9 +335,11 @@ impl LimitsConfig {
             problem("expect_continue_timeout", message);
         }
         if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
-            let message = format!(
-                "{} bytes is outside {MIN_HEADER_BYTES}..={MAX_HEADER_BYTES}",
-                self.max_header_bytes
+            let message = outside(
+                self.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+                "bytes",
             );
             problem("max_header_bytes", message);
         }
@@ -347,7 +350,7 @@ impl LimitsConfig {
         ] {
             // A tokio semaphore holds at most usize::MAX >> 3 permits.
             if value == 0 || value > u32::MAX as usize {
-                problem(field, format!("{value} is outside 1..={}", u32::MAX));
+                problem(field, outside(value, 1, u32::MAX, ""));
             }
         }
         if let Err(message) = crate::duration::at_least_interval(self.tunnel_idle_timeout) {
@@ -364,8 +367,13 @@ impl LimitsConfig {
         }
         if !(1..=MAX_CONCURRENT_STREAMS).contains(&self.h2_max_concurrent_streams) {
             let message = format!(
-                "{} is outside 1..={MAX_CONCURRENT_STREAMS} (RFC 9113 §5.1.1: stream ids are 31 bits)",
-                self.h2_max_concurrent_streams
+                "{} (RFC 9113 §5.1.1: stream ids are 31 bits)",
+                outside(
+                    self.h2_max_concurrent_streams,
+                    1,
+                    MAX_CONCURRENT_STREAMS,
+                    ""
+                )
             );
             problem("h2_max_concurrent_streams", message);
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Problem;
+use crate::shown::outside;
 use crate::weight::{Percent, FULL_BP};
 
 /// Most bytes of a response body that may be hashed for a comparison (`max_body_bytes`): 64 MiB.
@@ -123,17 +124,11 @@ impl ShadowConfig {
             }
         }
         if self.max_body_bytes == 0 || self.max_body_bytes > MAX_SHADOW_BODY_BYTES {
-            let message = format!(
-                "{} is not in 1..={MAX_SHADOW_BODY_BYTES} bytes",
-                self.max_body_bytes
-            );
+            let message = outside(self.max_body_bytes, 1, MAX_SHADOW_BODY_BYTES, "bytes");
             add("max_body_bytes", message);
         }
         if self.max_in_flight == 0 || self.max_in_flight > MAX_SHADOW_IN_FLIGHT {
-            let message = format!(
-                "{} is not in 1..={MAX_SHADOW_IN_FLIGHT}",
-                self.max_in_flight
-            );
+            let message = outside(self.max_in_flight, 1, MAX_SHADOW_IN_FLIGHT, "");
             add("max_in_flight", message);
         }
         if self.timeout.is_zero() {

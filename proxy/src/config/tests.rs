@@ -370,10 +370,10 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.body_read_timeout: must be above 0s",
         "limits.send_timeout: must be above 0s",
         "limits.expect_continue_timeout: 5ms is below the minimum of 10ms",
-        "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
-        "limits.max_connections: 0 is outside 1..=4294967295",
+        "limits.max_header_bytes: 100 is outside 8192 to 1048576 bytes",
+        "limits.max_connections: 0 is outside 1 to 4294967295",
         "limits.max_requests: 0 is outside",
-        "limits.max_admin_connections: 0 is outside 1..=4294967295",
+        "limits.max_admin_connections: 0 is outside 1 to 4294967295",
         "limits.retry_after: 1s 500ms must be a whole number of seconds",
         "limits.tunnel_idle_timeout: 1ms is below the minimum of 10ms",
         "limits.lingering_time: 1ms is below the minimum of 10ms",
@@ -381,7 +381,7 @@ fn every_bad_limit_is_named_by_its_field() {
         "limits.lingering_max_bytes: must be at least 1",
         "limits.h2_keepalive_interval: 5ms is below the minimum of 10ms",
         "limits.h2_keepalive_timeout: must be above 0s",
-        "limits.h2_max_concurrent_streams: 0 is outside 1..=2147483647",
+        "limits.h2_max_concurrent_streams: 0 is outside 1 to 2147483647",
         "limits.h2_max_premature_resets: must be at least 1",
         "tls.cert: must name a PEM file",
         "upstream.idle_timeout: must be above 0s",
@@ -552,7 +552,7 @@ fn settings_without_routes_parse_with_the_file_defaults_and_the_same_checks() {
         .expect_err("too small");
     assert_eq!(
         bad.to_string(),
-        "invalid config:\n  limits.max_header_bytes: 100 bytes is outside 8192..=1048576"
+        "invalid config:\n  limits.max_header_bytes: 100 is outside 8192 to 1048576 bytes"
     );
     for text in ["routes: []\n", "routes:\n  - name: web\n"] {
         let refused = ProxyConfig::settings_from_yaml(text).expect_err("routes refused");

@@ -385,7 +385,7 @@ fn a_probe_host_must_be_a_host_with_an_optional_port() {
         ("app.internal/healthz", "not a host with an optional port"),
         ("app.internal:", "empty port"),
         ("app.internal:http", "is not a number"),
-        ("app.internal:70000", "is not a number"),
+        ("app.internal:70000", "port 70000 is outside 0 to 65535"),
         (":8080", "no host"),
     ] {
         let error = with_host(bad).expect_err(bad);

@@ -132,6 +132,13 @@ routes:
         "{error}"
     );
     assert!(error.to_string().contains("write \"GET\""), "{error}");
+    // Session 43: in words, not Rust's `1..=10000`.
+    for said in [
+        "routes[0].shadow.max_body_bytes: 0 is outside 1 to ",
+        "routes[0].shadow.max_in_flight: 0 is outside 1 to 10000\n",
+    ] {
+        assert!(error.to_string().contains(said), "{said}: {error}");
+    }
 }
 
 #[test]

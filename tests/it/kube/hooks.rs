@@ -242,7 +242,7 @@ async fn bad_checks_gates_and_mirror_settings_in_a_trafficshift_are_refused_by_f
     for wanted in [
         "spec.rollout.analysis.checks[0].prometheus.query: unknown variable {{ namespace }}",
         "spec.rollout.gates[0].retry:",
-        "spec.rollout.analysis.shadow.mirror.maxInFlight: 0 is not in 1..=10000",
+        "spec.rollout.analysis.shadow.mirror.maxInFlight: 0 is outside 1 to 10000",
     ] {
         assert!(
             condition.message.contains(wanted),

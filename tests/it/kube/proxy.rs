@@ -938,7 +938,7 @@ async fn the_kube_proxy_refuses_a_bad_config_file_at_start_naming_the_field() {
     for (text, expected) in [
         (
             "limits: { max_header_bytes: 100 }\n",
-            "limits.max_header_bytes: 100 bytes is outside 8192..=1048576",
+            "limits.max_header_bytes: 100 is outside 8192 to 1048576 bytes",
         ),
         (
             "upstream: { connect_timeout: 0s }\nroutes: []\n",

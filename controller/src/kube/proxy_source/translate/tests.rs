@@ -117,7 +117,7 @@ fn the_shadow_steps_mirror_settings_turn_mirroring_to_green_on_and_their_absence
         "shadow": { "maxInFlight": 0, "methods": ["get"] } });
     let e = translate(&view(weights, json!(null)), &[&blue], &[&green], false).unwrap_err();
     assert!(
-        e.contains("status.weights.shadow.maxInFlight: 0 is not in"),
+        e.contains("status.weights.shadow.maxInFlight: 0 is outside 1 to 10000"),
         "{e}"
     );
     assert!(e.contains("status.weights.shadow.methods[0]:"), "{e}");
