@@ -46,40 +46,46 @@ async fn until_sent(server: &WebhookServer, auth: &str) {
 /// Creates or replaces Secret `name` in `default` with `data` (what a real API server returns:
 /// `data`, never `stringData`).
 async fn put_secret(client: &kube::Client, name: &str, data: &[(&str, &str)]) {
-    let api: Api<Secret> = Api::default_namespaced(client.clone());
     let data = data
         .iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
         .collect();
-    let mut secret = Secret {
+    let secret = Secret {
         data: Some(data),
         ..Secret::default()
     };
-    secret.metadata.name = Some(name.to_owned());
-    match api.get_opt(name).await.expect("get secret") {
-        Some(_) => api.replace(name, &PostParams::default(), &secret).await,
-        None => api.create(&PostParams::default(), &secret).await,
-    }
-    .expect("write secret");
+    put(client, name, secret).await;
 }
 
 /// Creates or replaces ConfigMap `name` in `default` with `data`.
 async fn put_config_map(client: &kube::Client, name: &str, data: &[(&str, &str)]) {
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
     let data = data
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let mut config_map = ConfigMap {
+    let config_map = ConfigMap {
         data: Some(data),
         ..ConfigMap::default()
     };
-    config_map.metadata.name = Some(name.to_owned());
-    match api.get_opt(name).await.expect("get configmap") {
-        Some(_) => api.replace(name, &PostParams::default(), &config_map).await,
-        None => api.create(&PostParams::default(), &config_map).await,
+    put(client, name, config_map).await;
+}
+
+/// Creates or replaces `object` in `default` under `name`.
+async fn put<K>(client: &kube::Client, name: &str, mut object: K)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    object.meta_mut().name = Some(name.to_owned());
+    let api: Api<K> = Api::default_namespaced(client.clone());
+    match api.get_opt(name).await.expect("get") {
+        Some(_) => api.replace(name, &PostParams::default(), &object).await,
+        None => api.create(&PostParams::default(), &object).await,
     }
-    .expect("write configmap");
+    .expect("write");
 }
 
 /// `headersFrom` with `Authorization` from key `key` of Secret `name`.
