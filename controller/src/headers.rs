@@ -1,6 +1,6 @@
 //! The request headers of a gate or a check at the time of the call: the plain `headers` and the
 //! `headers_from` values read through a [`Values`] source ([`LocalValues`] in local mode, the
-//! TrafficShift namespace's Secrets in Kubernetes mode, [`crate::kube::secrets`]).
+//! TrafficShift namespace's Secrets and ConfigMaps in Kubernetes mode, [`crate::kube::secrets`]).
 //!
 //! A value read is never written anywhere but into the request: errors name the field, the header
 //! and the source (`Secret shop/kpi-token has no key "token"`), never what was read.
@@ -27,8 +27,8 @@ pub trait Values: Send + Sync {
     }
 }
 
-/// Local mode's sources: `file` and `env`. A `secret_key_ref` needs a cluster and is refused (the
-/// spec's validation refuses it before a rollout starts).
+/// Local mode's sources: `file` and `env`. A `secret_key_ref` or `config_map_key_ref` needs a
+/// cluster and is refused (the spec's validation refuses it before a rollout starts).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LocalValues;
 
@@ -64,8 +64,8 @@ impl Values for LocalValues {
                         Err(format!("{} is not UTF-8 text", from.describe()))
                     }
                 },
-                ValueFrom::SecretKeyRef(_) => Err(format!(
-                    "{}: Secrets are read in Kubernetes mode only; use `file` or `env`",
+                ValueFrom::SecretKeyRef(_) | ValueFrom::ConfigMapKeyRef(_) => Err(format!(
+                    "{}: Secrets and ConfigMaps are read in Kubernetes mode only; use `file` or `env`",
                     from.describe()
                 )),
             }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::spec::headers::SecretKeyRef;
+use crate::spec::headers::KeyRef;
 
 fn from(name: &str, value_from: ValueFrom) -> HeaderFrom {
     HeaderFrom {
@@ -66,7 +66,7 @@ async fn an_unreadable_source_is_named_with_its_field_and_header() {
 
     let secret = [from(
         "Authorization",
-        ValueFrom::SecretKeyRef(SecretKeyRef {
+        ValueFrom::SecretKeyRef(KeyRef {
             name: "kpi-token".into(),
             key: "token".into(),
         }),
@@ -75,6 +75,22 @@ async fn an_unreadable_source_is_named_with_its_field_and_header() {
         .await
         .expect_err("no cluster");
     assert!(e.contains("Kubernetes mode only"), "{e}");
+
+    let config_map = [from(
+        "X-Scope-OrgID",
+        ValueFrom::ConfigMapKeyRef(KeyRef {
+            name: "prom-tenant".into(),
+            key: "tenant".into(),
+        }),
+    )];
+    let e = resolve(&LOCAL, "rollout.gates[0]", &none, &config_map)
+        .await
+        .expect_err("no cluster");
+    assert_eq!(
+        e,
+        "rollout.gates[0].headers_from[0]: header X-Scope-OrgID: ConfigMap prom-tenant key \"tenant\": \
+         Secrets and ConfigMaps are read in Kubernetes mode only; use `file` or `env`"
+    );
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ pub use checks::{Check, PrometheusCheck, WebCheck};
 pub use condition::{bounded_message, set_condition, Condition, ConditionStatus, MAX_MESSAGE};
 pub use decode::{decode, DecodeError};
 pub use gates::{Gate, GateAt, OnReject};
-pub use headers::{HeaderFrom, HeaderSource, SecretKeySelector, MAX_HEADERS_FROM};
+pub use headers::{HeaderFrom, HeaderSource, KeySelector, SourceFields, MAX_HEADERS_FROM};
 pub use revision::{ContainerRevision, RevisionStatus, MAX_DIGESTS};
 pub use route::{PortRef, RouteSpec, StickySpec};
 pub use shadow::{MirrorIgnore, MirrorPolicy, ShadowPolicy};

@@ -1,6 +1,7 @@
 //! Request headers whose values are not written in the spec (`headers_from` of a gate or of a
 //! check's `prometheus`/`web` query): a token read from a file or an environment variable (local
-//! mode), or from a Kubernetes Secret (a TrafficShift's `headersFrom[].valueFrom.secretKeyRef`).
+//! mode), or from a Kubernetes Secret or ConfigMap (a TrafficShift's
+//! `headersFrom[].valueFrom.secretKeyRef` or `configMapKeyRef`).
 //!
 //! The shape follows a PodSpec's `env[]` (Kubernetes API conventions: a list of named subobjects,
 //! each with a `value_from` source), so the spec and the state file hold the reference only. The
@@ -39,10 +40,12 @@ pub struct HeaderFrom {
 }
 
 /// Where a header's value is read from: exactly one source, written as a one-key map
-/// (`{ file: /path }`, `{ env: NAME }`, `{ secret_key_ref: { name, key } }`).
+/// (`{ file: /path }`, `{ env: NAME }`, `{ secret_key_ref: { name, key } }`,
+/// `{ config_map_key_ref: { name, key } }`).
 ///
 /// The value read is used as it is, except that trailing line breaks (`\n`, `\r\n`) are removed,
-/// as a shell's `$(cat file)` does: files and Secrets made from files usually end with one. A value
+/// as a shell's `$(cat file)` does: files and Secrets or ConfigMaps made from files usually end with
+/// one. A value
 /// with other control characters cannot be a header value (RFC 9110 §5.5) and is refused at use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "SourceMap", try_from = "SourceMap")]
@@ -55,16 +58,21 @@ pub enum ValueFrom {
     Env(String),
     /// A key of a Secret in the TrafficShift's namespace (core/v1 `SecretKeySelector` without
     /// `optional`). Kubernetes mode only: a TrafficShift's `headersFrom[].valueFrom.secretKeyRef`.
-    SecretKeyRef(SecretKeyRef),
+    SecretKeyRef(KeyRef),
+    /// A key of a ConfigMap in the TrafficShift's namespace, its `data` read first, then its
+    /// `binaryData` (core/v1 `ConfigMapKeySelector` without `optional`). Kubernetes mode only: a
+    /// TrafficShift's `headersFrom[].valueFrom.configMapKeyRef` (session 43).
+    ConfigMapKeyRef(KeyRef),
 }
 
-/// A key of a Secret in the TrafficShift's own namespace, as a PodSpec's
-/// `env[].valueFrom.secretKeyRef` names one (core/v1 `SecretKeySelector`).
+/// A key of a Secret or a ConfigMap in the TrafficShift's own namespace, as a PodSpec's
+/// `env[].valueFrom.secretKeyRef` or `configMapKeyRef` names one (core/v1 `SecretKeySelector`,
+/// `ConfigMapKeySelector`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[serde(expecting = "a map of Secret key settings (name, key)")]
-pub struct SecretKeyRef {
-    /// The Secret's name (a DNS-1123 subdomain).
+#[serde(expecting = "a map of key settings (name, key)")]
+pub struct KeyRef {
+    /// The object's name (a DNS-1123 subdomain).
     pub name: String,
     /// The key in its `data` (letters, digits, `-`, `_`, `.`).
     pub key: String,
@@ -74,7 +82,7 @@ pub struct SecretKeyRef {
 /// union, as `EnvVarSource`), so YAML, JSON and the state file all read `{ file: /path }`.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[serde(expecting = "a map with one of file, env, secret_key_ref")]
+#[serde(expecting = "a map with one of file, env, secret_key_ref, config_map_key_ref")]
 struct SourceMap {
     #[serde(
         default,
@@ -93,7 +101,13 @@ struct SourceMap {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    secret_key_ref: Option<SecretKeyRef>,
+    secret_key_ref: Option<KeyRef>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    config_map_key_ref: Option<KeyRef>,
 }
 
 /// A source key that is written must hold a value: `env: null` is refused by its own field
@@ -110,16 +124,18 @@ impl TryFrom<SourceMap> for ValueFrom {
     type Error = String;
 
     fn try_from(m: SourceMap) -> Result<ValueFrom, String> {
-        match (m.file, m.env, m.secret_key_ref) {
-            (Some(path), None, None) => Ok(ValueFrom::File(path)),
-            (None, Some(name), None) => Ok(ValueFrom::Env(name)),
-            (None, None, Some(r)) => Ok(ValueFrom::SecretKeyRef(r)),
-            (None, None, None) => {
-                Err("value_from needs one of `file`, `env`, `secret_key_ref`".into())
-            }
-            _ => Err(
-                "value_from has more than one of `file`, `env`, `secret_key_ref`; use one".into(),
-            ),
+        const ONE_OF: &str = "`file`, `env`, `secret_key_ref`, `config_map_key_ref`";
+        let sources = [
+            m.file.map(ValueFrom::File),
+            m.env.map(ValueFrom::Env),
+            m.secret_key_ref.map(ValueFrom::SecretKeyRef),
+            m.config_map_key_ref.map(ValueFrom::ConfigMapKeyRef),
+        ];
+        let mut written = sources.into_iter().flatten();
+        match (written.next(), written.next()) {
+            (Some(source), None) => Ok(source),
+            (None, _) => Err(format!("value_from needs one of {ONE_OF}")),
+            (Some(_), Some(_)) => Err(format!("value_from has more than one of {ONE_OF}; use one")),
         }
     }
 }
@@ -139,18 +155,23 @@ impl From<ValueFrom> for SourceMap {
                 secret_key_ref: Some(r),
                 ..SourceMap::default()
             },
+            ValueFrom::ConfigMapKeyRef(r) => SourceMap {
+                config_map_key_ref: Some(r),
+                ..SourceMap::default()
+            },
         }
     }
 }
 
 impl ValueFrom {
     /// The source as messages name it: `file /run/secrets/t`, `environment variable T`,
-    /// `Secret key kpi-token/token` (never its value).
+    /// `Secret kpi-token key "token"`, `ConfigMap prom-tenant key "tenant"` (never its value).
     pub fn describe(&self) -> String {
         match self {
             ValueFrom::File(path) => format!("file {}", path.display()),
             ValueFrom::Env(name) => format!("environment variable {name}"),
             ValueFrom::SecretKeyRef(r) => format!("Secret {} key {:?}", r.name, r.key),
+            ValueFrom::ConfigMapKeyRef(r) => format!("ConfigMap {} key {:?}", r.name, r.key),
         }
     }
 }

@@ -6,7 +6,7 @@ use crossfade_proxy::config::{
 };
 
 use super::checks::{PrometheusQuery, WebQuery};
-use super::headers::{HeaderFrom, SecretKeyRef, ValueFrom};
+use super::headers::{HeaderFrom, KeyRef, ValueFrom};
 use super::*;
 use crate::serde_fields::accepted_fields;
 
@@ -60,7 +60,11 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
         ("headers_from[].value_from.", accepted_fields::<ValueFrom>()),
         (
             "headers_from[].value_from.secret_key_ref.",
-            accepted_fields::<SecretKeyRef>(),
+            accepted_fields::<KeyRef>(),
+        ),
+        (
+            "headers_from[].value_from.config_map_key_ref.",
+            accepted_fields::<KeyRef>(),
         ),
     ]
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossfade_proxy::weight::{Percent, Slot, FULL_BP};
 
-use super::headers::{HeaderFrom, ValueFrom, MAX_HEADERS_FROM};
+use super::headers::{HeaderFrom, KeyRef, ValueFrom, MAX_HEADERS_FROM};
 use super::{
     fraction_percent, human, AnalysisConfig, CheckConfig, GateConfig, GatePoint, GatePolicy,
     LatencyIncrease, ReadinessConfig, RolloutConfig, RunSpec, WorkloadSpec, MAX_INSTANCES,
@@ -976,29 +976,36 @@ fn value_from(r: &mut Report, path: &str, from: &ValueFrom) {
             format!("{path}.env"),
             format!("{name:?} is not an environment variable name"),
         ),
-        ValueFrom::SecretKeyRef(s) => {
-            if !is_dns_subdomain(&s.name) {
-                r.add(
-                    format!("{path}.secret_key_ref.name"),
-                    format!("{:?} is not a Secret name (a DNS-1123 subdomain)", s.name),
-                );
-            }
-            let key_ok = !s.key.is_empty()
-                && s.key.len() <= 253
-                && s.key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !key_ok {
-                r.add(
-                    format!("{path}.secret_key_ref.key"),
-                    format!(
-                        "{:?} is not a Secret key (letters, digits, `-`, `_`, `.`)",
-                        s.key
-                    ),
-                );
-            }
+        ValueFrom::SecretKeyRef(k) => key_ref(r, &format!("{path}.secret_key_ref"), "Secret", k),
+        ValueFrom::ConfigMapKeyRef(k) => {
+            key_ref(r, &format!("{path}.config_map_key_ref"), "ConfigMap", k)
         }
         _ => {}
+    }
+}
+
+/// A `secret_key_ref` or `config_map_key_ref` at `path` naming a `kind` object and key
+/// well-formed: a DNS-1123 subdomain, and a key as both kinds allow (core/v1 validation).
+fn key_ref(r: &mut Report, path: &str, kind: &str, k: &KeyRef) {
+    if !is_dns_subdomain(&k.name) {
+        r.add(
+            format!("{path}.name"),
+            format!("{:?} is not a {kind} name (a DNS-1123 subdomain)", k.name),
+        );
+    }
+    let key_ok = !k.key.is_empty()
+        && k.key.len() <= 253
+        && k.key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !key_ok {
+        r.add(
+            format!("{path}.key"),
+            format!(
+                "{:?} is not a {kind} key (letters, digits, `-`, `_`, `.`)",
+                k.key
+            ),
+        );
     }
 }
 
@@ -1015,17 +1022,23 @@ pub fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(label)
 }
 
-/// Local mode reads no Secret: a `secret_key_ref` in a spec file or a `POST /rollout` is refused.
+/// Local mode reads no Secret and no ConfigMap: a `secret_key_ref` or `config_map_key_ref` in a
+/// spec file or a `POST /rollout` is refused.
 fn local_sources(r: &mut Report, c: &RolloutConfig) {
     for (at, list) in c.headers_from_lists() {
         for (i, h) in list.iter().enumerate() {
-            if matches!(h.value_from, ValueFrom::SecretKeyRef(_)) {
-                r.add(
-                    format!("{at}.headers_from[{i}].value_from.secret_key_ref"),
-                    "Secrets are read in Kubernetes mode only (a TrafficShift's headersFrom); \
-                     locally use `file` or `env`",
-                );
-            }
+            let (field, kinds) = match h.value_from {
+                ValueFrom::SecretKeyRef(_) => ("secret_key_ref", "Secrets"),
+                ValueFrom::ConfigMapKeyRef(_) => ("config_map_key_ref", "ConfigMaps"),
+                _ => continue,
+            };
+            r.add(
+                format!("{at}.headers_from[{i}].value_from.{field}"),
+                format!(
+                    "{kinds} are read in Kubernetes mode only (a TrafficShift's headersFrom); \
+                     locally use `file` or `env`"
+                ),
+            );
         }
     }
 }

@@ -42,9 +42,9 @@
 //! - [`inexact`]: a `maxP99` between the proxies' latency bucket bounds: one `InexactBound`
 //!   Warning Event per rollout naming the bounds around it, the verdict's p99 an estimate in its
 //!   bucket, the bound acting as the upper bucket bound; a bucket bound: no Event, decided exactly.
-//! - [`secret_headers`]: gate and check headers from Secrets (`headersFrom`): read at each call
-//!   (a rotated Secret is sent at the next one), a missing key or Secret fails the call by field,
-//!   and no value reaches status or Events.
+//! - [`secret_headers`]: gate and check headers from Secrets and ConfigMaps (`headersFrom`): read
+//!   at each call (a rotated Secret is sent at the next one), a missing key, Secret or ConfigMap
+//!   fails the call by field, and no value reaches status or Events.
 //! - [`finalizer`]: deleting a TrafficShift mid-rollout: traffic back to blue, preview deleted,
 //!   then the finalizer removed.
 //! - [`lifecycle`]: a TrafficShift around its target: images the target runs start no rollout,

@@ -35,13 +35,15 @@ const PROXY_LEASES: &str = "crossfade-proxy-leases";
 pub(super) type Permission = (String, String, String);
 
 /// Rules granted but not exercised by this test, with why they are needed.
-const NOT_EXERCISED: [(&str, &str, &str); 3] = [
+const NOT_EXERCISED: [(&str, &str, &str); 4] = [
     // kube-runtime's Recorder patches an Event that repeats within its window into a series.
     ("events.k8s.io", "events", "patch"),
     // The store re-reads the status after a 409 Conflict (tests/it/kube/store.rs).
     ("crossfade.dev", "trafficshifts/status", "get"),
     // Gate and check headers read from Secrets (tests/it/kube/secret_headers.rs).
     ("", "secrets", "get"),
+    // Check and metrics source headers read from ConfigMaps (tests/it/kube/secret_headers.rs).
+    ("", "configmaps", "get"),
 ];
 
 /// A client of the emulator that authenticates as the controller (bearer token [`TOKEN`]).

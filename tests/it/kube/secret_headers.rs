@@ -1,11 +1,11 @@
 //! `headersFrom[].valueFrom.secretKeyRef` of a TrafficShift's gates, checks and Prometheus
-//! metrics source (session 42), against the emulator and the shared test server
-//! (`support::webhook`) admitting only the right `Authorization`: the Secret's value is read at
-//! each call (a rotated one is sent at the next call), a missing key or Secret fails the call
-//! naming the field, and the value is in no status and no Event.
+//! metrics source (session 42), and `configMapKeyRef` (session 43), against the emulator and the
+//! shared test server (`support::webhook`) admitting only the right `Authorization`: the Secret's
+//! or ConfigMap's value is read at each call (a rotated one is sent at the next call), a missing
+//! key or object fails the call naming the field, and the value is in no status and no Event.
 
 use crossfade_controller::kube::crd::{Phase, TrafficShiftStatus, VerdictOutcome};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, PostParams};
@@ -46,21 +46,46 @@ async fn until_sent(server: &WebhookServer, auth: &str) {
 /// Creates or replaces Secret `name` in `default` with `data` (what a real API server returns:
 /// `data`, never `stringData`).
 async fn put_secret(client: &kube::Client, name: &str, data: &[(&str, &str)]) {
-    let api: Api<Secret> = Api::default_namespaced(client.clone());
     let data = data
         .iter()
         .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
         .collect();
-    let mut secret = Secret {
+    let secret = Secret {
         data: Some(data),
         ..Secret::default()
     };
-    secret.metadata.name = Some(name.to_owned());
-    match api.get_opt(name).await.expect("get secret") {
-        Some(_) => api.replace(name, &PostParams::default(), &secret).await,
-        None => api.create(&PostParams::default(), &secret).await,
+    put(client, name, secret).await;
+}
+
+/// Creates or replaces ConfigMap `name` in `default` with `data`.
+async fn put_config_map(client: &kube::Client, name: &str, data: &[(&str, &str)]) {
+    let data = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let config_map = ConfigMap {
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+    put(client, name, config_map).await;
+}
+
+/// Creates or replaces `object` in `default` under `name`.
+async fn put<K>(client: &kube::Client, name: &str, mut object: K)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    object.meta_mut().name = Some(name.to_owned());
+    let api: Api<K> = Api::default_namespaced(client.clone());
+    match api.get_opt(name).await.expect("get") {
+        Some(_) => api.replace(name, &PostParams::default(), &object).await,
+        None => api.create(&PostParams::default(), &object).await,
     }
-    .expect("write secret");
+    .expect("write");
 }
 
 /// `headersFrom` with `Authorization` from key `key` of Secret `name`.
@@ -157,6 +182,62 @@ async fn a_gate_sends_the_secrets_value_of_the_moment_and_a_missing_key_halts_it
     assert!(
         written.contains(r#""secret_key_ref":{"key":"token","name":"kpi-token"}"#)
             || written.contains(r#""secret_key_ref":{"name":"kpi-token","key":"token"}"#),
+        "status.rolloutState keeps the reference: {written}"
+    );
+}
+
+/// Session 43: a web check whose `Authorization` is a ConfigMap's key (the stand-in server
+/// admits one header; a ConfigMap suits a non-secret value such as a tenant ID). While the key is
+/// missing each analysis is inconclusive naming the field and the ConfigMap, and nothing is sent;
+/// once the key is written, the next analysis sends its value and the rollout completes.
+#[tokio::test]
+async fn a_check_sends_a_config_maps_value_and_a_missing_key_names_the_config_map() {
+    let Some(c) = Cluster::with_target().await else {
+        return;
+    };
+    let server = guarded().await;
+    put_config_map(&c.client, "kpi-auth", &[("other", "unused")]).await;
+    c.create_shift(json!({
+        "steps": [{ "weight": 50, "hold": "300ms" }, { "weight": 100, "hold": "300ms" }],
+        "drainTimeout": "300ms",
+        "analysis": { "minRequests": 5, "interval": "300ms", "maxInconclusive": 1000,
+            "checks": [{ "name": "kpi", "min": 0.99,
+                "web": { "url": server.url("/kpi"), "jsonPath": "$.data.rate",
+                         "headersFrom": [{ "name": "Authorization", "valueFrom":
+                             { "configMapKeyRef": { "name": "kpi-auth", "key": "token" } } }] } }] }
+    }))
+    .await;
+    let _ctl = c.controller();
+    let named = "kpi: no value (web: spec.rollout.analysis.checks[0].web.headersFrom[0]: \
+                 header Authorization: ConfigMap default/kpi-auth has no key \"token\")";
+    let waiting = c
+        .status_until("inconclusive on the missing key", |s| {
+            s.last_verdict
+                .as_ref()
+                .is_some_and(|v| v.summary.contains(named))
+        })
+        .await;
+    assert_eq!(waiting.phase, Some(Phase::Progressing), "{waiting:?}");
+    assert!(server.calls().is_empty(), "nothing sent without it");
+
+    put_config_map(&c.client, "kpi-auth", &[("token", NEW)]).await;
+    until_sent(&server, NEW).await;
+    let done = c
+        .status_until("Completed", |s| s.phase == Some(Phase::Completed))
+        .await;
+    assert_eq!(
+        done.last_verdict.map(|v| v.outcome),
+        Some(VerdictOutcome::Pass)
+    );
+    let sent = server.auths();
+    assert!(
+        sent.iter().all(|a| a == NEW),
+        "only the ConfigMap's value: {sent:?}"
+    );
+    let written = everything_written(&c).await;
+    assert!(
+        written.contains(r#""config_map_key_ref":{"key":"token","name":"kpi-auth"}"#)
+            || written.contains(r#""config_map_key_ref":{"name":"kpi-auth","key":"token"}"#),
         "status.rolloutState keeps the reference: {written}"
     );
 }

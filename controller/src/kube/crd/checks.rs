@@ -76,9 +76,9 @@ pub struct PrometheusCheck {
     /// whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// Extra request headers whose values are keys of Secrets in this namespace, read before
-    /// each query (e.g. an `Authorization` token); a list map keyed by `name`, as a container's
-    /// `env[]` with `valueFrom.secretKeyRef`. Default none.
+    /// Extra request headers whose values are keys of Secrets or ConfigMaps in this namespace,
+    /// read before each query (e.g. an `Authorization` token); a list map keyed by `name`, as a
+    /// container's `env[]` with `valueFrom.secretKeyRef` or `configMapKeyRef`. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = MAX_HEADERS_FROM),
@@ -105,9 +105,9 @@ pub struct WebCheck {
     /// whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// Extra request headers whose values are keys of Secrets in this namespace, read before
-    /// each query (e.g. an `Authorization` token); a list map keyed by `name`, as a container's
-    /// `env[]` with `valueFrom.secretKeyRef`. Default none.
+    /// Extra request headers whose values are keys of Secrets or ConfigMaps in this namespace,
+    /// read before each query (e.g. an `Authorization` token); a list map keyed by `name`, as a
+    /// container's `env[]` with `valueFrom.secretKeyRef` or `configMapKeyRef`. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = MAX_HEADERS_FROM),

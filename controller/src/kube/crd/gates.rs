@@ -42,9 +42,9 @@ pub struct Gate {
     /// whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// Extra request headers whose values are keys of Secrets in this namespace, read before
-    /// each call (e.g. an `Authorization` token); a list map keyed by `name`, as a container's
-    /// `env[]` with `valueFrom.secretKeyRef`. Default none.
+    /// Extra request headers whose values are keys of Secrets or ConfigMaps in this namespace,
+    /// read before each call (e.g. an `Authorization` token); a list map keyed by `name`, as a
+    /// container's `env[]` with `valueFrom.secretKeyRef` or `configMapKeyRef`. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = MAX_HEADERS_FROM),

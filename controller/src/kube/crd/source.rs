@@ -48,9 +48,10 @@ pub struct PrometheusSource {
     /// shop`. Readable by whoever may read this TrafficShift: put tokens in `headersFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// Extra request headers of every query whose values are keys of Secrets in this namespace,
-    /// read before each query (e.g. an `Authorization` token for a Prometheus behind auth); a
-    /// list map keyed by `name`, as a check's `headersFrom`. Default none.
+    /// Extra request headers of every query whose values are keys of Secrets or ConfigMaps in
+    /// this namespace, read before each query (e.g. an `Authorization` token for a Prometheus
+    /// behind auth, an `X-Scope-OrgID` tenant); a list map keyed by `name`, as a check's
+    /// `headersFrom`. Default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = MAX_HEADERS_FROM),

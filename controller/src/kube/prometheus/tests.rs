@@ -271,12 +271,10 @@ async fn every_query_carries_the_sources_headers_read_before_it() {
     let (address, seen) = guarded_prometheus().await;
     let from = vec![HeaderFrom {
         name: "Authorization".into(),
-        value_from: crate::spec::headers::ValueFrom::SecretKeyRef(
-            crate::spec::headers::SecretKeyRef {
-                name: "prom-token".into(),
-                key: "token".into(),
-            },
-        ),
+        value_from: crate::spec::headers::ValueFrom::SecretKeyRef(crate::spec::headers::KeyRef {
+            name: "prom-token".into(),
+            key: "token".into(),
+        }),
     }];
     let plain = BTreeMap::from([("X-Scope-OrgID".to_owned(), "shop".to_owned())]);
     let source = PrometheusMetrics::new(&address, None)

@@ -96,6 +96,29 @@ fn bad_headers_from_are_refused_each_by_its_field() {
     );
 }
 
+/// Session 43: a ConfigMap's key is checked as a Secret's, and refused locally the same way.
+#[test]
+fn a_config_map_key_ref_is_refused_locally_each_problem_by_its_field() {
+    let bad = r#"rollout:
+  gates:
+    - name: a
+      at: before_step
+      url: http://x
+      headers_from:
+        - { name: X-Tenant, value_from: { config_map_key_ref: { name: prom-tenant, key: tenant } } }
+        - { name: X-Other, value_from: { config_map_key_ref: { name: Prom_Tenant, key: "a/b" } } }
+"#;
+    assert_eq!(
+        problems(bad),
+        [
+            "rollout.gates[0].headers_from[1].value_from.config_map_key_ref.name: \"Prom_Tenant\" is not a ConfigMap name (a DNS-1123 subdomain)",
+            "rollout.gates[0].headers_from[1].value_from.config_map_key_ref.key: \"a/b\" is not a ConfigMap key (letters, digits, `-`, `_`, `.`)",
+            "rollout.gates[0].headers_from[0].value_from.config_map_key_ref: ConfigMaps are read in Kubernetes mode only (a TrafficShift's headersFrom); locally use `file` or `env`",
+            "rollout.gates[0].headers_from[1].value_from.config_map_key_ref: ConfigMaps are read in Kubernetes mode only (a TrafficShift's headersFrom); locally use `file` or `env`",
+        ]
+    );
+}
+
 #[test]
 fn more_headers_from_than_a_trafficshift_admits_are_refused() {
     let many: Vec<String> = (0..=MAX_HEADERS_FROM)
@@ -125,6 +148,14 @@ fn an_unknown_source_or_two_sources_do_not_parse() {
     let e = problems(two).join("\n");
     assert!(
         e.contains("headers_from[0]: value_from has more than one of `file`, `env`"),
+        "{e}"
+    );
+    let both = "rollout: { gates: [{ name: a, at: before_step, url: \"http://x\", headers_from: \
+                [{ name: A, value_from: { secret_key_ref: { name: t, key: k }, \
+                config_map_key_ref: { name: t, key: k } } }] }] }";
+    let e = problems(both).join("\n");
+    assert!(
+        e.contains("value_from has more than one of `file`, `env`, `secret_key_ref`, `config_map_key_ref`; use one"),
         "{e}"
     );
 }

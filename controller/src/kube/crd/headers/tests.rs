@@ -4,12 +4,17 @@
 use serde_json::{json, Value};
 
 use super::super::{RolloutPolicy, TrafficShift};
-use crate::spec::headers::{SecretKeyRef, ValueFrom};
+use crate::spec::headers::{KeyRef, ValueFrom};
 use kube::CustomResourceExt;
 
 fn from_secret(name: &str, key: &str) -> Value {
     json!([{ "name": "Authorization",
              "valueFrom": { "secretKeyRef": { "name": name, "key": key } } }])
+}
+
+fn from_config_map(name: &str, key: &str) -> Value {
+    json!([{ "name": "X-Scope-OrgID",
+             "valueFrom": { "configMapKeyRef": { "name": name, "key": key } } }])
 }
 
 fn policy(value: Value) -> RolloutPolicy {
@@ -47,7 +52,7 @@ fn headers_from_reach_the_rollout_config_as_secret_key_refs() {
     .to_config()
     .expect("valid");
     let secret = |name: &str, key: &str| {
-        ValueFrom::SecretKeyRef(SecretKeyRef {
+        ValueFrom::SecretKeyRef(KeyRef {
             name: name.into(),
             key: key.into(),
         })
@@ -84,14 +89,18 @@ fn the_schema_lets_the_api_server_check_headers_from() {
         assert_eq!(item["required"], json!(["name", "valueFrom"]), "{item}");
         assert!(item["properties"]["name"]["pattern"].is_string());
         let source = &item["properties"]["valueFrom"];
-        assert_eq!(source["required"], json!(["secretKeyRef"]), "{source}");
-        let selector = &source["properties"]["secretKeyRef"];
-        assert_eq!(selector["required"], json!(["key", "name"]), "{selector}");
-        assert_eq!(selector["properties"]["name"]["maxLength"], 253);
-        assert_eq!(
-            selector["properties"]["key"]["pattern"],
-            "^[-._a-zA-Z0-9]+$"
-        );
+        // Exactly one source, as core/v1 EnvVarSource (session 43: or a ConfigMap's key).
+        assert_eq!(source["minProperties"], 1, "{source}");
+        assert_eq!(source["maxProperties"], 1, "{source}");
+        for kind in ["secretKeyRef", "configMapKeyRef"] {
+            let selector = &source["properties"][kind];
+            assert_eq!(selector["required"], json!(["key", "name"]), "{selector}");
+            assert_eq!(selector["properties"]["name"]["maxLength"], 253);
+            assert_eq!(
+                selector["properties"]["key"]["pattern"],
+                "^[-._a-zA-Z0-9]+$"
+            );
+        }
     }
 }
 
@@ -133,5 +142,74 @@ fn bad_headers_from_are_refused_by_their_trafficshift_field() {
         json!([{ "name": "A", "valueFrom": { "file": "/var/run/secrets/token" } }]);
     let refused = serde_json::from_value::<RolloutPolicy>(json!({ "gates": [gate] }));
     let e = refused.expect_err("no file source").to_string();
-    assert!(e.contains("missing field `secretKeyRef`"), "{e}");
+    assert!(
+        e.contains("exactly one of secretKeyRef or configMapKeyRef"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_config_map_key_reaches_the_rollout_config_and_round_trips() {
+    let check = json!({ "name": "p", "max": 1.0, "prometheus": { "address": "http://p:9090",
+        "query": "up", "headersFrom": from_config_map("prom-tenant", "tenant") } });
+    let written = policy(json!({ "analysis": { "checks": [check.clone()] } }));
+    let config = written.to_config().expect("valid");
+    let prometheus = config.analysis.checks[0]
+        .prometheus
+        .as_ref()
+        .expect("prometheus");
+    assert_eq!(prometheus.headers_from[0].name, "X-Scope-OrgID");
+    assert_eq!(
+        prometheus.headers_from[0].value_from,
+        ValueFrom::ConfigMapKeyRef(KeyRef {
+            name: "prom-tenant".into(),
+            key: "tenant".into(),
+        })
+    );
+    let back = serde_json::to_value(&written).expect("json");
+    assert_eq!(back["analysis"]["checks"][0], check, "written back as read");
+}
+
+#[test]
+fn a_bad_config_map_key_is_refused_by_its_trafficshift_field() {
+    let gate = json!({ "name": "g", "at": "BeforeStep", "url": "http://hooks",
+        "headersFrom": from_config_map("Prom_Tenant", "a/b") });
+    let text = policy(json!({ "gates": [gate] }))
+        .to_config()
+        .expect_err("refused")
+        .to_string();
+    for wanted in [
+        "spec.rollout.gates[0].headersFrom[0].valueFrom.configMapKeyRef.name: \"Prom_Tenant\" is not a ConfigMap name (a DNS-1123 subdomain)",
+        "spec.rollout.gates[0].headersFrom[0].valueFrom.configMapKeyRef.key: \"a/b\" is not a ConfigMap key",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} not in:\n{text}");
+    }
+}
+
+/// Both sources, or neither, in the second header of a Prometheus check: the TrafficShift does
+/// not decode, naming that `valueFrom`.
+#[test]
+fn a_value_from_with_both_sources_or_neither_is_refused_by_its_field() {
+    let both = json!({ "secretKeyRef": { "name": "t", "key": "k" },
+                       "configMapKeyRef": { "name": "c", "key": "k" } });
+    for value_from in [both, json!({})] {
+        let headers_from = json!([
+            { "name": "A", "valueFrom": { "secretKeyRef": { "name": "t", "key": "k" } } },
+            { "name": "B", "valueFrom": value_from }
+        ]);
+        let object = json!({
+            "apiVersion": "crossfade.dev/v1alpha1", "kind": "TrafficShift",
+            "metadata": { "name": "web", "namespace": "shop", "generation": 1 },
+            "spec": { "deployment": "web", "images": { "app": "web:v2" },
+                "rollout": { "analysis": { "checks": [{ "name": "p", "max": 1,
+                    "prometheus": { "address": "http://p:9090", "query": "up",
+                                    "headersFrom": headers_from } }] } } }
+        });
+        let e = super::super::decode(&object).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "spec.rollout.analysis.checks[0].prometheus.headersFrom[1].valueFrom: exactly one of secretKeyRef or configMapKeyRef",
+            "{object}"
+        );
+    }
 }
