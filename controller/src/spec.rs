@@ -855,8 +855,9 @@ pub(crate) fn bare_rate_problems(text: &str) -> Vec<Problem> {
 ///
 /// # Errors
 /// Text that is not a number or a percentage, a negative rate (`-5%`: "cannot be negative"),
-/// and a rate above 100% (1), saying both notations; a bare number above 1 says it read as a
-/// fraction and how to write it as a percentage (`20`: "2000% as a fraction ... write 20%").
+/// and a rate above 100% (1), saying both notations; a bare number above 1 and at most 100 says it
+/// read as a fraction and how to write it as a percentage (`20`: "2000% as a fraction ... write
+/// 20%"); one above 100 (`150`) is outside 0% to 100% either way.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let notations = "write a percentage such as 20% or a fraction such as 0.2 (the same rate)";
     let rate = de::fraction::parse(text)
@@ -869,9 +870,9 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         ))
     } else if rate <= 1.0 {
         Ok(rate)
-    } else if !text.trim().ends_with('%') {
+    } else if !text.trim().ends_with('%') && rate <= 100.0 {
         // Session 43: `--green-error-rate 20` (20% meant) was told "`20` is outside 0% to
-        // 100%", which it is not as a percentage.
+        // 100%", which it is not as a percentage. Above 100 no percentage is meant either.
         let number = text.trim();
         Err(format!(
             "`{text}` is {} as a fraction, above 100%: write {number}% for {number} percent (a \

@@ -1471,7 +1471,8 @@ fn a_flag_rate_reads_a_percentage_or_a_fraction() {
         let read = crate::spec::parse_rate(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert!((read - rate).abs() < 1e-12, "{text}: {read}");
     }
-    for text in ["150%", "-1%", "abc", "NaN"] {
+    // "150" is above 100% either way: not told to write "150%", which is refused too.
+    for text in ["150%", "150", "-1%", "abc", "NaN"] {
         let e = crate::spec::parse_rate(text).expect_err(text);
         assert!(
             e.starts_with(&format!("`{text}` is ")) && e.contains("20% or a fraction such as 0.2"),
