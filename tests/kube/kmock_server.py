@@ -459,12 +459,14 @@ class PatchedEmulator(KubernetesEmulator):
                                                   and _pointer_missing(old, op.get('path', '')))]
             new = copy.deepcopy(dict(dicts.patch_dict(old, data)))
 
-        self._own(request, ctype, old, new)
+        owners = self._own(request, ctype, old, new)
         _check_labels(plural, new)
         body_rv = ((request.data or {}).get('metadata') or {}).get('resourceVersion') if isinstance(request.data, dict) else None
         if body_rv and body_rv != old['metadata'].get('resourceVersion'):
             raise Conflict(status=409, reason='Conflict',
                            message='the object has been modified; please apply your changes to the latest version and try again')
+        # Only a write the server takes changes who owns what (a 422 or a 409 above changes nothing).
+        self._applied[owners[0]] = owners[1]
 
         if has_status_sub and request.subresource == 'status':
             result = copy.deepcopy(old)
@@ -498,13 +500,15 @@ class PatchedEmulator(KubernetesEmulator):
         patch = _merge_patch_from(old, new)
         return attrs.evolve(request, method='PATCH', action=action.UPDATE, data=patch)
 
-    def _own(self, request: kmock.Request, ctype: str, old: dict, new: dict) -> None:
+    def _own(self, request: kmock.Request, ctype: str, old: dict, new: dict) -> tuple:
         """Field ownership of server-side apply, approximated (see `_applied`): removes from `new` the
         fields an apply leaves out that the same manager applied before, and gives the fields a
-        write changes to the writer."""
+        write changes to the writer. Returns `(key, records)` for `_applied`, which the caller
+        stores only once the write is taken."""
         key = (request.resource, request.namespace, request.name, request.subresource)
         uid = old.get('metadata', {}).get('uid')
-        records = {m: r for m, r in self._applied.get(key, {}).items() if r[0] == uid}
+        records = {m: (r[0], copy.deepcopy(r[1])) for m, r in self._applied.get(key, {}).items()
+                   if r[0] == uid}
         manager = None
         if request.method == 'PATCH' and 'apply-patch' in ctype and isinstance(request.data, dict):
             manager = (request.params or {}).get('fieldManager', '')
@@ -521,7 +525,7 @@ class PatchedEmulator(KubernetesEmulator):
                     _drop(applied, path, None)
         if manager is not None:
             records[manager] = (uid, copy.deepcopy(request.data))
-        self._applied[key] = records
+        return key, records
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         # kmock uses free-text reasons ("Object Not Found", "Object Already Exists"); kube-rs'

@@ -479,4 +479,35 @@ async fn an_apply_removes_the_fields_its_manager_applied_before_and_leaves_out()
         .expect("apply without spec fields");
     let spec = kept.spec.clone().expect("spec");
     assert_eq!(spec.holder_identity.as_deref(), Some("r2"), "{kept:?}");
+
+    // A refused apply (409: a stale resourceVersion) changes no ownership: the manager still owns
+    // `z` from its last apply taken, so the next apply without `z` removes it. The emulator
+    // recorded the refused apply's fields as the manager's before (review of session 43).
+    leases
+        .patch(
+            "l",
+            &apply,
+            &lease(json!({ "x": "1", "z": "3" }), json!({})),
+        )
+        .await
+        .expect("apply z");
+    let stale = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": { "name": "l", "annotations": { "x": "1" }, "resourceVersion": "1" }
+    });
+    let refused = leases.patch("l", &apply, &Patch::Apply(&stale)).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 409),
+        "{refused:?}"
+    );
+    let without_z = leases
+        .patch("l", &apply, &lease(json!({ "x": "1" }), json!({})))
+        .await
+        .expect("apply without z");
+    let annotations = without_z.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        ["x"],
+        "{without_z:?}"
+    );
 }

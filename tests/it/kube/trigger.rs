@@ -446,8 +446,8 @@ async fn removing_the_rollout_annotation_returns_the_policy_to_the_default() {
     let annotated = annotated.expect("the trafficshift");
     assert_eq!(annotated.spec.rollout.steps.len(), 2, "{annotated:?}");
 
-    // A merge patch with null removes it (as `kubectl annotate deployment/web
-    // crossfade.dev/rollout-` does); the emulator's apply would only merge the annotations in.
+    // A merge patch with null removes it, as `kubectl annotate deployment/web
+    // crossfade.dev/rollout-` does.
     let remove = json!({ "metadata": { "annotations": { ROLLOUT: null } } });
     deploys
         .patch("web", &PatchParams::default(), &Patch::Merge(&remove))
