@@ -64,8 +64,12 @@ impl Values for LocalValues {
                         Err(format!("{} is not UTF-8 text", from.describe()))
                     }
                 },
-                ValueFrom::SecretKeyRef(_) | ValueFrom::ConfigMapKeyRef(_) => Err(format!(
-                    "{}: Secrets and ConfigMaps are read in Kubernetes mode only; use `file` or `env`",
+                ValueFrom::SecretKeyRef(_) => Err(format!(
+                    "{}: Secrets are read in Kubernetes mode only; use `file` or `env`",
+                    from.describe()
+                )),
+                ValueFrom::ConfigMapKeyRef(_) => Err(format!(
+                    "{}: ConfigMaps are read in Kubernetes mode only; use `file` or `env`",
                     from.describe()
                 )),
             }

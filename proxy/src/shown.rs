@@ -9,8 +9,8 @@
 //! [`shown`] quotes one value; [`with_short_quotes`] shortens every long quoted value in a
 //! message made elsewhere (serde's `invalid type: string "..."`, a validation problem), so every
 //! config, spec and resource error passes through one of the two. [`outside`] says a number is
-//! outside its allowed range in words (`12000 is outside 0 to 10000 basis points`), for every
-//! config, spec, admin API and CLI range error (session 43: they printed Rust's `1..=65535`).
+//! outside its allowed range in words (`0 is outside 1 to 10000`), for the config, spec and CLI
+//! flag range errors (session 43: they printed Rust's `1..=65535`); the admin API words its own.
 
 use std::borrow::Cow;
 use std::fmt;

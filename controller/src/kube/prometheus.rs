@@ -120,7 +120,7 @@ impl PrometheusMetrics {
     /// through `values` before each query. Both are checked by the spec's rules before a
     /// source is made ([`crate::spec::request_header_problems`]); a header whose value cannot
     /// be read fails the query, naming its field (`spec.rollout.analysis.metricsSource.
-    /// prometheus.headersFrom[0]` with [`crate::kube::secrets::SecretValues`]).
+    /// prometheus.headersFrom[0]` with [`crate::kube::secrets::ClusterValues`]).
     pub fn with_headers(
         self,
         headers: BTreeMap<String, String>,

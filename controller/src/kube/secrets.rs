@@ -16,15 +16,15 @@ use crate::spec::headers::{KeyRef, ValueFrom};
 /// Reads Secret and ConfigMap keys in one namespace for [`crate::headers::resolve`]; field paths
 /// in its errors are spelled as in the TrafficShift (`spec.rollout.gates[0].headersFrom[0]`).
 #[derive(Clone)]
-pub struct SecretValues {
+pub struct ClusterValues {
     client: kube::Client,
     namespace: String,
 }
 
-impl SecretValues {
+impl ClusterValues {
     /// The Secrets and ConfigMaps of `namespace` (the TrafficShift's), read with `client`.
-    pub fn new(client: kube::Client, namespace: &str) -> SecretValues {
-        SecretValues {
+    pub fn new(client: kube::Client, namespace: &str) -> ClusterValues {
+        ClusterValues {
             client,
             namespace: namespace.to_owned(),
         }
@@ -76,7 +76,7 @@ fn config_map_bytes(config_map: &ConfigMap, key: &str) -> Option<Vec<u8>> {
     })
 }
 
-impl Values for SecretValues {
+impl Values for ClusterValues {
     fn read<'a>(&'a self, from: &'a ValueFrom) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             match from {

@@ -34,7 +34,7 @@ async fn read_from(
     body: serde_json::Value,
 ) -> Result<String, String> {
     let (client, mut api) = mock::client();
-    let values = SecretValues::new(client, "shop");
+    let values = ClusterValues::new(client, "shop");
     let answer = async {
         api.expect("GET", path).await.respond(code, body);
     };
@@ -140,7 +140,7 @@ async fn a_missing_config_map_or_key_or_a_refused_read_names_the_config_map() {
 #[tokio::test(start_paused = true)]
 async fn files_and_variables_are_not_read_in_kubernetes_mode() {
     let (client, mut api) = mock::client();
-    let values = SecretValues::new(client, "shop");
+    let values = ClusterValues::new(client, "shop");
     for from in [
         ValueFrom::File("/var/run/secrets/kubernetes.io/serviceaccount/token".into()),
         ValueFrom::Env("HOME".into()),

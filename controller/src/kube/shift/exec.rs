@@ -1469,9 +1469,9 @@ impl<'a> Exec<'a> {
 
     /// The Secrets of the TrafficShift's namespace, from which gates and checks read their
     /// `headersFrom` values at each call.
-    fn secrets(&self) -> crate::kube::secrets::SecretValues {
+    fn secrets(&self) -> crate::kube::secrets::ClusterValues {
         let ns = self.shift.namespace().unwrap_or_else(|| "default".into());
-        crate::kube::secrets::SecretValues::new(self.ctx.client.clone(), &ns)
+        crate::kube::secrets::ClusterValues::new(self.ctx.client.clone(), &ns)
     }
 
     /// The template variables of `spec.rollout.analysis.checks` for the current step: route
