@@ -5,6 +5,8 @@ use crate::spec::{RolloutConfig, SpecError};
 
 use super::{RolloutPolicy, TrafficShiftSpec};
 
+// === impl TrafficShiftSpec ===
+
 impl TrafficShiftSpec {
     /// The rollout configuration the spec asks for, or every problem found in it, one a line, in
     /// this order: `unknown` (the `spec` fields the schema does not have,
@@ -24,6 +26,8 @@ impl TrafficShiftSpec {
             .map_err(|problems| problems.join("\n"))
     }
 }
+
+// === impl RolloutPolicy ===
 
 impl RolloutPolicy {
     /// The rollout configuration this policy asks for, or `found` (the problems found before it:
