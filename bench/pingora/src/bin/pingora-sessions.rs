@@ -65,6 +65,9 @@ async fn serve(tcp: TcpStream, backends: [SocketAddr; 2], green_bp: u64) {
             .await
             .is_none()
         {
+            if down.response_written().is_some() {
+                return; // the response is cut short: only closing can tell the client
+            }
             let Ok(mut bad) = ResponseHeader::build(502, Some(1)) else {
                 return;
             };
@@ -82,7 +85,8 @@ async fn serve(tcp: TcpStream, backends: [SocketAddr; 2], green_bp: u64) {
 }
 
 /// Sends the request `down` read to `backend` over `slot`'s connection (opening one if there is
-/// none) and the response back; `None` when anything failed before the response head was written.
+/// none) and the response back; `None` when anything failed, before the response head was written
+/// (a 502 follows) or after it (the connection is closed).
 async fn forward(
     down: &mut Downstream,
     slot: &mut Option<Stream>,
