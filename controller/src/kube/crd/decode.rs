@@ -45,6 +45,34 @@ impl DecodeError {
     pub fn in_spec(&self) -> bool {
         self.field == "spec" || self.field.starts_with("spec.")
     }
+
+    /// This error with `unknown` (the fields of `spec` the schema does not have, as
+    /// [`super::unknown_fields`] words them: `spec.rollout.holdd: unknown field; ...`) added to
+    /// [`DecodeError::more`], up to `MAX_PROBLEMS` (20) problems in all. A problem outside `spec`
+    /// takes none: the object is not a TrafficShift's shape, and its spec is not the point.
+    /// Session 43: a spec that did not decode was told only of its type errors, while the
+    /// `crossfade.dev/rollout` annotation named its unknown fields with them.
+    pub fn with_unknown(mut self, unknown: Vec<String>) -> DecodeError {
+        if !self.in_spec() {
+            return self;
+        }
+        let room = MAX_PROBLEMS.saturating_sub(1 + self.more.len());
+        self.more.extend(unknown.into_iter().take(room).map(
+            |problem| match problem.split_once(": ") {
+                Some((field, reason)) => DecodeError {
+                    field: field.to_owned(),
+                    reason: reason.to_owned(),
+                    more: Vec::new(),
+                },
+                None => DecodeError {
+                    field: String::new(),
+                    reason: problem,
+                    more: Vec::new(),
+                },
+            },
+        ));
+        self
+    }
 }
 
 /// The most fields of `spec` [`decode`] names: past it, the object is surely not a TrafficShift

@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 use super::exec::{cut, now};
 use super::{Context, ShiftError, PROGRESSING};
 use crate::kube::crd::{
-    bounded_message, decode, set_condition, Condition, ConditionStatus, DecodeError, TrafficShift,
+    bounded_message, decode, set_condition, unknown_fields, Condition, ConditionStatus,
+    DecodeError, TrafficShift,
 };
 use crate::kube::store::StoreError;
 use crate::kube::FIELD_MANAGER;
@@ -42,14 +43,19 @@ pub fn api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
 /// `object` decoded, or why not, naming the field.
 ///
 /// # Errors
-/// [`DecodeError`] from [`decode`].
+/// [`DecodeError`] from [`decode`], with the fields of `spec` the schema does not have
+/// ([`crate::kube::crd::unknown_fields`]) after the ones that do not decode
+/// ([`DecodeError::with_unknown`]).
 pub fn typed(object: &DynamicObject) -> Result<TrafficShift, DecodeError> {
     let value = serde_json::to_value(object).map_err(|e| DecodeError {
         field: String::new(),
         reason: e.to_string(),
         more: Vec::new(),
     })?;
-    decode(&value)
+    decode(&value).map_err(|e| {
+        let unknown = value.get("spec").map(unknown_fields).unwrap_or_default();
+        e.with_unknown(unknown)
+    })
 }
 
 /// The reason of the condition and the Event for `problem`.
@@ -207,6 +213,25 @@ mod tests {
             "{}",
             message(&problem)
         );
+    }
+
+    /// Session 43: a spec that does not decode names its unknown fields too, as the
+    /// `crossfade.dev/rollout` annotation does; before, only the field that did not decode.
+    #[test]
+    fn a_spec_that_does_not_decode_names_its_unknown_fields_too() {
+        let mut obj = object(Value::Null);
+        obj.data["spec"]["rollout"]["holdd"] = json!("1m");
+        obj.data["spec"]["imagez"] = json!({});
+        let problem = typed(&obj).expect_err("a number for a duration");
+        let message = message(&problem);
+        assert_eq!(problem.field, "spec.rollout.hold", "{message}");
+        for named in [
+            "\nspec.rollout.holdd: unknown field; spec.rollout takes ",
+            "\nspec.imagez: unknown field; spec takes ",
+        ] {
+            assert!(message.contains(named), "{named:?} in {message}");
+        }
+        assert_eq!(problem.more.len(), 2, "{message}");
     }
 
     #[test]
