@@ -61,12 +61,28 @@ pub enum HeaderSource {
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct SourceFields {
     /// A key of a Secret in the TrafficShift's namespace, for a token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     pub secret_key_ref: Option<KeySelector>,
     /// A key of a ConfigMap in the TrafficShift's namespace (its `data`, else its `binaryData`),
     /// for a value that is not secret but kept out of the TrafficShift, e.g. a tenant ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     pub config_map_key_ref: Option<KeySelector>,
+}
+
+/// A selector that is written: an explicit `null` (`secretKeyRef: null`) is refused at its own
+/// field (`...valueFrom.secretKeyRef: invalid type: null, expected a map of key settings (name,
+/// key)`), where `Option`'s reading took it for absent and the error named only `valueFrom`
+/// (session 43). Left out, the field is `None` (`default`).
+fn not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<KeySelector>, D::Error> {
+    KeySelector::deserialize(d).map(Some)
 }
 
 /// A key of a Secret or a ConfigMap in the TrafficShift's namespace: core/v1
