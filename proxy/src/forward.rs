@@ -723,7 +723,7 @@ fn assign<'t>(conn: &Conn, table: &'t Table, parts: &Parts) -> Result<Selected<'
 ///   been read from the client and written), a request is never sent again.
 ///
 /// A stream an h2c backend refused without processing it (RFC 9113 §6.8, §8.7) is not a failure
-/// here: the upstream layer replays it once, body included (`upstream::h2c`); one that could not be
+/// here: the upstream layer replays it (up to 3 times), body included (`upstream::h2c`); one that could not be
 /// replayed arrives here as a protocol error, never retried.
 ///
 /// A request `forced` to a backend by the tester override stays on that backend.

@@ -15,9 +15,10 @@
 //!   (`connect_refused`, `connect_timeout`, `connect_error`, `reset`, `response_timeout`, `protocol`).
 //! - `crossfade_retries_total{route,backend,reason}`: requests re-sent after failing on `backend`,
 //!   by kind of failure: a connect failure (`connect_*`, nothing was written), `reset` before the
-//!   response head for a bodiless idempotent method (a stale pooled connection, case C17), or
-//!   `refused_stream`: an h2c stream the backend refused without processing it (RFC 9113 §6.8,
-//!   §8.7), replayed with its body once on a fresh connection, whatever the method.
+//!   response head for an idempotent method none of whose body was sent (a stale pooled
+//!   connection, case C17), or `refused_stream`: an h2c stream the backend refused without
+//!   processing it (RFC 9113 §6.8, §8.7), replayed with its body on a fresh connection, whatever
+//!   the method, up to 3 times (each replay counted).
 //! - `crossfade_refused_not_replayed_total{route,backend}`: refused h2c streams not replayed
 //!   because the request body was over the replay limit (64 KiB): the client got a 502.
 //! - `crossfade_dispatched_requests_total{route,backend}` and `crossfade_backend_errors_total{route,backend}`:
