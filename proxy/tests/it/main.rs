@@ -36,6 +36,7 @@ mod request_headers;
 mod shadow;
 mod shutdown;
 mod stale;
+mod sticky;
 mod support;
 mod swap;
 mod tls;
