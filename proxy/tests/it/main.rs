@@ -30,6 +30,7 @@ mod local_replies;
 mod overflow;
 mod paths;
 mod pool;
+mod probe_fall;
 mod probes;
 mod proxy_protocol;
 mod request_headers;
