@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crossfade_proxy::sticky::bucket;
 use crossfade_proxy::{ProxyConfig, Slot, Weights};
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -54,9 +53,9 @@ fn within_4_sigma(k: usize, n: usize, p: f64) -> Result<(), String> {
     }
 }
 
-/// Sends one request per key; returns each key's pool. Every key must be on green iff its bucket
-/// is below `green_bp` (README: "the request goes to green iff its bucket is below green's
-/// weight"), and the keys on green must be within 4σ of the weight's share.
+/// Sends one request per key, on a client of its own; returns each key's pool. The keys on green
+/// must be within 4σ of the share of green's weight `green_bp`. (Which bucket a key has is the
+/// unit tests' business, `sticky/tests.rs`: here the backends are only seen from outside.)
 async fn pools_of_keys(running: &Running, green_bp: u32) -> BTreeMap<String, String> {
     let client = client();
     let mut pools = BTreeMap::new();
@@ -64,11 +63,6 @@ async fn pools_of_keys(running: &Running, green_bp: u32) -> BTreeMap<String, Str
         let key = user(i);
         let (status, pool, _) = get_with(&client, &running.url("/"), &[("x-user", &key)]).await;
         assert_eq!(status, StatusCode::OK, "{key} at {green_bp} bp");
-        let expected = match bucket(key.as_bytes()) < green_bp {
-            true => "green",
-            false => "blue",
-        };
-        assert_eq!(pool, expected, "{key} at green {green_bp} bp");
         pools.insert(key, pool);
     }
     let on_green = pools.values().filter(|p| *p == "green").count();
@@ -116,7 +110,15 @@ async fn header_keys_stick_and_only_move_blue_to_green_as_green_rises() {
     let half = pools_of_keys(&running, 5_000).await;
     // The same key, again on another connection: the same backend.
     let again = pools_of_keys(&running, 5_000).await;
-    assert_eq!(half, again, "a key changed backend at the same weight");
+    let changed: Vec<_> = half
+        .keys()
+        .filter(|key| half[*key] != again[*key])
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{} of {KEYS} keys changed backend at the same weight: {changed:?}",
+        changed.len()
+    );
 
     // No key: the per-request pick, 4σ around 50 % (and so both backends get some).
     let keyless = 200;
@@ -127,10 +129,8 @@ async fn header_keys_stick_and_only_move_blue_to_green_as_green_rises() {
         on_green += usize::from(pool == "green");
     }
     eprintln!("no key at 50 %: {on_green} of {keyless} requests on green");
-    assert!(
-        on_green > 0 && on_green < keyless,
-        "{on_green} of {keyless}"
-    );
+    let both = on_green > 0 && on_green < keyless;
+    assert!(both, "keyless requests: {on_green} of {keyless} on green");
     within_4_sigma(on_green, keyless, 0.5)
         .unwrap_or_else(|error| panic!("keyless requests on green: {error}"));
 
