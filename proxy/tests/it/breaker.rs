@@ -45,6 +45,18 @@ async fn failing() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// Route `web` at 50/50 over `blue` and `green`, with a breaker at 50 % errors over a 10 s window
+/// and at least `min_requests`.
+fn breaker_route(blue: SocketAddr, green: SocketAddr, min_requests: u64) -> RouteConfig {
+    let mut web = route(&[blue], &[green], 5_000);
+    web.breaker = Some(BreakerConfig {
+        max_error_rate: Percent(5_000),
+        window: Duration::from_secs(10),
+        min_requests,
+    });
+    web
+}
+
 fn tripped(running: &Running) -> bool {
     running.proxy.status().routes[0].green.tripped
 }
@@ -65,12 +77,7 @@ async fn trip(running: &Running) {
 async fn removing_or_changing_the_breaker_by_reload_releases_its_trip() {
     let blue = backend("blue").await;
     let (green, green_hits) = failing().await;
-    let mut web: RouteConfig = route(&[blue.addr], &[green], 5_000);
-    web.breaker = Some(BreakerConfig {
-        max_error_rate: Percent(5_000),
-        window: Duration::from_secs(10),
-        min_requests: 5,
-    });
+    let web = breaker_route(blue.addr, green, 5);
     let running = start(config(vec![web.clone()])).await;
     trip(&running).await;
 
@@ -179,12 +186,7 @@ async fn a_failing_green_gets_min_requests_and_then_nothing_while_blue_serves_th
     const SENT: usize = 400;
     let blue = backend("blue").await;
     let (green, green_hits) = failing().await;
-    let mut web: RouteConfig = route(&[blue.addr], &[green], 5_000);
-    web.breaker = Some(BreakerConfig {
-        max_error_rate: Percent(5_000),
-        window: Duration::from_secs(10),
-        min_requests: MIN_REQUESTS,
-    });
+    let web = breaker_route(blue.addr, green, MIN_REQUESTS);
     let running = start(config(vec![web])).await;
     let mut events = running.proxy.events();
     let client = client();
