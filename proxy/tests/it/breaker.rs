@@ -1,6 +1,7 @@
 //! A tripped circuit breaker holds only under the settings it tripped with (trial 8, H5): a reload
 //! that removes or changes the route's `breaker` releases the trip; one that keeps it keeps it;
-//! one that removes the route releases it too.
+//! one that removes the route releases it too. And it trips at the response that meets its
+//! condition, counted over sockets (session 44).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +45,18 @@ async fn failing() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// Route `web` at 50/50 over `blue` and `green`, with a breaker at 50 % errors over a 10 s window
+/// and at least `min_requests`.
+fn breaker_route(blue: SocketAddr, green: SocketAddr, min_requests: u64) -> RouteConfig {
+    let mut web = route(&[blue], &[green], 5_000);
+    web.breaker = Some(BreakerConfig {
+        max_error_rate: Percent(5_000),
+        window: Duration::from_secs(10),
+        min_requests,
+    });
+    web
+}
+
 fn tripped(running: &Running) -> bool {
     running.proxy.status().routes[0].green.tripped
 }
@@ -64,12 +77,7 @@ async fn trip(running: &Running) {
 async fn removing_or_changing_the_breaker_by_reload_releases_its_trip() {
     let blue = backend("blue").await;
     let (green, green_hits) = failing().await;
-    let mut web: RouteConfig = route(&[blue.addr], &[green], 5_000);
-    web.breaker = Some(BreakerConfig {
-        max_error_rate: Percent(5_000),
-        window: Duration::from_secs(10),
-        min_requests: 5,
-    });
+    let web = breaker_route(blue.addr, green, 5);
     let running = start(config(vec![web.clone()])).await;
     trip(&running).await;
 
@@ -163,4 +171,92 @@ async fn a_route_removed_while_tripped_leaves_no_trip_behind() {
         green_hits.load(Ordering::SeqCst) > before,
         "green got no request at 50 % after the route came back"
     );
+}
+
+/// Session 44: the breaker trips at the response that meets its condition, asserted by counts,
+/// not by time. Green answers every request 500; blue is fine; 50/50, `min_requests: 20`,
+/// `max_error_rate: 50%` and a 10 s window that the whole run fits in. Green's window then holds
+/// only errors, so the condition is met by green's 20th response. No slack: the breaker counts a
+/// response when its head arrives, before the proxy passes it on, and the requests are sequential,
+/// so green gets exactly 20 requests and not one more. `/status` and `/metrics` show the trip, the
+/// configured weights are unchanged, and blue answers every later request without an error.
+#[tokio::test]
+async fn a_failing_green_gets_min_requests_and_then_nothing_while_blue_serves_the_rest() {
+    const MIN_REQUESTS: u64 = 20;
+    const SENT: usize = 400;
+    let blue = backend("blue").await;
+    let (green, green_hits) = failing().await;
+    let web = breaker_route(blue.addr, green, MIN_REQUESTS);
+    let running = start(config(vec![web])).await;
+    let mut events = running.proxy.events();
+    let client = client();
+    let mut answers = Vec::with_capacity(SENT);
+    for _ in 0..SENT {
+        let (status, headers, _) = get(&client, &running.url("/")).await;
+        let pool = headers
+            .get("x-pool")
+            .map(|p| p.to_str().unwrap().to_owned());
+        answers.push((status, pool));
+    }
+
+    let to_green = green_hits.load(Ordering::SeqCst);
+    assert_eq!(
+        to_green as u64, MIN_REQUESTS,
+        "green got {to_green} requests; the breaker's condition was met at its {MIN_REQUESTS}th"
+    );
+    let errors = answers.iter().filter(|(s, _)| *s != http::StatusCode::OK);
+    assert!(
+        errors
+            .clone()
+            .all(|(s, _)| *s == http::StatusCode::INTERNAL_SERVER_ERROR),
+        "{answers:?}"
+    );
+    assert_eq!(
+        errors.count(),
+        to_green,
+        "an error other than green's own 500s"
+    );
+    let last_error = answers
+        .iter()
+        .rposition(|(s, _)| *s != http::StatusCode::OK)
+        .unwrap();
+    let after = &answers[last_error + 1..];
+    assert!(
+        after.len() >= SENT / 2,
+        "only {} requests after the trip",
+        after.len()
+    );
+    for (i, (status, pool)) in after.iter().enumerate() {
+        assert_eq!(
+            (*status, pool.as_deref()),
+            (http::StatusCode::OK, Some("blue")),
+            "request {} after the trip",
+            i + 1
+        );
+    }
+    eprintln!(
+        "tripped at request {} of {SENT}; green got {to_green}, blue served the {} after",
+        last_error + 1,
+        after.len()
+    );
+
+    let (_, _, body) = get(&client, &running.admin_url("/status")).await;
+    let status: crossfade_proxy::Status = serde_json::from_str(&body).unwrap();
+    let green_status = &status.routes[0].green;
+    assert!(green_status.tripped, "/status: {body}");
+    assert_eq!(status.routes[0].weights.of(Slot::Green), 5_000, "{body}");
+    assert_eq!(green_status.requests, MIN_REQUESTS, "{body}");
+    let (_, _, metrics) = get(&client, &running.admin_url("/metrics")).await;
+    let labels = "{route=\"web\",backend=\"green\"}";
+    for series in [
+        format!("crossfade_breaker_tripped{labels} 1"),
+        format!("crossfade_breaker_trips_total{labels} 1"),
+    ] {
+        assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
+    let tripped = std::iter::from_fn(|| events.try_recv().ok()).find_map(|event| match event {
+        crossfade_proxy::ProxyEvent::BreakerTripped { requests, .. } => Some(requests),
+        _ => None,
+    });
+    assert_eq!(tripped, Some(MIN_REQUESTS), "the BreakerTripped event");
 }
