@@ -3,7 +3,8 @@
 //! server-streaming calls through a weighted split, `grpc-status` trailers to the client, error
 //! statuses passed through (server-fault ones counted in the backend's errors, client-fault ones
 //! not), streams multiplexed over one upstream connection, and a backend retired under a stream in
-//! flight; health probes in HTTP/2.
+//! flight; health probes in HTTP/2. `grpc/tonic_server.rs` has tonic at both ends: its transport
+//! server (`tonic::transport::Server`) as the backends.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,7 +17,6 @@ use crossfade_proxy::config::UpstreamProtocol;
 use crossfade_proxy::{Slot, Weights};
 use futures_util::Stream;
 use http::uri::PathAndQuery;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -31,6 +31,7 @@ mod health;
 mod local;
 mod refused;
 mod streams;
+mod tonic_server;
 
 /// The request: who asks, how many answers a stream sends, and a gRPC code to fail with (0: none).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -105,11 +106,17 @@ async fn grpc_backend_failing(name: &'static str, forced: Code) -> GrpcBackend {
     }
 }
 
-async fn serve(
+/// The Echo service's answer to `request`, whichever server read it (hyper's body, or tonic's
+/// transport server's): `forced` (unless `Code::Ok`) replaces the code the call asks to fail with.
+async fn serve<B>(
     backend: &'static str,
     forced: Code,
-    request: http::Request<Incoming>,
-) -> http::Response<tonic::body::Body> {
+    request: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let codec = ProstCodec::<Answer, Ask>::default();
     let force = move |mut ask: tonic::Request<Ask>| {
         if forced != Code::Ok {
