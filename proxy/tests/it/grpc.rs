@@ -240,6 +240,41 @@ async fn drain(mut answers: tonic::Streaming<Answer>) -> (Vec<Answer>, Result<()
     (got, trailers)
 }
 
+/// Makes `n` unary calls that succeed (grpc-status 0 in the trailers): how many blue answered,
+/// and how many green.
+async fn split_calls(grpc: &mut tonic::client::Grpc<Channel>, n: u32) -> (u32, u32) {
+    let (mut to_blue, mut to_green) = (0, 0);
+    for i in 0..n {
+        let answer = unary(grpc, ask(&format!("call {i}"), 0, Code::Ok))
+            .await
+            .expect("a unary call succeeds (grpc-status 0 in the trailers)");
+        match answer.into_inner().backend.as_str() {
+            "blue" => to_blue += 1,
+            "green" => to_green += 1,
+            other => panic!("answered by {other}"),
+        }
+    }
+    (to_blue, to_green)
+}
+
+/// A server-streaming call of `count` answers: every answer in order, all from one backend, then
+/// the OK status in the trailers.
+async fn stream_in_order(grpc: &mut tonic::client::Grpc<Channel>, count: u32) {
+    let answers = stream(grpc, ask("s", count, Code::Ok))
+        .await
+        .expect("stream");
+    let (got, end) = drain(answers).await;
+    assert_eq!(
+        got.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        (0..count).collect::<Vec<_>>()
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].backend == w[1].backend),
+        "one backend per call: {got:?}"
+    );
+    end.expect("an OK status in the trailers ends the stream");
+}
+
 /// Route `web` over two h2c backends, `blue_bp` to blue.
 fn h2c_route(blue: SocketAddr, green: SocketAddr, blue_bp: u32) -> crossfade_proxy::RouteConfig {
     let mut route = route(&[blue], &[green], blue_bp);
@@ -254,18 +289,7 @@ async fn grpc_calls_pass_a_weighted_split_with_their_trailers_and_statuses() {
     let proxy = start(config(vec![h2c_route(blue.addr, green.addr, 7_000)])).await;
     let mut grpc = client(proxy.addr).await;
 
-    let (mut to_blue, mut to_green) = (0u32, 0u32);
-    let n = 300;
-    for i in 0..n {
-        let answer = unary(&mut grpc, ask(&format!("call {i}"), 0, Code::Ok))
-            .await
-            .expect("a unary call succeeds (grpc-status 0 in the trailers)");
-        match answer.into_inner().backend.as_str() {
-            "blue" => to_blue += 1,
-            "green" => to_green += 1,
-            other => panic!("answered by {other}"),
-        }
-    }
+    let (to_blue, to_green) = split_calls(&mut grpc, 300).await;
     // 30% of 300 is 90, σ ≈ 7.9: within 6σ.
     assert!(
         (43..=137).contains(&to_green),
@@ -282,20 +306,7 @@ async fn grpc_calls_pass_a_weighted_split_with_their_trailers_and_statuses() {
         "{status:?}"
     );
 
-    // Server streaming: every answer in order, then the OK status in the trailers.
-    let answers = stream(&mut grpc, ask("s", 5, Code::Ok))
-        .await
-        .expect("stream");
-    let (got, end) = drain(answers).await;
-    assert_eq!(
-        got.iter().map(|a| a.seq).collect::<Vec<_>>(),
-        [0, 1, 2, 3, 4]
-    );
-    assert!(
-        got.windows(2).all(|w| w[0].backend == w[1].backend),
-        "one backend per call"
-    );
-    end.expect("an OK status ends the stream");
+    stream_in_order(&mut grpc, 5).await;
 
     // A stream that fails after its answers: the status arrives in the trailers, after the data.
     let answers = stream(&mut grpc, ask("s", 3, Code::ResourceExhausted))

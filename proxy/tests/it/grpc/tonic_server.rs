@@ -21,7 +21,9 @@ use tonic::transport::Server;
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
-use super::{ask, client, drain, h2c_route, serve, stream, unary, Answer, Ask};
+use super::{
+    ask, client, drain, h2c_route, serve, split_calls, stream, stream_in_order, unary, Answer, Ask,
+};
 use crate::limits::wait_for;
 use crate::support::{config, start};
 
@@ -134,37 +136,14 @@ async fn tonic_servers_behind_the_proxy_share_unary_calls_by_weight_and_stream_i
     let proxy = start(config(vec![h2c_route(blue, green, 7_000)])).await;
     let mut grpc = client(proxy.addr).await;
 
-    let (mut to_blue, mut to_green) = (0u32, 0u32);
-    let n = 1_000;
-    for i in 0..n {
-        let answer = unary(&mut grpc, ask(&format!("call {i}"), 0, Code::Ok))
-            .await
-            .expect("a unary call succeeds");
-        match answer.into_inner().backend.as_str() {
-            "blue" => to_blue += 1,
-            "green" => to_green += 1,
-            other => panic!("answered by {other}"),
-        }
-    }
+    let (to_blue, to_green) = split_calls(&mut grpc, 1_000).await;
     // 30% of 1000 is 300, σ = √(1000 · 0.3 · 0.7) ≈ 14.5: within 6σ (±87).
     assert!(
         (213..=387).contains(&to_green),
         "blue {to_blue}, green {to_green}"
     );
 
-    let answers = stream(&mut grpc, ask("s", 5, Code::Ok))
-        .await
-        .expect("stream");
-    let (got, end) = drain(answers).await;
-    assert_eq!(
-        got.iter().map(|a| a.seq).collect::<Vec<_>>(),
-        [0, 1, 2, 3, 4]
-    );
-    assert!(
-        got.windows(2).all(|w| w[0].backend == w[1].backend),
-        "one backend per call: {got:?}"
-    );
-    end.expect("an OK status in the trailers ends the stream");
+    stream_in_order(&mut grpc, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
