@@ -97,6 +97,17 @@ fn in_flags(error: &SpecError, rollout: &RolloutConfig) -> String {
         if is_zero_step(path, rollout) {
             return ZERO_STEP.to_owned();
         }
+        // The demo has no flag for the progress deadline (session 44: `--hold 1y` was told of
+        // `rollout.progress_deadline`, which a demo user cannot set).
+        if path == "rollout.hold" && message.contains("rollout.progress_deadline") {
+            return format!(
+                "{}: give a shorter --hold",
+                message.replace(
+                    "within rollout.progress_deadline (",
+                    "within the demo's progress deadline ("
+                )
+            );
+        }
         if !matches!(path, "listen" | "admin") {
             return message.to_owned();
         }

@@ -251,6 +251,17 @@ pub fn kube_settings(text: &str) -> bool {
         && !keys.iter().any(|k| *k == "routes" || SPEC_ONLY.contains(k))
 }
 
+/// Whether `text` has top-level keys and each is one that a spec and a proxy config both take
+/// (`listen`, `admin`, `via`, `state_file`, or a near miss of one, [`meant`]), so that it may be
+/// either with its defining key (`blue:`, `routes:`) left out.
+fn shared_keys_only(text: &str) -> bool {
+    let keys = top_level_keys(text);
+    !keys.is_empty()
+        && keys.iter().all(|k| {
+            meant(k).is_some_and(|k| ["listen", "admin", "via", "state_file"].contains(&k))
+        })
+}
+
 /// The hint for a `--kube --config` settings file given where `wanted` is expected.
 fn kube_settings_hint(wanted: Kind) -> String {
     format!(
@@ -339,6 +350,15 @@ pub fn with_hint(error: String, text: &str, wanted: Kind) -> String {
     if wanted == Kind::Spec && error.contains("blue: missing") && guess(text) == Some(Kind::Rollout)
     {
         return looks_like(error, Kind::Rollout, wanted);
+    }
+    // Keys that a spec and a proxy config both take (`listen:`, `admin:`) and nothing else: a
+    // spec without `blue:` or a proxy config without `routes:`, and `check` cannot tell which
+    // (session 44: a proxy config that forgot `routes:` was told only of a spec's `blue:`).
+    if wanted == Kind::Spec && error.contains("blue: missing") && shared_keys_only(text) {
+        return format!(
+            "{error}\n(a spec for `crossfade run` needs `blue:`; if this is a proxy config for \
+             `crossfade proxy`, it has no `routes:`, and a proxy config needs at least one route)"
+        );
     }
     if !error.contains("unknown field") {
         return error;
@@ -613,6 +633,27 @@ mod tests {
 
     /// Trial 25: the settings of `crossfade proxy --kube --config` (deploy/examples/sidecar.yaml's
     /// ConfigMap) are told from a spec, a proxy config and a rollout file.
+    #[test]
+    fn a_file_of_shared_keys_only_missing_blue_may_be_a_proxy_config_missing_routes() {
+        let error = || "blue: missing".to_owned();
+        let hinted = with_hint(
+            error(),
+            "listen: 127.0.0.1:1\nadmin: 127.0.0.1:2\n",
+            Kind::Spec,
+        );
+        assert!(
+            hinted.starts_with("blue: missing\n")
+                && hinted.contains(
+                    "if this is a proxy config for `crossfade proxy`, it has no `routes:`"
+                ),
+            "{hinted}"
+        );
+        // A file with a spec's own key is a spec without `blue:`, nothing more to say.
+        let spec = "listen: 127.0.0.1:1\nroute: { name: web }\n";
+        assert_eq!(with_hint(error(), spec, Kind::Spec), error());
+        assert_eq!(with_hint(error(), "", Kind::Spec), error());
+    }
+
     #[test]
     fn kube_settings_are_a_proxy_configs_keys_without_routes() {
         for settings in [

@@ -444,7 +444,7 @@ async fn exchange(
         .with_context(unreachable)?;
     tokio::spawn(conn);
     let mut request = http::Request::builder()
-        .method(method)
+        .method(method.clone())
         .uri(path)
         .header(http::header::HOST, admin.to_string())
         .header(http::header::CONTENT_TYPE, "application/json");
@@ -468,7 +468,14 @@ async fn exchange(
     }
     let bytes = response.into_body().collect().await?.to_bytes();
     if bytes.is_empty() && !status.is_success() {
-        bail!("admin API answered {status} for {path}");
+        // Every failure answer of crossfade's admin API has a body saying why: one without is
+        // some other server's (session 44: a 404 with no body was "admin API answered 404 Not
+        // Found for /rollout", neither the address nor a word that it is no admin API).
+        bail!(
+            "{method} {path} at {admin} answered {status} with an empty body, which is not an \
+             answer of the admin API of `crossfade run`; is --admin the admin address of \
+             `crossfade run`?"
+        );
     }
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));

@@ -167,6 +167,11 @@ async fn demo_settings_errors_name_the_flags() {
             ["demo", "--hold", "0s"],
             "--hold: 0s is below the minimum of 10ms",
         ),
+        // Session 44: was told of rollout.progress_deadline, which the demo has no flag for.
+        (
+            ["demo", "--hold", "1y"],
+            "leaves no time to finish a step within the demo's progress deadline (2m): give a shorter --hold",
+        ),
         // Session 43: a 0% step was told to set rollout.analysis.shadow, a spec field the demo
         // has no flag for.
         (

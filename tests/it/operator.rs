@@ -493,39 +493,49 @@ async fn rollout_endpoints_answer_other_methods_with_405_and_allow() {
 
 /// `crossfade status` against something that is not a crossfade admin API (here a server that
 /// answers 404 `{}` to everything) fails naming the endpoint, instead of printing empty objects.
+/// Also with an empty body (session 44: that was "admin API answered 404 Not Found for
+/// /rollout", without the address or a word that it is no admin API).
 #[tokio::test]
 async fn status_against_a_server_that_answers_404_fails_naming_the_endpoint() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let answer =
-                    "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    let done = run_to_end(
-        ["status", "--admin", &addr.to_string()],
-        Duration::from_secs(20),
-    )
-    .await;
-    server.abort();
-    assert_eq!(done.code, Some(1), "{done:?}");
-    assert!(
-        done.stderr.contains("GET /rollout") && done.stderr.contains("404"),
-        "{}",
-        done.stderr
-    );
-    assert!(
-        done.stdout.is_empty(),
-        "nothing printed as if it were a status: {}",
-        done.stdout
-    );
+    for body in ["{}", ""] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        let done = run_to_end(
+            ["status", "--admin", &addr.to_string()],
+            Duration::from_secs(20),
+        )
+        .await;
+        server.abort();
+        assert_eq!(done.code, Some(1), "{done:?}");
+        assert!(
+            done.stderr
+                .contains(&format!("GET /rollout at {addr} answered 404 Not Found"))
+                && done
+                    .stderr
+                    .contains("not an answer of the admin API of `crossfade run`"),
+            "body {body:?}: {}",
+            done.stderr
+        );
+        assert!(
+            done.stdout.is_empty(),
+            "nothing printed as if it were a status: {}",
+            done.stdout
+        );
+    }
 }
 
 /// Trial 13, N12: `crossfade abort|pause|resume|promote|migrate --admin` at an address that is
