@@ -261,12 +261,12 @@ async fn c20_upload_during_a_weight_switch_completes_where_it_started() {
         uploads.push(tokio::task::spawn_blocking(move || {
             let extra = ["--limit-rate", "4M", "-D", "-"];
             let run = curl(&file, &url, &extra).expect("curl");
-            (run, std::time::Instant::now())
+            (run, Instant::now())
         }));
         let launched = uploads.len();
         in_flight = wait_dispatched(&proxy, launched).await;
     }
-    let switched = std::time::Instant::now();
+    let switched = Instant::now();
     proxy.set_weights(0, 10_000).await;
     let after_switch = uploads_in_flight(&proxy.admin.metrics().await);
     let mut runs = Vec::new();
