@@ -238,9 +238,10 @@ async fn c20_early_401_reaches_the_client_without_the_body_being_sent() {
     }
 }
 
-/// Variant C. Each upload is throttled to 4 MB/s (5 s for 20 MB), and the switch from 50/50 to
-/// 0/100 is made only once the proxy has dispatched every upload (`crossfade_in_flight_requests`)
-/// and at least one of them to blue, so uploads are known to be in flight on blue across the
+/// Variant C. Each upload is throttled to 2 MB/s (10 s for 20 MB), and the switch from 50/50 to
+/// 0/100 is made only once the proxy has dispatched every upload
+/// (`crossfade_dispatched_requests_total`) and at least one on blue is still in flight
+/// (`crossfade_in_flight_requests`), so uploads are known to be in flight on blue across the
 /// switch, however slow the machine: each of those must complete on blue with 201 and its sha256.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c20_upload_during_a_weight_switch_completes_where_it_started() {
@@ -259,7 +260,7 @@ async fn c20_upload_during_a_weight_switch_completes_where_it_started() {
     while uploads.len() < 6 || (in_flight.0 == 0 && uploads.len() < MAX_SWITCH_UPLOADS) {
         let (file, url) = (file.clone(), url.clone());
         uploads.push(tokio::task::spawn_blocking(move || {
-            let extra = ["--limit-rate", "4M", "-D", "-"];
+            let extra = ["--limit-rate", "2M", "-D", "-"];
             let run = curl(&file, &url, &extra).expect("curl");
             (run, Instant::now())
         }));
@@ -307,13 +308,16 @@ async fn c20_upload_during_a_weight_switch_completes_where_it_started() {
 /// Upper bound on the uploads variant C starts while waiting for one on blue.
 const MAX_SWITCH_UPLOADS: usize = 16;
 
-/// Waits until the proxy has dispatched `launched` uploads to route `web` (all in flight at
-/// once: each takes seconds), and returns them as (blue, green).
+/// Waits until the proxy has dispatched `launched` uploads to route `web` (counted, not in
+/// flight: on a loaded machine the first may end before the last starts), and returns the uploads
+/// in flight as (blue, green).
 async fn wait_dispatched(proxy: &RunningProxy, launched: usize) -> (u64, u64) {
-    let what = format!("{launched} uploads in flight in the proxy");
-    crate::support::wait_until(Duration::from_secs(10), &what, || async {
-        let in_flight = uploads_in_flight(&proxy.admin.metrics().await);
-        (in_flight.0 + in_flight.1 >= launched as u64).then_some(in_flight)
+    let what = format!("{launched} uploads dispatched by the proxy");
+    crate::support::wait_until(Duration::from_secs(20), &what, || async {
+        let metrics = proxy.admin.metrics().await;
+        let labels = [("route", "web")];
+        let dispatched = metrics.sum("crossfade_dispatched_requests_total", &labels);
+        (dispatched >= launched as f64).then(|| uploads_in_flight(&metrics))
     })
     .await
 }
