@@ -5,12 +5,15 @@
 # Debian's `prometheus` package (promtool for the alert rules, and the server that
 # tests/it/observability.rs starts), as binaries only, no service, the real HTTP clients of
 # tests/it/clients.rs (curl, nghttp2-client for h2load, wrk), and chromium for tests/it/report.rs.
+# It then exports CROSSFADE_REQUIRE_TOOLS=1: a test whose real tool (those, git, the kmock venv) is
+# missing fails rather than skips (tests/it/support's tools_required, proxy/tests/it/support.rs's
+# have_tool); CI=true does the same. A bare `cargo test` elsewhere skips such a test loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The Kubernetes API emulator for tests/it/kube: kmock 0.8 (PyPI) in a venv under target/, created once
-# (a fast no-op when present). The tests start tests/kube/kmock_server.py with this Python; under
-# CI=true they fail rather than skip when it is missing.
+# (a fast no-op when present). The tests start tests/kube/kmock_server.py with this Python; with
+# CROSSFADE_REQUIRE_TOOLS (below) or CI=true they fail rather than skip when it is missing.
 install_kmock() {
   local venv=target/kmock-venv
   if ! "$venv/bin/python" -c 'import importlib.metadata as m; assert m.version("kmock") == "0.8"' 2>/dev/null; then
@@ -54,7 +57,7 @@ export CROSSFADE_REQUIRE_PROMETHEUS=1
 
 # The real clients of tests/it/clients.rs (and case C20): curl, h2load (nghttp2-client), wrk and
 # HAProxy (an L4 balancer sending the PROXY protocol), from Debian, once (a fast no-op when all four
-# are there). Under CI=true those tests fail without them.
+# are there). With CROSSFADE_REQUIRE_TOOLS (below) or CI=true those tests fail without them.
 install_clients() {
   command -v curl >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 &&
     command -v haproxy >/dev/null 2>&1 && return 0
@@ -67,7 +70,8 @@ install_clients() {
 install_clients
 
 # Headless Chromium for tests/it/report.rs (renders a rollout report to a PNG and a DOM), from Debian,
-# once (a fast no-op when present). Under CI=true that test fails without it.
+# once (a fast no-op when present). With CROSSFADE_REQUIRE_TOOLS (below) or CI=true that test fails
+# without it.
 install_chromium() {
   command -v chromium >/dev/null 2>&1 && return 0
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -77,6 +81,8 @@ install_chromium() {
 }
 
 install_chromium
+# Every tool is installed: from here on a test that finds one missing fails (session 44).
+export CROSSFADE_REQUIRE_TOOLS=1
 echo "== promtool"
 promtool check rules deploy/prometheus/crossfade-rules.yaml
 promtool test rules deploy/prometheus/crossfade-rules.test.yaml

@@ -9,7 +9,8 @@
 //! Each run asserts zero failed requests, and that green's share is within 6 standard deviations
 //! of the configured 30 % (binomial: sigma = sqrt(n p (1 - p))), a bound a correct proxy breaks
 //! about once in 10^9 runs. The tools come from Debian (curl, nghttp2-client, wrk; scripts/test.sh
-//! installs them): missing, a test fails under `CI=true` and is skipped loudly otherwise.
+//! installs them): missing, a test fails when scripts/test.sh runs it or under `CI=true`
+//! ([`crate::support::tools_required`]) and is skipped loudly otherwise.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,16 +30,10 @@ use crate::support::{proxy_config, temp_dir, RunningProxy, SampleApp};
 /// Green's configured share, in basis points.
 const GREEN_BP: u32 = 3_000;
 
-/// Whether `tool` can run. Missing: panics under `CI=true`, else says so loudly and returns false.
+/// Whether `tool` can run. Missing: panics when tools are required (scripts/test.sh, `CI=true`:
+/// [`crate::support::tools_required`]), else says so loudly and returns false.
 fn have(tool: &str, package: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok() {
-        return true;
-    }
-    let hint =
-        format!("{tool} is not installed (Debian package {package}; scripts/test.sh installs it)");
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-    eprintln!("clients: SKIPPED: {hint}");
-    false
+    crate::support::have_tool("clients", tool, package)
 }
 
 /// Runs `tool args`, returning its output; panics with stderr when it cannot start.

@@ -22,15 +22,10 @@ const WINDOW: (u32, u32) = (1280, 3000);
 const BLUE: [u8; 3] = [0x1f, 0x6f, 0xd1];
 const GREEN: [u8; 3] = [0x1a, 0x9b, 0x45];
 
-/// Whether `chromium` can run. Missing: panics under `CI=true`, else says so loudly.
+/// Whether `chromium` can run. Missing: panics when tools are required (scripts/test.sh,
+/// `CI=true`: [`crate::support::tools_required`]), else says so loudly.
 pub(crate) fn have_chromium() -> bool {
-    if Command::new("chromium").arg("--version").output().is_ok() {
-        return true;
-    }
-    let hint = "chromium is not installed (Debian package chromium; scripts/test.sh installs it)";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-    eprintln!("report: SKIPPED: {hint}");
-    false
+    crate::support::have_tool("report", "chromium", "chromium")
 }
 
 /// Headless Chromium on `page` with `args` (its own profile in `dir`, JavaScript given 3 s of

@@ -936,11 +936,11 @@ fn the_state_file_and_its_companions_are_ignored_by_git() {
         .args(["rev-parse", "--is-inside-work-tree"])
         .output();
     if !in_git.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "git and a work tree are needed for this test under CI=true"
+        let hint = format!("git and a work tree are needed: none at {}", root.display());
+        crate::support::missing_tool(
+            "the_state_file_and_its_companions_are_ignored_by_git",
+            &hint,
         );
-        eprintln!("SKIPPED: no git work tree at {}", root.display());
         return;
     }
     let state = std::path::Path::new("deploy/examples/crossfade.state.json");

@@ -329,3 +329,29 @@ pub fn config(routes: Vec<RouteConfig>) -> ProxyConfig {
         ..ProxyConfig::default()
     }
 }
+
+/// Whether `tool --version` runs, for a test that needs a real client. Missing: panics with a hint
+/// naming the Debian `package` when `CROSSFADE_REQUIRE_TOOLS` is set to anything but empty or `0`
+/// (scripts/test.sh exports it after installing every tool) or `CI` is `true`; else prints a loud
+/// `SKIPPED` line and returns false, so a bare `cargo test` works on a machine without the tool.
+/// The root crate's tests follow the same rule (tests/it/support's `tools_required`; session 44).
+pub fn have_tool(test: &str, tool: &str, package: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    let hint =
+        format!("{tool} is not installed (Debian package {package}; scripts/test.sh installs it)");
+    let required = std::env::var("CROSSFADE_REQUIRE_TOOLS")
+        .is_ok_and(|v| !v.is_empty() && v != "0")
+        || std::env::var("CI").as_deref() == Ok("true");
+    assert!(
+        !required,
+        "{test}: {hint} (required: CROSSFADE_REQUIRE_TOOLS or CI=true is set)"
+    );
+    eprintln!("\n!!!!! {test}: SKIPPED: {hint} !!!!!\n");
+    false
+}

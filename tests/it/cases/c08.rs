@@ -12,7 +12,8 @@
 //! 10 ± 8.5 pp; the case's ±3 pp is its 1,000-user 3σ, widened to 4σ because a 3σ bound fails one
 //! honest run in 370 and this suite runs on every CI); within a hold, every path of a user is served
 //! by one pool, and the cookie is set once, with `Path=/`; after the abort every user is on blue, and
-//! no request anywhere gets a 5xx.
+//! no request anywhere gets a 5xx; after green reached 100 % and blue is retired, old cookies get
+//! 2xx from green with no error.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -348,7 +349,8 @@ async fn user_across(
 /// Between two holds the replicas take the new weights one after the other (a few milliseconds
 /// apart here, one reconcile apart on Kubernetes), and a request in that gap can meet the other
 /// replica's step: such requests are left out, as in the single-proxy test, and the count of
-/// users who met both steps in a gap is printed.
+/// users who met both steps in a gap is printed. Every other request counts: per user, those
+/// never go from green back to blue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c08_two_proxy_replicas_keep_each_user_on_one_pool() {
     let dir = temp_dir();
@@ -390,6 +392,27 @@ async fn c08_two_proxy_replicas_keep_each_user_on_one_pool() {
     let end = Instant::now();
     let log = std::mem::take(&mut *lock(&log));
     check_clean(&log, users);
+
+    // Per user, the requests that met no replica update (both replicas held the same step from
+    // before the request started until it was answered) go blue… then green…, never back.
+    let in_gap = |s: &Seen| {
+        at.iter()
+            .any(|&(sent, published)| s.finished >= sent && s.started <= published)
+    };
+    let mut flipped_outside_gaps = BTreeSet::new();
+    for user in 0..users {
+        let mut on_green = false;
+        for seen in log.seen.iter().filter(|s| s.user == user && !in_gap(s)) {
+            if on_green && seen.pool == "blue" {
+                flipped_outside_gaps.insert(user);
+            }
+            on_green |= seen.pool == "green";
+        }
+    }
+    assert!(
+        flipped_outside_gaps.is_empty(),
+        "users back from green to blue outside the replicas' updates: {flipped_outside_gaps:?}"
+    );
 
     // Each replica answered every user, so a cookie minted by one was used on the other.
     for user in 0..users {
@@ -451,11 +474,104 @@ async fn c08_two_proxy_replicas_keep_each_user_on_one_pool() {
     }
     eprintln!(
         "c08 two replicas: {} requests, {users} users, {} on green at 10%, {} at 50%, {} users \
-         met both steps while the replicas were being updated",
+         met both steps while the replicas were being updated, none outside those updates",
         log.seen.len(),
         at_10.len(),
         at_50.len(),
         flipped.len()
+    );
+}
+
+/// C08's last outcome: "after the migration finishes and blue is retired, old cookies cause no
+/// errors". Users get their cookie while blue has all the traffic; then green gets 100 % and
+/// blue's process is stopped. Each user's old cookie then gets 2xx answers from green on every
+/// path, with no error and no new cookie, and the proxy sends none of them to blue (none fails
+/// there and is retried): the cookie holds a key, never a backend, so it stays valid
+/// (proxy/src/sticky.rs) and nothing pins its user to the retired blue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c08_old_cookies_after_blue_is_retired_get_green_without_errors() {
+    let dir = temp_dir();
+    let mut blue = SampleApp::start(dir.path(), "blue", "blue-0", &[]).await;
+    let green = SampleApp::start(dir.path(), "green", "green-0", &[]).await;
+    let proxy = sticky_proxy(dir.path(), "retire.yaml", &blue, &green).await;
+    let users = 50;
+    let before = Shared::default();
+    let mut jars = Vec::new();
+    for id in 0..users {
+        let mut tx = connect(proxy.listen).await.expect("connect");
+        let mut jar = None;
+        request(&mut tx, (id, 0), "/", &mut jar, &before)
+            .await
+            .unwrap_or_else(|e| panic!("user {id}: {e}"));
+        jars.push(jar.unwrap_or_else(|| panic!("user {id} got no cookie")));
+    }
+    let before = std::mem::take(&mut *lock(&before));
+    check_clean(&before, users);
+    assert!(
+        before.seen.iter().all(|s| s.pool == "blue"),
+        "{:?}",
+        before.seen
+    );
+
+    // The migration finished: green has all the traffic, and blue is retired (stopped).
+    proxy.set_weights(0, 10_000).await;
+    blue.child.kill_hard();
+
+    let after = Shared::default();
+    for (id, cookie) in jars.iter().enumerate() {
+        let mut tx = connect(proxy.listen).await.expect("connect");
+        let mut jar = Some(cookie.clone());
+        for path in PATHS {
+            if let Err(e) = request(&mut tx, (id, 0), path, &mut jar, &after).await {
+                lock(&after).errors.push(format!("user {id}, {path}: {e}"));
+                break;
+            }
+        }
+        assert_eq!(
+            jar.as_ref(),
+            Some(cookie),
+            "user {id}: the cookie was replaced"
+        );
+    }
+    let after = std::mem::take(&mut *lock(&after));
+    eprintln!(
+        "c08 retired blue: {} requests with {users} old cookies, statuses {:?}, pools {:?}",
+        after.seen.len(),
+        after.seen.iter().map(|s| s.status).collect::<BTreeSet<_>>(),
+        after
+            .seen
+            .iter()
+            .map(|s| s.pool.as_str())
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(after.errors, Vec::<String>::new(), "transport errors");
+    assert_eq!(after.seen.len(), users * PATHS.len(), "requests answered");
+    let bad: Vec<_> = after
+        .seen
+        .iter()
+        .filter(|s| !(200..300).contains(&s.status) || s.pool != "green")
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} answers not 2xx from green, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+    assert_eq!(
+        after.cookies,
+        Vec::new(),
+        "no new cookie for a valid old one"
+    );
+    // Not even the proxy met an error: no request was sent to the retired blue (a refused connect
+    // there would be retried on green, and the client would never see it).
+    let metrics = proxy.admin.metrics().await;
+    let blue_labels = [("route", "web"), ("backend", "blue")];
+    let blue_failures = metrics.sum("crossfade_upstream_errors_total", &blue_labels);
+    let blue_retries = metrics.sum("crossfade_retries_total", &blue_labels);
+    assert_eq!(
+        (blue_failures, blue_retries),
+        (0.0, 0.0),
+        "old cookies sent requests to the retired blue: (upstream errors, retries)"
     );
 }
 

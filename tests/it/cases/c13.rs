@@ -8,6 +8,13 @@
 //! errors) and blue is never stopped. When green hangs (SIGSTOP) instead, each request waits at most
 //! the upstream response timeout and the active checks mark green down within about 3 s.
 //!
+//! Where each outcome is asserted (session 44): "a POST written to green is not re-sent" by the
+//! proxy-alone kill run, whose slow bodiless POSTs (route `orders`) are all dispatched, on both
+//! pools, before the kill: each one in flight on green gets the proxy's 502 and none is re-sent;
+//! "failed GETs are retried" by the same run (at least one GET retried off green, and no more
+//! retries than failures there); "rolls back within one analysis interval" by the rollout's record
+//! (at most one analysis window judged between the kill and the end of the rollout).
+//!
 //! Scale: 150 GET/s over 8 keep-alive connections plus 10 POST/s on new connections (the case: 200
 //! and 20), steps 10/50/100 holding 5 s with a 2 s analysis interval as in the case. The hang run
 //! uses `crossfade proxy` over static sample apps (50/50, checks every 1 s, rise 2, fall 2, 500 ms
@@ -83,6 +90,7 @@ async fn dead_preview(h2c: bool) {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (blue, green) = pids(&state).await;
+    let judged_before = verdicts(&admin.rollout().await["rollout"]);
     let killed = Instant::now();
     for &pid in &green {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -98,6 +106,14 @@ async fn dead_preview(h2c: bool) {
 
     assert_eq!(rollout["phase"], "RolledBack", "{rollout:#}");
     assert!(blue_alive, "blue is never stopped");
+    // Rolled back within one analysis interval: at most one analysis window (2 s) was judged
+    // between the kill and the end of the rollout, read from the rollout's own record.
+    let windows_after_kill = verdicts(&rollout) - judged_before;
+    assert!(
+        windows_after_kill <= 1,
+        "{windows_after_kill} analysis windows judged between the kill and the rollback \
+         ({judged_before} before it): {rollout:#}"
+    );
     // Detection: the first /status answer after the kill that shows no green endpoint up (passive
     // ejection), or green at weight 0 (the rollback), whichever came first.
     let detected = statuses
@@ -120,7 +136,8 @@ async fn dead_preview(h2c: bool) {
         &[("route", "web"), ("backend", "green")],
     );
     println!(
-        "C13 kill (h2c {h2c}): detection {detection:?}, weight 0 after {rolled_back:?}, GET errors {}/{} \
+        "C13 kill (h2c {h2c}): detection {detection:?}, weight 0 after {rolled_back:?} \
+         ({windows_after_kill} analysis windows judged after the kill), GET errors {}/{} \
          ({} after detection), POST errors {post_errors}/{}, green ejections {ejections}",
         failed.len(),
         records.len(),
@@ -167,11 +184,23 @@ async fn c13_dead_preview_is_ejected_by_the_proxy_alone_within_a_second() {
     // With checks, an ejected endpoint comes back only once they pass: no live request re-tries it.
     config["routes"][0]["health"] =
         json!({ "interval": "1s", "timeout": "500ms", "rise": 2, "fall": 2 });
+    // Route `orders` (its own host, first so that it wins over `web`): the same pools at 50/50,
+    // for the slow POSTs alone, so that its in-flight gauge counts nothing else.
+    let orders = json!({
+        "name": ORDERS,
+        "hosts": [ORDERS_HOST],
+        "blue": { "endpoints": SampleApp::addrs(&blue), "weight": 50 },
+        "green": { "endpoints": SampleApp::addrs(&green), "weight": 50 },
+    });
+    let routes = config["routes"].as_array_mut().expect("routes");
+    routes.insert(0, orders);
     let proxy = RunningProxy::start(dir.path(), "proxy.yaml", &config).await;
     let trace = Trace::start(TraceConfig::new(proxy.listen));
     let posts = Posts::start(proxy.listen, 10);
     let statuses = Poller::start(proxy.admin, "/status", Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let slow = slow_posts_in_flight(&proxy).await;
+    let in_flight = orders_in_flight(&proxy.admin.metrics().await);
 
     let killed = Instant::now();
     for app in &mut green {
@@ -181,6 +210,10 @@ async fn c13_dead_preview_is_ejected_by_the_proxy_alone_within_a_second() {
     let records = trace.stop().await;
     let posted = posts.stop().await;
     let statuses = statuses.stop().await;
+    let mut slow_answers = Vec::new();
+    for post in slow {
+        slow_answers.push(post.await.expect("slow POST task"));
+    }
     let metrics = proxy.admin.metrics().await;
 
     let detected = statuses
@@ -205,17 +238,60 @@ async fn c13_dead_preview_is_ejected_by_the_proxy_alone_within_a_second() {
             ("reason", "upstream_failure"),
         ],
     );
-    let retried = metrics.sum(
-        "crossfade_retries_total",
-        &[("route", "web"), ("backend", "green")],
-    );
+    let web_green = [("route", "web"), ("backend", "green")];
+    let retried = metrics.sum("crossfade_retries_total", &web_green);
+    let get = [("route", "web"), ("backend", "green"), ("method", "GET")];
+    let retried_gets = metrics.sum("crossfade_retries_by_method_total", &get);
+    let green_failures = metrics.sum("crossfade_upstream_errors_total", &web_green);
+    let orders_retried = metrics.sum("crossfade_retries_total", &[("route", ORDERS)]);
+    let slow_ok: Vec<_> = slow_answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .collect();
+    let slow_failed: Vec<_> = slow_answers
+        .iter()
+        .filter_map(|a| a.as_ref().err())
+        .collect();
     println!(
         "C13 kill, proxy alone: ejected after {detection:?}, GET errors {}/{} ({} after), POST \
-         errors {post_errors}/{}, green ejections {ejections}, GETs retried off green {retried}",
+         errors {post_errors}/{}, green ejections {ejections}, retried off green {retried} ({retried_gets} \
+         GETs) after {green_failures} failures; slow POSTs in flight (blue, green) {in_flight:?}: \
+         {} answered 2xx, failed {slow_failed:?}, re-sent {orders_retried}",
         failed.len(),
         records.len(),
         after.len(),
-        posted.len()
+        posted.len(),
+        slow_ok.len()
+    );
+    // A POST written to green (the slow ones in flight there at the kill) is not re-sent: each gets
+    // the proxy's 502; every other one is answered.
+    assert_eq!(
+        orders_retried, 0.0,
+        "slow POSTs re-sent after green died: {slow_answers:?}"
+    );
+    assert!(
+        in_flight.1 >= 1,
+        "no slow POST in flight on green at the kill"
+    );
+    assert_eq!(
+        slow_failed.len() as u64,
+        in_flight.1,
+        "slow POSTs failed, against those in flight on green at the kill (blue, green) \
+         {in_flight:?}: {slow_answers:?}"
+    );
+    assert!(
+        slow_failed.iter().all(|e| e.starts_with("status 502")),
+        "{slow_failed:?}"
+    );
+    // GETs that met the dead green (picked before the ejection) were retried on blue, each once
+    // at most: every retry follows one failure on green.
+    assert!(
+        retried_gets >= 1.0,
+        "no GET met the dead green: retried {retried}"
+    );
+    assert!(
+        retried <= green_failures,
+        "retries {retried} after {green_failures} failures on green"
     );
     assert!(
         detection <= Duration::from_millis(1_500),
@@ -376,13 +452,24 @@ async fn c13_breaker_trips_on_a_failing_preview_and_the_rollout_rolls_back() {
     assert_eq!(status["routes"][0]["green"]["tripped"], false);
 }
 
+/// Analysis windows judged over the whole rollout: its `verdicts` (kept up to 50, far more than
+/// this rollout's steps judge).
+fn verdicts(rollout: &Value) -> usize {
+    rollout["verdicts"].as_array().map_or(0, Vec::len)
+}
+
 /// Whether a `/status` answer shows green out of traffic: no endpoint up, or weight 0.
 fn green_out(status: &Value) -> bool {
-    let green = &status["routes"][0]["green"];
+    // Route `web` by name: the proxy-alone kill run lists route `orders` first.
+    let web = status["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["name"] == "web"))
+        .unwrap_or(&Value::Null);
+    let green = &web["green"];
     let none_up = green["health"]
         .as_array()
         .is_some_and(|h| !h.is_empty() && h.iter().all(|e| e["healthy"] == false));
-    none_up || status["routes"][0]["weights"]["green"] == 0
+    none_up || web["weights"]["green"] == 0
 }
 
 /// (blue, green) pids from the state file.
@@ -440,12 +527,22 @@ impl Posts {
 }
 
 async fn post(target: SocketAddr) -> Result<(u16, String), String> {
+    let request = "POST /api HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\
+                   Connection: close\r\n\r\norder";
+    exchange(target, request, Duration::from_secs(5)).await
+}
+
+/// Sends `request` on a new connection and reads the answer to its end within `timeout`: its
+/// status and `X-Pool` when 2xx, else `status N from POOL` or how it failed.
+async fn exchange(
+    target: SocketAddr,
+    request: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(target)
             .await
             .map_err(|e| e.to_string())?;
-        let request = "POST /api HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\
-                       Connection: close\r\n\r\norder";
         stream
             .write_all(request.as_bytes())
             .await
@@ -473,9 +570,64 @@ async fn post(target: SocketAddr) -> Result<(u16, String), String> {
             Err(format!("status {status} from {pool:?}"))
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or_else(|_| Err("timed out".to_owned()))
+}
+
+/// The route of the slow POSTs in the proxy-alone kill run, and its host.
+const ORDERS: &str = "orders";
+const ORDERS_HOST: &str = "orders.example";
+
+/// How long each slow POST waits in the sample app (`/slow?ms=`): far longer than the wait for
+/// them to be dispatched, so that green's are in flight when it is killed.
+const SLOW_POST_MS: u64 = 8_000;
+
+/// A slow POST's answer (see [`exchange`]).
+type SlowPost = tokio::task::JoinHandle<Result<(u16, String), String>>;
+
+/// Starts bodiless `POST /slow` requests on route `orders` (the request a retry would find
+/// easiest to re-send: nothing to replay) until the proxy has dispatched all of them
+/// (`crossfade_dispatched_requests_total`), 8 at least, and one or more is in flight on each pool.
+async fn slow_posts_in_flight(proxy: &RunningProxy) -> Vec<SlowPost> {
+    let request = format!(
+        "POST /slow?ms={SLOW_POST_MS} HTTP/1.1\r\nHost: {ORDERS_HOST}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut posts = Vec::new();
+    let mut in_flight = (0, 0);
+    // At 50/50, 8 + k POSTs all on one pool has probability 2^-(7+k); the bound only keeps a
+    // broken proxy from looping forever.
+    while posts.len() < 8 || ((in_flight.0 == 0 || in_flight.1 == 0) && posts.len() < 16) {
+        let (target, request) = (proxy.listen, request.clone());
+        let timeout = Duration::from_millis(3 * SLOW_POST_MS);
+        posts.push(tokio::spawn(async move {
+            exchange(target, &request, timeout).await
+        }));
+        let launched = posts.len() as u64;
+        let what = format!("{launched} slow POSTs dispatched by the proxy");
+        in_flight = wait_until(Duration::from_secs(20), &what, || async {
+            let metrics = proxy.admin.metrics().await;
+            let labels = [("route", ORDERS)];
+            let dispatched = metrics.sum("crossfade_dispatched_requests_total", &labels);
+            (dispatched >= launched as f64).then(|| orders_in_flight(&metrics))
+        })
+        .await;
+    }
+    // Dispatched is counted as the attempt starts: give the heads time to reach the sample apps.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    posts
+}
+
+/// `crossfade_in_flight_requests` of route `orders` as (blue, green).
+fn orders_in_flight(metrics: &crate::support::Metrics) -> (u64, u64) {
+    let gauge = |backend| {
+        let labels = [("route", ORDERS), ("backend", backend)];
+        metrics
+            .get("crossfade_in_flight_requests", &labels)
+            .unwrap_or(0.0) as u64
+    };
+    (gauge("blue"), gauge("green"))
 }
 
 /// The same family over WebSocket: an upgrade request picked for a dead preview never reached it

@@ -5,7 +5,8 @@
 //! its sha256 matches; B, a backend that answers 401 without reading gets its 401 to the client in
 //! under 1 s, with no reset and no 100, so the client never sends the body (curl's `size_upload` is 0);
 //! C, an upload that starts 200 ms before a switch from 50/50 to 0/100 completes with 201 on the
-//! backend it started on. A real `curl -T FILE -H 'Expect: 100-continue'` (20 MB, as in the case)
+//! backend it started on (here the switch waits until uploads are in flight on blue, so at least
+//! one crosses it there, whatever the machine's speed). A real `curl -T FILE -H 'Expect: 100-continue'` (20 MB, as in the case)
 //! plus a raw socket that counts the `100 Continue` lines byte for byte. The "within 10% of direct"
 //! timing is reported, and asserted as "no stall" (less than direct + 700 ms) so a loaded CI machine
 //! does not fail it.
@@ -31,7 +32,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::{proxy_config, temp_dir, RunningProxy, SampleApp};
+use crate::support::{
+    have_tool, missing_tool, proxy_config, temp_dir, Metrics, RunningProxy, SampleApp,
+};
 
 /// The case's upload size.
 const UPLOAD_BYTES: usize = 20 * 1000 * 1000;
@@ -49,7 +52,11 @@ struct Curl {
     stderr: String,
 }
 
-/// `curl -sv -T FILE -H 'Expect: 100-continue' URL`, or `None` (with a message) without curl.
+/// `curl -sv -T FILE -H 'Expect: 100-continue' URL`, or `None` (with a loud message) without curl.
+///
+/// # Panics
+/// Without curl when tools are required (scripts/test.sh, `CI=true`:
+/// [`crate::support::tools_required`]).
 fn curl(file: &Path, url: &str, extra: &[&str]) -> Option<Curl> {
     let mut args = vec!["-sS", "-v", "-T"];
     let file = file.to_str().expect("utf-8 path");
@@ -60,7 +67,8 @@ fn curl(file: &Path, url: &str, extra: &[&str]) -> Option<Curl> {
     let output = match Command::new("curl").args(&args).output() {
         Ok(output) => output,
         Err(e) => {
-            eprintln!("c20: SKIPPED the curl part: cannot run curl ({e}); install curl to run it");
+            let hint = format!("cannot run curl ({e}); scripts/test.sh installs it");
+            missing_tool("c20 (the curl part)", &hint);
             return None;
         }
     };
@@ -230,39 +238,109 @@ async fn c20_early_401_reaches_the_client_without_the_body_being_sent() {
     }
 }
 
+/// Variant C. Each upload is throttled to 2 MB/s (10 s for 20 MB), and the switch from 50/50 to
+/// 0/100 is made only once the proxy has dispatched every upload
+/// (`crossfade_dispatched_requests_total`) and at least one on blue is still in flight
+/// (`crossfade_in_flight_requests`), so uploads are known to be in flight on blue across the
+/// switch, however slow the machine: each of those must complete on blue with 201 and its sha256.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c20_upload_during_a_weight_switch_completes_where_it_started() {
     let dir = temp_dir();
     let (proxy, _apps) = setup(dir.path()).await;
     let (file, sha) = upload_file(dir.path());
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("c20 C: SKIPPED: curl is not installed");
+    if !have_tool("c20 C", "curl", "curl") {
         return;
     }
     proxy.set_weights(5_000, 5_000).await;
     let url = format!("http://{}/upload", proxy.listen);
-    // Throttled to about 2 s per upload, so the switch lands mid-upload.
-    let uploads: Vec<_> = (0..6)
-        .map(|_| {
-            let (file, url) = (file.clone(), url.clone());
-            let extra = ["--limit-rate", "10M", "-D", "-"];
-            tokio::task::spawn_blocking(move || curl(&file, &url, &extra))
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.set_weights(0, 10_000).await;
-    let mut pools = Vec::new();
-    for upload in uploads {
-        let run = upload.await.expect("join").expect("curl");
-        assert_eq!(run.status, 201, "{}", run.stderr);
-        assert!(run.body.contains(&sha), "sha256 {sha}: {}", run.body);
-        let pool = run.body.lines().find_map(|l| l.strip_prefix("x-pool: "));
-        pools.push(pool.unwrap_or("?").trim().to_owned());
+    let mut uploads = Vec::new();
+    let mut in_flight = (0, 0);
+    // 6 uploads, then one more at a time until blue has one: at 50/50, 7 + k uploads all on green
+    // has probability 2^-(7+k); the bound only keeps a broken proxy from looping forever.
+    while uploads.len() < 6 || (in_flight.0 == 0 && uploads.len() < MAX_SWITCH_UPLOADS) {
+        let (file, url) = (file.clone(), url.clone());
+        uploads.push(tokio::task::spawn_blocking(move || {
+            let extra = ["--limit-rate", "2M", "-D", "-"];
+            let run = curl(&file, &url, &extra).expect("curl");
+            (run, Instant::now())
+        }));
+        let launched = uploads.len();
+        in_flight = wait_dispatched(&proxy, launched).await;
     }
-    eprintln!("c20 C: 6 uploads across the switch completed with 201 on {pools:?}");
+    let switched = Instant::now();
+    proxy.set_weights(0, 10_000).await;
+    let after_switch = uploads_in_flight(&proxy.admin.metrics().await);
+    let mut runs = Vec::new();
+    for upload in uploads {
+        let (run, finished) = upload.await.expect("join");
+        assert_eq!(run.status, 201, "{}", run.stderr);
+        // The sha256 of the whole file: no upload was split across the pools.
+        assert!(run.body.contains(&sha), "sha256 {sha}: {}", run.body);
+        runs.push((pool_of(&run), finished));
+    }
+    let across: Vec<_> = runs
+        .iter()
+        .filter(|(pool, finished)| pool == "blue" && *finished > switched)
+        .collect();
+    eprintln!(
+        "c20 C: {} uploads; in flight (blue, green) before the switch {in_flight:?}, after it \
+         {after_switch:?}; {} completed on blue after the switch; pools {:?}",
+        runs.len(),
+        across.len(),
+        runs.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    assert!(
+        after_switch.0 >= 1,
+        "no upload was in flight on blue across the switch: before {in_flight:?}, after \
+         {after_switch:?}"
+    );
+    assert!(
+        across.len() as u64 >= after_switch.0,
+        "uploads in flight on blue across the switch: {after_switch:?}, completed on blue after \
+         it: {} ({runs:?})",
+        across.len()
+    );
     let after = curl(&file, &url, &["-D", "-"]).expect("curl");
     assert_eq!(after.status, 201);
-    assert!(after.body.contains("x-pool: green"), "{}", after.body);
+    assert_eq!(pool_of(&after), "green", "{}", after.body);
+}
+
+/// Upper bound on the uploads variant C starts while waiting for one on blue.
+const MAX_SWITCH_UPLOADS: usize = 16;
+
+/// Waits until the proxy has dispatched `launched` uploads to route `web` (counted, not in
+/// flight: on a loaded machine the first may end before the last starts), and returns the uploads
+/// in flight as (blue, green).
+async fn wait_dispatched(proxy: &RunningProxy, launched: usize) -> (u64, u64) {
+    let what = format!("{launched} uploads dispatched by the proxy");
+    crate::support::wait_until(Duration::from_secs(20), &what, || async {
+        let metrics = proxy.admin.metrics().await;
+        let labels = [("route", "web")];
+        let dispatched = metrics.sum("crossfade_dispatched_requests_total", &labels);
+        (dispatched >= launched as f64).then(|| uploads_in_flight(&metrics))
+    })
+    .await
+}
+
+/// `crossfade_in_flight_requests` of route `web` as (blue, green).
+fn uploads_in_flight(metrics: &Metrics) -> (u64, u64) {
+    let gauge = |backend| {
+        let labels = [("route", "web"), ("backend", backend)];
+        metrics
+            .get("crossfade_in_flight_requests", &labels)
+            .unwrap_or(0.0) as u64
+    };
+    (gauge("blue"), gauge("green"))
+}
+
+/// The `X-Pool` of an upload run with `-D -` (its response head is in the body), or `?`.
+fn pool_of(run: &Curl) -> String {
+    let pool = run.body.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-pool")
+            .then(|| value.trim().to_owned())
+    });
+    pool.unwrap_or_else(|| "?".to_owned())
 }
 
 /// A raw client connection that reads status lines and heads one at a time.

@@ -3,7 +3,8 @@
 //!
 //! The Python comes from `CROSSFADE_KMOCK_PYTHON` (set by `scripts/test.sh`, which creates the venv),
 //! else `target/kmock-venv/bin/python` when a previous `scripts/test.sh` left it. Without either a
-//! test is skipped with a loud message, except under `CI=true`, where it fails.
+//! test is skipped with a loud message, except when tools are required (`CROSSFADE_REQUIRE_TOOLS`,
+//! which `scripts/test.sh` sets, or `CI=true`: [`crate::support::tools_required`]), where it fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -29,10 +30,12 @@ pub fn launcher() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kube/kmock_server.py")
 }
 
-/// The venv's Python, or `None` (after a loud message) when it is missing outside CI.
+/// The venv's Python, or `None` (after a loud message) when it is missing and tools are not
+/// required.
 ///
 /// # Panics
-/// Under `CI=true` when no venv is found: CI must run the Kubernetes tests.
+/// When no venv is found and tools are required (scripts/test.sh, `CI=true`:
+/// [`crate::support::tools_required`]): CI must run the Kubernetes tests.
 pub fn python() -> Option<PathBuf> {
     let from_env = std::env::var_os("CROSSFADE_KMOCK_PYTHON").map(PathBuf::from);
     let default = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/kmock-venv/bin/python");
@@ -40,8 +43,7 @@ pub fn python() -> Option<PathBuf> {
     if found.is_none() {
         let hint = "no kmock venv: set CROSSFADE_KMOCK_PYTHON or run scripts/test.sh once \
                     (python3 -m venv target/kmock-venv && target/kmock-venv/bin/pip install kmock==0.8)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-        eprintln!("\n!!!!! SKIPPED Kubernetes emulator test: {hint} !!!!!\n");
+        crate::support::missing_tool("Kubernetes emulator test", hint);
     }
     found
 }
@@ -49,7 +51,8 @@ pub fn python() -> Option<PathBuf> {
 // === impl Emulator ===
 
 impl Emulator {
-    /// Starts an emulator, or returns `None` when the venv is missing outside CI (see [`python`]).
+    /// Starts an emulator, or returns `None` when the venv is missing and tools are not
+    /// required (see [`python`]).
     ///
     /// # Panics
     /// When the launcher exits or stays silent instead of printing `READY <port>`; the message

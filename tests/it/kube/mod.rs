@@ -1,6 +1,6 @@
 //! Kubernetes mode against the kmock API emulator (`tests/kube/kmock_server.py`), one emulator per
-//! test on 127.0.0.1 port 0. Skipped with a loud message when the venv is missing, except under
-//! `CI=true` (see [`emulator`]).
+//! test on 127.0.0.1 port 0. Skipped with a loud message when the venv is missing, except when
+//! scripts/test.sh runs it or under `CI=true` (see [`emulator`]).
 //!
 //! # Layout
 //! - [`emulator`]: [`emulator::Emulator`], the emulator child process and a kube client for it.
