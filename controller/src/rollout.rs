@@ -45,7 +45,12 @@
 //!   healthy; ...`); an abort meanwhile is refused (it says so, and names `abort --force`), and
 //!   [`OperatorCommand::ForceAbort`] ends the wait: 0 at once, the reason extended with
 //!   `force-abort by operator: ...` and an `AbortForced` event. When 0 is applied, [`Command::StopPreview`] and the final phase (`RolledBack`
-//!   with a reason, or `Aborted`). The active backend is never touched. Rollback causes: failed
+//!   with a reason, or `Aborted`), unless the latest [`Input::Capacity`] says the active backend
+//!   cannot carry all the traffic: then, and on such a reading while 0 waits to be applied, the
+//!   preview gets back what the rule allows of the weight it had when the undo began, and the
+//!   wait goes on (not for a hard or forced undo; session 44). The runtime reports 0 applied only
+//!   once the preview has drained, with the capacity read again just before, so that the rule
+//!   holds up to the moment the preview is stopped. The active backend is never touched. Rollback causes: failed
 //!   analysis, preview failed to become ready or exited (crash loop, C09), deadline, inconclusive
 //!   streak with policy rollback, a restart before promotion.
 //! - **Operator**: *abort* wins in every phase before `Promoted`, including over a pending promote
@@ -188,6 +193,13 @@ pub struct Rollout {
     /// records written before it existed): false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hard_undo: bool,
+    /// The preview weight applied when the rollback or abort in progress began, in basis points:
+    /// the share the preview gets back when the active backend cannot carry the traffic at the
+    /// moment the preview is about to be stopped ([`Rollout::share_back`]; session 44). 0 while
+    /// none runs. Not persisted: a restarted runtime begins its rollback again from the weight
+    /// applied.
+    #[serde(skip)]
+    pub undo_from_bp: u32,
     /// Both backends' healthy endpoints as last reported ([`Input::Capacity`]); `None` until a
     /// runtime reports one (then a rollback sends all traffic back at once). A live reading, not
     /// persisted: a restarted runtime reports again.
@@ -716,6 +728,7 @@ impl Rollout {
             active_left_running: false,
             preview_left_running: false,
             hard_undo: false,
+            undo_from_bp: 0,
             capacity: None,
             provision_probe: None,
             preview_ready_replicas: None,

@@ -137,6 +137,12 @@ enum Done {
         answer: GateAnswer,
     },
     Drained(Drain),
+    /// The preview drained at weight 0, applied in generation `generation` by weight request
+    /// `seq`, at the end of a rollback or abort ([`Run::apply_weights`]).
+    UndoDrained {
+        seq: u64,
+        generation: u64,
+    },
     ActiveStopped,
     PreviewStopped,
 }
@@ -685,6 +691,17 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     .push_back(Input::GateAnswered { at, step, answer })
             }
             Done::Drained(drain) => self.retire_when_promoted_serves(drain, false),
+            Done::UndoDrained { seq, generation } => {
+                if seq == self.weights_seq {
+                    // Read now, not at the last poll: the stop follows in this same pass.
+                    let capacity = self.capacity_changed();
+                    self.inputs.extend(capacity);
+                    self.inputs.push_back(Input::WeightsApplied {
+                        preview_bp: 0,
+                        generation,
+                    });
+                }
+            }
             Done::ActiveStopped => {
                 self.stops_in_flight = self.stops_in_flight.saturating_sub(1);
                 self.inputs.push_back(Input::ActiveStopped);
@@ -856,6 +873,21 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             Ok(generation) => {
                 self.applied_bp = preview_bp;
                 self.weights = weights;
+                if self.undo_ends(preview_bp) {
+                    // The machine hears of 0 (and stops the preview) once the preview drained,
+                    // with the active backend's capacity read again then (`finished`).
+                    let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
+                    let (slot, seq) = (self.preview_slot(), self.weights_seq);
+                    let deadline = crossfade_proxy::duration::later(
+                        Instant::now(),
+                        self.preview_spec.stop_grace,
+                    );
+                    self.spawn(async move {
+                        wait_drained(&*traffic, &route, slot, deadline).await;
+                        Done::UndoDrained { seq, generation }
+                    });
+                    return;
+                }
                 self.inputs.push_back(Input::WeightsApplied {
                     preview_bp,
                     generation,
@@ -868,6 +900,21 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 });
             }
         }
+    }
+
+    /// Whether `preview_bp` applied ends a rollback or abort that may still give the preview
+    /// its share back ([`Rollout::undo_from_bp`]): 0 for a running preview that is not failing
+    /// hard. The machine stops the preview once it hears of 0, so the run tells it only after the
+    /// preview drained, at the moment of the stop, with the active backend's capacity read then:
+    /// an active instance that exited since the rollback was decided keeps the preview serving
+    /// (session 44; before, an abort within 15 ms of an active crash stopped the only backend
+    /// that could serve, user44b, finding 2). Until then each capacity poll is heard as well.
+    fn undo_ends(&self, preview_bp: u32) -> bool {
+        preview_bp == 0
+            && matches!(self.rollout.phase, Phase::RollingBack | Phase::Aborting)
+            && !self.rollout.hard_undo
+            && self.rollout.undo_from_bp > 0
+            && self.preview.is_some()
     }
 
     /// Reads both backends' counters and hands the observer what happened since the last reading

@@ -90,6 +90,14 @@ impl Rollout {
             return Vec::new();
         }
         self.capacity = Some(capacity);
+        if self.weights_pending {
+            // 0 requested, not applied yet: the preview still runs, and gets its share back if
+            // the active backend can no longer carry it (session 44).
+            return match self.share_back() {
+                Some(back) => self.give_share_back(back, "before 0% was applied", now),
+                None => Vec::new(),
+            };
+        }
         if !self.waits_for_capacity() {
             return Vec::new();
         }
@@ -106,6 +114,41 @@ impl Rollout {
             pct(target)
         );
         let mut out = self.request_weight(target, now);
+        out.push(event("CapacityChanged", note));
+        out
+    }
+
+    /// The preview weight a rollback or abort that heads for 0 (the preview's stop) gives back
+    /// instead, because the active backend cannot carry the traffic by the latest reading:
+    /// what the capacity rule allows of the weight the preview had when the undo began
+    /// ([`rollback_preview_bp`] of [`Rollout::undo_from_bp`]). `None` when 0 stands: the
+    /// active backend can carry it all, the undo is hard or forced, no capacity is reported, the
+    /// preview has no healthy endpoint, or it had no weight.
+    ///
+    /// Session 44: the capacity was only read when the abort was decided; an active instance
+    /// that crashed in the next few milliseconds left the route with no backend that could serve
+    /// once the healthy preview was stopped (user44b, finding 2).
+    pub(super) fn share_back(&self) -> Option<u32> {
+        if !matches!(self.phase, Phase::RollingBack | Phase::Aborting) || self.preview_bp != 0 {
+            return None;
+        }
+        let back = rollback_preview_bp(self.undo_from_bp, self.capacity, self.hard_undo);
+        (back > 0).then_some(back)
+    }
+
+    /// The active backend lost the capacity to carry all traffic before the preview was stopped
+    /// (`when`: `before 0% was applied`, or what was applied): the preview gets `back` again,
+    /// and the rollback or abort waits for the active backend's capacity from there, as it does
+    /// when decided with too few healthy active endpoints.
+    pub(super) fn give_share_back(&mut self, back: u32, when: &str, now: Instant) -> Vec<Command> {
+        let note = format!(
+            "{}, {when}: {} is not stopped; it gets {} back until {} can carry more",
+            self.capacity_words(),
+            self.preview(),
+            pct(back),
+            self.active
+        );
+        let mut out = self.request_weight(back, now);
         out.push(event("CapacityChanged", note));
         out
     }

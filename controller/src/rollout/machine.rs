@@ -235,7 +235,11 @@ impl Rollout {
                 out
             }
             Phase::Paused => vec![event("WeightsApplied", format!("{applied} while paused"))],
-            Phase::RollingBack | Phase::Aborting if bp == 0 => self.finish_undo(applied),
+            // The capacity rule holds up to the moment the preview is stopped (session 44).
+            Phase::RollingBack | Phase::Aborting if bp == 0 => match self.share_back() {
+                Some(back) => self.give_share_back(back, &applied, now),
+                None => self.finish_undo(applied),
+            },
             Phase::RollingBack | Phase::Aborting => self.undo_applied(applied, now),
             _ => Vec::new(),
         }

@@ -122,6 +122,7 @@ impl Rollout {
     pub(super) fn undo(&mut self, phase: Phase, reason: String, hard: bool, now: Instant) {
         self.phase = phase;
         self.hard_undo = hard;
+        self.undo_from_bp = self.applied_bp;
         self.reason = Some(reason);
         self.promote_requested = false;
         self.pause = None;
@@ -136,6 +137,7 @@ impl Rollout {
     pub(super) fn finish_undo(&mut self, applied: String) -> Vec<Command> {
         self.timers = Timers::default();
         self.hard_undo = false;
+        self.undo_from_bp = 0;
         let (phase, reason) = if self.phase == Phase::Aborting {
             (Phase::Aborted, "Aborted")
         } else {

@@ -137,3 +137,5 @@ fn a_held_retirement_is_a_warning() {
     assert!(super::is_warning("RetireHeld"));
     assert!(!super::is_warning("ActiveDrained"));
 }
+
+mod stop;

@@ -15,6 +15,21 @@ fn capacity(healthy: u32, total: u32) -> Capacities {
     }
 }
 
+/// A failed verdict: the preview's error rate `value` above 1%.
+fn failed_by_error_rate(value: f64) -> Verdict {
+    Verdict {
+        findings: vec![Finding {
+            metric: Metric::ErrorRate,
+            value,
+            threshold: 0.01,
+            ok: false,
+            between: None,
+            unanswered: 0,
+        }],
+        ..verdict(Outcome::Fail)
+    }
+}
+
 /// At step 3/3 with 100% applied to the preview, with `active` capacity reported.
 fn at_full(active: Capacities) -> Harness {
     let mut h = Harness::holding();
@@ -150,17 +165,7 @@ fn a_reattached_capacity_wait_keeps_holding_without_asking_for_its_weight_again(
 #[test]
 fn a_rollback_with_no_healthy_active_endpoint_keeps_the_preview_serving() {
     let mut h = at_full(capacity(0, 3));
-    let failed = Verdict {
-        findings: vec![Finding {
-            metric: Metric::ErrorRate,
-            value: 0.05,
-            threshold: 0.01,
-            ok: false,
-            between: None,
-            unanswered: 0,
-        }],
-        ..verdict(Outcome::Fail)
-    };
+    let failed = failed_by_error_rate(0.05);
     h.wait(10 * SECOND);
     let out = h.send(Input::Verdict(failed));
     assert_eq!(
@@ -195,17 +200,7 @@ fn a_preview_that_fails_hard_loses_all_its_weight_at_once() {
     assert_eq!(actions(&out), [set(0)]);
     // Half or more of its requests failed.
     let mut h = at_full(capacity(1, 3));
-    let failed = Verdict {
-        findings: vec![Finding {
-            metric: Metric::ErrorRate,
-            value: 0.5,
-            threshold: 0.01,
-            ok: false,
-            between: None,
-            unanswered: 0,
-        }],
-        ..verdict(Outcome::Fail)
-    };
+    let failed = failed_by_error_rate(0.5);
     h.wait(10 * SECOND);
     assert_eq!(actions(&h.send(Input::Verdict(failed))), [set(0)]);
     // No healthy endpoint left.
@@ -223,6 +218,83 @@ fn a_preview_that_loses_its_endpoints_during_the_wait_goes_to_zero() {
     let mut dead = capacity(1, 3);
     dead.preview.healthy = 0;
     assert_eq!(actions(&h.send(Input::Capacity(dead))), [set(0)]);
+}
+
+/// Session 44 (user44b, finding 2): an abort decided while blue had 1 of 1 endpoints healthy
+/// asked for 0% at once; blue's only instance crashed in the next milliseconds, and green, the
+/// only backend that could serve, was stopped anyway. A capacity reading with no healthy blue
+/// endpoint before the preview is stopped gives green its share back, and the abort waits for
+/// blue's capacity from there, as one decided with blue down does; once blue recovers, it ends.
+#[test]
+fn an_active_backend_that_goes_down_before_the_preview_stops_gets_the_preview_back() {
+    let mut h = Harness::holding();
+    h.send(Input::Capacity(capacity(1, 1)));
+    assert_eq!(actions(&h.op(OperatorCommand::Abort)), [set(0)]);
+    let out = h.send(Input::Capacity(capacity(0, 1)));
+    assert_eq!(
+        actions(&out),
+        [set(1_000)],
+        "green stopped while blue has no healthy endpoint"
+    );
+    assert_eq!(reasons(&out), ["CapacityChanged"]);
+    assert!(
+        words(&out)[0].contains("0 of 1 endpoints healthy, before 0% was applied: green is not stopped; it gets 10% back"),
+        "{:?}",
+        words(&out)
+    );
+    assert_eq!(h.r.phase, Phase::Aborting);
+    // The 0% asked for before is applied after all: stale, green is not stopped.
+    assert_eq!(h.applied(0), []);
+    assert_eq!(actions(&h.applied(1_000)), [], "green keeps 10%");
+    assert_eq!(h.r.phase, Phase::Aborting);
+    assert!(
+        h.r.message.contains("0 of 1 endpoints healthy")
+            && h.r.message.contains("until blue can carry more"),
+        "{}",
+        h.r.message
+    );
+    assert_eq!(actions(&h.send(Input::Capacity(capacity(1, 1)))), [set(0)]);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::Aborted);
+}
+
+/// Session 44: the same for an automatic rollback, and for a reading that the 0% applied finds
+/// already (a runtime that read it after asking for 0%, without telling the machine before):
+/// green gets back what blue cannot carry, not all it had.
+#[test]
+fn a_rollback_whose_active_backend_lost_capacity_by_the_stop_keeps_what_it_cannot_carry() {
+    let mut h = at_full(capacity(3, 3));
+    h.wait(10 * SECOND);
+    let failed = failed_by_error_rate(0.05);
+    assert_eq!(actions(&h.send(Input::Verdict(failed))), [set(0)]);
+    h.r.capacity = Some(capacity(1, 3));
+    let out = h.applied(0);
+    assert_eq!(actions(&out), [set(5_000)], "blue carries 50% at most");
+    assert_eq!(h.r.phase, Phase::RollingBack);
+    h.applied(5_000);
+    assert_eq!(actions(&h.send(Input::Capacity(capacity(2, 3)))), [set(0)]);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::RolledBack);
+}
+
+/// Session 44: what goes back at once still does, whatever blue's capacity by the stop: a
+/// preview that fails hard, and an operator's `abort --force`.
+#[test]
+fn a_hard_or_forced_undo_stops_the_preview_whatever_the_active_capacity() {
+    let mut h = at_full(capacity(3, 3));
+    let exited = Input::PreviewExited {
+        reason: "instance 0 exited with code 1".into(),
+    };
+    assert_eq!(actions(&h.send(exited)), [set(0)]);
+    assert_eq!(actions(&h.send(Input::Capacity(capacity(0, 3)))), []);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    let mut h = at_full(capacity(1, 3));
+    h.op(OperatorCommand::Abort);
+    h.applied(5_000);
+    assert_eq!(actions(&h.op(OperatorCommand::ForceAbort)), [set(0)]);
+    assert_eq!(actions(&h.send(Input::Capacity(capacity(0, 3)))), []);
+    assert_eq!(actions(&h.applied(0)), [Command::StopPreview]);
+    assert_eq!(h.r.phase, Phase::Aborted);
 }
 
 /// The event notes of `out`, in order.
@@ -275,17 +347,7 @@ fn an_abort_during_a_capacity_wait_is_refused_naming_the_wait_and_the_way_out() 
 #[test]
 fn a_force_abort_ends_a_capacity_wait_at_once_and_names_the_operator() {
     let mut h = at_full(capacity(1, 3));
-    let failed = Verdict {
-        findings: vec![Finding {
-            metric: Metric::ErrorRate,
-            value: 0.05,
-            threshold: 0.01,
-            ok: false,
-            between: None,
-            unanswered: 0,
-        }],
-        ..verdict(Outcome::Fail)
-    };
+    let failed = failed_by_error_rate(0.05);
     h.wait(10 * SECOND);
     assert_eq!(actions(&h.send(Input::Verdict(failed))), [set(5_000)]);
     h.applied(5_000);
