@@ -1306,8 +1306,12 @@ pub struct Running {
 /// Starts everything a spec describes; with `green:`, also starts the rollout (unless the state file
 /// says this green workload is already active or was already rolled back). `auth` guards the admin
 /// API. The recovery of the previous run's state and processes, and the start of the active
-/// workload, are [`startup::recover`]'s; this binds, wires and serves.
+/// workload, are [`startup::recover_locked`]'s; this locks the state file, binds, wires and serves.
 pub async fn start(spec: &RunSpec, auth: AdminAuth, upgradable: bool) -> anyhow::Result<Running> {
+    // The state file's lock before the sockets: a second run on the same state file and the same
+    // ports is told that another crossfade process holds the file, not only that the address is
+    // in use (session 44).
+    let lock = startup::lock_state_file(spec).map_err(start_error)?;
     let listener = bind(spec.listen, "listen").await?;
     let admin = bind(spec.admin, "admin").await?;
     let listen_addr = listener.local_addr()?;
@@ -1315,7 +1319,7 @@ pub async fn start(spec: &RunSpec, auth: AdminAuth, upgradable: bool) -> anyhow:
     // it started (as a green's provisioning is stopped), rather than leaving its processes behind.
     let cancel = CancellationToken::new();
     let cancel_on_signal = CancelOnSignal::spawn(cancel.clone());
-    let recovered = startup::recover(spec, listen_addr, cancel)
+    let recovered = startup::recover_locked(spec, lock, listen_addr, cancel)
         .await
         .map_err(start_error)?;
     // Ready: from here the command's own wait handles a signal.

@@ -444,6 +444,35 @@ async fn every_restart_records_its_pids_and_a_state_file_serves_one_instance() {
     wait_gone(&second_pids, Duration::from_secs(5)).await;
 }
 
+/// Trial 44b (finding 10): a second run on the same state file and the same ports said only
+/// `cannot bind the listen address ...: Address already in use`; the state file's lock is taken
+/// before the sockets are bound, so it is told that another crossfade process holds the file, and
+/// which one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_state_file_and_ports_names_the_lock_holder() {
+    let dir = temp_dir();
+    let state = dir.path().join("state.json");
+    let spec = Spec::new().state_file(&state);
+    let path = spec.write(dir.path(), "spec.yaml");
+    let admin = Admin::new(spec.admin());
+    let mut first = Crossfade::run(dir.path(), &path);
+    first.wait_ready(&admin, PATIENCE).await;
+
+    let mut second = Crossfade::run(dir.path(), &path);
+    let code = second.wait_exit(PATIENCE).await;
+    let held = format!(
+        "state file {} is in use by another crossfade process (pid {} holds its lock {}.lock)",
+        state.display(),
+        first.pid(),
+        state.display()
+    );
+    assert_eq!(code.code(), Some(1), "{}", second.log());
+    assert!(second.log().contains(&held), "{held}\n{}", second.log());
+    // The first run still serves.
+    admin.status().await;
+    assert!(first.terminate(PATIENCE).await.success());
+}
+
 /// README "Restart": an edited `blue:` after a completed rollout is ambiguous (the promoted green is
 /// recorded as active), so the start is refused naming the field and the way out; an edited `blue:`
 /// with no promotion recorded serves, as on a first start, with a `BlueChanged` event.

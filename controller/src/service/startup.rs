@@ -125,8 +125,33 @@ pub async fn recover(
     listen: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<Recovered, StartupError> {
+    let lock = lock_state_file(spec)?;
+    recover_locked(spec, lock, listen, cancel).await
+}
+
+/// Takes the lock of `spec`'s state file (step 1 of the start), `None` without a state file.
+/// `crossfade run` takes it before it binds its sockets, so that a second run on the same state
+/// file and the same ports is told that another process holds the file, not that the address is
+/// in use (session 44).
+///
+/// # Errors
+/// [`StartupError::Lock`]: another process holds the lock, or the lock file cannot be made.
+pub fn lock_state_file(spec: &RunSpec) -> Result<Option<StateLock>, StartupError> {
     let store = spec.state_file.as_ref().map(StateFile::new);
-    let lock = (store.as_ref().map(StateFile::lock).transpose()).map_err(StartupError::Lock)?;
+    (store.as_ref().map(StateFile::lock).transpose()).map_err(StartupError::Lock)
+}
+
+/// [`recover`] with the state file's lock already taken ([`lock_state_file`]).
+///
+/// # Errors
+/// As [`recover`]'s.
+pub async fn recover_locked(
+    spec: &RunSpec,
+    lock: Option<StateLock>,
+    listen: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<Recovered, StartupError> {
+    let store = spec.state_file.as_ref().map(StateFile::new);
     let (state, damaged) = match &store {
         Some(s) => s
             .load_or_backup::<ServiceState>()
