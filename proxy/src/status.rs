@@ -242,11 +242,11 @@ impl Status {
 }
 
 impl Status {
-    /// The routes that cannot serve a request now, one line each (`route web: ...`): a route with
-    /// weight (not disabled) where no backend that may take its requests (one with weight, or the
-    /// active slot) has an endpoint up and an untripped breaker, so every request gets 503 "no
-    /// endpoint", or, when the route fails open ([`RouteStatus::failing_open`]), goes to an
-    /// endpoint health holds out.
+    /// The routes that cannot serve a request now, one line each (`route web: ...`): a disabled
+    /// route (both weights 0: every request gets 503, session 44), then a route with weight where
+    /// no backend that may take its requests (one with weight, or the active slot) has an
+    /// endpoint up and an untripped breaker, so every request gets 503 "no endpoint", or, when the
+    /// route fails open ([`RouteStatus::failing_open`]), goes to an endpoint health holds out.
     ///
     /// `GET /readyz` lists them in its 200 answer, without turning unready: readiness says the
     /// proxy itself can route (its table is loaded, it accepts), as Envoy's `/ready` and
@@ -256,9 +256,21 @@ impl Status {
     /// fronts the proxy.
     pub fn unserved(&self) -> Vec<String> {
         let can_serve = |slot: &SlotStatus| !slot.tripped && slot.health.iter().any(|e| e.healthy);
-        self.routes
+        let disabled = |route: &&RouteStatus| {
+            route.weights.of(Slot::Blue) + route.weights.of(Slot::Green) == 0
+        };
+        // A disabled route is listed too, on purpose or not: its 503s are easy to miss behind a
+        // plain `ready` (trial 44b, finding 10).
+        let off = (self.routes.iter().filter(disabled)).map(|route| {
+            format!(
+                "route {}: disabled (both weights are 0: every request gets 503)",
+                route.name
+            )
+        });
+        let down = self
+            .routes
             .iter()
-            .filter(|route| route.weights.of(Slot::Blue) + route.weights.of(Slot::Green) > 0)
+            .filter(|route| !disabled(route))
             .filter(|route| {
                 ![(Slot::Blue, &route.blue), (Slot::Green, &route.green)]
                     .into_iter()
@@ -276,8 +288,8 @@ impl Status {
                     "route {}: no endpoint up (every request gets 503 no endpoint)",
                     route.name
                 ),
-            })
-            .collect()
+            });
+        off.chain(down).collect()
     }
 }
 

@@ -118,15 +118,29 @@ pub(super) fn put(proxy: &Proxy, route: &str, body: &[u8], writer: WeightWriter)
     match proxy.set_weights_as(route, weights, writer) {
         Ok(generation) => {
             let mut body = json!({ "generation": generation, "weights": weights });
-            if let (Some(note), Some(object)) =
-                (lone_small_number(body_bytes), body.as_object_mut())
-            {
-                object.insert("note".to_owned(), note.into());
+            let notes: Vec<String> = [lone_small_number(body_bytes), disabled(route, weights)]
+                .into_iter()
+                .flatten()
+                .collect();
+            if let (false, Some(object)) = (notes.is_empty(), body.as_object_mut()) {
+                object.insert("note".to_owned(), notes.join("; ").into());
             }
             AdminReply::new(StatusCode::OK, body)
         }
         Err(error) => AdminReply::from_error(&error),
     }
+}
+
+/// A note for weights that disable `route` (both 0): every request on it then gets 503 `route
+/// NAME is disabled (both weights are 0)`, documented, but the 200 said nothing of it (trial 44b,
+/// finding 10).
+fn disabled(route: &str, weights: Weights) -> Option<String> {
+    (weights.of(Slot::Blue) == 0 && weights.of(Slot::Green) == 0).then(|| {
+        format!(
+            "route {route} is now disabled: with both weights 0 every request on it gets 503 \
+             until a backend is given weight"
+        )
+    })
 }
 
 /// A note for a body that sets one side alone to a bare number from 1 to 100 (`{"green": 10}`):

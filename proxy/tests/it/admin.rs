@@ -49,6 +49,49 @@ async fn weights_are_set_in_basis_points_or_percent() {
     assert_eq!(running.proxy.generation(), 4);
 }
 
+/// Trial 44b (finding 10): `{"blue": "0%", "green": "0%"}` disables the route, after which every
+/// request on it gets 503; the 200 said nothing of it and `/readyz` a plain `ready`. The answer's
+/// `note` says so, and `/readyz` (still 200) lists the route; a weight above 0 serves again.
+#[tokio::test]
+async fn weights_that_disable_a_route_are_answered_with_a_note_and_listed_by_readyz() {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let running = start(config(vec![route(&[blue.addr], &[green.addr], 10_000)])).await;
+    let client = client();
+    let url = running.admin_url("/routes/web/weights");
+
+    let (status, body) = put(&client, &url, r#"{"blue": "0%", "green": "0%"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["weights"], serde_json::json!({"blue": 0, "green": 0}));
+    assert_eq!(
+        body["note"],
+        "route web is now disabled: with both weights 0 every request on it gets 503 until a \
+         backend is given weight",
+        "{body}"
+    );
+    let (status, _, answer) = get(&client, &running.url("/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        answer.contains("route web is disabled (both weights are 0)"),
+        "{answer}"
+    );
+    let (status, _, ready) = get(&client, &running.admin_url("/readyz")).await;
+    assert_eq!(
+        (status, ready.as_str()),
+        (
+            StatusCode::OK,
+            "ready\nunserved: route web: disabled (both weights are 0: every request gets 503)\n"
+        )
+    );
+
+    // Serving again: no note, nothing unserved.
+    let (status, body) = put(&client, &url, r#"{"blue": 10000, "green": 0}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body.get("note"), None, "{body}");
+    let (status, _, ready) = get(&client, &running.admin_url("/readyz")).await;
+    assert_eq!((status, ready.as_str()), (StatusCode::OK, "ready\n"));
+}
+
 /// A route named `<namespace>/<name>` (as `crossfade proxy --kube` names the routes it reads from
 /// TrafficShifts) is addressed with its `/` as written or percent-encoded (trial report 6, F8).
 #[tokio::test]
