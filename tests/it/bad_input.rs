@@ -2232,7 +2232,8 @@ async fn a_state_file_of_the_other_command_is_refused_saying_whose_it_is() {
         .into_iter()
         .chain([OsStr::new("-o"), report.as_os_str()]);
     let out = run_to_end(args, Duration::from_secs(30)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // A file of another kind is the flag's mistake: a usage error (user44b, session 44).
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     let words = format!(
         "--state {} is the state file of a `crossfade proxy` (its routes' weights), not a \
          `crossfade run` state file",
