@@ -784,6 +784,15 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
         err.contains("routes[0].green.weight: \"abc\" is not a percentage (expected e.g. 25 or \"12.5%\") at line 4 column 22"),
         "{err}"
     );
+    // Session 44 (user44b): `"-10%"` was `-10 is not a percentage ...`, its `%` dropped.
+    let written = block.replace("weight: -5", "weight: \"-10%\"");
+    let err = ProxyConfig::from_yaml(&written)
+        .expect_err("negative")
+        .to_string();
+    assert!(
+        err.contains("routes[0].blue.weight: \"-10%\" is not a percentage between 0 and 100"),
+        "{err}"
+    );
 }
 
 /// New-user audit D4: a 100,000-character value made a 100 KB error line (at `crossfade check`,
