@@ -30,36 +30,52 @@ impl PidFile {
     /// error), or `--pid-file PATH: is a directory` (or `names a directory`, for a path ending
     /// with `/`, which failed only at the write, once serving), or `--pid-file PATH: a file of N
     /// bytes is there, not a process ID; refusing to replace it ...` (or `a device`, `a FIFO`...).
+    /// Each is a [`crate::flags::Usage`] error (exit 2: the flag's value is wrong by itself, as
+    /// `report -o spec.yaml` is; user44b, session 44), except a directory that cannot be looked
+    /// at (the OS error, e.g. permission denied), a failure while running (exit 1).
     pub fn check(path: &Path) -> anyhow::Result<PidFile> {
+        use crate::flags::usage;
         if crossfade_proxy::files::names_a_directory(path) {
-            anyhow::bail!(
+            return Err(usage(format!(
                 "--pid-file {}: names a directory, not a file (e.g. /run/crossfade/proxy.pid)",
                 path.display()
-            );
+            )));
         }
         let dir = directory_of(path);
+        // A missing directory or a file in its place is the flag's mistake (exit 2); an OS error
+        // while looking (no permission) is a failure while running (exit 1).
         let problem = match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => None,
-            Ok(_) => Some("is not a directory".to_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_owned()),
-            Err(e) => Some(format!("cannot be read: {e}")),
+            Ok(_) => Some((true, "is not a directory".to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some((true, "does not exist".to_owned()))
+            }
+            Err(e) => Some((false, format!("cannot be read: {e}"))),
         };
-        if let Some(problem) = problem {
-            anyhow::bail!(
+        if let Some((flag_mistake, problem)) = problem {
+            let message = format!(
                 "--pid-file {}: directory {} {problem}",
                 path.display(),
                 dir.display()
             );
+            return Err(if flag_mistake {
+                usage(message)
+            } else {
+                anyhow::anyhow!(message)
+            });
         }
         if path.is_dir() {
-            anyhow::bail!("--pid-file {}: is a directory", path.display());
+            return Err(usage(format!(
+                "--pid-file {}: is a directory",
+                path.display()
+            )));
         }
         if let Some(held) = not_a_pid_file(path) {
-            anyhow::bail!(
+            return Err(usage(format!(
                 "--pid-file {}: {held} is there, not a process ID; refusing to replace it (name \
                  a path of its own, e.g. /run/crossfade/proxy.pid)",
                 path.display()
-            );
+            )));
         }
         Ok(PidFile {
             path: path.to_path_buf(),
@@ -169,6 +185,10 @@ mod tests {
             dir.path().join("nodir").display()
         );
         assert_eq!(error, expected);
+        // The flag's mistake: exit 2 (user44b, session 44).
+        assert!(crate::flags::is_usage(
+            &PidFile::check(&missing).unwrap_err()
+        ));
         let error = PidFile::check(dir.path()).unwrap_err().to_string();
         assert_eq!(
             error,

@@ -62,19 +62,21 @@ fn from_state_file(path: &Path) -> anyhow::Result<ReportData> {
         .load::<ServiceState>()
         .map_err(|e| match e {
             // Trial 19: `--state spec.yaml` was "corrupt: expected value at line 1 column 1".
+            // A file of another kind is the flag's mistake, a usage error (exit 2, as
+            // `-o spec.yaml` is; user44b, session 44); a corrupt state file stays exit 1.
             crossfade_controller::Error::StateCorrupt { .. } => {
                 match crate::serve::settings_kind(path) {
-                    Some(kind) => anyhow::anyhow!(
+                    Some(kind) => crate::flags::usage(format!(
                         "--state {} is {kind}, not a state file: give the file its state_file: \
                          names",
                         path.display()
-                    ),
+                    )),
                     None => match proxy_state(path) {
-                        Some(kind) => anyhow::anyhow!(
+                        Some(kind) => crate::flags::usage(format!(
                             "--state {} is {kind}, not a `crossfade run` state file: give the \
                              file its spec's state_file: names (a proxy has no rollouts)",
                             path.display()
-                        ),
+                        )),
                         None => e.into(),
                     },
                 }
@@ -183,6 +185,8 @@ mod tests {
         let Err(error) = super::from_state_file(&spec) else {
             panic!("a spec given as the state file is refused")
         };
+        // The flag's mistake: exit 2, as `-o spec.yaml` (user44b, session 44).
+        assert!(crate::flags::is_usage(&error), "a usage error: {error:#}");
         assert_eq!(
             error.to_string(),
             format!(

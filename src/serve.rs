@@ -695,7 +695,8 @@ pub async fn proxy(
         let writes = "writes its process ID into it";
         let clashes = config.flag_file_clashes(Some(path), "--pid-file", pid_file, writes);
         if let Some(clash) = clashes.first() {
-            anyhow::bail!("{clash}");
+            // The flag's value is wrong by itself: a usage error (exit 2; user44b, session 44).
+            return Err(crate::flags::usage(clash.clone()));
         }
     }
     let pid_file = pid_file.map(PidFile::check).transpose()?;

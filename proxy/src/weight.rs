@@ -172,8 +172,9 @@ impl Percent {
                 shown(text)
             )
         })?;
-        // `1e400` reads as infinity: echo what was written, not `inf` (trial 19).
-        if !value.is_finite() {
+        // `1e400` reads as infinity: echo what was written, not `inf` (trial 19); and `"-10%"`,
+        // not `-10` without its `%` (user44b, session 44).
+        if !value.is_finite() || value < 0.0 {
             return Err(format!(
                 "{} is not a percentage between 0 and 100",
                 shown(text)
@@ -380,6 +381,11 @@ mod tests {
         assert_eq!(
             Percent::parse("1e400%").unwrap_err(),
             "\"1e400%\" is not a percentage between 0 and 100"
+        );
+        // Session 44: `"-10%"` was `-10 is not a percentage ...`, the `%` written dropped.
+        assert_eq!(
+            Percent::parse("-10%").unwrap_err(),
+            "\"-10%\" is not a percentage between 0 and 100"
         );
         assert_eq!(Percent(1250).to_string(), "12.5%");
         assert_eq!(Percent(5).to_string(), "0.05%");

@@ -2232,7 +2232,8 @@ async fn a_state_file_of_the_other_command_is_refused_saying_whose_it_is() {
         .into_iter()
         .chain([OsStr::new("-o"), report.as_os_str()]);
     let out = run_to_end(args, Duration::from_secs(30)).await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    // A file of another kind is the flag's mistake: a usage error (user44b, session 44).
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     let words = format!(
         "--state {} is the state file of a `crossfade proxy` (its routes' weights), not a \
          `crossfade run` state file",
@@ -2663,7 +2664,8 @@ async fn a_port_range_whose_ports_the_proxys_own_listeners_take_is_refused_by_ch
 /// New-user audit D4: a 100,000-character `weight` made a 100 KB error line from `crossfade
 /// check`, and a 3 MB file that is no config a 3 MB one echoing it (3145727 bytes: YAML drops
 /// the trailing space). Each error quotes the value's
-/// start, names the field and the length, and stays under a kilobyte.
+/// start, names the field and the length, and stays under a kilobyte; a file that is one string
+/// is named by its length alone (session 44).
 #[tokio::test]
 async fn check_quotes_an_oversized_value_by_its_start_and_length() {
     let dir = temp_dir();
@@ -2680,12 +2682,35 @@ async fn check_quotes_an_oversized_value_by_its_start_and_length() {
 
     let prose = dir.path().join("notes.txt");
     std::fs::write(&prose, "lorem ipsum ".repeat(262_144)).unwrap();
-    let words = [
-        "invalid type: string \"lorem ipsum",
-        "… (3145727 bytes), expected",
-    ];
+    // Session 44 (user44b): a file that is one string is named by its size, none of it quoted
+    // (a token file's secret was echoed).
+    let words = ["the file is a YAML string of 3145727 bytes, not a map of spec settings"];
     let out = refuses("check", &prose, &words).await;
+    assert!(!out.stderr.contains("lorem"), "{}", out.stderr);
     assert!(out.stderr.len() < 1000, "{} bytes", out.stderr.len());
+}
+
+/// Session 44 (user44b): a token file given by mistake as a spec, a proxy config or a migrate
+/// file was echoed into the error (`invalid type: string "sk_live_...", expected ...`), a leak
+/// into CI logs. Each loader names what the file is and its size, none of its content.
+#[tokio::test]
+async fn a_file_that_is_one_string_is_named_by_its_size_not_echoed() {
+    let dir = temp_dir();
+    let token = dir.path().join("tok.yaml");
+    std::fs::write(&token, "sk_live_SECRETTOKEN123\n").unwrap();
+    let string = "the file is a YAML string of 22 bytes, not a";
+    let check = refuses("check", &token, &["spec does not parse", string]).await;
+    let proxy = refuses("proxy", &token, &["cannot parse config", string]).await;
+    // Nothing listens on port 1: the file is refused before the admin API is asked.
+    let args = [OsStr::new("migrate"), token.as_os_str()]
+        .into_iter()
+        .chain([OsStr::new("--admin"), OsStr::new("127.0.0.1:1")]);
+    let migrate = run_to_end(args, Duration::from_secs(30)).await;
+    assert_eq!(migrate.code, Some(1), "{}", migrate.stderr);
+    assert!(migrate.stderr.contains(string), "{}", migrate.stderr);
+    for out in [check, proxy, migrate] {
+        assert!(!out.stderr.contains("SECRET"), "{}", out.stderr);
+    }
 }
 
 /// Session 41: a `--kubeconfig` that cannot be read is named once, with the system's reason; kube's

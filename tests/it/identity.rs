@@ -194,7 +194,8 @@ async fn a_pid_file_in_a_missing_directory_is_refused_naming_the_flag() {
         pid_file.as_os_str(),
     ];
     let out = crate::support::child::run_to_end(args, LIMIT).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    // A usage error, as `report -o spec.yaml` is (user44b, session 44).
+    assert_eq!(out.code, Some(2), "{out:?}");
     let named = format!(
         "--pid-file {}: directory {} does not exist",
         pid_file.display(),
@@ -211,7 +212,7 @@ async fn a_pid_file_in_a_missing_directory_is_refused_naming_the_flag() {
         pid_file.as_os_str(),
     ];
     let out = crate::support::child::run_to_end(args, LIMIT).await;
-    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.code, Some(2), "{out:?}");
     let named = format!(
         "--pid-file {}: names a directory, not a file",
         pid_file.display()

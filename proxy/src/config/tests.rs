@@ -784,6 +784,15 @@ fn a_weight_that_does_not_parse_names_the_weight_and_its_line() {
         err.contains("routes[0].green.weight: \"abc\" is not a percentage (expected e.g. 25 or \"12.5%\") at line 4 column 22"),
         "{err}"
     );
+    // Session 44 (user44b): `"-10%"` was `-10 is not a percentage ...`, its `%` dropped.
+    let written = block.replace("weight: -5", "weight: \"-10%\"");
+    let err = ProxyConfig::from_yaml(&written)
+        .expect_err("negative")
+        .to_string();
+    assert!(
+        err.contains("routes[0].blue.weight: \"-10%\" is not a percentage between 0 and 100"),
+        "{err}"
+    );
 }
 
 /// New-user audit D4: a 100,000-character value made a 100 KB error line (at `crossfade check`,
@@ -802,7 +811,8 @@ fn an_oversized_value_is_quoted_by_its_start_and_length() {
          format!("routes[0].name: {start} must be 1 to 63")),
         (format!("routes:\n  - name: web\n    path_prefix: \"{huge}\"\n    blue: {{ endpoints: [127.0.0.1:9000] }}\n"),
          format!("routes[0].path_prefix: {start} must start with '/'")),
-        (format!("\"{huge}\"\n"), format!("invalid type: string {start}, expected")),
+        // Session 44: a file that is one string is named by its size, none of it quoted.
+        (format!("\"{huge}\"\n"), "the file is a YAML string of 100000 bytes, not a proxy config".to_owned()),
     ];
     for (text, expected) in configs {
         let err = ProxyConfig::from_yaml(&text)

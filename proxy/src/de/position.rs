@@ -18,6 +18,9 @@ use serde_yaml_ng::Error;
 ///   stands, and is given even for the top level (`at line 1 column 1`).
 pub fn yaml_words_in(text: &str, error: &Error) -> String {
     let words = super::yaml_words(error);
+    if let Some(said) = scalar_document(text, &words) {
+        return said;
+    }
     if words.contains(MORE_THAN_ONE) {
         return match second_document(text) {
             Some(line) => format!(
@@ -50,6 +53,25 @@ pub fn yaml_words_in(text: &str, error: &Error) -> String {
         }
         None => format!("{said} at line {line} column {column}"),
     }
+}
+
+/// The words for a file whose whole document is one scalar where a map belongs (a token file
+/// given by mistake): what it is and its size, not its content, with what was expected and any
+/// position the reader gave (`the file is a YAML string of 22 bytes, not a map of spec settings
+/// (...)`). The reader's `invalid type: string "sk_live_...", expected ...` echoed a secret into
+/// CI logs (session 44, user44b). `None` for anything else: `words`, the reader's, stand.
+fn scalar_document(text: &str, words: &str) -> Option<String> {
+    // The content comes before the reader's last `, expected `; what was expected after it.
+    let (_, expected) = words
+        .strip_prefix("invalid type: ")?
+        .rsplit_once(", expected ")?;
+    let what = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).ok()? {
+        serde_yaml_ng::Value::String(s) => format!("a YAML string of {} bytes", s.len()),
+        serde_yaml_ng::Value::Number(_) => "a YAML number".to_owned(),
+        serde_yaml_ng::Value::Bool(_) => "a YAML boolean".to_owned(),
+        _ => return None,
+    };
+    Some(format!("the file is {what}, not {expected}"))
 }
 
 /// `words`, and when the reader stopped at a tab, that YAML indents with spaces: "found

@@ -149,3 +149,29 @@ fn a_tab_where_indentation_goes_is_named() {
     let said = words("listen: [\n");
     assert!(!said.contains("tab"), "{said}");
 }
+
+/// Session 44 (user44b): a token file given as a config was echoed (`invalid type: string
+/// "sk_live_...", expected ...`); a document that is one scalar is named by its kind and size.
+#[test]
+fn a_scalar_document_is_named_by_its_kind_not_its_content() {
+    for (text, kind) in [
+        ("sk_live_SECRET, expected x\n", "a YAML string of 26 bytes"),
+        ("123456789\n", "a YAML number"),
+        ("true\n", "a YAML boolean"),
+    ] {
+        let said = words(text);
+        assert!(
+            said.starts_with(&format!("the file is {kind}, not a map of fields")),
+            "{text:?}: {said}"
+        );
+        for secret in ["SECRET", "123456789", "true"] {
+            assert!(!said.contains(secret), "{text:?}: {said}");
+        }
+    }
+    // A map or a list says what it always said: it holds no content to leak.
+    assert!(
+        words("[]\n").starts_with("invalid type: sequence"),
+        "{}",
+        words("[]\n")
+    );
+}
