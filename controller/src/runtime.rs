@@ -109,6 +109,17 @@ pub struct RunResult {
 }
 
 /// Results of background tasks.
+/// A drain of the preview at weight 0 that ends a rollback or abort (`Run::apply_weights`).
+#[derive(Clone, Copy, Debug)]
+struct UndoDrain {
+    /// Which drain: its [`Done::UndoDrained`] carries the same.
+    id: u64,
+    /// The weight request for 0 it answers: the latest one, or it answers none.
+    seq: u64,
+    /// The generation in which that request's 0 was applied.
+    generation: u64,
+}
+
 enum Done {
     Provisioned(Result<Workload, String>),
     /// The preview's start was cancelled ([`Run::stop_preview`]) and what it started is stopped.
@@ -137,11 +148,10 @@ enum Done {
         answer: GateAnswer,
     },
     Drained(Drain),
-    /// The preview drained at weight 0, applied in generation `generation` by weight request
-    /// `seq`, at the end of a rollback or abort ([`Run::apply_weights`]).
+    /// The preview drained at weight 0 at the end of a rollback or abort: the drain `id` of
+    /// `Run::undo_drain` (`Run::apply_weights`).
     UndoDrained {
-        seq: u64,
-        generation: u64,
+        id: u64,
     },
     ActiveStopped,
     PreviewStopped,
@@ -188,6 +198,11 @@ pub struct Run<T, M> {
     applied_bp: u32,
     /// Sequence number of the latest weight request; an older probe result is stale.
     weights_seq: u64,
+    /// The preview's drain at weight 0 that ends a rollback or abort, while it runs: it answers
+    /// the latest request for 0 ([`UndoDrain::seq`]), and a request for more than 0 drops it.
+    undo_drain: Option<UndoDrain>,
+    /// How many such drains were started: the last one's id.
+    undo_drains: u64,
     /// The probe gating the latest weight increase, if one is running.
     probe: Option<tokio::task::JoinHandle<()>>,
     /// Cancels the preview's start while it is provisioning: a rollout that ends (abort, deadline)
@@ -261,6 +276,8 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
             pending_tasks: 0,
             applied_bp: 0,
             weights_seq: 0,
+            undo_drain: None,
+            undo_drains: 0,
             probe: None,
             provisioning: None,
             stops_in_flight: 0,
@@ -691,15 +708,19 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                     .push_back(Input::GateAnswered { at, step, answer })
             }
             Done::Drained(drain) => self.retire_when_promoted_serves(drain, false),
-            Done::UndoDrained { seq, generation } => {
-                if seq == self.weights_seq {
-                    // Read now, not at the last poll: the stop follows in this same pass.
-                    let capacity = self.capacity_changed();
-                    self.inputs.extend(capacity);
-                    self.inputs.push_back(Input::WeightsApplied {
-                        preview_bp: 0,
-                        generation,
-                    });
+            Done::UndoDrained { id } => {
+                let drain = self.undo_drain.filter(|drain| drain.id == id);
+                if let Some(drain) = drain {
+                    self.undo_drain = None;
+                    if drain.seq == self.weights_seq {
+                        // Read now, not at the last poll: the stop follows in this same pass.
+                        let capacity = self.capacity_changed();
+                        self.inputs.extend(capacity);
+                        self.inputs.push_back(Input::WeightsApplied {
+                            preview_bp: 0,
+                            generation: drain.generation,
+                        });
+                    }
                 }
             }
             Done::ActiveStopped => {
@@ -830,6 +851,10 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
     /// a preview that is unhealthy now (C02, C10). A newer request supersedes a waiting one.
     fn set_weights(&mut self, preview_bp: u32) {
         self.weights_seq += 1;
+        if preview_bp > 0 {
+            // The preview gets a share back: a drain for 0 still running answers nothing.
+            self.undo_drain = None;
+        }
         if let Some(probe) = self.probe.take() {
             probe.abort();
         }
@@ -876,15 +901,32 @@ impl<T: TrafficSetter, M: MetricsSource> Run<T, M> {
                 if self.undo_ends(preview_bp) {
                     // The machine hears of 0 (and stops the preview) once the preview drained,
                     // with the active backend's capacity read again then (`finished`).
+                    if let Some(drain) = self.undo_drain.as_mut() {
+                        // The machine asked for 0 again (at its progress deadline) while the
+                        // drain for the last 0 runs: that drain answers this request too and is
+                        // not started over, so it ends by its own deadline. Started over, a
+                        // preview held past the deadline never drained and the undo never
+                        // stopped it (review of session 44).
+                        drain.seq = self.weights_seq;
+                        drain.generation = generation;
+                        return;
+                    }
+                    self.undo_drains += 1;
+                    let id = self.undo_drains;
+                    self.undo_drain = Some(UndoDrain {
+                        id,
+                        seq: self.weights_seq,
+                        generation,
+                    });
                     let (traffic, route) = (self.seams.traffic.clone(), self.route.clone());
-                    let (slot, seq) = (self.preview_slot(), self.weights_seq);
+                    let slot = self.preview_slot();
                     let deadline = crossfade_proxy::duration::later(
                         Instant::now(),
                         self.preview_spec.stop_grace,
                     );
                     self.spawn(async move {
                         wait_drained(&*traffic, &route, slot, deadline).await;
-                        Done::UndoDrained { seq, generation }
+                        Done::UndoDrained { id }
                     });
                     return;
                 }

@@ -25,6 +25,8 @@ use crate::traffic::Held;
 struct Plane {
     blue_up: AtomicBool,
     crash_at_zero: AtomicBool,
+    /// Green holds an upgraded connection that never closes.
+    green_held: AtomicBool,
     log: Mutex<Vec<String>>,
     generation: AtomicU32,
 }
@@ -60,8 +62,12 @@ impl TrafficSetter for Plane {
     fn promote_slot(&self, _: &str, slot: Slot) -> crate::error::Result<u64> {
         self.note(format!("promote {slot}"))
     }
-    fn held(&self, _: &str, _: Slot) -> Held {
-        Held::default()
+    fn held(&self, _: &str, slot: Slot) -> Held {
+        let upgraded = u64::from(slot == Slot::Green && self.green_held.load(SeqCst));
+        Held {
+            in_flight: 0,
+            upgraded,
+        }
     }
     fn close_upgraded(&self, _: &str, _: Slot) -> u64 {
         0
@@ -252,5 +258,70 @@ async fn an_active_backend_down_before_the_preview_stops_keeps_the_preview_servi
             "green endpoints 0"
         ],
         "{log:?}"
+    );
+}
+
+/// Review of session 44: an abort whose preview holds a connection for longer than the progress
+/// deadline (a WebSocket, under a `stop_grace` past the deadline). The run waits for the preview
+/// to drain before it tells the machine 0% is applied; the machine asks for 0 again at each
+/// progress deadline, which superseded that wait, so with a wait as long as `stop_grace` the
+/// abort never ended. The wait is at most half the progress deadline: the abort ends, green
+/// stopped after its `stop_grace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_whose_preview_holds_a_connection_past_the_progress_deadline_ends() {
+    let green = ready_server().await;
+    let plane = Arc::new(Plane::default());
+    plane.blue_up.store(true, SeqCst);
+    plane.green_held.store(true, SeqCst);
+    let config: RolloutConfig =
+        serde_yaml_ng::from_str("steps: [50, 100]\nhold: 1500ms\nprogress_deadline: 2s\n")
+            .expect("rollout config");
+    let judge = ThresholdJudge::new(config.analysis.clone());
+    let seams = Seams {
+        traffic: Arc::clone(&plane),
+        metrics: Arc::clone(&plane),
+        driver: Arc::new(LocalDriver::default()) as Arc<dyn WorkloadDriver>,
+        judge: Arc::new(judge),
+        supervisor: None,
+    };
+    let spec: WorkloadSpec = serde_yaml_ng::from_str(&format!(
+        "endpoints: [\"{green}\"]\nreadiness: {{ interval: 20ms }}\nstop_grace: 5s\n"
+    ))
+    .expect("green spec");
+    let rollout = Rollout::new(1, config, Slot::Blue);
+    let run = Run::new(seams, "web".into(), rollout, Workload::detached(), spec);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut observer = Seen::default();
+    let task = tokio::spawn(async move { run.run(&mut rx, &mut observer).await });
+
+    log_until(&plane, "green at 50%", |log| {
+        log.iter().any(|l| l == "green 5000")
+    })
+    .await;
+    let (reply, decision) = tokio::sync::oneshot::channel();
+    tx.send(Interrupt::Operator(OperatorCommand::Abort, reply))
+        .expect("abort sent");
+    let decision = decision.await.expect("decision");
+    assert!(decision.accepted, "{decision:?}");
+    // Two drains of 5 s and their 2.5 s close graces: about 15 s; before, no end at all.
+    let result = tokio::time::timeout(Duration::from_secs(45), task)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the abort never ended: green held past the progress deadline; published: {:?}",
+                plane.log()
+            )
+        })
+        .expect("run task");
+    assert_eq!(
+        result.rollout.phase,
+        Phase::Aborted,
+        "{}",
+        result.rollout.message
+    );
+    assert!(
+        plane.log().iter().any(|l| l == "green endpoints 0"),
+        "green stopped: {:?}",
+        plane.log()
     );
 }
