@@ -196,8 +196,9 @@ pub struct Rollout {
     /// The preview weight applied when the rollback or abort in progress began, in basis points:
     /// the share the preview gets back when the active backend cannot carry the traffic at the
     /// moment the preview is about to be stopped ([`Rollout::share_back`]; session 44). 0 while
-    /// none runs. Not persisted: a restarted runtime begins its rollback again from the weight
-    /// applied.
+    /// none runs. Not persisted: a rollout read back from its record (a restarted `crossfade
+    /// run`, a Kubernetes reconcile that re-reads the status) has 0 here, and its undo stops the
+    /// preview without giving a share back, as before session 44.
     #[serde(skip)]
     pub undo_from_bp: u32,
     /// Both backends' healthy endpoints as last reported ([`Input::Capacity`]); `None` until a
