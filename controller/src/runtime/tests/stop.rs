@@ -156,29 +156,31 @@ async fn log_until(plane: &Plane, what: &str, done: impl Fn(&[String]) -> bool) 
     panic!("{what}: not within 30 s; published: {:?}", plane.log());
 }
 
-/// Session 44 (user44b, finding 2): an abort decided while blue had 1 of 1 endpoints healthy,
-/// whose only instance crashed right after, before green was stopped. Green is not stopped while
-/// blue has no healthy endpoint: it gets its 50% back, and the abort waits for blue; once blue is
-/// healthy again, the abort ends and green is stopped. Before, the capacity was read only when
-/// the abort was decided: green, the only backend that could serve, was stopped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_active_backend_down_before_the_preview_stops_keeps_the_preview_serving() {
+/// Starts a run of rollout `steps: [50, 100]` with `timing` (its `hold` and `progress_deadline`,
+/// YAML lines) over `plane`, green a [`ready_server`] with `stop_grace` (a duration), and waits
+/// until green is published at 50%; the run's interrupt sender, its task and what it showed.
+async fn run_to_half(
+    plane: &Arc<Plane>,
+    timing: &str,
+    stop_grace: &str,
+) -> (
+    mpsc::UnboundedSender<Interrupt>,
+    tokio::task::JoinHandle<RunResult>,
+    Seen,
+) {
     let green = ready_server().await;
-    let plane = Arc::new(Plane::default());
-    plane.blue_up.store(true, SeqCst);
     let config: RolloutConfig =
-        serde_yaml_ng::from_str("steps: [50, 100]\nhold: 10m\nprogress_deadline: 20m\n")
-            .expect("rollout config");
+        serde_yaml_ng::from_str(&format!("steps: [50, 100]\n{timing}\n")).expect("rollout config");
     let judge = ThresholdJudge::new(config.analysis.clone());
     let seams = Seams {
-        traffic: Arc::clone(&plane),
-        metrics: Arc::clone(&plane),
+        traffic: Arc::clone(plane),
+        metrics: Arc::clone(plane),
         driver: Arc::new(LocalDriver::default()) as Arc<dyn WorkloadDriver>,
         judge: Arc::new(judge),
         supervisor: None,
     };
     let spec: WorkloadSpec = serde_yaml_ng::from_str(&format!(
-        "endpoints: [\"{green}\"]\nreadiness: {{ interval: 20ms }}\nstop_grace: 2s\n"
+        "endpoints: [\"{green}\"]\nreadiness: {{ interval: 20ms }}\nstop_grace: {stop_grace}\n"
     ))
     .expect("green spec");
     let rollout = Rollout::new(1, config, Slot::Blue);
@@ -187,11 +189,23 @@ async fn an_active_backend_down_before_the_preview_stops_keeps_the_preview_servi
     let seen = Seen::default();
     let mut observer = seen.clone();
     let task = tokio::spawn(async move { run.run(&mut rx, &mut observer).await });
-
-    log_until(&plane, "green at 50%", |log| {
+    log_until(plane, "green at 50%", |log| {
         log.iter().any(|l| l == "green 5000")
     })
     .await;
+    (tx, task, seen)
+}
+
+/// Session 44 (user44b, finding 2): an abort decided while blue had 1 of 1 endpoints healthy,
+/// whose only instance crashed right after, before green was stopped. Green is not stopped while
+/// blue has no healthy endpoint: it gets its 50% back, and the abort waits for blue; once blue is
+/// healthy again, the abort ends and green is stopped. Before, the capacity was read only when
+/// the abort was decided: green, the only backend that could serve, was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_backend_down_before_the_preview_stops_keeps_the_preview_serving() {
+    let plane = Arc::new(Plane::default());
+    plane.blue_up.store(true, SeqCst);
+    let (tx, task, seen) = run_to_half(&plane, "hold: 10m\nprogress_deadline: 20m", "2s").await;
     plane.crash_at_zero.store(true, SeqCst);
     let (reply, decision) = tokio::sync::oneshot::channel();
     tx.send(Interrupt::Operator(OperatorCommand::Abort, reply))
@@ -265,39 +279,14 @@ async fn an_active_backend_down_before_the_preview_stops_keeps_the_preview_servi
 /// deadline (a WebSocket, under a `stop_grace` past the deadline). The run waits for the preview
 /// to drain before it tells the machine 0% is applied; the machine asks for 0 again at each
 /// progress deadline, which superseded that wait, so with a wait as long as `stop_grace` the
-/// abort never ended. The wait is at most half the progress deadline: the abort ends, green
+/// abort never ended. A request for 0 while that wait runs now joins it: the abort ends, green
 /// stopped after its `stop_grace`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_whose_preview_holds_a_connection_past_the_progress_deadline_ends() {
-    let green = ready_server().await;
     let plane = Arc::new(Plane::default());
     plane.blue_up.store(true, SeqCst);
     plane.green_held.store(true, SeqCst);
-    let config: RolloutConfig =
-        serde_yaml_ng::from_str("steps: [50, 100]\nhold: 1500ms\nprogress_deadline: 2s\n")
-            .expect("rollout config");
-    let judge = ThresholdJudge::new(config.analysis.clone());
-    let seams = Seams {
-        traffic: Arc::clone(&plane),
-        metrics: Arc::clone(&plane),
-        driver: Arc::new(LocalDriver::default()) as Arc<dyn WorkloadDriver>,
-        judge: Arc::new(judge),
-        supervisor: None,
-    };
-    let spec: WorkloadSpec = serde_yaml_ng::from_str(&format!(
-        "endpoints: [\"{green}\"]\nreadiness: {{ interval: 20ms }}\nstop_grace: 5s\n"
-    ))
-    .expect("green spec");
-    let rollout = Rollout::new(1, config, Slot::Blue);
-    let run = Run::new(seams, "web".into(), rollout, Workload::detached(), spec);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut observer = Seen::default();
-    let task = tokio::spawn(async move { run.run(&mut rx, &mut observer).await });
-
-    log_until(&plane, "green at 50%", |log| {
-        log.iter().any(|l| l == "green 5000")
-    })
-    .await;
+    let (tx, task, _) = run_to_half(&plane, "hold: 1500ms\nprogress_deadline: 2s", "5s").await;
     let (reply, decision) = tokio::sync::oneshot::channel();
     tx.send(Interrupt::Operator(OperatorCommand::Abort, reply))
         .expect("abort sent");
